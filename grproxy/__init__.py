@@ -1,0 +1,1 @@
+"""grproxy: the process — configuration, CLI, MySQL-protocol front ends, sandbox."""

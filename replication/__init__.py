@@ -1,0 +1,1 @@
+"""Replication: members, capture, certification, applier — and the MySQL wire protocol to backends."""

@@ -1,0 +1,1 @@
+"""Group communication: membership, views, total-order broadcast (knows nothing of SQL)."""

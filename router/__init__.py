@@ -1,0 +1,1 @@
+"""Router: client sessions, read/write split, consistency waits, backend pools."""
