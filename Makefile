@@ -1,0 +1,58 @@
+# The two commands of the README: `make run` and `make test`.
+# Both install what is missing first: the MariaDB server (when no mariadbd/mysqld is found),
+# the `mariadb` client and sysbench from the system's packages, and a virtualenv with grproxy.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := mariadb-server mariadb-client sysbench
+export PATH := /usr/sbin:/usr/local/sbin:$(PATH)
+
+.PHONY: run test install system-deps bench bench-deps clean
+
+run: install
+	$(BIN)/grproxy sandbox $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: system-deps $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "grproxy needs Python >= 3.11 (found: $$($(PYTHON) --version 2>&1))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Installs only what is missing. Needs root (or sudo) and apt-get; otherwise says what to do.
+system-deps:
+	@missing=""; \
+	if ! command -v mariadbd >/dev/null && ! command -v mysqld >/dev/null; then missing="$$missing mariadb-server"; fi; \
+	if ! command -v mariadb >/dev/null && ! command -v mysql >/dev/null; then missing="$$missing mariadb-client"; fi; \
+	if ! command -v sysbench >/dev/null; then missing="$$missing sysbench"; fi; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  if command -v apt-get >/dev/null && { [ -z "$$sudo" ] || $$sudo true 2>/dev/null; }; then \
+	    echo "Installing system packages:$$missing"; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else \
+	    echo "Missing:$$missing. Install them with your package manager, for example:"; \
+	    echo "  sudo apt-get install$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# Benchmarks also compare against a MariaDB Galera cluster.
+bench-deps: install
+	@command -v galera_recovery >/dev/null || [ -e /usr/lib/galera/libgalera_smm.so ] || \
+	  { sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q galera-4; }
+
+bench: bench-deps
+	$(BIN)/python -m bench.proxy_overhead
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

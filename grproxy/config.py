@@ -1,0 +1,189 @@
+"""grproxy's configuration file (TOML), validated once at start-up.
+
+Every key has a default (see conf/grproxy.example.toml, which documents them all). A bad file
+raises `ConfigError` naming the offending key; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from replication.protocol.packets import native_password_hash
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message starts with the key it concerns."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config: {key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendConfig:
+    host: str = "127.0.0.1"
+    port: int = 6446
+    max_allowed_packet: int = 64 * 1024 * 1024
+    max_connections: int = 1024
+    server_version: str = ""
+    connect_timeout_s: float = 10.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    require_secure_transport: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    name: str
+    password_hash: str = ""  # "*" + 40 upper-case hex digits, or "" for no password
+    admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "grproxy"
+    password: str = ""
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str = "console"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    users: tuple[UserConfig, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_HASH_RE = re.compile(r"^\*[0-9A-Fa-f]{40}$")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file. Raises ConfigError."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("--config", f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc}") from None
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    known = {"frontend", "users", "backends", "log"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
+    frontend = _section(FrontendConfig, raw.get("frontend", {}), "frontend")
+    _check_port(frontend.port, "frontend.port", allow_zero=True)
+    _check_positive(frontend.max_allowed_packet, "frontend.max_allowed_packet", minimum=1024, maximum=1 << 30)
+    _check_positive(frontend.max_connections, "frontend.max_connections")
+    _check_positive(frontend.connect_timeout_s, "frontend.connect_timeout_s")
+    if bool(frontend.tls_cert) != bool(frontend.tls_key):
+        raise ConfigError("frontend.tls_cert", "tls_cert and tls_key must be given together")
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(frontend, key)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"frontend.{key}", f"no such file: {value}")
+    if frontend.require_secure_transport and not frontend.tls_cert:
+        raise ConfigError("frontend.require_secure_transport", "needs tls_cert and tls_key")
+
+    users = []
+    for i, item in enumerate(_table_list(raw.get("users", []), "users")):
+        where = f"users[{i}]"
+        item = dict(item)
+        password = item.pop("password", None)
+        if password is not None:
+            if "password_hash" in item:
+                raise ConfigError(f"{where}.password", "give either password or password_hash, not both")
+            if not isinstance(password, str):
+                raise ConfigError(f"{where}.password", "must be a string")
+            item["password_hash"] = native_password_hash(password)
+        user = _section(UserConfig, item, where)
+        if not user.name:
+            raise ConfigError(f"{where}.name", "must not be empty")
+        if user.password_hash and not _HASH_RE.match(user.password_hash):
+            raise ConfigError(f"{where}.password_hash", "must be '*' followed by 40 hex digits (as in mysql.user)")
+        users.append(user)
+    names = [u.name for u in users]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("users", f"user {name!r} is defined twice")
+
+    backends = []
+    for i, item in enumerate(_table_list(raw.get("backends", []), "backends")):
+        where = f"backends[{i}]"
+        item = dict(item)
+        item.setdefault("name", f"db{i + 1}")
+        backend = _section(BackendConfig, item, where)
+        _check_port(backend.port, f"{where}.port")
+        _check_positive(backend.connect_timeout_s, f"{where}.connect_timeout_s")
+        backends.append(backend)
+    if not backends:
+        raise ConfigError("backends", "at least one [[backends]] entry is needed")
+
+    log = _section(LogConfig, raw.get("log", {}), "log")
+    if log.format not in ("console", "json"):
+        raise ConfigError("log.format", f"must be 'console' or 'json', not {log.format!r}")
+    if log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log.level", f"must be debug, info, warning or error, not {log.level!r}")
+    return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log)
+
+
+def _table_list(value: Any, key: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(key, "must be a list of tables ([[%s]])" % key)
+    return value
+
+
+def _section(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(where, "must be a table")
+    spec = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        f = spec.get(key)
+        if f is None:
+            raise ConfigError(f"{where}.{key}", f"unknown key (known: {', '.join(spec)})")
+        expected = f.type if isinstance(f.type, str) else f.type.__name__
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+        }.get(expected, True)
+        if not ok:
+            raise ConfigError(f"{where}.{key}", f"must be of type {expected}, not {type(value).__name__}")
+        kwargs[key] = float(value) if expected == "float" else value
+    missing = [n for n, f in spec.items() if n not in kwargs and f.default is f.default_factory is _MISSING]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}", "is required")
+    return cls(**kwargs)
+
+
+def _check_port(value: int, key: str, allow_zero: bool = False) -> None:
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise ConfigError(key, f"must be a TCP port (1-65535), not {value}")
+
+
+def _check_positive(value: float, key: str, minimum: float = 0, maximum: float | None = None) -> None:
+    if value <= 0 or value < minimum or (maximum is not None and value > maximum):
+        bound = f" between {minimum} and {maximum}" if maximum is not None else ""
+        raise ConfigError(key, f"must be positive{bound}, not {value}")
+
+
+from dataclasses import MISSING as _MISSING  # noqa: E402

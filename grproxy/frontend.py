@@ -1,0 +1,541 @@
+"""The MySQL-protocol front end: what clients connect to.
+
+Built on mysql-mimic for the connection phase — its handshake packet, handshake-response and
+COM_CHANGE_USER parsers and its mysql_native_password plugin check scrambles — but not on its
+`Session`/command loop: after authentication every command is relayed as raw packets to a
+backend (router.session.RelaySession) and answers come back byte for byte (DESIGN §4: a proxy
+that re-encodes rows loses metadata and ~60 % of its speed).
+
+One `ClientConnection` (an asyncio Protocol) per client. It owns the client transport and is
+in one of these phases:
+
+    HANDSHAKE --auth ok + backend connected--> COMMAND <--> (INFILE | LOCAL) --> CLOSED
+
+COMMAND is the hot path: a complete command packet is handed to the session without a task
+switch; the session calls `command_done()` when the answer has been relayed. Bytes that arrive
+while a command is in flight stay buffered (bounded by max_allowed_packet; reading pauses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Callable
+from enum import Enum
+
+import structlog
+from mysql_mimic import packets as mimic_packets
+from mysql_mimic.auth import NativePasswordAuthPlugin, User
+from mysql_mimic.charset import CharacterSet, Collation
+from mysql_mimic.types import Capabilities, ServerStatus
+
+from replication.protocol.backend import BackendAddress, BackendConnection
+from replication.protocol.constants import MAX_PAYLOAD, PROXY_CAPABILITIES, UTF8MB4_GENERAL_CI, Cap, Command
+from replication.protocol.errors import (
+    AccessDenied,
+    BackendError,
+    HandshakeError,
+    InsecureTransport,
+    KillDenied,
+    MySQLError,
+    PacketsOutOfOrder,
+    PacketTooLarge,
+    TooManyConnections,
+    UnknownCommand,
+    UnknownThread,
+)
+from replication.protocol.packets import frame, ok_payload
+from router.session import RelaySession
+
+from .config import Config, UserConfig
+
+log = structlog.get_logger("grproxy.frontend")
+
+# Proxy connection ids start high so that they do not collide with backend thread ids, which a
+# client may also name in KILL (CONNECTION_ID() is answered by the backend).
+CONN_ID_BASE = 1 << 28
+CONN_ID_SPAN = (1 << 31) - CONN_ID_BASE
+READ_BUFFER_BYTES_MAX = 1 << 20  # beyond this (while a command is in flight) reading pauses
+WRITE_BUFFER_HIGH_BYTES = 1 << 20  # client transport write buffer: pause the backend above it
+_NATIVE = NativePasswordAuthPlugin()
+
+
+class Phase(Enum):
+    HANDSHAKE = "handshake"
+    COMMAND = "command"
+    INFILE = "infile"
+    LOCAL = "local"  # a coroutine of the proxy's reads the client's packets (COM_CHANGE_USER)
+    CLOSED = "closed"
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection. See the module docstring for the phases."""
+
+    def __init__(self, server: "FrontendServer") -> None:
+        self.server = server
+        self.conn_id = 0
+        self.username = ""
+        self.host = ""
+        self.phase = Phase.HANDSHAKE
+        self.session: RelaySession | None = None
+        self.capabilities = 0
+        self.collation = UTF8MB4_GENERAL_CI
+        self.tls = False
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._busy = False
+        self._parts: list[bytes] = []
+        self._parts_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._nonce = b""
+        self._handshake_task: asyncio.Task[None] | None = None
+        self._log = log
+
+    # --- ClientLink (what the router session uses) ------------------------------------------------
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        assert self._transport is not None
+        return self._transport
+
+    def send_packet(self, payload: bytes, seq: int) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame(payload, seq))
+
+    def send_error(self, error: MySQLError, seq: int) -> None:
+        self._log.info("error_sent", errno=getattr(error, "backend_errno", error.errno), message=error.message)
+        self.send_packet(error.to_payload(), seq)
+
+    def command_done(self) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.COMMAND
+        self._busy = False
+        if self._read_paused and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
+        if self._buf:
+            self._process()
+
+    def begin_infile(self) -> None:
+        self.phase = Phase.INFILE
+        if self._buf:
+            self._process()
+
+    def close(self) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        if self._transport is not None:
+            self._transport.close()
+        if self.session is not None:
+            self.session.close()
+        if self._handshake_task is not None and not self._handshake_task.done():
+            self._handshake_task.cancel()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.server.forget(self)
+
+    # --- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
+        peer = transport.get_extra_info("peername")
+        self.host = peer[0] if isinstance(peer, tuple) else "localhost"
+        if not self.server.admit(self):
+            self.send_packet(TooManyConnections("Too many connections").to_payload(), 0)
+            self.phase = Phase.CLOSED
+            transport.close()
+            return
+        self._log = log.bind(conn_id=self.conn_id)
+        self._handshake_task = asyncio.get_running_loop().create_task(self._handshake())
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase is Phase.COMMAND and not self._busy and not self._buf:
+            n = len(data)
+            if n > 4:
+                length = data[0] | (data[1] << 8) | (data[2] << 16)
+                if length + 4 == n and data[3] == 0 and length < MAX_PAYLOAD and length <= self.server.max_allowed_packet:
+                    self._busy = True
+                    assert self.session is not None
+                    self.session.on_command(data)
+                    return
+        self._buf += data
+        self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._log.debug("client_disconnected")
+        self.close()
+
+    def pause_writing(self) -> None:
+        if self.session is not None and self.session.backend.transport is not None:
+            self.session.backend.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.session is not None and self.session.backend.transport is not None:
+            self.session.backend.transport.resume_reading()
+
+    # --- packet assembly --------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Take complete packets out of the buffer for whoever may have them now."""
+        buf = self._buf
+        while len(buf) >= 4:
+            phase = self.phase
+            if phase in (Phase.HANDSHAKE, Phase.LOCAL):
+                waiter = self._waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                return
+            if phase is Phase.CLOSED or (phase is Phase.COMMAND and self._busy):
+                if len(buf) > READ_BUFFER_BYTES_MAX + self.server.max_allowed_packet and not self._read_paused:
+                    self._read_paused = True
+                    self.transport.pause_reading()
+                return
+            length = buf[0] | (buf[1] << 8) | (buf[2] << 16)
+            seq = buf[3]
+            if phase is Phase.COMMAND:
+                if not self._parts and seq != 0:
+                    self._fail(PacketsOutOfOrder("Got packets out of order"), seq + 1)
+                    return
+                if self._parts_bytes + length > self.server.max_allowed_packet:
+                    self._fail(PacketTooLarge("Got a packet bigger than 'max_allowed_packet' bytes"), seq + 1)
+                    return
+            if len(buf) < 4 + length:
+                return
+            raw = bytes(buf[: 4 + length])
+            del buf[: 4 + length]
+            if phase is Phase.INFILE:
+                assert self.session is not None
+                last = length == 0
+                if last:
+                    self.phase = Phase.COMMAND
+                    self._busy = True
+                self.session.on_infile_packet(raw, last)
+                continue
+            if length == MAX_PAYLOAD:
+                self._parts.append(raw)
+                self._parts_bytes += length
+                continue
+            if self._parts:
+                self._parts.append(raw)
+                raw = b"".join(self._parts)
+                self._parts.clear()
+                self._parts_bytes = 0
+            self._dispatch(raw)
+
+    def _dispatch(self, raw: bytes) -> None:
+        self._busy = True
+        if len(raw) <= 4:
+            self.send_error(UnknownCommand("Empty command packet"), 1)
+            self._busy = False
+            return
+        if raw[4] == Command.QUIT:
+            self.close()
+            return
+        if raw[4] == Command.CHANGE_USER:
+            self.phase = Phase.LOCAL
+            asyncio.get_running_loop().create_task(self._change_user(raw))
+            return
+        assert self.session is not None
+        self.session.on_command(raw)
+
+    def _fail(self, error: MySQLError, seq: int) -> None:
+        """Protocol violation by the client: ERR, then close (nothing more is read)."""
+        self.send_error(error, seq)
+        self.close()
+
+    async def _read_packet(self, expect_seq: int) -> bytes:
+        """Next packet payload, for the handshake and local commands (bounded, in-order)."""
+        while True:
+            if self.phase is Phase.CLOSED:
+                raise ConnectionResetError("client closed the connection")
+            buf = self._buf
+            if len(buf) >= 4:
+                length = buf[0] | (buf[1] << 8) | (buf[2] << 16)
+                if buf[3] != expect_seq % 256:
+                    raise PacketsOutOfOrder("Got packets out of order")
+                if length >= 1 << 16:
+                    raise HandshakeError("Bad handshake: packet too large")
+                if len(buf) >= 4 + length:
+                    payload = bytes(buf[4 : 4 + length])
+                    del buf[: 4 + length]
+                    return payload
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    # --- connection phase -------------------------------------------------------------------------
+
+    async def _handshake(self) -> None:
+        server = self.server
+        try:
+            async with asyncio.timeout(server.config.frontend.connect_timeout_s):
+                ok = await self._connection_phase()
+        except TimeoutError:
+            self._log.info("handshake_timeout")
+            self.close()
+            return
+        except MySQLError as exc:
+            self._log.info("handshake_refused", errno=exc.errno, reason=exc.message)
+            self.send_packet(exc.to_payload(), 2)
+            self.close()
+            return
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            self._log.info("handshake_failed", reason=str(exc))
+            self.close()
+            return
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        except Exception:  # noqa: BLE001 - any bug here must not take the process down
+            self._log.exception("handshake_error")
+            self.close()
+            return
+        if not ok:
+            self.close()
+            return
+        self.phase = Phase.COMMAND
+        if self._buf:
+            self._process()
+
+    async def _connection_phase(self) -> bool:
+        server = self.server
+        self._nonce = os.urandom(20).translate(_PRINTABLE)
+        caps = server.capabilities
+        handshake = mimic_packets.make_handshake_v10(
+            capabilities=Capabilities(caps),
+            server_charset=CharacterSet.utf8mb4,
+            server_version=server.server_version,
+            connection_id=self.conn_id,
+            auth_data=self._nonce + b"\x00",
+            status_flags=ServerStatus.SERVER_STATUS_AUTOCOMMIT,
+            auth_plugin_name=_NATIVE.name,
+        )
+        self.send_packet(handshake, 0)
+        seq = 1
+        data = await self._read_packet(seq)
+        if len(data) < 32:
+            raise HandshakeError("Bad handshake")
+        client_caps = int.from_bytes(data[:4], "little")
+        if not client_caps & Cap.PROTOCOL_41:
+            raise HandshakeError("Bad handshake: clients older than protocol 4.1 are not supported")
+        if len(data) == 32 and client_caps & Cap.SSL:
+            if server.ssl_context is None:
+                raise HandshakeError("Bad handshake: TLS requested but not offered")
+            loop = asyncio.get_running_loop()
+            new_transport = await loop.start_tls(self.transport, self, server.ssl_context, server_side=True)
+            if new_transport is None:
+                raise ConnectionResetError("TLS handshake failed")
+            self._transport = new_transport
+            self.tls = True
+            seq += 1
+            data = await self._read_packet(seq)
+            if len(data) < 32:
+                raise HandshakeError("Bad handshake")
+        if server.config.frontend.require_secure_transport and not self.tls:
+            raise InsecureTransport("Connections using insecure transport are prohibited while --require_secure_transport=ON.")
+        collation = data[8]
+        parse_data = data
+        if collation not in Collation._value2member_map_:
+            parse_data = data[:8] + bytes((UTF8MB4_GENERAL_CI,)) + data[9:]
+        try:
+            response = mimic_packets.parse_handshake_response_41(Capabilities(caps), parse_data)
+        except Exception as exc:  # noqa: BLE001 - malformed input from the client
+            raise HandshakeError(f"Bad handshake: {exc}") from None
+        self.capabilities = int(response.capabilities)
+        self.collation = collation or UTF8MB4_GENERAL_CI
+        self.username = response.username
+        ok, seq = await self._authenticate(response.username, response.auth_response, response.client_plugin, seq)
+        if not ok:
+            return False
+        self._log = self._log.bind(user=self.username)
+        attrs = dict(response.connect_attrs or {})
+        attrs["_proxy"] = "grproxy"
+        attrs["_proxy_client_host"] = self.host
+        try:
+            backend = await server.connect_backend(self.capabilities, self.collation, response.database or None, attrs)
+        except MySQLError as exc:
+            self.send_packet(exc.to_payload(), seq + 1)
+            self._log.info("backend_refused", error=str(exc))
+            return False
+        self.session = RelaySession(self, backend, server)
+        self.send_packet(ok_payload(backend.handshake.status if backend.handshake else 2), seq + 1)
+        self._log.info("client_connected", host=self.host, database=response.database, tls=self.tls,
+                       backend_thread=backend.thread_id)
+        return True
+
+    async def _authenticate(self, username: str, auth_response: bytes, plugin: str | None, seq: int) -> tuple[bool, int]:
+        """mysql_native_password against the configured users; other plugins are switched.
+
+        Returns (authenticated, sequence id of the last packet read). On failure an ERR 1045 has
+        been sent.
+        """
+        nonce = self._nonce
+        if plugin not in (None, "", _NATIVE.name):
+            nonce = os.urandom(20).translate(_PRINTABLE)
+            switch = mimic_packets.make_auth_switch_request(CharacterSet.utf8mb4, _NATIVE.name, nonce + b"\x00")
+            self.send_packet(switch, seq + 1)
+            seq += 2
+            auth_response = await self._read_packet(seq)
+        user_config = self.server.users.get(username)
+        matches = False
+        if user_config is not None:
+            user = User(name=username, auth_string=user_config.password_hash[1:].lower() or None,
+                        auth_plugin=_NATIVE.name)
+            matches = _NATIVE.password_matches(user=user, scramble=auth_response, nonce=nonce)
+        if not matches:
+            using = "YES" if auth_response else "NO"
+            self.send_packet(
+                AccessDenied(f"Access denied for user '{username}'@'{self.host}' (using password: {using})").to_payload(),
+                seq + 1,
+            )
+            self._log.info("access_denied", user=username)
+            return False, seq
+        return True, seq
+
+    async def _change_user(self, raw: bytes) -> None:
+        assert self.session is not None
+        try:
+            try:
+                com = mimic_packets.parse_com_change_user(Capabilities(self.capabilities), CharacterSet.utf8mb4, raw[5:])
+            except Exception:  # noqa: BLE001 - malformed input
+                self._fail(HandshakeError("Malformed COM_CHANGE_USER"), raw[3] + 1)
+                return
+            ok, seq = await self._authenticate(com.username, com.auth_response, com.client_plugin, raw[3])
+            if not ok:
+                self.close()  # as a MySQL server does after a failed COM_CHANGE_USER
+                return
+            self.username = com.username
+            try:
+                await self.session.reset_for_user(com.database or None)
+            except BackendError as exc:
+                self.send_packet(exc.to_payload(), seq + 1)
+                self.command_done()
+                return
+            self.send_packet(ok_payload(self.session.status), seq + 1)
+            self.command_done()
+        except MySQLError as exc:
+            self._fail(exc, raw[3] + 1)
+        except Exception:  # noqa: BLE001
+            self._log.exception("change_user_error")
+            self.close()
+
+
+_PRINTABLE = bytes((33 + (b % 94)) for b in range(256))  # nonce bytes: printable, never NUL
+
+
+class FrontendServer:
+    """Accepts clients on one listener; holds the process list (connection id → client)."""
+
+    def __init__(self, config: Config, server_version: str, backend_caps: int) -> None:
+        self.config = config
+        self.max_allowed_packet = config.frontend.max_allowed_packet
+        self.users: dict[str, UserConfig] = {u.name: u for u in config.users}
+        self.server_version = server_version
+        self.ssl_context = _ssl_context(config)
+        caps = (PROXY_CAPABILITIES & backend_caps) | Cap.PROTOCOL_41 | Cap.SECURE_CONNECTION | Cap.PLUGIN_AUTH
+        if self.ssl_context is not None:
+            caps |= Cap.SSL
+        self.capabilities = int(caps)
+        b = config.backends[0]
+        self.backend = BackendAddress(b.host, b.port, b.user, b.password, b.name)
+        self.connections: dict[int, ClientConnection] = {}
+        self._next_id = 0
+        self._server: asyncio.base_events.Server | None = None
+        self.on_change: Callable[[], None] | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        fe = self.config.frontend
+        self._server = await loop.create_server(lambda: ClientConnection(self), fe.host, fe.port, backlog=512,
+                                                reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for client in list(self.connections.values()):
+            client.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def admit(self, client: ClientConnection) -> bool:
+        if len(self.connections) >= self.config.frontend.max_connections:
+            return False
+        while True:
+            self._next_id = (self._next_id + 1) % CONN_ID_SPAN
+            conn_id = CONN_ID_BASE + self._next_id
+            if conn_id not in self.connections:
+                break
+        client.conn_id = conn_id
+        self.connections[conn_id] = client
+        return True
+
+    def forget(self, client: ClientConnection) -> None:
+        if self.connections.get(client.conn_id) is client:
+            del self.connections[client.conn_id]
+
+    async def connect_backend(
+        self, capabilities: int, collation: int, database: str | None, attrs: dict[str, str]
+    ) -> BackendConnection:
+        b = self.config.backends[0]
+        return await BackendConnection.open(
+            self.backend, capabilities=capabilities, collation=collation, database=database,
+            connect_attrs=attrs, timeout_s=b.connect_timeout_s,
+        )
+
+    async def kill(self, conn_id: int, *, query_only: bool, by: ClientConnection) -> None:  # type: ignore[override]
+        """KILL [QUERY] for a proxy connection id (or the backend thread id of a session).
+
+        A user may kill its own sessions; users with `admin = true` any session.
+        """
+        victim = self.connections.get(conn_id)
+        if victim is None:
+            victim = next(
+                (c for c in self.connections.values() if c.session is not None and c.session.backend.thread_id == conn_id),
+                None,
+            )
+        if victim is None or victim.session is None:
+            raise UnknownThread(f"Unknown thread id: {conn_id}")
+        killer = self.users.get(by.username)
+        if victim.username != by.username and not (killer is not None and killer.admin):
+            raise KillDenied(f"You are not owner of thread {conn_id}")
+        thread_id = victim.session.backend.thread_id
+        if victim is by and not query_only:
+            by.close()
+            return
+        admin = await BackendConnection.open(
+            self.backend, capabilities=int(PROXY_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
+            timeout_s=self.config.backends[0].connect_timeout_s,
+        )
+        try:
+            try:
+                await admin.execute(f"KILL {'QUERY' if query_only else 'CONNECTION'} {thread_id}")
+            except BackendError as exc:
+                if exc.backend_errno != 1094:  # already gone is fine
+                    raise
+        finally:
+            admin.close()
+        if not query_only:
+            victim.close()
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    fe = config.frontend
+    if not fe.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(fe.tls_cert, fe.tls_key)
+    return ctx
