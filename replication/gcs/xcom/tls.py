@@ -135,3 +135,97 @@ def _dns_matches(pattern: str, host: str) -> bool:
         head, _, rest = host.partition(".")
         return bool(head) and rest == pattern[2:]
     return pattern == host
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFiles:
+    ssl_ca: str
+    ssl_cert: str
+    ssl_key: str
+
+
+def generate_certificates(
+    directory: str,
+    names: list[str],
+    hosts: list[str],
+    *,
+    hosts_by_name: dict[str, list[str]] | None = None,
+    ca_name: str = "grproxy group CA",
+) -> dict[str, CertificateFiles]:
+    """Write a fresh CA and one certificate per member name into ``directory``.
+
+    Each member certificate names every entry of ``hosts`` (or of ``hosts_by_name[name]`` when
+    given): IP addresses become IP SANs, the rest DNS SANs. For sandboxes and tests; production
+    certificates come from the operator's own CA. Returns ``name -> CertificateFiles``.
+    """
+    import datetime
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30)
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    os.makedirs(directory, exist_ok=True)
+    ca_path = os.path.join(directory, "ca.pem")
+    with open(ca_path, "wb") as f:
+        f.write(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def san_list(entries: list[str]) -> list[x509.GeneralName]:
+        sans: list[x509.GeneralName] = []
+        for host in entries:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                sans.append(x509.DNSName(host))
+        return sans
+
+    out: dict[str, CertificateFiles] = {}
+    for name in names:
+        sans = san_list((hosts_by_name or {}).get(name, hosts))
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        cert_path = os.path.join(directory, f"{name}.pem")
+        key_path = os.path.join(directory, f"{name}.key")
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(key_path, "wb") as f:
+            f.write(pem_key(key))
+        os.chmod(key_path, 0o600)
+        out[name] = CertificateFiles(ca_path, cert_path, key_path)
+    return out
