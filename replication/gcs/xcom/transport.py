@@ -506,6 +506,8 @@ class TcpTransport:
 
         if not isinstance(frame, Hello):
             raise refuse(RejectReason.MALFORMED_HELLO, f"expected HELLO, got {type(frame).__name__}")
+        if not frame.sender.name or frame.sender.incarnation == 0:
+            raise refuse(RejectReason.MALFORMED_HELLO, "the dialer must state its name and incarnation")
         if frame.group_name != self.config.group_name:
             raise refuse(RejectReason.GROUP_MISMATCH, f"group {frame.group_name!r} is not ours")
         version = min(frame.version_max, PROTOCOL_VERSION_MAX)
