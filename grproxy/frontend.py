@@ -226,9 +226,9 @@ class ClientConnection(asyncio.Protocol):
                 raw = b"".join(self._parts)
                 self._parts.clear()
                 self._parts_bytes = 0
-            self._dispatch(raw)
+            self._dispatch(raw, seq)
 
-    def _dispatch(self, raw: bytes) -> None:
+    def _dispatch(self, raw: bytes, last_seq: int) -> None:
         self._busy = True
         if len(raw) <= 4:
             self.send_error(UnknownCommand("Empty command packet"), 1)
@@ -242,7 +242,7 @@ class ClientConnection(asyncio.Protocol):
             asyncio.get_running_loop().create_task(self._change_user(raw))
             return
         assert self.session is not None
-        self.session.on_command(raw)
+        self.session.on_command(raw, last_seq)
 
     def _fail(self, error: MySQLError, seq: int) -> None:
         """Protocol violation by the client: ERR, then close (nothing more is read)."""

@@ -36,7 +36,7 @@ from replication.protocol.scanner import Expect, ResponseScanner
 log = structlog.get_logger("grproxy.session")
 
 # How each relayed command is answered. Commands absent here are refused or handled locally.
-EXPECT_BY_COMMAND: dict[int, Expect] = {
+EXPECT_BY_COMMAND: dict[int, Expect] = {  # keys as plain ints for the hot lookup
     Command.QUERY: Expect.QUERY,
     Command.STMT_PREPARE: Expect.PREPARE,
     Command.STMT_EXECUTE: Expect.EXECUTE,
@@ -56,6 +56,7 @@ EXPECT_BY_COMMAND: dict[int, Expect] = {
     Command.FIELD_LIST: Expect.FIELD_LIST,
     Command.PROCESS_INFO: Expect.QUERY,
 }
+EXPECT_BY_COMMAND = {int(k): v for k, v in EXPECT_BY_COMMAND.items()}
 
 # Commands that would hand the backend over to the client (replication streams, shutdown).
 REFUSED_COMMANDS = frozenset(
@@ -69,6 +70,7 @@ _KILL_RE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _MAYBE_KILL = frozenset(b"kK/ \t\r\n")
+_COM_QUERY = int(Command.QUERY)
 
 
 class ClientLink(Protocol):
@@ -112,12 +114,13 @@ class RelaySession:
 
     # --- hot path -------------------------------------------------------------------------------
 
-    def on_command(self, raw: bytes) -> None:
-        """A complete command from the client: raw packet(s) with headers, sequence id 0 first."""
+    def on_command(self, raw: bytes, last_seq: int = 0) -> None:
+        """A complete command from the client: raw packet(s) with headers, sequence id 0 first;
+        `last_seq` is the sequence id of its last packet (0 unless it was over 16 MiB)."""
         cmd = raw[4] if len(raw) > 4 else -1
-        self._cmd_seq = _last_seq(raw)
-        if cmd == Command.QUERY and len(raw) > 5 and raw[5] in _MAYBE_KILL:
-            m = _KILL_RE.match(raw[5:4096]) if raw[5] in _MAYBE_KILL else None
+        self._cmd_seq = last_seq
+        if cmd == _COM_QUERY and len(raw) > 5 and raw[5] in _MAYBE_KILL:
+            m = _KILL_RE.match(raw[5:4096])
             if m is not None:
                 self._spawn(self._kill_statement(m))
                 return
@@ -223,17 +226,6 @@ class RelaySession:
             self._task.cancel()
         self.backend.close()
         self.link.close()
-
-
-def _last_seq(raw: bytes) -> int:
-    """Sequence id of the last packet in a run of packets."""
-    pos = 0
-    seq = 0
-    n = len(raw)
-    while pos + 4 <= n:
-        seq = raw[pos + 3]
-        pos += 4 + (raw[pos] | (raw[pos + 1] << 8) | (raw[pos + 2] << 16))
-    return seq
 
 
 KillHook = Callable[[int, bool], Awaitable[None]]

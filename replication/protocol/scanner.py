@@ -56,7 +56,8 @@ _START = {
     Expect.FETCH: _ROWS,
     Expect.FIELD_LIST: _FIELDS,
 }
-_SKIP_STATES = frozenset({_COLS, _P_PARAMS, _P_COLS, _SINGLE})
+_MORE_RESULTS = int(Status.MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS = int(Status.CURSOR_EXISTS)
 
 
 class ResponseScanner:
@@ -160,8 +161,48 @@ class ResponseScanner:
                 pos += 4
                 continue
             state = self._state
-            if state in _SKIP_STATES:
+            # Hot states inline (rows, column definitions, the EOFs around them, a small
+            # column count); everything else goes through _on_packet.
+            if state == _ROWS and length and end - pos > 4:
+                first = data[pos + 4]
+                if first != 0xFE and first != 0xFF:
+                    self.packets += 1
+                    self._cont = length == MAX_PAYLOAD
+                    self._skip = length
+                    pos += 4
+                    continue
+                if first == 0xFE and 5 <= length < 9 and end - pos >= 9:
+                    self.packets += 1
+                    status = data[pos + 7] | (data[pos + 8] << 8)
+                    self.status = status
+                    if status & _MORE_RESULTS and self.expect != Expect.FETCH:
+                        self._state = _FIRST
+                    else:
+                        self._final = True
+                    self._skip = length
+                    pos += 4
+                    continue
+            elif state == _COLS or state == _P_PARAMS or state == _P_COLS or state == _SINGLE:
                 self._on_skipped_packet(state)
+                self._cont = length == MAX_PAYLOAD
+                self._skip = length
+                pos += 4
+                continue
+            elif state == _COLS_EOF and length == 5 and end - pos >= 9 and data[pos + 4] == 0xFE:
+                self.packets += 1
+                status = data[pos + 7] | (data[pos + 8] << 8)
+                self.status = status
+                if status & _CURSOR_EXISTS and self.expect == Expect.EXECUTE:
+                    self._final = True
+                else:
+                    self._state = _ROWS
+                self._skip = 5
+                pos += 4
+                continue
+            elif state == _FIRST and length and end - pos > 4 and 0 < data[pos + 4] < 0xFB:
+                self.packets += 1
+                self._remaining = data[pos + 4]
+                self._state = _COLS
                 self._cont = length == MAX_PAYLOAD
                 self._skip = length
                 pos += 4
@@ -201,7 +242,7 @@ class ResponseScanner:
         if state == _ROWS:
             if first == 0xFE and length < 9:
                 self.status = _eof_status(head)
-                if self.expect != Expect.FETCH and self.status & Status.MORE_RESULTS_EXISTS:
+                if self.expect != Expect.FETCH and self.status & _MORE_RESULTS:
                     self._state = _FIRST
                 else:
                     self._final = True
@@ -224,7 +265,7 @@ class ResponseScanner:
         if state == _COLS_EOF:
             self._expect_eof(first, length)
             self.status = _eof_status(head)
-            if self.expect == Expect.EXECUTE and self.status & Status.CURSOR_EXISTS:
+            if self.expect == Expect.EXECUTE and self.status & _CURSOR_EXISTS:
                 self._final = True  # rows come with COM_STMT_FETCH
             else:
                 self._state = _ROWS
@@ -281,7 +322,7 @@ class ResponseScanner:
             raise MalformedPacket("truncated OK packet")
         self.status = head[pos] | (head[pos + 1] << 8)
         self.ok_prefix = bytes(head)
-        if self.status & Status.MORE_RESULTS_EXISTS and self.expect in (Expect.QUERY, Expect.EXECUTE):
+        if self.status & _MORE_RESULTS and self.expect in (Expect.QUERY, Expect.EXECUTE):
             self._state = _FIRST
         else:
             self._final = True
