@@ -1,0 +1,85 @@
+"""Config validation: every bad file names its key; the CLI exits with code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grproxy.config import ConfigError, load_config, parse_config
+from replication.protocol.packets import native_password_hash
+
+GOOD = {"backends": [{"name": "db1", "port": 3306}]}
+
+
+def test_defaults() -> None:
+    config = parse_config(GOOD)
+    assert config.frontend.port == 6446
+    assert config.frontend.max_allowed_packet == 64 * 1024 * 1024
+    assert config.backends[0].user == "grproxy"
+    assert config.log.format == "console"
+
+
+def test_example_file_is_valid() -> None:
+    config = load_config(Path(__file__).parents[2] / "conf" / "grproxy.example.toml")
+    assert config.users[0].name == "root"
+
+
+def test_password_becomes_native_hash() -> None:
+    config = parse_config({**GOOD, "users": [{"name": "app", "password": "secret"}]})
+    assert config.users[0].password_hash == native_password_hash("secret")
+    assert config.users[0].password_hash.startswith("*") and len(config.users[0].password_hash) == 41
+
+
+@pytest.mark.parametrize(
+    "raw,key",
+    [
+        ({**GOOD, "frontnd": {}}, "frontnd"),
+        ({**GOOD, "frontend": {"port": "6446"}}, "frontend.port"),
+        ({**GOOD, "frontend": {"port": 70000}}, "frontend.port"),
+        ({**GOOD, "frontend": {"prot": 1}}, "frontend.prot"),
+        ({**GOOD, "frontend": {"max_allowed_packet": 10}}, "frontend.max_allowed_packet"),
+        ({**GOOD, "frontend": {"tls_cert": "/nonexistent.pem"}}, "frontend.tls_cert"),
+        ({**GOOD, "frontend": {"require_secure_transport": True}}, "frontend.require_secure_transport"),
+        ({**GOOD, "users": [{"password": "x"}]}, "users[0].name"),
+        ({**GOOD, "users": [{"name": "a", "password_hash": "abc"}]}, "users[0].password_hash"),
+        ({**GOOD, "users": [{"name": "a", "password": "x", "password_hash": "*" + "0" * 40}]}, "users[0].password"),
+        ({**GOOD, "users": [{"name": "a"}, {"name": "a"}]}, "users"),
+        ({"backends": []}, "backends"),
+        ({"backends": [{"port": 0}]}, "backends[0].port"),
+        ({"backends": [{"host": 5}]}, "backends[0].host"),
+        ({**GOOD, "log": {"format": "xml"}}, "log.format"),
+        ({**GOOD, "log": {"level": "loud"}}, "log.level"),
+    ],
+)
+def test_bad_config_names_the_key(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config: {key}:")
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("[frontend]\nport = 'x'\n[[backends]]\nport = 3306\n", "frontend.port"),
+        ("[frontend\n", "--config"),
+        ("[[backends]]\nport = 3306\n[log]\nformat = 'yaml'\n", "log.format"),
+    ],
+)
+def test_cli_exits_2_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "grproxy", "serve", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert key in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_cli_missing_file(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "grproxy", "serve", "--config", str(tmp_path / "none.toml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no such file" in out.stderr
