@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from typing import Any
 
 import mysql.connector
@@ -123,9 +124,16 @@ def error_cases(connect: dict[str, Any], *, table: str, prepared: bool) -> list[
         conn.close()
 
 
-def blob_roundtrip(connect: dict[str, Any], *, table: str, size: int, long_data: bool, seed: int) -> dict[str, Any]:
+def blob_roundtrip(
+    connect: dict[str, Any], *, table: str, size: int, long_data: bool, seed: int, prepared_readback: bool
+) -> dict[str, Any]:
     """Insert `size` bytes through a prepared statement (inline or COM_STMT_SEND_LONG_DATA),
-    read it back through a prepared statement and through the text protocol."""
+    read it back through the text protocol and, if prepared_readback, a prepared statement.
+
+    Client bug, not the server's: connector's pure-Python binary-row reader keeps only the first
+    16 MiB packet of a larger row (and then fails on the next column), so the pure variants
+    read the value back through the text protocol only.
+    """
     data = _blob(size, seed)
     conn = _connect(connect, autocommit=True)
     try:
@@ -133,8 +141,13 @@ def blob_roundtrip(connect: dict[str, Any], *, table: str, size: int, long_data:
         param: Any = io.BytesIO(data) if long_data else data
         cur.execute(f"INSERT INTO {table} (b) VALUES (%s)", (param,))
         row_id = cur.lastrowid
-        cur.execute(f"SELECT b, LENGTH(b), SHA2(b, 256) FROM {table} WHERE id = %s", (row_id,))
-        (prepared_back, server_length, server_sha) = cur.fetchall()[0]
+        cur.execute(f"SELECT LENGTH(b), SHA2(b, 256) FROM {table} WHERE id = %s", (row_id,))
+        (server_length, server_sha) = cur.fetchall()[0]
+        prepared: Any = None
+        if prepared_readback:
+            cur.execute(f"SELECT b FROM {table} WHERE id = %s", (row_id,))
+            (prepared_back,) = cur.fetchall()[0]
+            prepared = (len(prepared_back), hashlib.sha256(bytes(prepared_back)).hexdigest())
         cur.close()
         text = conn.cursor()
         text.execute(f"SELECT b FROM {table} WHERE id = {int(row_id)}")
@@ -143,7 +156,7 @@ def blob_roundtrip(connect: dict[str, Any], *, table: str, size: int, long_data:
         return {
             "sent": hashlib.sha256(data).hexdigest(),
             "server": (server_length, server_sha),
-            "prepared": (len(prepared_back), hashlib.sha256(bytes(prepared_back)).hexdigest()),
+            "prepared": prepared,
             "text": (len(text_back), hashlib.sha256(bytes(text_back)).hexdigest()),
         }
     finally:
@@ -164,7 +177,11 @@ def multi_results(connect: dict[str, Any], *, procedure: str) -> list[Any]:
     try:
         cur = conn.cursor()
         cur.callproc(procedure)
-        out.append(("callproc", [(r.description and [d[0] for d in r.description], r.fetchall()) for r in cur.stored_results()]))
+        with warnings.catch_warnings():
+            # stored_results() is deprecated for a property of the same name in newer releases.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            stored = list(cur.stored_results())
+        out.append(("callproc", [(r.description and [d[0] for d in r.description], r.fetchall()) for r in stored]))
         cur.close()
 
         cur = conn.cursor()

@@ -556,6 +556,10 @@ class RawClient:
         if not self._deprecate_eof():
             eof = self.read_packet()
             assert is_eof(eof), f"expected EOF after column definitions, got {eof[:16]!r}"
+            warnings, status = struct.unpack_from("<HH", eof, 1)
+            if status & SERVER_STATUS_CURSOR_EXISTS:
+                # COM_STMT_EXECUTE opened a cursor: rows come with COM_STMT_FETCH.
+                return ResultSet(count, columns, [], status, warnings)
         rows = []
         while True:
             packet = self.read_packet()
