@@ -51,6 +51,14 @@ def sysbench(test: str, port: int, threads: int, seconds: int, extra: list[str],
     return out.stdout
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def parse(out: str) -> tuple[float, float, int]:
     qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", out).group(1))  # type: ignore[union-attr]
     p95 = float(re.search(r"95th percentile:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -92,6 +100,7 @@ def main() -> int:
             c.close()
             sysbench("oltp_read_only", server.port, 4, 60, [], action="prepare")
             targets = {"direct": server.port, "relay": relay_port, "grproxy": proxy_port}
+            pids = {"direct": None, "relay": procs[0].pid, "grproxy": procs[1].pid}
             print(f"backend: {server.binary.flavor} {'.'.join(map(str, server.binary.version))}; "
                   f"{args.seconds}s per run; sysbench {SYSBENCH_TABLES}x{SYSBENCH_TABLE_SIZE} rows")
             print(f"{'test':<20}{'thr':>4}{'ps':>6} | {'direct qps':>11}{'relay qps':>11}{'grproxy qps':>12} | "
@@ -99,16 +108,27 @@ def main() -> int:
             for test in tests:
                 for ps_mode in ("disable",):
                     for t in threads:
-                        sums = {k: [0.0, 0.0, 0] for k in targets}
+                        sums = {k: [0.0, 0.0, 0, 0.0, 0] for k in targets}
                         for _ in range(args.rounds):
                             for name, port in targets.items():
-                                qps, p95, err = parse(sysbench(test, port, t, args.seconds, [f"--db-ps-mode={ps_mode}"]))
+                                pid = pids[name]
+                                cpu0 = cpu_seconds(pid) if pid else 0.0
+                                try:
+                                    out = sysbench(test, port, t, args.seconds, [f"--db-ps-mode={ps_mode}"])
+                                except RuntimeError as exc:
+                                    raise RuntimeError(f"target {name} (port {port}, backend alive: {server.alive()}): {exc}") from None
+                                cpu1 = cpu_seconds(pid) if pid else 0.0
+                                qps, p95, err = parse(out)
+                                queries = int(re.search(r"queries:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
                                 sums[name][0] += qps / args.rounds
                                 sums[name][1] += p95 / args.rounds
                                 sums[name][2] += err
+                                sums[name][3] += cpu1 - cpu0
+                                sums[name][4] += queries
                         d, r, g = (sums[k] for k in ("direct", "relay", "grproxy"))
                         print(f"{test:<20}{t:>4}{ps_mode[:5]:>6} | {d[0]:>11.0f}{r[0]:>11.0f}{g[0]:>12.0f} | "
-                              f"{d[1]:>6.2f}/{r[1]:>5.2f}/{g[1]:>5.2f} | {g[0] / d[0]:>8.2f}{g[0] / r[0]:>8.2f}  "
+                              f"{d[1]:>6.2f}/{r[1]:>5.2f}/{g[1]:>5.2f} | {g[0] / d[0]:>8.2f}{g[0] / r[0]:>8.2f} | "
+                              f"{1e6 * r[3] / max(r[4], 1):>6.1f}/{1e6 * g[3] / max(g[4], 1):>5.1f}  "
                               f"{int(d[2])}/{int(r[2])}/{int(g[2])}", flush=True)
         finally:
             for p in procs:

@@ -54,6 +54,10 @@ async def main(listen_port: int, host: str, port: int) -> None:
             for chunk in self.pending:
                 self.peer.write(chunk)
             self.pending.clear()
+            # The backend may already have spoken (its greeting) before this task resumed.
+            for chunk in back.pending:
+                self.transport.write(chunk)  # type: ignore[union-attr]
+            back.pending.clear()
 
     server = await loop.create_server(Front, "127.0.0.1", listen_port)
     print("relay ready", flush=True)

@@ -138,101 +138,113 @@ class ResponseScanner:
             offset = 0
         end = len(data)
         pos = 0
+        # Hot loop: state lives in locals and is written back on every exit.
+        skip = self._skip
+        cont = self._cont
+        state = self._state
+        count = 0
         while True:
-            skip = self._skip
             if skip:
                 if skip > end - pos:
                     self._skip = skip - (end - pos)
+                    self._cont = cont
+                    self._state = state
+                    self.packets += count
                     return n
                 pos += skip
+                skip = 0
+            if self._final and not cont:
+                self.packets += count
                 self._skip = 0
-            if self._final and not self._cont:
+                self._cont = False
                 self.done = True
                 self._state = _IDLE
                 return pos - offset
             if end - pos < 4:
-                self._carry = bytes(data[pos:])
-                return n
+                self._carry = data[pos:]
+                break
             length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
-            if self._cont:
+            pos += 4
+            skip = length
+            if cont:
                 # Continuation of a payload of MAX_PAYLOAD bytes: pure data.
-                self._cont = length == MAX_PAYLOAD
-                self._skip = length
-                pos += 4
+                cont = length == MAX_PAYLOAD
                 continue
-            state = self._state
+            cont = length == MAX_PAYLOAD
             # Hot states inline (rows, column definitions, the EOFs around them, a small
             # column count); everything else goes through _on_packet.
-            if state == _ROWS and length and end - pos > 4:
-                first = data[pos + 4]
-                if first != 0xFE and first != 0xFF:
-                    self.packets += 1
-                    self._cont = length == MAX_PAYLOAD
-                    self._skip = length
-                    pos += 4
-                    continue
-                if first == 0xFE and 5 <= length < 9 and end - pos >= 9:
-                    self.packets += 1
-                    status = data[pos + 7] | (data[pos + 8] << 8)
-                    self.status = status
-                    if status & _MORE_RESULTS and self.expect != Expect.FETCH:
-                        self._state = _FIRST
-                    else:
-                        self._final = True
-                    self._skip = length
-                    pos += 4
-                    continue
-            elif state == _COLS or state == _P_PARAMS or state == _P_COLS or state == _SINGLE:
-                self._on_skipped_packet(state)
-                self._cont = length == MAX_PAYLOAD
-                self._skip = length
-                pos += 4
+            if state == _ROWS:
+                if length and end > pos:
+                    first = data[pos]
+                    if first != 0xFE and first != 0xFF:
+                        count += 1
+                        continue
+                    if first == 0xFE and 5 <= length < 9 and end - pos >= 5:
+                        count += 1
+                        status = data[pos + 3] | (data[pos + 4] << 8)
+                        self.status = status
+                        if status & _MORE_RESULTS and self.expect != Expect.FETCH:
+                            state = _FIRST
+                        else:
+                            self._final = True
+                        continue
+            elif state == _COLS:
+                count += 1
+                self._remaining -= 1
+                if self._remaining == 0:
+                    state = _COLS_EOF
                 continue
-            elif state == _COLS_EOF and length == 5 and end - pos >= 9 and data[pos + 4] == 0xFE:
-                self.packets += 1
-                status = data[pos + 7] | (data[pos + 8] << 8)
-                self.status = status
-                if status & _CURSOR_EXISTS and self.expect == Expect.EXECUTE:
+            elif state == _COLS_EOF:
+                if length == 5 and end - pos >= 5 and data[pos] == 0xFE:
+                    count += 1
+                    status = data[pos + 3] | (data[pos + 4] << 8)
+                    self.status = status
+                    if status & _CURSOR_EXISTS and self.expect == Expect.EXECUTE:
+                        self._final = True
+                    else:
+                        state = _ROWS
+                    continue
+            elif state == _FIRST:
+                if length and end > pos and 0 < data[pos] < 0xFB:
+                    count += 1
+                    self._remaining = data[pos]
+                    state = _COLS
+                    continue
+            elif state == _P_PARAMS or state == _P_COLS or state == _SINGLE:
+                count += 1
+                if state == _SINGLE:
                     self._final = True
                 else:
-                    self._state = _ROWS
-                self._skip = 5
-                pos += 4
+                    self._remaining -= 1
+                    if self._remaining == 0:
+                        state = _P_PARAMS_EOF if state == _P_PARAMS else _P_COLS_EOF
                 continue
-            elif state == _FIRST and length and end - pos > 4 and 0 < data[pos + 4] < 0xFB:
-                self.packets += 1
-                self._remaining = data[pos + 4]
-                self._state = _COLS
-                self._cont = length == MAX_PAYLOAD
-                self._skip = length
-                pos += 4
-                continue
+            # Everything else: a packet whose first bytes decide what follows.
             if length == 0:
                 raise MalformedPacket("empty packet where a response packet was expected")
             need = length if length < _PREFIX else _PREFIX
-            if end - pos > 4 and data[pos + 4] == 0xFF:
+            if end > pos and data[pos] == 0xFF:
                 need = length if length < _ERR_PREFIX else _ERR_PREFIX
-            if end - pos - 4 < need:
-                self._carry = bytes(data[pos:])
+            if end - pos < need:
+                pos -= 4  # carry the whole packet head; it is read again with the next chunk
+                skip = 0
+                cont = False  # continuations never get here
+                self._carry = data[pos:]
                 if len(self._carry) > HEAD_BYTES_MAX:  # cannot happen: need <= _ERR_PREFIX
                     raise RuntimeError("[BUG] scanner carry over its bound")
-                return n
-            self._on_packet(state, data[pos + 4 : pos + 4 + need], length)
-            self.packets += 1
-            self._cont = length == MAX_PAYLOAD
-            self._skip = length
-            pos += 4
+                break
+            self._state = state
+            self._on_packet(state, data[pos : pos + need], length)
+            state = self._state
+            count += 1
+        # Incomplete packet head carried to the next chunk.
+        self._skip = 0
+        self._cont = cont
+        self._state = state
+        self.packets += count
+        return n
 
     # --- per-packet rules ----------------------------------------------------------------------
-
-    def _on_skipped_packet(self, state: int) -> None:
-        self.packets += 1
-        if state == _SINGLE:
-            self._final = True
-            return
-        self._remaining -= 1
-        if self._remaining == 0:
-            self._state = {_COLS: _COLS_EOF, _P_PARAMS: _P_PARAMS_EOF, _P_COLS: _P_COLS_EOF}[state]
 
     def _on_packet(self, state: int, head: bytes, length: int) -> None:
         first = head[0]
