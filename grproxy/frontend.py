@@ -160,9 +160,7 @@ class ClientConnection(asyncio.Protocol):
             if n > 4:
                 length = data[0] | (data[1] << 8) | (data[2] << 16)
                 if length + 4 == n and data[3] == 0 and length < MAX_PAYLOAD and length <= self.server.max_allowed_packet:
-                    self._busy = True
-                    assert self.session is not None
-                    self.session.on_command(data)
+                    self._dispatch(data, 0)
                     return
         self._buf += data
         self._process()
