@@ -39,11 +39,17 @@ Events (frozen, slotted dataclasses; ``Event`` is their union):
   ``broadcast_stall_ms``: the driver may time the caller out; the message stays queued and is
   delivered at most once later), EXPELLED, JOIN_FAILED, ...
 - ``broadcast_seqs: list[int]`` -- the origin_seq assigned to each accepted Broadcast.
+- ``accepted: list[AcceptedValue]`` -- what this member's acceptor accepted in this step. For
+  observers only (the simulator's safe-delivery checker, tracing): XCom keeps acceptor state
+  in memory, so there is nothing to persist.
 - ``next_tick_ms: int | None`` -- when the core next needs a Tick (None: no timer pending).
 - ``phase: Phase`` -- the member's phase after this step.
 
 Other public surface: ``Core.phase``, ``Core.me``, ``Core.current_view()``,
-``Core.statistics() -> GcsStatistics``, ``Core.next_slot`` (next slot to execute).
+``Core.known_views()`` (current and scheduled configurations), ``Core.suspected()``,
+``Core.pending_reconfigs()``,
+``Core.statistics() ->
+GcsStatistics``, ``Core.next_slot`` (next slot to execute), ``Core.queued_broadcasts``.
 A Core whose phase is OFFLINE or ERROR stays so: to rejoin, build a new Core with a higher
 incarnation (acceptor state is in memory only).
 
@@ -139,6 +145,7 @@ from replication.gcs.xcom.messages import (
     ForceState,
     Forgotten,
     Forward,
+    ForwardReconfig,
     Heartbeat,
     JoinRefused,
     JoinRequest,
@@ -344,6 +351,7 @@ class Ready:
     reachability: list[ReachabilityChange] = field(default_factory=list)
     errors: list[GcsEvent] = field(default_factory=list)
     broadcast_seqs: list[int] = field(default_factory=list)
+    accepted: list[AcceptedValue] = field(default_factory=list)
     next_tick_ms: int | None = None
     phase: Phase = Phase.IDLE
 
@@ -462,6 +470,7 @@ class Core:
         self._delivered_seq = 0  # own seqs <= this are delivered
         self._stall_report_seq = 1  # own seqs below this were reported stalled (or delivered)
         self._forward_sent_ms = -_NEVER
+        self._forward_reconfig_ms = -_NEVER
         self._forwarded: list[Run] = []  # single leader: runs forwarded to us, to propose
         self._reconfigs: list[Reconfig] = []  # membership changes to propose
         self._leaving = False
@@ -502,6 +511,30 @@ class Core:
         if self._phase is not Phase.MEMBER or not self._configs:
             return None
         return self._configs[0].view(None)
+
+    def known_views(self) -> tuple[View, ...]:
+        """The configuration in effect at next_slot and those scheduled after it."""
+        return tuple(c.view(None) for c in self._configs)
+
+    def suspected(self) -> tuple[MemberId, ...]:
+        """Peers this member currently considers UNREACHABLE."""
+        return tuple(self._suspected)
+
+    def pending_reconfigs(self) -> tuple[Reconfig, ...]:
+        """Membership changes this member knows of that are not applied yet: queued, in flight,
+        accepted by its acceptor, or decided but not executed. For tests and diagnostics."""
+        found: list[Reconfig] = list(self._reconfigs)
+        values: list[Value] = list(self._mine.values())
+        values += [p.value for p in self._proposals.values()]
+        values += [v for _b, v in self._decided.values()]
+        values += [a.value for a in self._acc.values() if a.ballot != _NO_BALLOT]
+        found += [v for v in values if isinstance(v, Reconfig)]
+        return tuple(found)
+
+    @property
+    def queued_broadcasts(self) -> int:
+        """Own broadcasts not delivered yet (in flight included)."""
+        return len(self._pending)
 
     def statistics(self) -> GcsStatistics:
         members = []
@@ -904,6 +937,10 @@ class Core:
                 del self._suspected[sender]
                 self._expel_queued.discard(sender)
                 self._ready.reachability.append(ReachabilityChange(sender, MemberState.ONLINE, self._now_ms))
+                if self._reconfigs:
+                    # An expel not proposed yet is stale now (one already in flight may still
+                    # be chosen: that member then rejoins as a new incarnation).
+                    self._reconfigs = [r for r in self._reconfigs if self._reconfig_relevant(r)]
 
     def _retransmit(self) -> None:
         now = self._now_ms
@@ -1077,6 +1114,9 @@ class Core:
                         self._force = None
             case Forward(run=run):
                 self._on_forward(run)
+            case ForwardReconfig(reconfig=rc):
+                if self._is_leader() and self._phase is Phase.MEMBER and not self._leaving:
+                    self._queue_reconfig(rc)
             case _:
                 assert_never(msg)
 
@@ -1141,6 +1181,7 @@ class Core:
             a.promised = ballot
             a.ballot = ballot
             a.value = value
+            self._ready.accepted.append(AcceptedValue(Slot(slot), ballot, value))
             return Accepted(Slot(slot), ballot)
         return Nack(Slot(slot), ballot, a.promised)
 
@@ -1268,6 +1309,18 @@ class Core:
         """Phase 2 after a majority promised: ADOPT the highest-ballot value reported, else no-op."""
         if p.best is not None and self.cfg.adopt_promised_values:
             p.value = p.best.value
+        elif (
+            self.cfg.paxos_single_leader
+            and not p.owned
+            and self._reconfigs
+            and self._phase is Phase.MEMBER
+            and not self._leaving
+        ):
+            # Nothing was accepted here and, with a single leader, nothing is learned without
+            # a quorum: any value is safe. Use it for a membership change (e.g. expelling the
+            # dead leader, which no one else could propose: the leader owns every slot).
+            p.value = self._reconfigs.pop(0)
+            self._mine[p.slot] = p.value
         else:
             p.value = NOOP
         p.phase = _ACCEPT
@@ -1415,13 +1468,16 @@ class Core:
         if len(latest.members) >= MEMBERS_MAX and not replaced:
             self._send(joiner, JoinRefused(joiner, f"the group already has {MEMBERS_MAX} members"))
             return
-        for rc in self._reconfigs:
-            if rc.op is ReconfigOp.JOIN and joiner in rc.members:
-                return
-        for value in self._mine.values():
-            if isinstance(value, Reconfig) and value.op is ReconfigOp.JOIN and joiner in value.members:
-                return
-        self._reconfigs.append(Reconfig(ReconfigOp.JOIN, (joiner,)))
+        self._queue_reconfig(Reconfig(ReconfigOp.JOIN, (joiner,)))
+
+    def _queue_reconfig(self, rc: Reconfig) -> None:
+        """Queue a membership change to propose, unless already queued or in flight."""
+        if rc in self._reconfigs or rc in self._mine.values() or not self._reconfig_relevant(rc):
+            return
+        self._reconfigs.append(rc)
+
+    def _is_leader(self) -> bool:
+        return self.me in self._configs[0].leader_rank
 
     def _on_welcome(self, sender: MemberId, msg: Welcome) -> None:
         if msg.member != self.me:
@@ -1457,8 +1513,22 @@ class Core:
             return  # bounded: the origin retransmits
         self._forwarded.append(run)
 
+    def _forward_reconfigs(self) -> None:
+        """Single leader: non-leaders hand their membership changes to the leader."""
+        leaders = self._configs[0].leaders
+        if not self._reconfigs or not leaders or leaders[0] == self.me:
+            return
+        due = self._forward_reconfig_ms + 2 * self.cfg.retransmit_interval_ms
+        if self._now_ms >= due:
+            self._forward_reconfig_ms = self._now_ms
+            for rc in self._reconfigs:
+                self._send(leaders[0], ForwardReconfig(rc))
+            due = self._now_ms + 2 * self.cfg.retransmit_interval_ms
+        self._arm(due)
+
     def _retry_forward(self) -> None:
         """Single leader: resend our undelivered messages to the leader when they stall."""
+        self._forward_reconfigs()
         if self._delivered_seq + 1 >= self._seq_next:
             return
         due = self._forward_sent_ms + 2 * self.cfg.retransmit_interval_ms
@@ -1816,19 +1886,40 @@ class Core:
             if value is not None:
                 self._propose(own, value)
             elif own <= frontier:
-                self._skip(own)
+                if self.cfg.paxos_single_leader:
+                    # The single leader "skips" through a quorum (a no-op proposal), never by
+                    # a quorum-less Skip: so a member taking over a slot may propose its own
+                    # value there (see _begin_accept), as in plain Paxos.
+                    self._propose(own, NOOP)
+                else:
+                    self._skip(own)
             else:
                 self._own_next = own
                 break
             slot = own + 1
             self._own_next = slot
+        if member and self._wants_slot() and self._frontier < limit - 1:
+            # A value waits but our next own slot is beyond the window: we need every slot
+            # up to the window's end decided. Raising the frontier makes us Fetch them, and a
+            # Fetch makes their idle owners skip (Mencius needs a "someone wants this slot").
+            self._frontier = limit - 1
         if member and self.cfg.paxos_single_leader:
             self._forward_own()
+            self._forward_reconfigs()
+
+    def _wants_slot(self) -> bool:
+        if self._reconfigs:
+            return True
+        if self.me not in self._configs[0].leader_rank:
+            return False
+        return self._send_seq < self._seq_next or bool(self._forwarded)
 
     def _next_value(self) -> Value | None:
         """What to propose next in our slot: a membership change first, then a batch."""
-        if self._reconfigs:
-            return self._reconfigs.pop(0)
+        while self._reconfigs:
+            rc = self._reconfigs.pop(0)
+            if self._reconfig_relevant(rc):
+                return rc
         runs: list[Run] = []
         budget_msgs = self.cfg.batch_messages_max
         budget_bytes = self.cfg.batch_bytes_max

@@ -61,6 +61,7 @@ __all__ = [
     "ForceInstall",
     "ForceAck",
     "Forward",
+    "ForwardReconfig",
     "Message",
     "encode_message",
     "decode_message",
@@ -356,6 +357,13 @@ class Forward:
     run: Run
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardReconfig:
+    """paxos_single_leader: a non-leader hands a membership change to the leader to propose."""
+
+    reconfig: Reconfig
+
+
 Message = (
     Accept
     | Accepted
@@ -376,6 +384,7 @@ Message = (
     | ForceInstall
     | ForceAck
     | Forward
+    | ForwardReconfig
 )
 
 # --------------------------------------------------------------------------- encoding
@@ -413,6 +422,7 @@ _TAGS: Final[dict[type, int]] = {
     ForceInstall: 17,
     ForceAck: 18,
     Forward: 19,
+    ForwardReconfig: 20,
 }
 
 
@@ -648,6 +658,8 @@ def encode_message(msg: Message) -> bytes:
             w.u64(force_id)
         case Forward(run=run):
             w.run(run)
+        case ForwardReconfig(reconfig=reconfig):
+            w.value(reconfig)
         case _:
             assert_never(msg)
     return b"".join(w.parts)
@@ -722,6 +734,11 @@ def _decode_body(tag: int, r: _Reader) -> Message:
         return ForceAck(r.u64())
     if tag == 19:
         return Forward(r.run())
+    if tag == 20:
+        value = r.value()
+        if not isinstance(value, Reconfig):
+            raise MessageDecodeError("ForwardReconfig must carry a Reconfig")
+        return ForwardReconfig(value)
     raise MessageDecodeError(f"unknown message tag {tag}")
 
 

@@ -1,0 +1,347 @@
+"""One simulated run per seed: a safety phase with faults, then a liveness phase.
+
+`run_seed(seed, options)` derives everything from `random.Random(seed)`: the group size (unless
+fixed), the core's timeouts and windows, the network's fault rates, the workload and the fault
+schedule. The checkers (checkers.py) watch the whole run; a broken guarantee stops the run and
+is returned as the seed's violation.
+
+Safety phase (`SAFETY_MS` of simulated time): members broadcast at random times while the
+network drops, duplicates, delays and reorders messages, partitions split and heal, members
+crash and restart as new incarnations (only while a majority of every configuration stays
+alive, so the liveness phase can recover without force_members), leave, and see their clocks
+jump. Members that find themselves out of the group rejoin as a new incarnation, as GR's
+auto-rejoin does.
+
+Liveness phase: the network heals (little loss, no partitions), some crashed members restart
+and the others stay dead, every live member broadcasts again; within `LIVENESS_MS_MAX` the
+group must converge: the dead expelled, all live members in one view, every broadcast of a
+live incarnation delivered, everyone executed up to the same slot.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from replication.gcs.xcom.core import CoreConfig, Phase, Ready
+from replication.gcs.xcom.messages import Accept, Decide, ForwardReconfig, Promise, Reconfig, ReconfigOp
+from replication.gcs.xcom.quorum import majority
+
+from .checkers import Checker, Violation
+from .world import NetConfig, SimNode, World
+
+__all__ = ["FAULTS", "SimOptions", "SeedResult", "run_seed", "replay_command", "SAFETY_MS", "LIVENESS_MS_MAX"]
+
+FAULTS = ("loss", "dup", "reorder", "partition", "crash", "leave", "clock")
+SAFETY_MS = 12_000
+LIVENESS_MS_MAX = 40_000
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    members: int | None = None  # None: 3..5 chosen by the seed
+    faults: tuple[str, ...] = FAULTS
+    mutant: bool = False  # takeovers ignore accepted values (must be caught)
+    codec: bool = True  # pass a share of messages through encode/decode
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.faults if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
+        if self.members is not None and not 1 <= self.members <= 9:
+            raise ValueError("members must be 1..9")
+
+
+@dataclass(slots=True)
+class SeedResult:
+    seed: int
+    violation: Violation | None = None
+    members: int = 0
+    sim_ms: int = 0
+    deliveries: int = 0
+    messages: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def replay_command(seed: int, options: SimOptions) -> str:
+    parts = ["python -m replication.gcs.sim", "--seeds 1", f"--start-seed {seed}"]
+    if options.members is not None:
+        parts.append(f"--members {options.members}")
+    if tuple(options.faults) != FAULTS:
+        parts.append(f"--faults {','.join(options.faults) or 'none'}")
+    if options.mutant:
+        parts.append("--mutant")
+    if not options.codec:
+        parts.append("--no-codec")
+    return " ".join(parts)
+
+
+class _Run(Checker):
+    """The checker plus the run's reactions to what nodes report (auto-rejoin)."""
+
+    def __init__(self, rng: random.Random, trace: Callable[[str], None] | None) -> None:
+        super().__init__()
+        self.rng = rng
+        self.trace = trace
+        self.world: World | None = None
+        self.rejoin = True
+
+    def on_ready(self, node: SimNode, ready: Ready) -> None:
+        super().on_ready(node, ready)
+        if self.trace is not None:
+            world = self.world
+            now = world.now_ms if world else 0
+            for v in ready.views:
+                self.trace(f"{now:>7} {node.member} view {v.view_id} @{v.start_slot} {[str(m) for m in v.members]}")
+            for e in ready.errors:
+                self.trace(f"{now:>7} {node.member} {e.code.value}: {e.detail}")
+            for r in ready.reachability:
+                self.trace(f"{now:>7} {node.member} sees {r.member} {r.state.value}")
+        if ready.phase is Phase.OFFLINE and self.rejoin and not node.restart_pending and self.world is not None:
+            node.restart_pending = True
+            world = self.world
+            world.at(world.now_ms + self.rng.randint(100, 1500), _restart, world, node)
+
+
+def _restart(world: World, node: SimNode) -> None:
+    if node.core is not None and node.core.phase not in (Phase.OFFLINE, Phase.ERROR) and node.alive:
+        node.restart_pending = False
+        return
+    if world.trace:
+        world.trace(f"{world.now_ms:>7} restart {node.uuid} as incarnation {node.incarnation + 1}")
+    world.join(node)
+
+
+def _running(world: World, exclude: SimNode | None) -> set[tuple[str, int]]:
+    """Incarnations that take part in majorities (not leaving, not offline)."""
+    return {
+        (n.address, n.incarnation)
+        for n in world.nodes
+        if n.alive
+        and n.core is not None
+        and n is not exclude
+        and not n.leaving
+        and n.core.phase not in (Phase.OFFLINE, Phase.ERROR)
+    }
+
+
+def _removal_pending(world: World) -> bool:
+    """Is an expel or leave pending anywhere (queued, in flight, accepted, decided)?
+
+    Such a change may shrink a configuration nobody knows yet; a crash on top of it could
+    leave that configuration without a live majority, which only force_members can undo.
+    """
+    values: list[object] = []
+    for n in world.live_nodes():
+        assert n.core is not None
+        values.extend(n.core.pending_reconfigs())
+    for msg in world.in_flight():
+        match msg:
+            case Accept(value=v) | Decide(value=v):
+                values.append(v)
+            case Promise(accepted=accepted):
+                values.extend(a.value for a in accepted)
+            case ForwardReconfig(reconfig=rc):
+                values.append(rc)
+            case _:
+                pass
+    return any(isinstance(v, Reconfig) and v.op is not ReconfigOp.JOIN for v in values)
+
+
+def _removal_allowed(world: World, node: SimNode) -> bool:
+    """Would every configuration, known or pending, keep a live majority without `node`?"""
+    if _removal_pending(world):
+        return False
+    running = _running(world, node)
+    at_risk = _at_risk(world)
+    for other in world.live_nodes():
+        assert other.core is not None
+        for view in other.core.known_views():
+            if not view.members:
+                continue
+            alive = [m for m in view.members if (m.address, m.incarnation) in running]
+            if len(alive) < majority(len(view.members)):
+                return False
+            # If the group expels its at-risk members (it may: they look dead), the rest
+            # must still hold a live majority of what remains.
+            safe = [m for m in alive if (m.address, m.incarnation) not in at_risk]
+            remaining = len(view.members) - (len(alive) - len(safe))
+            if len(safe) < majority(remaining):
+                return False
+    return True
+
+
+def _at_risk(world: World) -> set[tuple[str, int]]:
+    """Live incarnations the group may expel soon: suspected by someone, or cut off from
+    the largest side of the current partition."""
+    risky: set[tuple[str, int]] = set()
+    for n in world.live_nodes():
+        assert n.core is not None
+        for m in n.core.suspected():
+            risky.add((m.address, m.incarnation))
+    if world.groups is not None:
+        sizes: dict[int, int] = {}
+        for g in world.groups:
+            sizes[g] = sizes.get(g, 0) + 1
+        largest = max(sorted(sizes), key=lambda g: sizes[g])
+        for n in world.nodes:
+            if world.groups[n.index] != largest:
+                risky.add((n.address, n.incarnation))
+    return risky
+
+
+def _make_config(rng: random.Random, mutant: bool) -> CoreConfig:
+    return CoreConfig(
+        event_horizon_slots=rng.choice((3, 5, 10)),
+        pipeline_window_slots=rng.choice((1, 3, 10)),
+        batch_messages_max=rng.choice((1, 3, 64)),
+        broadcast_queue_max=rng.choice((8, 1000)),
+        broadcast_stall_ms=3_000,
+        heartbeat_interval_ms=500,
+        suspicion_timeout_ms=rng.choice((1_500, 2_500)),
+        member_expel_timeout_ms=rng.choice((0, 1_000, 2_500)),
+        retransmit_interval_ms=rng.choice((100, 200)),
+        fetch_slots_max=rng.choice((4, 64)),
+        join_retry_interval_ms=500,
+        join_timeout_ms=8_000,
+        force_timeout_ms=3_000,
+        paxos_single_leader=rng.random() < 0.2,
+        adopt_promised_values=not mutant,
+    )
+
+
+def run_seed(seed: int, options: SimOptions = SimOptions(), trace: Callable[[str], None] | None = None) -> SeedResult:
+    rng = random.Random(seed)
+    members = options.members if options.members is not None else rng.randint(3, 5)
+    faults = set(options.faults)
+    config = _make_config(rng, options.mutant)
+    net = NetConfig(
+        loss=rng.choice((0.0, 0.02, 0.1)) if "loss" in faults else 0.0,
+        duplicate=rng.choice((0.0, 0.05)) if "dup" in faults else 0.0,
+        delay_ms_min=1,
+        delay_ms_max=rng.choice((5, 30)),
+        slow=rng.choice((0.0, 0.05)) if "reorder" in faults else 0.0,
+        slow_ms_max=800,
+        codec_every=7 if options.codec else 0,
+    )
+    run = _Run(rng, trace)
+    world = World(rng, config, members, net, run, trace)
+    run.world = world
+    result = SeedResult(seed, members=members)
+    try:
+        _schedule(world, rng, faults, members)
+        world.bootstrap(tuple(world.nodes))
+        world.run_until(SAFETY_MS)
+        _liveness(world, rng, run, result)
+        run.finish(world.live_nodes())
+        run.check_delivered_own(world.live_nodes())
+    except Violation as v:
+        result.violation = v
+    result.sim_ms = world.now_ms
+    result.deliveries = run.deliveries
+    result.messages = world.messages_delivered
+    return result
+
+
+def _schedule(world: World, rng: random.Random, faults: set[str], members: int) -> None:
+    """Workload and faults of the safety phase, drawn up front from the seed."""
+    counter = [0]
+
+    def broadcast(node: SimNode) -> None:
+        if node.alive and node.core is not None and node.core.phase is Phase.MEMBER:
+            counter[0] += 1
+            world.broadcast(node, f"{node.member}:{counter[0]}".encode())
+
+    for node in world.nodes:
+        for _ in range(rng.randint(3, 10)):
+            world.at(rng.randint(0, SAFETY_MS - 500), broadcast, node)
+        if rng.random() < 0.3:  # a burst, to fill batches and windows
+            t = rng.randint(0, SAFETY_MS - 500)
+            for _ in range(rng.randint(5, 20)):
+                world.at(t, broadcast, node)
+
+    kinds = [k for k in ("partition", "crash", "leave", "clock") if k in faults]
+    if not kinds:
+        return
+    partition_id = [0]
+
+    def split() -> None:
+        groups = [rng.randint(0, 1) for _ in range(members)]
+        partition_id[0] += 1
+        world.groups = groups
+        if world.trace:
+            world.trace(f"{world.now_ms:>7} partition {groups}")
+        mine = partition_id[0]
+        world.at(world.now_ms + rng.randint(300, 5_000), heal, mine)
+
+    def heal(which: int) -> None:
+        if partition_id[0] == which and world.groups is not None:
+            world.groups = None
+            if world.trace:
+                world.trace(f"{world.now_ms:>7} heal")
+
+    def crash() -> None:
+        live = world.live_nodes()
+        if not live:
+            return
+        node = rng.choice(live)
+        if not _removal_allowed(world, node):
+            return
+        world.crash(node)
+        if rng.random() < 0.7:
+            node.restart_pending = True
+            world.at(world.now_ms + rng.randint(200, 6_000), _restart, world, node)
+
+    def leave() -> None:
+        live = [n for n in world.live_nodes() if n.core is not None and n.core.phase is Phase.MEMBER]
+        if not live:
+            return
+        node = rng.choice(live)
+        if _removal_allowed(world, node):
+            if world.trace:
+                world.trace(f"{world.now_ms:>7} leave {node.member}")
+            world.leave(node)
+
+    def clock() -> None:
+        node = rng.choice(world.nodes)
+        jump = rng.choice((-2_000, -500, 1_000, 2_000, 4_000, 10_000))
+        node.offset_ms += jump
+        if world.trace:
+            world.trace(f"{world.now_ms:>7} clock of {node.uuid} jumps {jump:+} ms")
+
+    actions = {"partition": split, "crash": crash, "leave": leave, "clock": clock}
+    for _ in range(rng.randint(2, 8)):
+        kind = rng.choice(kinds)
+        world.at(rng.randint(200, SAFETY_MS - 1_000), actions[kind])
+
+
+def _liveness(world: World, rng: random.Random, run: _Run, result: SeedResult) -> None:
+    start = world.now_ms
+    world.groups = None
+    world.net.loss = min(world.net.loss, 0.01)
+    world.net.slow = 0.0
+    if world.trace:
+        world.trace(f"{start:>7} liveness phase: heal")
+    counter = [0]
+
+    def broadcast(node: SimNode) -> None:
+        if node.alive and node.core is not None and node.core.phase is Phase.MEMBER:
+            counter[0] += 1
+            world.broadcast(node, f"{node.member}:L{counter[0]}".encode())
+
+    for node in world.nodes:
+        if not node.alive:
+            # Pending restarts still happen; otherwise half of the dead come back.
+            if not node.restart_pending and rng.random() < 0.5:
+                node.restart_pending = True
+                world.at(start + rng.randint(0, 2_000), _restart, world, node)
+        for _ in range(rng.randint(1, 3)):
+            world.at(start + rng.randint(0, 3_000), broadcast, node)
+
+    def converged() -> bool:
+        return world.now_ms > start + 3_000 and run.check_liveness(world.live_nodes()) is None
+
+    if not world.run_until(start + LIVENESS_MS_MAX, converged):
+        why = run.check_liveness(world.live_nodes()) or "did not converge"
+        raise Violation("liveness", f"after {LIVENESS_MS_MAX} ms of healed network: {why}")
