@@ -57,6 +57,7 @@ log = structlog.get_logger("grproxy.frontend")
 CONN_ID_BASE = 1 << 28
 CONN_ID_SPAN = (1 << 31) - CONN_ID_BASE
 READ_BUFFER_BYTES_MAX = 1 << 20  # beyond this (while a command is in flight) reading pauses
+HANDSHAKE_BUFFER_BYTES_MAX = 1 << 16  # unread bytes before login (or in COM_CHANGE_USER): more → close
 WRITE_BUFFER_HIGH_BYTES = 1 << 20  # client transport write buffer: pause the backend above it
 _NATIVE = NativePasswordAuthPlugin()
 
@@ -88,7 +89,7 @@ class ClientConnection(asyncio.Protocol):
         self._parts: list[bytes] = []
         self._parts_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._read_paused = False
+        self._pauses: set[str] = set()  # why reading is paused: "buffer" (command in flight), "backend" (backpressure)
         self._nonce = b""
         self._handshake_task: asyncio.Task[None] | None = None
         self._log = log
@@ -113,9 +114,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.phase = Phase.COMMAND
         self._busy = False
-        if self._read_paused and self._transport is not None:
-            self._read_paused = False
-            self._transport.resume_reading()
+        self.unpause_reading("buffer")
         if self._buf:
             self._process()
 
@@ -123,6 +122,19 @@ class ClientConnection(asyncio.Protocol):
         self.phase = Phase.INFILE
         if self._buf:
             self._process()
+
+    def pause_reading(self, reason: str) -> None:
+        """Stop reading from the client until every reason given has been lifted."""
+        if not self._pauses and self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+        self._pauses.add(reason)
+
+    def unpause_reading(self, reason: str) -> None:
+        if reason not in self._pauses:
+            return
+        self._pauses.discard(reason)
+        if not self._pauses and self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def close(self) -> None:
         if self.phase is Phase.CLOSED:
@@ -185,14 +197,17 @@ class ClientConnection(asyncio.Protocol):
         while len(buf) >= 4:
             phase = self.phase
             if phase in (Phase.HANDSHAKE, Phase.LOCAL):
+                if len(buf) > HANDSHAKE_BUFFER_BYTES_MAX:
+                    self._log.info("handshake_flood", buffered=len(buf))
+                    self.close()
+                    return
                 waiter = self._waiter
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
                 return
             if phase is Phase.CLOSED or (phase is Phase.COMMAND and self._busy):
-                if len(buf) > READ_BUFFER_BYTES_MAX + self.server.max_allowed_packet and not self._read_paused:
-                    self._read_paused = True
-                    self.transport.pause_reading()
+                if len(buf) > READ_BUFFER_BYTES_MAX + self.server.max_allowed_packet:
+                    self.pause_reading("buffer")
                 return
             length = buf[0] | (buf[1] << 8) | (buf[2] << 16)
             seq = buf[3]

@@ -86,6 +86,8 @@ class ClientLink(Protocol):
     def send_error(self, error: MySQLError, seq: int) -> None: ...
     def command_done(self) -> None: ...
     def begin_infile(self) -> None: ...
+    def pause_reading(self, reason: str) -> None: ...
+    def unpause_reading(self, reason: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -107,10 +109,10 @@ class RelaySession:
         self._task: asyncio.Task[None] | None = None
         self._cmd_seq = 0
         self._log = log.bind(conn_id=link.conn_id)
-        transport = link.transport
-        # Flow control both ways: a slow client pauses the backend, and the other way round.
-        backend.on_pause_writing = transport.pause_reading
-        backend.on_resume_writing = transport.resume_reading
+        # Flow control both ways: a slow client pauses the backend (front end), and a backend
+        # that does not take our writes pauses the client (here).
+        backend.on_pause_writing = lambda: link.pause_reading("backend")
+        backend.on_resume_writing = lambda: link.unpause_reading("backend")
 
     # --- hot path -------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from .packets import (
 )
 from .scanner import Expect, ResponseScanner
 
-PACKET_BYTES_MAX = 1 << 30  # packet mode: the largest answer packet the proxy decodes itself
+PACKET_BYTES_MAX = 64 << 20  # packet mode: the largest answer the proxy buffers and decodes itself
 RESULT_ROWS_MAX = 100_000  # packet mode: the proxy's own queries are small by construction
 
 
@@ -213,6 +213,9 @@ class BackendConnection(asyncio.Protocol):
             self._relay_data(sink, data)
             return
         self._buf += data
+        if len(self._buf) > PACKET_BYTES_MAX + 4 * 1024:
+            # Nobody reads this much in packet mode: the server is misbehaving.
+            self._poison(MalformedPacket("backend sent more than the proxy buffers"))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
