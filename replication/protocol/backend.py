@@ -350,12 +350,25 @@ class BackendConnection(asyncio.Protocol):
                 return seq, parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def command(self, command: Command, body: bytes = b"") -> Result:
-        """Send a command with an OK/ERR answer (or a text result for COM_QUERY) and decode it."""
+        """Send a command with an OK/ERR answer (or a text result for COM_QUERY) and decode it.
+
+        Returns the last result when a statement produces several. Raises BackendError for an
+        ERR answer (the connection stays usable), BackendLost when the connection broke.
+        """
+        results = await self.command_all(command, body)
+        return results[-1]
+
+    async def command_all(self, command: Command, body: bytes = b"") -> list[Result]:
+        """As `command`, but every result of a multi-statement / CALL, in order.
+
+        An ERR ends the answer: results before it are lost and BackendError is raised (as the
+        protocol itself stops at the first failing statement).
+        """
         if self.busy:
             raise RuntimeError("[BUG] command on a backend connection with a command in flight")
         try:
             self.write_packet(bytes((command,)) + body, 0)
-            return await self._read_result()
+            return await self._read_results()
         except asyncio.CancelledError:
             self._poison(None)
             raise
@@ -367,48 +380,46 @@ class BackendConnection(asyncio.Protocol):
         """Run one statement in packet mode; returns the last result. Raises BackendError."""
         return await self.command(Command.QUERY, sql.encode("utf-8"))
 
-    async def _read_result(self) -> Result:
-        result = Result()
-        error: BackendError | None = None
+    async def execute_all(self, sql: str) -> list[Result]:
+        """Run a multi-statement text (needs Cap.MULTI_STATEMENTS); every result, in order."""
+        return await self.command_all(Command.QUERY, sql.encode("utf-8"))
+
+    async def _read_results(self) -> list[Result]:
+        results: list[Result] = []
         while True:
+            result = Result()
             _, payload = await self.read_packet()
             first = payload[0] if payload else -1
-            if first == 0xFF:
-                error = BackendError(*parse_err(payload))
-                break
+            if first == 0xFF:  # an ERR ends the whole answer: nothing follows it
+                raise BackendError(*parse_err(payload))
             if first == 0x00:
                 ok = parse_ok(payload)
                 result.affected_rows, result.last_insert_id = ok.affected_rows, ok.last_insert_id
                 result.status, result.warnings = ok.status, ok.warnings
-                if ok.status & 0x0008:
-                    result = Result()
-                    continue
-                break
-            if first == 0xFE and len(payload) < 9:  # EOF answer (COM_SET_OPTION)
+            elif first == 0xFE and len(payload) < 9:  # EOF answer (COM_SET_OPTION)
                 result.status = payload[3] | (payload[4] << 8) if len(payload) >= 5 else 0
-                break
-            ncols, _ = read_lenenc_int(payload, 0)
-            result = Result()
-            for _ in range(ncols):
-                _, coldef = await self.read_packet()
-                result.columns.append(_column_name(coldef))
-            _, eof = await self.read_packet()
-            while True:
-                _, row = await self.read_packet()
-                if row[:1] == b"\xfe" and len(row) < 9:
-                    result.status = row[3] | (row[4] << 8) if len(row) >= 5 else 0
-                    break
-                if row[:1] == b"\xff":
-                    raise BackendError(*parse_err(row))
-                if len(result.rows) >= RESULT_ROWS_MAX:
-                    self._poison(None)
-                    raise BackendLost(f"result over {RESULT_ROWS_MAX} rows in packet mode")
-                result.rows.append(_text_row(row, ncols))
-            if not result.status & 0x0008:
-                break
-        if error is not None:
-            raise error
-        return result
+            else:
+                ncols, _ = read_lenenc_int(payload, 0)
+                for _ in range(ncols):
+                    _, coldef = await self.read_packet()
+                    result.columns.append(_column_name(coldef))
+                await self.read_packet()  # EOF after the column definitions
+                while True:
+                    _, row = await self.read_packet()
+                    if row[:1] == b"\xfe" and len(row) < 9:
+                        if len(row) >= 5:
+                            result.warnings = row[1] | (row[2] << 8)
+                            result.status = row[3] | (row[4] << 8)
+                        break
+                    if row[:1] == b"\xff":
+                        raise BackendError(*parse_err(row))
+                    if len(result.rows) >= RESULT_ROWS_MAX:
+                        self._poison(None)
+                        raise BackendLost(f"result over {RESULT_ROWS_MAX} rows in packet mode")
+                    result.rows.append(_text_row(row, ncols))
+            results.append(result)
+            if not result.status & 0x0008:  # SERVER_MORE_RESULTS_EXISTS
+                return results
 
     # --- closing --------------------------------------------------------------------------------
 
