@@ -447,6 +447,7 @@ class Core:
         self._frontier = 0  # highest slot known to need a decision
         self._stall_since_ms: int | None = None
         self._revoked_upto = 0  # slots up to here were considered for revocation
+        self._suspect_changed_ms = 0  # when the last peer became suspected
         self._forgotten_by: set[MemberId] = set()  # peers that no longer hold our next slot
         self._fetch_sent_ms = -_NEVER
         self._fetch_rotation = 0
@@ -905,6 +906,7 @@ class Core:
             if since is None:
                 if now - heard >= suspicion:
                     self._suspected[m] = now
+                    self._suspect_changed_ms = now
                     self._revoked_upto = 0  # its slots may need revoking from the start
                     self._ready.reachability.append(ReachabilityChange(m, MemberState.UNREACHABLE, now))
                     since = now
@@ -1039,9 +1041,12 @@ class Core:
             if first >= floor:
                 break
             del log[first]
-        for ranges in self._skips.values():
+        for owner in list(self._skips):
+            ranges = self._skips[owner]
             while ranges and ranges[0][1] <= self._next_slot:
                 ranges.pop(0)
+            if not ranges and owner not in self._last_heard and owner != self.me:
+                del self._skips[owner]  # no longer a member: nothing more to learn from it
         latest = self._configs[-1]
         for m in list(self._welcomes):
             if m not in latest.member_set or self._peer_next.get(m, 0) >= self._first_start_with(m):
@@ -1351,13 +1356,14 @@ class Core:
                 break
             if m not in self._suspected:
                 position += 1
-        if position and (
-            self._stall_since_ms is None
-            or self._now_ms - self._stall_since_ms < position * self.cfg.retransmit_interval_ms
-        ):
-            if self._stall_since_ms is not None:
-                self._arm(self._stall_since_ms + position * self.cfg.retransmit_interval_ms)
-            return
+        if position:
+            if self._stall_since_ms is None:
+                return
+            since = max(self._stall_since_ms, self._suspect_changed_ms)
+            due = since + position * self.cfg.retransmit_interval_ms
+            if self._now_ms < due:
+                self._arm(due)
+                return
         by_config: dict[int, tuple[Config, list[_Proposal]]] = {}
         count = 0
         slot = max(self._next_slot, self._revoked_upto + 1)
