@@ -132,3 +132,50 @@ class BackendGone(MySQLError):
 
 class BackendLost(MySQLError):
     errno = 2013  # CR_SERVER_LOST
+
+
+# --- Group Replication's codes (DESIGN §11) ----------------------------------------------------
+
+
+class ReadOnly(MySQLError):
+    """A write on a member that may not take writes (secondary, not ONLINE, ERROR)."""
+
+    errno = 1290  # ER_OPTION_PREVENTS_STATEMENT
+    sqlstate = "HY000"
+
+
+class BeforeDmlValidation(MySQLError):
+    """A write to a table unfit for replication (no primary key, …)."""
+
+    errno = 3098  # ER_BEFORE_DML_VALIDATION_ERROR
+    sqlstate = "HY000"
+
+
+class HookError(MySQLError):
+    """Commit blocked and rolled back (no majority, transaction over transaction_size_limit)."""
+
+    errno = 3100  # ER_RUN_HOOK_ERROR
+    sqlstate = "HY000"
+
+
+class CertificationConflict(MySQLError):
+    """Certification failed at COMMIT: another member's transaction won."""
+
+    errno = 3101  # ER_TRANSACTION_ROLLBACK_DURING_COMMIT
+    sqlstate = "40000"
+
+
+class GroupFull(MySQLError):
+    errno = 3191  # ER_GROUP_REPLICATION_MAX_GROUP_SIZE
+
+
+class HoldWaitTimeout(MySQLError):
+    errno = 3781  # ER_GR_HOLD_WAIT_TIMEOUT
+
+
+class HoldKilled(MySQLError):
+    errno = 3782  # ER_GR_HOLD_KILLED
+
+
+class HoldMemberStatus(MySQLError):
+    errno = 3783  # ER_GR_HOLD_MEMBER_STATUS_ERROR
