@@ -1,0 +1,251 @@
+"""The deterministic heart of a member: from totally ordered deliveries to decisions.
+
+Theory of operation. Every member feeds the same views and deliveries, in the same order, to
+its `Engine`; the engine holds nothing that depends on local timing, so every member reaches
+the same decisions: which transactions commit and with which seq, when DDL runs, which member
+is primary, what each member's state is, and when certification data may be collected.
+The member (replication/member.py) turns the returned actions into I/O: answering the local
+session waiting on a commit, queueing remote transactions for the applier, running DDL.
+
+Pure: no I/O, no clock, no logging. A violated invariant raises `EngineInvariantError`; the
+member then goes to ERROR (it must never keep certifying from a state that may differ from
+the other members').
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from replication.gcs.interface import MemberState, View
+
+from .certifier import Certifier, CertifierFull, KeyHash, Seq
+from .messages import (
+    Announce,
+    DdlMessage,
+    Message,
+    ReplicationDecodeError,
+    StableReport,
+    SyncPoint,
+    TxnMessage,
+    decode,
+)
+
+
+class Role(enum.Enum):
+    PRIMARY = "PRIMARY"
+    SECONDARY = "SECONDARY"
+
+
+class EngineInvariantError(Exception):
+    """The engine met a state it cannot certify from; the member must go to ERROR."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """What the group knows of a member (replication_group_members, one row)."""
+
+    uuid: str
+    state: MemberState
+    role: Role
+    weight: int = 50
+    member_address: str = ""
+    version: str = ""
+    join_index: int = 0  # order of arrival in the group; older members first
+
+
+# --- actions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOutcome:
+    """This member's transaction `txn_id` was certified: committed as `seq`, or conflicted."""
+
+    txn_id: int
+    seq: Seq | None
+    conflict_seq: Seq | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRemote:
+    """Another member's transaction committed as `seq`: apply its changes here."""
+
+    seq: Seq
+    origin: str
+    changes: bytes
+    write_set: tuple[KeyHash, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteDdl:
+    """Run DDL as `seq`, on every member in this order; `local` for the member that asked."""
+
+    seq: Seq
+    origin: str
+    txn_id: int
+    schema: str
+    sql: str
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReached:
+    """A sync point: whoever waits on (origin, sync_id) needs every seq up to `seq` applied."""
+
+    origin: str
+    sync_id: int
+    seq: Seq
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """The member table or the primary changed (after a view or an announcement)."""
+
+    members: tuple[MemberRecord, ...]
+    primary: str | None
+    previous_primary: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CertifierRefused:
+    """A transaction could not be certified because the certifier is at its bound."""
+
+    origin: str
+    txn_id: int
+
+
+Action = LocalOutcome | ApplyRemote | ExecuteDdl | SyncReached | MembershipChanged | CertifierRefused
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Engine:
+    """See the module docstring. `me` is this member's uuid."""
+
+    me: str
+    single_primary: bool = True
+    certifier: Certifier = field(default_factory=Certifier)
+    members: dict[str, MemberRecord] = field(default_factory=dict)
+    primary: str | None = None
+    view: View | None = None
+    _joins: int = 0
+
+    # views ---------------------------------------------------------------------------------------
+
+    def on_view(self, view: View) -> list[Action]:
+        """Install a view: members that left are dropped; new ones start RECOVERING.
+
+        Members of a bootstrap view (nothing joined or left) start ONLINE: they start the group
+        together with nothing to recover.
+        """
+        bootstrap = self.view is None and not view.joined and not view.left
+        present = {m.uuid for m in view.members}
+        for uuid in [u for u in self.members if u not in present]:
+            del self.members[uuid]
+        for m in view.members:
+            if m.uuid not in self.members:
+                self._joins += 1
+                state = MemberState.ONLINE if bootstrap else MemberState.RECOVERING
+                self.members[m.uuid] = MemberRecord(m.uuid, state, Role.SECONDARY, join_index=self._joins)
+        self.view = view
+        return self._membership_actions()
+
+    def _membership_actions(self) -> list[Action]:
+        previous = self.primary
+        self._elect()
+        return [MembershipChanged(tuple(self.ordered_members()), self.primary, previous)]
+
+    def _elect(self) -> None:
+        """Single-primary: keep the primary while it is ONLINE, else elect among ONLINE members
+        by GR's rule (highest weight, then lowest uuid). Multi-primary: everyone is PRIMARY."""
+        online = [m for m in self.members.values() if m.state is MemberState.ONLINE]
+        if not self.single_primary:
+            self.primary = None
+            for m in self.members.values():
+                self._set_role(m.uuid, Role.PRIMARY)
+            return
+        current = self.members.get(self.primary) if self.primary else None
+        if current is None or current.state is not MemberState.ONLINE:
+            best = min(online, key=lambda m: (-m.weight, m.uuid), default=None)
+            self.primary = best.uuid if best else None
+        for m in list(self.members.values()):
+            self._set_role(m.uuid, Role.PRIMARY if m.uuid == self.primary else Role.SECONDARY)
+
+    def _set_role(self, uuid: str, role: Role) -> None:
+        m = self.members[uuid]
+        if m.role is not role:
+            self.members[uuid] = _replace(m, role=role)
+
+    def ordered_members(self) -> list[MemberRecord]:
+        return sorted(self.members.values(), key=lambda m: m.join_index)
+
+    def set_mode(self, single_primary: bool, primary: str | None = None) -> list[Action]:
+        """Switch single-/multi-primary (called at a totally ordered point)."""
+        self.single_primary = single_primary
+        if single_primary and primary in self.members:
+            self.primary = primary
+        elif single_primary:
+            self.primary = None
+        return self._membership_actions()
+
+    # deliveries ----------------------------------------------------------------------------------
+
+    def on_delivery(self, payload: bytes) -> list[Action]:
+        """Process one delivered payload; returns what the member must do, in order."""
+        try:
+            msg = decode(payload)
+        except ReplicationDecodeError as exc:
+            raise EngineInvariantError(f"undecodable group message: {exc}") from exc
+        return self.on_message(msg)
+
+    def on_message(self, msg: Message) -> list[Action]:
+        match msg:
+            case TxnMessage():
+                return self._on_txn(msg)
+            case DdlMessage():
+                seq = self.certifier.assign()
+                return [ExecuteDdl(seq, msg.origin, msg.txn_id, msg.schema, msg.sql, msg.origin == self.me)]
+            case StableReport():
+                view = [m.uuid for m in self.view.members] if self.view else []
+                if msg.member in view:
+                    self.certifier.report_stable(msg.member, msg.lowest_snapshot, view)
+                return []
+            case SyncPoint():
+                return [SyncReached(msg.origin, msg.sync_id, self.certifier.last_seq)]
+            case Announce():
+                record = self.members.get(msg.member)
+                if record is None:
+                    return []  # announced from a view it has already left
+                try:
+                    state = MemberState(msg.state)
+                except ValueError:
+                    raise EngineInvariantError(f"unknown member state {msg.state!r}") from None
+                self.members[msg.member] = _replace(record, state=state, weight=msg.weight,
+                                                    member_address=msg.member_address, version=msg.version)
+                return self._membership_actions()
+        raise EngineInvariantError(f"unhandled message {type(msg).__name__}")
+
+    def _on_txn(self, msg: TxnMessage) -> list[Action]:
+        if msg.snapshot > self.certifier.last_seq:
+            raise EngineInvariantError(
+                f"transaction {msg.origin}:{msg.txn_id} has snapshot {msg.snapshot} after the last seq "
+                f"{self.certifier.last_seq}: members disagree on the order"
+            )
+        try:
+            outcome = self.certifier.certify(msg.write_set, msg.snapshot)
+        except CertifierFull:
+            return [CertifierRefused(msg.origin, msg.txn_id)]
+        if msg.origin == self.me:
+            return [LocalOutcome(msg.txn_id, outcome.seq, outcome.conflict_seq)]
+        if outcome.positive:
+            assert outcome.seq is not None
+            return [ApplyRemote(outcome.seq, msg.origin, msg.changes, msg.write_set)]
+        return []
+
+
+def _replace(record: MemberRecord, **changes: object) -> MemberRecord:
+    from dataclasses import replace
+
+    return replace(record, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,176 @@
+"""What members say to each other through group communication (replication level).
+
+Every message is one GCS payload: a version byte, a kind byte, then a kind-specific body of
+fixed-width integers and length-prefixed byte strings. Decoding validates everything and raises
+`ReplicationDecodeError`; a member that receives a payload it cannot decode goes to ERROR
+(every member receives the same bytes, so a decode failure is a bug or a version mismatch,
+never something to skip silently).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import assert_never
+
+from .certifier import KeyHash, Seq
+
+VERSION = 1
+WRITE_SET_KEYS_MAX = 10_000_000  # per transaction; more is refused before broadcast
+TEXT_BYTES_MAX = 1 << 24  # DDL text, member addresses
+
+
+class ReplicationDecodeError(Exception):
+    """A payload that is not a valid replication message."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnMessage:
+    """A local write transaction asking to commit: certify `write_set` against `snapshot`."""
+
+    origin: str  # member uuid
+    txn_id: int  # origin-local, for matching the outcome to the waiting session
+    snapshot: Seq
+    write_set: tuple[KeyHash, ...]
+    changes: bytes  # encoded row changes (opaque here; see replication.capture)
+
+
+@dataclass(frozen=True, slots=True)
+class DdlMessage:
+    """A DDL statement, executed by every member in delivery order."""
+
+    origin: str
+    txn_id: int
+    schema: str  # default schema of the session that ran it ('' for none)
+    sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class StableReport:
+    """The lowest snapshot `member` may still send (certification garbage collection)."""
+
+    member: str
+    lowest_snapshot: Seq
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPoint:
+    """A marker in the total order (consistency BEFORE): waiters need everything before it."""
+
+    origin: str
+    sync_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """A member's facts for the group: state, election weight, where clients reach it."""
+
+    member: str
+    state: str  # MemberState value: RECOVERING, ONLINE, ERROR, OFFLINE
+    weight: int
+    member_address: str  # host:port of its member port ('' if none)
+    version: str
+
+
+Message = TxnMessage | DdlMessage | StableReport | SyncPoint | Announce
+
+_KIND = {TxnMessage: 1, DdlMessage: 2, StableReport: 3, SyncPoint: 4, Announce: 5}
+_Q = struct.Struct("<Q")
+_I = struct.Struct("<I")
+
+
+def _bytes(b: bytes) -> bytes:
+    return _I.pack(len(b)) + b
+
+
+def _text(s: str) -> bytes:
+    return _bytes(s.encode("utf-8"))
+
+
+def encode(msg: Message) -> bytes:
+    head = bytes((VERSION, _KIND[type(msg)]))
+    match msg:
+        case TxnMessage():
+            if len(msg.write_set) > WRITE_SET_KEYS_MAX:
+                raise ValueError(f"write set of {len(msg.write_set)} keys is over {WRITE_SET_KEYS_MAX}")
+            ws = struct.pack(f"<{len(msg.write_set)}Q", *msg.write_set)
+            return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _Q.pack(msg.snapshot),
+                             _I.pack(len(msg.write_set)), ws, _bytes(msg.changes)))
+        case DdlMessage():
+            return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _text(msg.schema), _text(msg.sql)))
+        case StableReport():
+            return b"".join((head, _text(msg.member), _Q.pack(msg.lowest_snapshot)))
+        case SyncPoint():
+            return b"".join((head, _text(msg.origin), _Q.pack(msg.sync_id)))
+        case Announce():
+            return b"".join((head, _text(msg.member), _text(msg.state), _I.pack(msg.weight),
+                             _text(msg.member_address), _text(msg.version)))
+        case _:
+            assert_never(msg)
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ReplicationDecodeError("truncated message")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def q(self) -> int:
+        return int(_Q.unpack(self.take(8))[0])
+
+    def i(self) -> int:
+        return int(_I.unpack(self.take(4))[0])
+
+    def blob(self, limit: int = 1 << 31) -> bytes:
+        n = self.i()
+        if n > limit:
+            raise ReplicationDecodeError(f"field of {n} bytes over its bound")
+        return self.take(n)
+
+    def text(self) -> str:
+        try:
+            return self.blob(TEXT_BYTES_MAX).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReplicationDecodeError("invalid UTF-8 text") from None
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise ReplicationDecodeError(f"{len(self.data) - self.pos} trailing bytes")
+
+
+def decode(payload: bytes) -> Message:
+    """Decode one payload; raises ReplicationDecodeError on anything invalid."""
+    if len(payload) < 2:
+        raise ReplicationDecodeError("payload too short")
+    if payload[0] != VERSION:
+        raise ReplicationDecodeError(f"unsupported message version {payload[0]}")
+    r = _Reader(payload)
+    r.pos = 2
+    kind = payload[1]
+    msg: Message
+    if kind == 1:
+        origin, txn_id, snapshot, n = r.text(), r.q(), r.q(), r.i()
+        if n > WRITE_SET_KEYS_MAX:
+            raise ReplicationDecodeError("write set over its bound")
+        ws = struct.unpack(f"<{n}Q", r.take(8 * n))
+        msg = TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in ws), r.blob())
+    elif kind == 2:
+        msg = DdlMessage(r.text(), r.q(), r.text(), r.text())
+    elif kind == 3:
+        msg = StableReport(r.text(), Seq(r.q()))
+    elif kind == 4:
+        msg = SyncPoint(r.text(), r.q())
+    elif kind == 5:
+        msg = Announce(r.text(), r.text(), r.i(), r.text(), r.text())
+    else:
+        raise ReplicationDecodeError(f"unknown message kind {kind}")
+    r.end()
+    return msg

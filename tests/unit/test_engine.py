@@ -1,0 +1,153 @@
+"""Engine: certification outcomes, election and membership from views and deliveries."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replication.certifier import KeyHash, Seq
+from replication.engine import (
+    ApplyRemote,
+    Engine,
+    EngineInvariantError,
+    ExecuteDdl,
+    LocalOutcome,
+    MembershipChanged,
+    Role,
+    SyncReached,
+)
+from replication.gcs.interface import MemberId, MemberState, Slot, View, ViewId
+from replication.messages import (
+    Announce,
+    DdlMessage,
+    ReplicationDecodeError,
+    StableReport,
+    SyncPoint,
+    TxnMessage,
+    decode,
+    encode,
+)
+
+A, B, C = (MemberId(u, f"127.0.0.1:{3000 + i}", 1) for i, u in enumerate(("a", "b", "c")))
+
+
+def view(number: int, members: tuple[MemberId, ...], joined: tuple[MemberId, ...] = (), left: tuple[MemberId, ...] = ()) -> View:
+    return View(ViewId(0, number), members, members, Slot(number), joined, left)
+
+
+def txn(origin: str, txn_id: int, snapshot: int, *keys: int) -> bytes:
+    return encode(TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in keys), b"rows"))
+
+
+def test_same_outcomes_on_every_member() -> None:
+    engines = [Engine(u) for u in "abc"]
+    stream = [txn("a", 1, 0, 10), txn("b", 1, 0, 10), txn("c", 1, 0, 11), txn("b", 2, 1, 10)]
+    outs = []
+    for e in engines:
+        e.on_view(view(1, (A, B, C)))
+        outs.append([e.on_delivery(p) for p in stream])
+    # a's txn wins key 10 (seq 1); b's first conflicts; c's commits (seq 2); b's second, with a
+    # snapshot that includes seq 1, commits (seq 3).
+    assert outs[0] == [[LocalOutcome(1, Seq(1))], [], [ApplyRemote(Seq(2), "c", b"rows", (KeyHash(11),))],
+                       [ApplyRemote(Seq(3), "b", b"rows", (KeyHash(10),))]]
+    assert outs[1][1] == [LocalOutcome(1, None, Seq(1))]
+    assert outs[1][3] == [LocalOutcome(2, Seq(3))]
+    assert [e.certifier.last_seq for e in engines] == [3, 3, 3]
+
+
+def test_bootstrap_view_members_are_online_and_one_primary() -> None:
+    e = Engine("b")
+    [changed] = e.on_view(view(1, (A, B, C)))
+    assert isinstance(changed, MembershipChanged)
+    assert all(m.state is MemberState.ONLINE for m in changed.members)
+    assert changed.primary == "a"  # equal weights: lowest uuid
+    assert [m.role for m in changed.members] == [Role.PRIMARY, Role.SECONDARY, Role.SECONDARY]
+
+
+def test_weight_decides_and_primary_is_kept_until_it_leaves() -> None:
+    e = Engine("a")
+    e.on_view(view(1, (A, B)))
+    assert e.primary == "a"
+    e.on_message(Announce("b", "ONLINE", 90, "127.0.0.1:3311", "1"))
+    assert e.primary == "a"  # no election while the primary is ONLINE
+    [changed] = e.on_view(view(2, (B, C), joined=(C,), left=(A,)))
+    assert changed.primary == "b" and changed.previous_primary == "a"
+    assert e.members["c"].state is MemberState.RECOVERING
+    e.on_message(Announce("c", "ONLINE", 100, "", "1"))
+    assert e.primary == "b"
+
+
+def test_joiner_is_recovering_until_it_announces_online() -> None:
+    e = Engine("a")
+    e.on_view(view(1, (A,)))
+    e.on_view(view(2, (A, B), joined=(B,)))
+    assert e.members["b"].state is MemberState.RECOVERING
+    e.on_message(Announce("b", "ONLINE", 50, "127.0.0.1:3311", "1"))
+    assert e.members["b"].state is MemberState.ONLINE and e.members["b"].member_address == "127.0.0.1:3311"
+
+
+def test_multi_primary_everyone_primary() -> None:
+    e = Engine("a", single_primary=False)
+    [changed] = e.on_view(view(1, (A, B, C)))
+    assert changed.primary is None and all(m.role is Role.PRIMARY for m in changed.members)
+
+
+def test_ddl_and_sync_points_take_their_place_in_order() -> None:
+    e = Engine("a")
+    e.on_view(view(1, (A, B)))
+    e.on_delivery(txn("b", 1, 0, 1))
+    [ddl] = e.on_delivery(encode(DdlMessage("a", 7, "db", "ALTER TABLE t ADD c INT")))
+    assert ddl == ExecuteDdl(Seq(2), "a", 7, "db", "ALTER TABLE t ADD c INT", True)
+    [sync] = e.on_delivery(encode(SyncPoint("b", 3)))
+    assert sync == SyncReached("b", 3, Seq(2))
+
+
+def test_stable_reports_collect() -> None:
+    e = Engine("a")
+    e.on_view(view(1, (A, B)))
+    for i in range(1, 4):
+        e.on_delivery(txn("b", i, i - 1, i))
+    e.on_delivery(encode(StableReport("a", Seq(3))))
+    assert len(e.certifier) == 3
+    e.on_delivery(encode(StableReport("b", Seq(2))))
+    assert len(e.certifier) == 1
+
+
+def test_snapshot_from_the_future_is_an_invariant_violation() -> None:
+    e = Engine("a")
+    e.on_view(view(1, (A, B)))
+    with pytest.raises(EngineInvariantError):
+        e.on_delivery(txn("b", 1, 5, 1))
+
+
+def test_garbage_payload_is_an_invariant_violation() -> None:
+    e = Engine("a")
+    with pytest.raises(EngineInvariantError):
+        e.on_delivery(b"\x01\x09nonsense")
+
+
+messages = st.one_of(
+    st.builds(TxnMessage, st.text(max_size=8), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
+              st.lists(st.integers(0, 2**64 - 1), max_size=20).map(tuple), st.binary(max_size=64)),
+    st.builds(DdlMessage, st.text(max_size=8), st.integers(0, 2**64 - 1), st.text(max_size=8), st.text(max_size=40)),
+    st.builds(StableReport, st.text(max_size=8), st.integers(0, 2**64 - 1)),
+    st.builds(SyncPoint, st.text(max_size=8), st.integers(0, 2**64 - 1)),
+    st.builds(Announce, st.text(max_size=8), st.sampled_from([s.value for s in MemberState]), st.integers(0, 2**32 - 1),
+              st.text(max_size=20), st.text(max_size=8)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages)
+def test_codec_round_trip(msg: object) -> None:
+    assert decode(encode(msg)) == msg  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages, st.integers(0, 200), st.binary(max_size=4))
+def test_codec_rejects_damage(msg: object, cut: int, junk: bytes) -> None:
+    data = encode(msg)  # type: ignore[arg-type]
+    for damaged in (data[: cut % len(data)], data + junk if junk else data + b"\x00"):
+        with pytest.raises(ReplicationDecodeError):
+            decode(damaged)
