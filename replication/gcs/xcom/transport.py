@@ -440,11 +440,19 @@ class TcpTransport:
 
     # ----------------------------------------------------------------- accepting
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Reader task of one inbound connection (the ``start_server`` callback)."""
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``start_server`` callback: hand the connection to a reader task we own (asyncio's
+        own callback task cannot be cancelled cleanly on Python 3.11)."""
+        if self._closing:
+            writer.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve_inbound(reader, writer))
+        self._inbound_tasks.add(task)
+
+    async def _serve_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Reader task of one inbound connection: allowlist, TLS, handshake, read loop."""
         task = asyncio.current_task()
         assert task is not None
-        self._inbound_tasks.add(task)
         peername = writer.get_extra_info("peername") or ("?", 0)
         remote = f"{peername[0]}:{peername[1]}"
         log = self.log.bind(conn_id=self._next_conn_id(), remote=remote)
