@@ -9,8 +9,11 @@ Safety phase (`SAFETY_MS` of simulated time): members broadcast at random times 
 network drops, duplicates, delays and reorders messages, partitions split and heal, members
 crash and restart as new incarnations (only while a majority of every configuration stays
 alive, so the liveness phase can recover without force_members), leave, and see their clocks
-jump. Members that find themselves out of the group rejoin as a new incarnation, as GR's
-auto-rejoin does.
+jump. A nemesis also targets the most delicate moment of the protocol: right after a member
+announces a decision, it may be cut off alone for a few seconds, its Decide messages lost, so
+that the others must take its slots over without knowing what it decided (the schedule of
+Bug #28966455). Members that find themselves out of the group rejoin as a new incarnation,
+as GR's auto-rejoin does.
 
 Liveness phase: the network heals (little loss, no partitions), some crashed members restart
 and the others stay dead, every live member broadcasts again; within `LIVENESS_MS_MAX` the
@@ -24,8 +27,17 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from replication.gcs.interface import MemberId
 from replication.gcs.xcom.core import CoreConfig, Phase, Ready
-from replication.gcs.xcom.messages import Accept, Decide, ForwardReconfig, Promise, Reconfig, ReconfigOp
+from replication.gcs.xcom.messages import (
+    Accept,
+    Decide,
+    ForwardReconfig,
+    JoinRequest,
+    Promise,
+    Reconfig,
+    ReconfigOp,
+)
 from replication.gcs.xcom.quorum import majority
 
 from .checkers import Checker, Violation
@@ -33,7 +45,7 @@ from .world import NetConfig, SimNode, World
 
 __all__ = ["FAULTS", "SimOptions", "SeedResult", "run_seed", "replay_command", "SAFETY_MS", "LIVENESS_MS_MAX"]
 
-FAULTS = ("loss", "dup", "reorder", "partition", "crash", "leave", "clock")
+FAULTS = ("loss", "dup", "reorder", "partition", "isolate", "crash", "leave", "clock")
 SAFETY_MS = 12_000
 LIVENESS_MS_MAX = 40_000
 
@@ -86,9 +98,14 @@ class _Run(Checker):
         self.trace = trace
         self.world: World | None = None
         self.rejoin = True
+        self.isolate_chance = 0.0  # nemesis: isolate a member right after it decides
+        self.partition_id = 0
 
     def on_ready(self, node: SimNode, ready: Ready) -> None:
         super().on_ready(node, ready)
+        if self.isolate_chance and ready.sends and self.world is not None and self.world.groups is None:
+            if any(type(msg) is Decide for _to, msg in ready.sends) and self.rng.random() < self.isolate_chance:
+                self._isolate(node)
         if self.trace is not None:
             world = self.world
             now = world.now_ms if world else 0
@@ -102,6 +119,24 @@ class _Run(Checker):
             node.restart_pending = True
             world = self.world
             world.at(world.now_ms + self.rng.randint(100, 1500), _restart, world, node)
+
+
+    def _isolate(self, node: SimNode) -> None:
+        """Cut `node` off before its Decide messages leave (the world sends after this)."""
+        world = self.world
+        assert world is not None
+        world.groups = [1 if n is node else 0 for n in world.nodes]
+        self.partition_id += 1
+        if world.trace:
+            world.trace(f"{world.now_ms:>7} nemesis: isolate {node.member} as it decides")
+        world.at(world.now_ms + self.rng.randint(1_000, 6_000), self.heal, self.partition_id)
+
+    def heal(self, which: int) -> None:
+        world = self.world
+        if world is not None and self.partition_id == which and world.groups is not None:
+            world.groups = None
+            if world.trace:
+                world.trace(f"{world.now_ms:>7} heal")
 
 
 def _restart(world: World, node: SimNode) -> None:
@@ -126,17 +161,13 @@ def _running(world: World, exclude: SimNode | None) -> set[tuple[str, int]]:
     }
 
 
-def _removal_pending(world: World) -> bool:
-    """Is an expel or leave pending anywhere (queued, in flight, accepted, decided)?
-
-    Such a change may shrink a configuration nobody knows yet; a crash on top of it could
-    leave that configuration without a live majority, which only force_members can undo.
-    """
+def _pending_reconfigs(world: World) -> list[Reconfig]:
+    """Membership changes pending anywhere: queued, in flight, accepted, decided."""
     values: list[object] = []
     for n in world.live_nodes():
         assert n.core is not None
         values.extend(n.core.pending_reconfigs())
-    for msg in world.in_flight():
+    for _sender, msg in world.in_flight():
         match msg:
             case Accept(value=v) | Decide(value=v):
                 values.append(v)
@@ -146,27 +177,45 @@ def _removal_pending(world: World) -> bool:
                 values.append(rc)
             case _:
                 pass
-    return any(isinstance(v, Reconfig) and v.op is not ReconfigOp.JOIN for v in values)
+    return [v for v in values if isinstance(v, Reconfig)]
 
 
 def _removal_allowed(world: World, node: SimNode) -> bool:
-    """Would every configuration, known or pending, keep a live majority without `node`?"""
-    if _removal_pending(world):
+    """Would every configuration, known or pending, keep a live majority without `node`?
+
+    An expel or leave pending anywhere may shrink a configuration nobody knows yet, so no
+    removal then. A pending join may add a member (possibly `node`, or one already dead):
+    configurations are checked with every pending joiner added.
+    """
+    pending = _pending_reconfigs(world)
+    if any(rc.op is not ReconfigOp.JOIN for rc in pending):
         return False
+    joiners = {m for rc in pending for m in rc.members}
+    joiners.update(sender for sender, msg in world.in_flight() if type(msg) is JoinRequest)
+    joiners.update(
+        n.member
+        for n in world.live_nodes()
+        if n.member is not None and n.core is not None and n.core.phase in (Phase.JOINING, Phase.CATCHING_UP)
+    )
     running = _running(world, node)
     at_risk = _at_risk(world)
+    candidates: list[tuple[MemberId, ...]] = []
     for other in world.live_nodes():
         assert other.core is not None
         for view in other.core.known_views():
-            if not view.members:
-                continue
-            alive = [m for m in view.members if (m.address, m.incarnation) in running]
-            if len(alive) < majority(len(view.members)):
+            candidates.append(view.members)
+            if joiners:
+                grown = [m for m in view.members if all(j.uuid != m.uuid for j in joiners)]
+                candidates.append(tuple(grown) + tuple(sorted(joiners)))
+    for members in candidates:
+        if members:
+            alive = [m for m in members if (m.address, m.incarnation) in running]
+            if len(alive) < majority(len(members)):
                 return False
             # If the group expels its at-risk members (it may: they look dead), the rest
             # must still hold a live majority of what remains.
             safe = [m for m in alive if (m.address, m.incarnation) not in at_risk]
-            remaining = len(view.members) - (len(alive) - len(safe))
+            remaining = len(members) - (len(alive) - len(safe))
             if len(safe) < majority(remaining):
                 return False
     return True
@@ -230,7 +279,9 @@ def run_seed(seed: int, options: SimOptions = SimOptions(), trace: Callable[[str
     run.world = world
     result = SeedResult(seed, members=members)
     try:
-        _schedule(world, rng, faults, members)
+        if "isolate" in faults:
+            run.isolate_chance = rng.choice((0.0, 0.01, 0.03))
+        _schedule(world, rng, faults, members, run)
         world.bootstrap(tuple(world.nodes))
         world.run_until(SAFETY_MS)
         _liveness(world, rng, run, result)
@@ -244,7 +295,7 @@ def run_seed(seed: int, options: SimOptions = SimOptions(), trace: Callable[[str
     return result
 
 
-def _schedule(world: World, rng: random.Random, faults: set[str], members: int) -> None:
+def _schedule(world: World, rng: random.Random, faults: set[str], members: int, run: _Run) -> None:
     """Workload and faults of the safety phase, drawn up front from the seed."""
     counter = [0]
 
@@ -264,22 +315,14 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int) 
     kinds = [k for k in ("partition", "crash", "leave", "clock") if k in faults]
     if not kinds:
         return
-    partition_id = [0]
 
     def split() -> None:
         groups = [rng.randint(0, 1) for _ in range(members)]
-        partition_id[0] += 1
+        run.partition_id += 1
         world.groups = groups
         if world.trace:
             world.trace(f"{world.now_ms:>7} partition {groups}")
-        mine = partition_id[0]
-        world.at(world.now_ms + rng.randint(300, 5_000), heal, mine)
-
-    def heal(which: int) -> None:
-        if partition_id[0] == which and world.groups is not None:
-            world.groups = None
-            if world.trace:
-                world.trace(f"{world.now_ms:>7} heal")
+        world.at(world.now_ms + rng.randint(300, 5_000), run.heal, run.partition_id)
 
     def crash() -> None:
         live = world.live_nodes()
@@ -319,6 +362,8 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int) 
 def _liveness(world: World, rng: random.Random, run: _Run, result: SeedResult) -> None:
     start = world.now_ms
     world.groups = None
+    run.isolate_chance = 0.0
+    run.partition_id += 1  # pending heals are moot
     world.net.loss = min(world.net.loss, 0.01)
     world.net.slow = 0.0
     if world.trace:

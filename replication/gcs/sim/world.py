@@ -257,9 +257,9 @@ class World:
         self.messages_delivered += 1
         self.step(dst, Received(sender, msg))
 
-    def in_flight(self) -> list[Message]:
-        """Messages on the wire now (for the fault scheduler's caution, not for checking)."""
-        return [entry[4][1] for entry in self._heap if entry[2] == _DELIVER]  # type: ignore[index]
+    def in_flight(self) -> list[tuple[MemberId, Message]]:
+        """(sender, message) on the wire now (for the fault scheduler's caution, not checking)."""
+        return [entry[4][:2] for entry in self._heap if entry[2] == _DELIVER]  # type: ignore[index,misc]
 
     def live_nodes(self) -> list[SimNode]:
         return [n for n in self.nodes if n.alive and n.core is not None]

@@ -95,7 +95,8 @@ joining replaces the older incarnation with the same uuid or address.
 *Failure detection.* Heartbeats every ``heartbeat_interval_ms``; any message counts as a
 sign of life. A peer silent for ``suspicion_timeout_ms`` is UNREACHABLE; suspected for
 ``member_expel_timeout_ms`` more, it is expelled -- proposed only by a member that sees a
-majority of the view reachable. Without a majority nothing is decided: broadcasts wait in a
+majority of the view reachable, and applied only if the new configuration keeps a majority
+of the one that decided it (concurrent expels never remove a majority together). Without a majority nothing is decided: broadcasts wait in a
 bounded queue and ``BROADCAST_STALLED`` is reported.
 
 *force_members.* The forcing member asks the listed members for their progress, picks a start
@@ -730,7 +731,10 @@ class Core:
         self._arm(self._join_retry_ms)
 
     def _on_leave(self) -> None:
-        if self._phase is Phase.JOINING or self._phase is Phase.CATCHING_UP or self._phase is Phase.IDLE:
+        if self._phase is Phase.IDLE:
+            self._event(GcsErrorCode.INVALID_REQUEST, "leave before bootstrap or join")
+            return
+        if self._phase is Phase.JOINING or self._phase is Phase.CATCHING_UP:
             # Not in a view yet: nothing to agree on. If our join was decided, the group
             # expels this incarnation when it stays silent.
             self._go_offline(None, "left before joining")
@@ -1826,8 +1830,14 @@ class Core:
                 members = [m for m in members if m not in rc.members]
             case ReconfigOp.EXPEL:
                 members = [m for m in members if m not in rc.members]
-                if not members:
-                    return  # an expel never empties the group
+                # Concurrent expels, each proposed by a member that saw a majority, must not
+                # add up to removing a majority: the result keeps a majority of the
+                # configuration that decided this slot (which also keeps that
+                # configuration's slots learnable from the members that remain).
+                deciding = self._configs[0]
+                kept = sum(1 for m in members if m in deciding.member_set)
+                if kept < deciding.quorum:
+                    return
             case _:
                 assert_never(rc.op)
         if tuple(members) == latest.members:

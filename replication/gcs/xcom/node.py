@@ -8,7 +8,7 @@ line on stdin::
 
     {"cmd": "broadcast", "payload": "text"}            -> reply {"seq": n}
     {"cmd": "burst", "count": 100, "prefix": "a"}      -> broadcasts a-0 .. a-99 (windowed)
-    {"cmd": "load", "count": N, "size": S, "window": W}
+    {"cmd": "load", "duration_ms": D, "size": S, "window": W}
                                                        -> load_done {msgs_per_s, p50_ms, p99_ms}
     {"cmd": "stats"}                                   -> stats (core, transport, delivery digest)
     {"cmd": "join", "seeds": ["127.0.0.1:33061"]}
@@ -74,6 +74,23 @@ def _parse_overrides(cls: type, pairs: list[str]) -> dict[str, Any]:
         else:
             value = text
         out[key] = value
+    return out
+
+
+def _sample_bodies(size: int, variants: int = 64) -> list[bytes]:
+    """Payloads that look like row images (text with repeats, as binlog rows: LZ4 gets ~2-4x),
+    distinct per variant so a batch is not one repeated string."""
+    words = [b"id=", b"name=", b"user", b"balance=", b"status=ACTIVE", b"ts=2025-01-0", b",", b"city=", b"Lisboa"]
+    out = []
+    for v in range(variants):
+        rnd = hashlib.sha256(b"%d" % v).digest()
+        parts: list[bytes] = []
+        i = 0
+        while sum(map(len, parts)) < size:
+            parts.append(words[rnd[i % 32] % len(words)])
+            parts.append(b"%d" % (rnd[(i * 7) % 32] * (v + 1) + i))
+            i += 1
+        out.append(b"".join(parts)[:size])
     return out
 
 
@@ -151,18 +168,21 @@ class Node:
             await asyncio.wait(pending)
         _emit({"event": "reply", "cmd": "burst", "count": count})
 
-    async def load(self, count: int, size: int, window: int, timeout_ms: int) -> None:
-        """Send ``count`` messages of ``size`` bytes, at most ``window`` undelivered at a time;
-        latency is broadcast -> delivery on this member."""
+    async def load(self, count: int, duration_ms: int, size: int, window: int, timeout_ms: int) -> None:
+        """Broadcast ``size``-byte messages, at most ``window`` undelivered at a time, until
+        ``count`` are sent or ``duration_ms`` has passed (whichever first; 0 = no limit).
+        Latency is broadcast -> delivery on this member."""
         loop = asyncio.get_running_loop()
-        body = (os.urandom(16).hex() * (size // 32 + 1)).encode()[:size]  # compressible text
+        bodies = _sample_bodies(size)
         latencies: list[float] = []
         failed = 0
+        sent = 0
         sem = asyncio.Semaphore(window)
-        done = asyncio.Event()
+        idle = asyncio.Event()
+        idle.set()
         outstanding = 0
 
-        async def one() -> None:
+        async def one(body: bytes) -> None:
             nonlocal failed, outstanding
             t0 = loop.time()
             try:
@@ -175,15 +195,17 @@ class Node:
                 sem.release()
                 outstanding -= 1
                 if outstanding == 0:
-                    done.set()
+                    idle.set()
 
         start = loop.time()
-        for _ in range(count):
+        deadline = start + duration_ms / 1000 if duration_ms else float("inf")
+        while (not count or sent < count) and loop.time() < deadline:
             await sem.acquire()
             outstanding += 1
-            loop.create_task(one())
-        if outstanding:
-            await done.wait()
+            idle.clear()
+            loop.create_task(one(bodies[sent % len(bodies)]))
+            sent += 1
+        await idle.wait()
         elapsed = loop.time() - start
         latencies.sort()
 
@@ -193,10 +215,10 @@ class Node:
         _emit(
             {
                 "event": "load_done",
-                "count": count,
+                "count": sent,
                 "failed": failed,
                 "elapsed_s": elapsed,
-                "msgs_per_s": count / elapsed if elapsed else 0,
+                "msgs_per_s": sent / elapsed if elapsed else 0,
                 "p50_ms": pct(0.50),
                 "p99_ms": pct(0.99),
                 "max_ms": latencies[-1] if latencies else -1.0,
@@ -213,7 +235,11 @@ class Node:
                 await self.burst(int(cmd["count"]), str(cmd.get("prefix", "m")), int(cmd.get("window", 64)))
             elif name == "load":
                 await self.load(
-                    int(cmd["count"]), int(cmd["size"]), int(cmd.get("window", 64)), int(cmd.get("timeout_ms", 30_000))
+                    int(cmd.get("count", 0)),
+                    int(cmd.get("duration_ms", 0)),
+                    int(cmd["size"]),
+                    int(cmd.get("window", 64)),
+                    int(cmd.get("timeout_ms", 30_000)),
                 )
             elif name == "stats":
                 _emit(self.stats())

@@ -1,0 +1,258 @@
+"""Unit tests of the core's API contract and its bounds (STYLE 11: every bound is tested)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from gcs_strategies import messages as message_strategy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replication.gcs.interface import GcsErrorCode, MemberId, MemberState
+from replication.gcs.xcom.core import (
+    Bootstrap,
+    Broadcast,
+    Core,
+    CoreConfig,
+    Event,
+    ForceMembers,
+    Join,
+    Leave,
+    Phase,
+    Ready,
+    Received,
+    Tick,
+)
+from replication.gcs.xcom.messages import Message
+
+
+CFG = CoreConfig(heartbeat_interval_ms=250, suspicion_timeout_ms=1000, member_expel_timeout_ms=1000)
+
+
+def mid(name: str, inc: int = 1) -> MemberId:
+    return MemberId(name, f"{name}:1", inc)
+
+
+class Cluster:
+    """Cores wired by a perfect, manual network (messages move on flush())."""
+
+    def __init__(self, names: str, config: CoreConfig = CFG) -> None:
+        self.now = 0
+        self.config = config
+        self.cores = {n: Core(mid(n), config) for n in names}
+        self.queue: list[tuple[MemberId, str, Message]] = []
+        self.down: set[str] = set()
+        self.readies: dict[str, list[Ready]] = {n: [] for n in names}
+        members = tuple(mid(n) for n in names)
+        for n in names:
+            self.step(n, Tick(0))
+            self.step(n, Bootstrap(members))
+
+    def step(self, name: str, event: Event) -> Ready:
+        ready = self.cores[name].step(event)
+        self.readies[name].append(ready)
+        for to, msg in ready.sends:
+            self.queue.append((self.cores[name].me, to.uuid, msg))
+        return ready
+
+    def flush(self) -> None:
+        while self.queue:
+            batch, self.queue = self.queue, []
+            for sender, dest, msg in batch:
+                if dest not in self.down and sender.uuid not in self.down:
+                    self.step(dest, Received(sender, msg))
+
+    def run(self, ms: int) -> None:
+        end = self.now + ms
+        while self.now < end:
+            self.now += 50
+            for n in self.cores:
+                if n not in self.down:
+                    self.step(n, Tick(self.now))
+            self.flush()
+
+    def delivered(self, name: str) -> list[bytes]:
+        return [d.payload for r in self.readies[name] for d in r.deliveries]
+
+    def errors(self, name: str) -> list[GcsErrorCode]:
+        return [e.code for r in self.readies[name] for e in r.errors]
+
+
+def test_a_broadcast_is_delivered_everywhere_in_the_same_position() -> None:
+    c = Cluster("abc")
+    ready = c.step("b", Broadcast(b"x"))
+    assert ready.broadcast_seqs == [1]
+    c.flush()
+    positions = {n: [d.position for r in c.readies[n] for d in r.deliveries] for n in "abc"}
+    assert positions["a"] == positions["b"] == positions["c"] and len(positions["a"]) == 1
+    d = next(d for r in c.readies["a"] for d in r.deliveries)
+    assert (d.origin, d.origin_seq, d.payload) == (mid("b"), 1, b"x")
+
+
+def test_a_one_member_group_delivers_at_once() -> None:
+    core = Core(mid("a"), CFG)
+    core.step(Tick(0))
+    core.step(Bootstrap((mid("a"),)))
+    ready = core.step(Broadcast(b"solo"))
+    assert [d.payload for d in ready.deliveries] == [b"solo"]
+
+
+def test_broadcast_outside_a_view_is_refused() -> None:
+    core = Core(mid("a"), CFG)
+    ready = core.step(Broadcast(b"x"))
+    assert [e.code for e in ready.errors] == [GcsErrorCode.NOT_IN_VIEW]
+    assert ready.broadcast_seqs == []
+
+
+def test_queue_bound_refuses_with_queue_full_and_frees_after_delivery() -> None:
+    c = Cluster("abc", replace(CFG, broadcast_queue_max=3))
+    seqs = [c.step("a", Broadcast(b"m%d" % i)).broadcast_seqs for i in range(4)]
+    assert seqs[:3] == [[1], [2], [3]] and seqs[3] == []
+    assert c.errors("a")[-1] is GcsErrorCode.QUEUE_FULL
+    c.flush()
+    assert c.cores["a"].queued_broadcasts == 0
+    assert c.step("a", Broadcast(b"again")).broadcast_seqs == [4]
+
+
+def test_queue_byte_bound_and_message_size_bound() -> None:
+    c = Cluster("abc", replace(CFG, broadcast_queue_bytes_max=10, message_bytes_max=8))
+    assert c.step("a", Broadcast(b"123456789")).errors[0].code is GcsErrorCode.MESSAGE_TOO_LARGE
+    assert c.step("a", Broadcast(b"12345678")).broadcast_seqs == [1]
+    assert c.step("a", Broadcast(b"123")).errors[0].code is GcsErrorCode.QUEUE_FULL
+
+
+def test_without_a_majority_nothing_is_decided_and_the_wait_is_reported_once() -> None:
+    c = Cluster("abc", replace(CFG, broadcast_stall_ms=1500))
+    c.down = {"b", "c"}
+    c.step("a", Broadcast(b"stuck"))
+    c.run(4000)
+    assert c.delivered("a") == []
+    stalls = [e for r in c.readies["a"] for e in r.errors if e.code is GcsErrorCode.BROADCAST_STALLED]
+    assert len(stalls) == 1 and stalls[0].seqs == (1,)
+    states = {m.member.uuid: m.state for m in c.cores["a"].statistics().members}
+    assert states == {"a": MemberState.ONLINE, "b": MemberState.UNREACHABLE, "c": MemberState.UNREACHABLE}
+    # The majority comes back: the waiting message is delivered once.
+    c.down = set()
+    c.run(1000)
+    assert c.delivered("a") == [b"stuck"] == c.delivered("b")
+
+
+def test_force_members_refused_while_a_majority_is_reachable() -> None:
+    c = Cluster("abc")
+    c.down = {"c"}
+    c.run(1500)
+    ready = c.step("a", ForceMembers((mid("a"), mid("b"))))
+    assert [e.code for e in ready.errors] == [GcsErrorCode.FORCE_REFUSED]
+    assert ready.sends == []
+
+
+def test_force_members_fails_when_a_listed_member_does_not_answer() -> None:
+    c = Cluster("abc", replace(CFG, force_timeout_ms=1000))
+    c.down = {"b", "c"}
+    c.run(1500)
+    c.step("a", ForceMembers((mid("a"), mid("b"))))
+    c.run(1500)
+    assert GcsErrorCode.FORCE_FAILED in c.errors("a")
+    assert c.cores["a"].current_view().view_id.epoch == 0
+
+
+def test_requests_in_the_wrong_phase_are_refused_and_change_nothing() -> None:
+    core = Core(mid("a"), CFG)
+    ready = core.step(Leave())
+    assert [e.code for e in ready.errors] == [GcsErrorCode.INVALID_REQUEST]
+    assert core.phase is Phase.IDLE
+    core.step(Join((mid("b"),)))
+    assert core.step(Leave()).phase is Phase.OFFLINE  # not in a view yet: just stop
+    core = Core(mid("a"), CFG)
+    core.step(Bootstrap((mid("a"),)))
+    ready = core.step(Join((mid("b"),)))
+    assert [e.code for e in ready.errors] == [GcsErrorCode.INVALID_REQUEST]
+    assert core.phase is Phase.MEMBER
+    ready = core.step(Bootstrap((mid("a"),)))
+    assert [e.code for e in ready.errors] == [GcsErrorCode.INVALID_REQUEST]
+    bad = Core(mid("a"), CFG)
+    assert bad.step(Bootstrap((mid("b"),))).errors[0].code is GcsErrorCode.INVALID_REQUEST
+    assert bad.phase is Phase.IDLE
+
+
+def test_leave_reports_a_last_view_without_us_and_stops() -> None:
+    c = Cluster("abc")
+    c.step("c", Leave())
+    c.run(500)
+    views = [v for r in c.readies["c"] for v in r.views]
+    assert mid("c") not in views[-1].members and views[-1].left == (mid("c"),)
+    assert c.cores["c"].phase is Phase.OFFLINE
+    assert c.cores["c"].step(Broadcast(b"x")).errors[0].code is GcsErrorCode.NOT_IN_VIEW
+
+
+def test_join_times_out_without_seeds() -> None:
+    core = Core(mid("z"), replace(CFG, join_timeout_ms=2000, join_retry_interval_ms=500))
+    core.step(Tick(0))
+    ready = core.step(Join((mid("a"),)))
+    assert [to for to, _ in ready.sends] == [mid("a")]
+    t = 0
+    while core.phase is Phase.JOINING and t < 5000:
+        t += 100
+        ready = core.step(Tick(t))
+    assert core.phase is Phase.OFFLINE and t == 2000
+    assert [e.code for e in ready.errors] == [GcsErrorCode.JOIN_FAILED]
+
+
+def test_a_clock_jump_is_a_pause_not_silence_and_a_backward_tick_is_ignored() -> None:
+    c = Cluster("abc")
+    c.run(500)
+    core = c.cores["a"]
+    ready = core.step(Tick(c.now + 60_000))  # we were paused for a minute
+    assert ready.reachability == []
+    ready = core.step(Tick(5))  # backwards: ignored
+    assert ready.reachability == [] and ready.sends == []
+
+
+def test_next_tick_is_reported_while_active() -> None:
+    c = Cluster("abc")
+    ready = c.step("a", Tick(0))
+    assert ready.next_tick_ms is not None and 0 < ready.next_tick_ms <= CFG.heartbeat_interval_ms
+    assert Core(mid("z"), CFG).step(Tick(0)).next_tick_ms is None
+
+
+def test_statistics_snapshot() -> None:
+    c = Cluster("abc")
+    c.step("a", Broadcast(b"x"))
+    c.flush()
+    stats = c.cores["a"].statistics()
+    assert stats.state is MemberState.ONLINE and stats.queued_broadcasts == 0
+    assert stats.counters.broadcasts_accepted == 1 and stats.counters.deliveries == 1
+    assert stats.latency.count == 1
+    assert [m.member for m in stats.members] == [mid("a"), mid("b"), mid("c")]
+
+
+def test_core_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        CoreConfig(broadcast_queue_max=0)
+    with pytest.raises(ValueError):
+        CoreConfig(event_horizon_slots=100, accept_ahead_slots_max=10)
+
+
+def test_invariant_is_not_stripped_by_python_minus_o() -> None:
+    code = "from replication.gcs.xcom.types import invariant\ninvariant(False, 'still checked')"
+    proc = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and "InvariantViolation: still checked" in proc.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcx"), message_strategy), max_size=12))
+def test_step_never_raises_whatever_peers_send(inputs: list[tuple[str, Message]]) -> None:
+    """Well-formed but arbitrary messages from members or strangers never crash step();
+    inconsistent ones may at worst move the member to ERROR (reported, not raised)."""
+    c = Cluster("abc")
+    core = c.cores["a"]
+    for sender, msg in inputs:
+        ready = core.step(Received(mid(sender), msg))
+        assert isinstance(ready, Ready)
+        if core.phase is Phase.ERROR:
+            assert any(e.code is GcsErrorCode.INTERNAL for e in ready.errors)
+            break
+    core.step(Tick(10_000))
