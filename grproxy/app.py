@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from replication.protocol.backend import BackendAddress, BackendConnection
-from replication.protocol.constants import PROXY_CAPABILITIES, UTF8MB4_GENERAL_CI
+from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
 from replication.protocol.errors import MySQLError
 
 from .config import Config
@@ -33,7 +33,7 @@ class BackendInfo:
 async def probe_backend(address: BackendAddress, timeout_s: float) -> BackendInfo:
     """Connect once to learn the server's version and capabilities. Raises MySQLError."""
     conn = await BackendConnection.open(
-        address, capabilities=int(PROXY_CAPABILITIES), collation=UTF8MB4_GENERAL_CI, timeout_s=timeout_s
+        address, capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI, timeout_s=timeout_s
     )
     try:
         assert conn.handshake is not None

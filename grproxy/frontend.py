@@ -31,7 +31,7 @@ from mysql_mimic.charset import CharacterSet, Collation
 from mysql_mimic.types import Capabilities, ServerStatus
 
 from replication.protocol.backend import BackendAddress, BackendConnection
-from replication.protocol.constants import MAX_PAYLOAD, PROXY_CAPABILITIES, UTF8MB4_GENERAL_CI, Cap, Command
+from replication.protocol.constants import MAX_PAYLOAD, OWN_CAPABILITIES, PROXY_CAPABILITIES, UTF8MB4_GENERAL_CI, Cap, Command
 from replication.protocol.errors import (
     AccessDenied,
     BackendError,
@@ -529,7 +529,7 @@ class FrontendServer:
             by.close()
             return
         admin = await BackendConnection.open(
-            self.backend, capabilities=int(PROXY_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
+            self.backend, capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
             timeout_s=self.config.backends[0].connect_timeout_s,
         )
         try:

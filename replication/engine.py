@@ -135,19 +135,20 @@ class Engine:
     # views ---------------------------------------------------------------------------------------
 
     def on_view(self, view: View) -> list[Action]:
-        """Install a view: members that left are dropped; new ones start RECOVERING.
-
-        Members of a bootstrap view (nothing joined or left) start ONLINE: they start the group
-        together with nothing to recover.
-        """
-        bootstrap = self.view is None and not view.joined and not view.left
+        """Install a view: members that left are dropped; new ones start RECOVERING."""
+        first = self.view is None
+        joined = {m.uuid for m in view.joined}
         present = {m.uuid for m in view.members}
         for uuid in [u for u in self.members if u not in present]:
             del self.members[uuid]
         for m in view.members:
             if m.uuid not in self.members:
                 self._joins += 1
-                state = MemberState.ONLINE if bootstrap else MemberState.RECOVERING
+                # Members of a bootstrap view start the group together: ONLINE. A joiner's
+                # first view: the members that were there before are taken as ONLINE (they
+                # re-announce their facts when someone joins); joiners are RECOVERING.
+                online = first and m.uuid not in joined
+                state = MemberState.ONLINE if online else MemberState.RECOVERING
                 self.members[m.uuid] = MemberRecord(m.uuid, state, Role.SECONDARY, join_index=self._joins)
         self.view = view
         return self._membership_actions()

@@ -6,17 +6,25 @@ the set is kept as sorted, disjoint, non-adjacent closed intervals — the shape
 that starts at 1: every seq at or below it is applied. Snapshots and consistency waits are
 stated in LWM terms.
 
-`AppliedSet` is pure. The member persists each added seq in the backend, in the same
+`AppliedSet` is pure; `Positions` adds asyncio waiters; `PositionStore` persists. The member persists each added seq in the backend, in the same
 transaction as the data it belongs to, and rebuilds the set from the backend at start-up, so a
 crash neither loses nor repeats a transaction (`PositionStore`, replication/member.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from .certifier import Seq
+
+class BackendLike(Protocol):
+    """What PositionStore needs of a backend connection (BackendConnection satisfies it)."""
+
+    async def execute(self, sql: str) -> Any: ...
+
 
 INTERVALS_MAX = 100_000  # gaps tolerated at once; more means the applier is wedged
 
@@ -102,3 +110,132 @@ class AppliedSet:
 
     def __len__(self) -> int:
         return sum(hi - lo + 1 for lo, hi in self.intervals())
+
+
+# --- waiting on positions (asyncio) and persisting them (backend) ------------------------------
+
+
+WAITERS_MAX = 100_000  # sessions waiting on positions at once; more → HoldWaitTimeout at once
+
+
+class Positions:
+    """The member's applied set with waiters: `await wait_applied(seq)` returns once every seq
+    up to `seq` is committed on this member's backend (LWM >= seq)."""
+
+    def __init__(self, applied: AppliedSet | None = None) -> None:
+        self.applied = applied or AppliedSet()
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._count = 0
+
+    @property
+    def lwm(self) -> Seq:
+        return self.applied.lwm
+
+    def mark_applied(self, seq: int) -> None:
+        """Record a committed seq and wake whoever waited for the LWM to pass it."""
+        before = self.applied.lwm
+        self.applied.add(seq)
+        after = self.applied.lwm
+        if after > before and self._waiters:
+            for target in [t for t in self._waiters if t <= after]:
+                for fut in self._waiters.pop(target):
+                    self._count -= 1
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def wait_applied(self, seq: int, timeout_s: float) -> None:
+        """Wait until LWM >= seq. Raises TimeoutError after `timeout_s`, OverflowError when
+        WAITERS_MAX sessions already wait."""
+        if self.applied.lwm >= seq:
+            return
+        if self._count >= WAITERS_MAX:
+            raise OverflowError(f"{WAITERS_MAX} sessions already wait on positions")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(seq, []).append(fut)
+        self._count += 1
+        try:
+            async with asyncio.timeout(timeout_s):
+                await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+                waiters = self._waiters.get(seq)
+                if waiters and fut in waiters:
+                    waiters.remove(fut)
+                    self._count -= 1
+                    if not waiters:
+                        del self._waiters[seq]
+
+
+class PositionStore:
+    """Applied seqs persisted in the backend, in the same transaction as the data.
+
+    Layout (schema `grproxy`, never replicated): `applied(seq)` holds one row per seq committed
+    since the last compaction; `applied_ranges(lo, hi)` holds compacted intervals, as
+    `mysql.gtid_executed` does. The member adds `record_sql(seq)` to each transaction it
+    commits; `compact` folds rows into ranges in one transaction of its own.
+    """
+
+    SCHEMA = "grproxy"
+
+    SETUP_SQL = (
+        "CREATE DATABASE IF NOT EXISTS grproxy",
+        "CREATE TABLE IF NOT EXISTS grproxy.applied (seq BIGINT UNSIGNED NOT NULL PRIMARY KEY) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS grproxy.applied_ranges (lo BIGINT UNSIGNED NOT NULL PRIMARY KEY, "
+        "hi BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS grproxy.meta (name VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "value VARCHAR(255) NOT NULL) ENGINE=InnoDB",
+    )
+
+    @staticmethod
+    def record_sql(seq: int) -> str:
+        return f"INSERT INTO grproxy.applied (seq) VALUES ({int(seq)})"
+
+    async def setup(self, conn: BackendLike) -> None:
+        for sql in self.SETUP_SQL:
+            await conn.execute(sql)
+
+    async def load(self, conn: BackendLike) -> AppliedSet:
+        ranges = await conn.execute("SELECT lo, hi FROM grproxy.applied_ranges")
+        seqs = await conn.execute("SELECT seq FROM grproxy.applied")
+        out = AppliedSet((int(lo), int(hi)) for lo, hi in ranges.rows)  # type: ignore[arg-type]
+        for (seq,) in seqs.rows:
+            out.add(int(seq))  # type: ignore[arg-type]
+        return out
+
+    async def compact(self, conn: BackendLike) -> int:
+        """Fold `applied` rows into `applied_ranges` (one transaction). Returns rows folded."""
+        await conn.execute("BEGIN")
+        try:
+            current = await self._locked_set(conn)
+            folded = (await conn.execute("DELETE FROM grproxy.applied")).affected_rows
+            await conn.execute("DELETE FROM grproxy.applied_ranges")
+            values = ",".join(f"({lo},{hi})" for lo, hi in current.intervals())
+            if values:
+                await conn.execute(f"INSERT INTO grproxy.applied_ranges (lo, hi) VALUES {values}")
+            await conn.execute("COMMIT")
+            return folded
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def _locked_set(self, conn: BackendLike) -> AppliedSet:
+        ranges = await conn.execute("SELECT lo, hi FROM grproxy.applied_ranges FOR UPDATE")
+        seqs = await conn.execute("SELECT seq FROM grproxy.applied FOR UPDATE")
+        out = AppliedSet((int(lo), int(hi)) for lo, hi in ranges.rows)  # type: ignore[arg-type]
+        for (seq,) in seqs.rows:
+            out.add(int(seq))  # type: ignore[arg-type]
+        return out
+
+    async def get_meta(self, conn: BackendLike, name: str) -> str | None:
+        r = await conn.execute(f"SELECT value FROM grproxy.meta WHERE name = '{_sql_str(name)}'")
+        return r.rows[0][0].decode() if r.rows and r.rows[0][0] is not None else None  # type: ignore[union-attr]
+
+    async def set_meta(self, conn: BackendLike, name: str, value: str) -> None:
+        await conn.execute(f"REPLACE INTO grproxy.meta (name, value) VALUES ('{_sql_str(name)}', '{_sql_str(value)}')")
+
+
+def _sql_str(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("'", "''")
+
+

@@ -73,6 +73,21 @@ PROXY_CAPABILITIES = (
     | Cap.SESSION_TRACK
 )
 
+# The proxy's own backend connections (probes, KILL, members, applier): no client-specific
+# choices such as NO_SCHEMA (forbids db.table), FOUND_ROWS or IGNORE_SPACE.
+OWN_CAPABILITIES = (
+    Cap.LONG_PASSWORD
+    | Cap.LONG_FLAG
+    | Cap.PROTOCOL_41
+    | Cap.TRANSACTIONS
+    | Cap.SECURE_CONNECTION
+    | Cap.MULTI_STATEMENTS
+    | Cap.MULTI_RESULTS
+    | Cap.PS_MULTI_RESULTS
+    | Cap.PLUGIN_AUTH
+    | Cap.PLUGIN_AUTH_LENENC_CLIENT_DATA
+)
+
 # Capabilities the proxy always needs from a backend connection, whatever the client chose.
 BACKEND_REQUIRED = Cap.PROTOCOL_41 | Cap.SECURE_CONNECTION | Cap.PLUGIN_AUTH | Cap.TRANSACTIONS
 
