@@ -176,3 +176,14 @@ def test_garbage_is_reported_not_crashed(data: bytes) -> None:
     sc.start(Expect.PREPARE if data.endswith(b"abc") else Expect.QUERY)
     with pytest.raises(MalformedPacket):
         sc.feed(data)
+
+
+def test_own_result_sets_frame_like_a_server() -> None:
+    """Result sets grproxy builds itself end where the scanner says (and PyMySQL can read them)."""
+    from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
+
+    data = text_resultset([Column("MEMBER_ID"), Column("MEMBER_PORT", TYPE_LONGLONG, 20)],
+                          [("a", 3310), ("b", None)], AUTOCOMMIT)
+    sc = ResponseScanner()
+    sc.start(Expect.QUERY)
+    assert sc.feed(data + b"trailing") == len(data) and sc.done and sc.status == AUTOCOMMIT
