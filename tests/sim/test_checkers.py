@@ -1,0 +1,118 @@
+"""The checkers must stay sharp: each one fails on a planted violation (STYLE 19)."""
+
+from __future__ import annotations
+
+import pytest
+
+from replication.gcs.interface import Delivery, MemberId, Position, Slot, View, ViewId
+from replication.gcs.sim.checkers import Checker, Violation
+from replication.gcs.xcom.core import Ready
+from replication.gcs.xcom.messages import NOOP, AcceptedValue, Batch, Decide, Run
+from replication.gcs.xcom.types import Ballot
+
+
+def mid(name: str) -> MemberId:
+    return MemberId(name, f"{name}:1", 1)
+
+
+A, B, C = mid("a"), mid("b"), mid("c")
+VIEW = View(ViewId(0, 1), (A, B, C), (A, B, C), Slot(1))
+
+
+class Node:
+    def __init__(self, member: MemberId) -> None:
+        self.member = member
+        self.core = None
+
+
+def batch(origin: MemberId, seq: int, n: int = 1) -> Batch:
+    return Batch((Run(origin, seq, tuple(b"p%d" % (seq + i) for i in range(n))),))
+
+
+def delivery(slot: int, index: int, origin: MemberId, seq: int, payload: bytes | None = None) -> Delivery:
+    return Delivery(Position(Slot(slot), index), origin, seq, payload or b"p%d" % seq, VIEW.view_id)
+
+
+def setup() -> tuple[Checker, dict[str, Node]]:
+    checker = Checker()
+    nodes = {n: Node(m) for n, m in (("a", A), ("b", B), ("c", C))}
+    for node in nodes.values():
+        checker.on_ready(node, Ready(views=[VIEW]))  # type: ignore[arg-type]
+    checker.on_broadcast(A, 1, b"p1")
+    checker.on_broadcast(A, 2, b"p2")
+    return checker, nodes
+
+
+def accepted(checker: Checker, nodes: dict[str, Node], slot: int, value: Batch, who: str) -> None:
+    for n in who:
+        checker.on_ready(nodes[n], Ready(accepted=[AcceptedValue(Slot(slot), Ballot(0), value)]))  # type: ignore[arg-type]
+
+
+def test_a_correct_history_passes() -> None:
+    checker, nodes = setup()
+    accepted(checker, nodes, 1, batch(A, 1), "ab")
+    for n in "abc":
+        checker.on_ready(nodes[n], Ready(deliveries=[delivery(1, 0, A, 1)]))  # type: ignore[arg-type]
+    checker.finish([])
+
+
+def test_safe_delivery_needs_a_majority_of_acceptances() -> None:
+    checker, nodes = setup()
+    accepted(checker, nodes, 1, batch(A, 1), "a")
+    with pytest.raises(Violation, match="safe-delivery"):
+        checker.on_ready(nodes["a"], Ready(deliveries=[delivery(1, 0, A, 1)]))  # type: ignore[arg-type]
+
+
+def test_agreement_on_positions() -> None:
+    checker, nodes = setup()
+    accepted(checker, nodes, 1, batch(A, 1, 2), "abc")
+    checker.on_ready(nodes["a"], Ready(deliveries=[delivery(1, 0, A, 1)]))  # type: ignore[arg-type]
+    with pytest.raises(Violation, match="agreement"):
+        checker.on_ready(nodes["b"], Ready(deliveries=[delivery(1, 0, A, 2)]))  # type: ignore[arg-type]
+
+
+def test_integrity_duplicates_and_inventions() -> None:
+    checker, nodes = setup()
+    accepted(checker, nodes, 1, batch(A, 1), "abc")
+    checker.on_ready(nodes["a"], Ready(deliveries=[delivery(1, 0, A, 1)]))  # type: ignore[arg-type]
+    with pytest.raises(Violation, match="integrity"):
+        checker.on_ready(nodes["a"], Ready(deliveries=[delivery(2, 0, A, 1)]))  # type: ignore[arg-type]
+    with pytest.raises(Violation, match="integrity"):
+        checker.on_ready(nodes["b"], Ready(deliveries=[delivery(1, 0, B, 9)]))  # type: ignore[arg-type]
+    with pytest.raises(Violation, match="integrity"):
+        checker.on_ready(nodes["c"], Ready(deliveries=[delivery(1, 0, A, 1, b"forged")]))  # type: ignore[arg-type]
+
+
+def test_total_order_within_a_log() -> None:
+    checker, nodes = setup()
+    accepted(checker, nodes, 2, batch(A, 1), "abc")
+    accepted(checker, nodes, 1, batch(A, 2), "abc")
+    checker.on_ready(nodes["a"], Ready(deliveries=[delivery(2, 0, A, 1)]))  # type: ignore[arg-type]
+    with pytest.raises(Violation, match="total-order"):
+        checker.on_ready(nodes["a"], Ready(deliveries=[delivery(1, 0, A, 2)]))  # type: ignore[arg-type]
+
+
+def test_holes_break_view_synchrony() -> None:
+    checker, nodes = setup()
+    accepted(checker, nodes, 1, batch(A, 1), "abc")
+    accepted(checker, nodes, 2, batch(A, 2), "abc")
+    checker.on_ready(nodes["a"], Ready(deliveries=[delivery(1, 0, A, 1), delivery(2, 0, A, 2)]))  # type: ignore[arg-type]
+    checker.on_ready(nodes["b"], Ready(deliveries=[delivery(2, 0, A, 2)]))  # type: ignore[arg-type]
+    for n in "ab":
+        checker.records[nodes[n].member].final_next_slot = 3
+    with pytest.raises(Violation, match="view-synchrony"):
+        checker.finish([])
+
+
+def test_views_must_agree() -> None:
+    checker, nodes = setup()
+    other = View(ViewId(0, 1), (A, B), (A, B), Slot(1))
+    with pytest.raises(Violation, match="view-synchrony"):
+        checker.on_ready(Node(mid("d")), Ready(views=[other]))  # type: ignore[arg-type]
+
+
+def test_conflicting_decisions() -> None:
+    checker, nodes = setup()
+    checker.on_ready(nodes["a"], Ready(sends=[(B, Decide(Slot(4), Ballot(0), batch(A, 1)))]))  # type: ignore[arg-type]
+    with pytest.raises(Violation, match="consensus"):
+        checker.on_ready(nodes["b"], Ready(sends=[(A, Decide(Slot(4), Ballot(0x101), NOOP))]))  # type: ignore[arg-type]

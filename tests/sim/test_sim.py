@@ -1,0 +1,114 @@
+"""The xcom core under the deterministic simulator (DESIGN §12, STYLE 18-19).
+
+- 2,000 seeds (four chunks of 500) with every fault on must show no violation;
+- a broken core (a taker that ignores values reported by promises, Bug #28966455) must be
+  caught within 200 seeds, by a safety checker, and its seed must replay the same failure;
+- a seed replays exactly, whatever PYTHONHASHSEED;
+- the CLI's contract: exit status, the replay command, the last line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from replication.gcs.sim.runner import SimOptions, replay_command, run_seed
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = 2000
+CHUNK = 500
+SAFETY_KINDS = {"consensus", "agreement", "total-order", "integrity", "safe-delivery", "view-synchrony", "invariant"}
+
+
+def _failures(seeds: range, options: SimOptions, stop_after: int = 5) -> list[str]:
+    found = []
+    for seed in seeds:
+        result = run_seed(seed, options)
+        if result.violation is not None:
+            found.append(
+                f"seed {seed}: {result.violation.kind}: {result.violation.detail}\n"
+                f"  replay: {replay_command(seed, options)}"
+            )
+            if len(found) >= stop_after:
+                break
+    return found
+
+
+@pytest.mark.parametrize("start", range(0, SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
+def test_seeds_without_violation(start: int) -> None:
+    failures = _failures(range(start, start + CHUNK), SimOptions())
+    assert not failures, "\n".join(failures)
+
+
+def test_the_mutant_is_caught_within_200_seeds() -> None:
+    options = SimOptions(mutant=True)
+    for seed in range(200):
+        result = run_seed(seed, options)
+        if result.violation is None:
+            continue
+        assert result.violation.kind in SAFETY_KINDS, result.violation
+        again = run_seed(seed, options)
+        assert again.violation is not None and str(again.violation) == str(result.violation)
+        return
+    pytest.fail("the simulator did not catch a taker that ignores accepted values in 200 seeds")
+
+
+def test_a_seed_replays_exactly() -> None:
+    first: list[str] = []
+    second: list[str] = []
+    a = run_seed(123, SimOptions(), first.append)
+    b = run_seed(123, SimOptions(), second.append)
+    assert first and first == second
+    assert (a.deliveries, a.messages, a.sim_ms) == (b.deliveries, b.messages, b.sim_ms)
+
+
+def _cli(*args: str, hash_seed: str = "0") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+    return subprocess.run(
+        [sys.executable, "-m", "replication.gcs.sim", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _without_timing(out: str) -> str:
+    return re.sub(r", [0-9.]+ s$", "", out, flags=re.M)
+
+
+def test_replay_does_not_depend_on_the_hash_seed() -> None:
+    runs = [_cli("--seeds", "3", "--start-seed", "40", hash_seed=h) for h in ("1", "2")]
+    assert runs[0].returncode == runs[1].returncode == 0, runs[0].stdout + runs[0].stderr
+    assert _without_timing(runs[0].stdout) == _without_timing(runs[1].stdout)
+
+
+def test_cli_success_and_its_last_line() -> None:
+    proc = _cli("--seeds", "2", "--start-seed", "7")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "seeds: 2 run, 0 violations"
+
+
+def test_cli_prints_a_replay_command_that_reproduces_the_failure() -> None:
+    proc = _cli("--seeds", "200", "--mutant", "--max-failures", "1")
+    assert proc.returncode == 1, proc.stdout
+    lines = proc.stdout.splitlines()
+    violation = next(line for line in lines if "VIOLATION" in line)
+    replay = next(line for line in lines if line.strip().startswith("replay:")).split("replay:", 1)[1].split()
+    assert replay[:3] == ["python", "-m", "replication.gcs.sim"] and "--mutant" in replay
+    assert re.fullmatch(r"seeds: \d+ run, 1 violations", lines[-1])
+    again = _cli(*replay[3:])
+    assert again.returncode == 1
+    assert violation in again.stdout.splitlines()
+    assert again.stdout.splitlines()[-1] == "seeds: 1 run, 1 violations"
+
+
+def test_cli_rejects_unknown_faults() -> None:
+    proc = _cli("--seeds", "1", "--faults", "meteor")
+    assert proc.returncode == 2 and "unknown faults" in proc.stderr
