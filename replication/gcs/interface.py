@@ -64,11 +64,14 @@ class MemberId:
 
     Ordering is by (uuid, address, incarnation); it only serves deterministic tie-breaks.
     The transport routes by `address`; the core tells incarnations apart by `incarnation`.
+    Member ids are dict keys and compared on every message in the core: the hash is computed
+    once and equality tries identity first.
     """
 
     uuid: str
     address: str
     incarnation: int
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.uuid:
@@ -77,6 +80,26 @@ class MemberId:
             raise ValueError(f"MemberId.address must be 'host:port', got {self.address!r}")
         if not 0 <= self.incarnation < 2**32:
             raise ValueError(f"MemberId.incarnation out of range: {self.incarnation}")
+        object.__setattr__(self, "_hash", hash((self.uuid, self.address, self.incarnation)))
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not MemberId:
+            return NotImplemented
+        return (
+            self._hash == other._hash
+            and self.incarnation == other.incarnation
+            and self.uuid == other.uuid
+            and self.address == other.address
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[MemberId], tuple[str, str, int]]:
+        # String hashes differ between processes: never carry _hash across a pickle.
+        return (MemberId, (self.uuid, self.address, self.incarnation))
 
     def __str__(self) -> str:
         return f"{self.uuid}#{self.incarnation}@{self.address}"

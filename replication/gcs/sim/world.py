@@ -115,6 +115,8 @@ class World:
         self.groups: list[int] | None = None  # partition: group id per node index
         self._codec_count = 0
         self.messages_delivered = 0
+        # Per-node listeners of every Ready (the GCS binding's dispatch), by node index.
+        self.listeners: dict[int, Callable[[Ready], None]] = {}
 
     # ------------------------------------------------------------------ scheduling
 
@@ -201,6 +203,9 @@ class World:
         if ready.broadcast_seqs and isinstance(event, Broadcast):
             self.observer.on_broadcast(core.me, ready.broadcast_seqs[0], event.payload)
         self.observer.on_ready(node, ready)
+        listener = self.listeners.get(node.index)
+        if listener is not None:
+            listener(ready)
         if ready.sends:
             self._send(node, ready.sends)
         nt = ready.next_tick_ms

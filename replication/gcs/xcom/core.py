@@ -437,6 +437,7 @@ class Core:
 
         # Replicated state (identical on every member after executing the same slots).
         self._configs: list[Config] = []  # configs[0] is in effect at _next_slot; rest scheduled
+        self._view: View | None = None  # the last view installed
         self._next_slot = Slot(1)
         self._origin_next: dict[MemberId, int] = {}
         self._force_start = 0  # start slot of the latest forced configuration
@@ -449,6 +450,7 @@ class Core:
         self._stall_since_ms: int | None = None
         self._revoked_upto = 0  # slots up to here were considered for revocation
         self._suspect_changed_ms = 0  # when the last peer became suspected
+        self._revoke_not_before_ms = 0  # staggering: our turn to revoke
         self._forgotten_by: set[MemberId] = set()  # peers that no longer hold our next slot
         self._fetch_sent_ms = -_NEVER
         self._fetch_rotation = 0
@@ -510,9 +512,8 @@ class Core:
         return self._next_slot
 
     def current_view(self) -> View | None:
-        if self._phase is not Phase.MEMBER or not self._configs:
-            return None
-        return self._configs[0].view(None)
+        """The last view installed (None unless MEMBER)."""
+        return self._view if self._phase is Phase.MEMBER else None
 
     def known_views(self) -> tuple[View, ...]:
         """The configuration in effect at next_slot and those scheduled after it."""
@@ -708,8 +709,7 @@ class Core:
         self._own_next = 1
         self._transition(Phase.MEMBER)
         self._refresh_peers()
-        self._ready.views.append(config.view(None))
-        self._counters.views_installed += 1
+        self._install(config.view(None))
         self._hb_due_ms = self._now_ms
         self._arm(self._now_ms)
 
@@ -1035,9 +1035,8 @@ class Core:
     def _gc(self) -> None:
         """Forget executed slots every member has executed, within decided_cache_slots_max."""
         floor = self._next_slot
-        for m in self._configs[0].members:
-            if m != self.me:
-                floor = min(floor, self._peer_next.get(m, 0))
+        for m in self._peers:  # joiners too: they fetch from their welcome on
+            floor = min(floor, self._peer_next.get(m, 0))
         floor = max(floor, self._next_slot - self.cfg.decided_cache_slots_max)
         log = self._log
         while log:
@@ -1362,10 +1361,12 @@ class Core:
                 position += 1
         if position:
             if self._stall_since_ms is None:
+                self._revoke_not_before_ms = self._now_ms + self.cfg.retransmit_interval_ms
                 return
             since = max(self._stall_since_ms, self._suspect_changed_ms)
             due = since + position * self.cfg.retransmit_interval_ms
             if self._now_ms < due:
+                self._revoke_not_before_ms = due
                 self._arm(due)
                 return
         by_config: dict[int, tuple[Config, list[_Proposal]]] = {}
@@ -1634,8 +1635,8 @@ class Core:
             self._arm(self._now_ms + self.cfg.retransmit_interval_ms // 2)
         if self._suspected and self._phase is Phase.MEMBER:
             high = min(self._frontier, self._next_slot + self._horizon - 1)
-            if high > self._revoked_upto:
-                self._arm(self._now_ms)  # revocations may be due
+            if high >= self._next_slot and high > self._revoked_upto:
+                self._arm(max(self._now_ms, self._revoke_not_before_ms))  # revocations may be due
 
     def _own_skip_executable(self) -> bool:
         config = self._configs[0]
@@ -1683,13 +1684,11 @@ class Core:
         if self.me in config.member_set:
             if self._phase is Phase.CATCHING_UP:
                 self._transition(Phase.MEMBER)
-            self._ready.views.append(view)
-            self._counters.views_installed += 1
+            self._install(view)
             self._refresh_peers()
             return
         if self._phase is Phase.MEMBER:
-            self._ready.views.append(view)  # the final view, without us
-            self._counters.views_installed += 1
+            self._install(view)  # the final view, without us
             if self._leaving:
                 self._go_offline(None, "left the group")
             else:
@@ -1700,6 +1699,11 @@ class Core:
             self._go_offline(GcsErrorCode.EXPELLED, f"removed before our first view ({config.view_id})")
             return
         self._refresh_peers()
+
+    def _install(self, view: View) -> None:
+        self._view = view
+        self._ready.views.append(view)
+        self._counters.views_installed += 1
 
     def _go_offline(self, code: GcsErrorCode | None, detail: str) -> None:
         if code is not None:

@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not print each delivery")
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--profile", metavar="FILE", help="write a cProfile of the run to FILE")
     return p
 
 
@@ -351,6 +352,18 @@ async def amain(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(_run, args)
+        finally:
+            profiler.dump_stats(args.profile)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if not args.no_uvloop:
         try:
             import uvloop

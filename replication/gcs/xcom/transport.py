@@ -41,6 +41,7 @@ sends can raise out of the transport.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import socket
 import ssl
@@ -290,6 +291,18 @@ def _tune_socket(writer: asyncio.StreamWriter) -> None:
             pass
 
 
+def _source_address(address: str) -> tuple[str, int] | None:
+    """Where our outbound connections come from: the host of our own group address when it is
+    a specific IP, so a peer's ip_allowlist that names member addresses also matches our
+    connections on a multi-homed host; otherwise (a name, or a wildcard) the kernel's choice."""
+    host, _ = split_address(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else (host, 0)
+
+
 async def _read_one_frame(reader: asyncio.StreamReader, decoder: FrameDecoder) -> object:
     """Read until the decoder yields one frame; only used during the handshake."""
     got = 0
@@ -339,12 +352,14 @@ class TcpTransport:
             limits=self._limits,
         )
         self._tls: TlsContexts | None = build_contexts(config.tls)
+        self._source_address = _source_address(me.address)
         self._reassembler: Reassembler[NodeId] = Reassembler(config.reassembly_bytes_max)
         self._stats = TransportStats()
         self._outbound: dict[str, _Outbound] = {}
         self._inbound: dict[str, _InboundConn] = {}  # by sender name: one reader per peer
         self._inbound_tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._listen_sock: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._closing = False
         self._conn_seq = 0
         self.log = _log.bind(member_id=str(me))
@@ -354,25 +369,36 @@ class TcpTransport:
     async def start(self) -> None:
         """Listen on ``me.address``. Raises OSError if the port cannot be bound."""
         host, port = split_address(self.me.address)
-        self._server = await asyncio.start_server(
-            self._accept, host, port, limit=self.config.read_chunk_bytes, reuse_address=True
-        )
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(self.config.inbound_connections_max)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._listen_sock = sock
+        self._acceptor = loop.create_task(self._accept_loop(sock), name=f"gcs-accept-{self.me.address}")
         self.log.info("gcs transport listening", address=self.me.address, tls=self._tls is not None)
 
     async def close(self) -> None:
         """Stop listening, stop every writer and reader, close every connection."""
         self._closing = True
-        if self._server is not None:
-            self._server.close()
         tasks = [o.task for o in self._outbound.values() if o.task is not None]
+        if self._acceptor is not None:
+            tasks.append(self._acceptor)
         tasks += list(self._inbound_tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._outbound.clear()
         self._inbound.clear()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._listen_sock is not None:
+            self._listen_sock.close()
 
     # ----------------------------------------------------------------- sending
 
@@ -440,38 +466,61 @@ class TcpTransport:
 
     # ----------------------------------------------------------------- accepting
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """``start_server`` callback: hand the connection to a reader task we own (asyncio's
-        own callback task cannot be cancelled cleanly on Python 3.11)."""
-        if self._closing:
-            writer.close()
-            return
-        task = asyncio.get_running_loop().create_task(self._serve_inbound(reader, writer))
-        self._inbound_tasks.add(task)
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        """Accept connections; check each one before a byte is read (and before any TLS work),
+        then hand it to its reader task. Accepting here, rather than through a server's
+        protocol, lets the allowlist run before TLS on every event loop implementation."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                self.log.error("gcs accept failed", reason=repr(exc))
+                await asyncio.sleep(self.config.reconnect_backoff_ms_max / 1000)
+                continue
+            if not self._admit_connection(addr):
+                conn.close()
+                continue
+            task = loop.create_task(self._serve_inbound(conn, addr))
+            self._inbound_tasks.add(task)
 
-    async def _serve_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Reader task of one inbound connection: allowlist, TLS, handshake, read loop."""
+    def _admit_connection(self, peername: tuple[str, int]) -> bool:
+        """Allowlist and connection limit, for a connection not read from yet. Refusals are
+        counted, logged and reported."""
+        remote = f"{peername[0]}:{peername[1]}"
+        if not self.config.ip_allowlist.allows(str(peername[0])):
+            self._stats.connections_refused_allowlist += 1
+            self.log.warning("gcs connection refused: address not in ip_allowlist", remote=remote)
+            self._emit(PeerRefused(remote, "ip_allowlist"))
+            return False
+        if len(self._inbound_tasks) >= self.config.inbound_connections_max:
+            self._stats.connections_refused_limit += 1
+            self.log.warning("gcs connection refused: inbound_connections_max reached", remote=remote)
+            self._emit(PeerRefused(remote, "inbound_connections_max"))
+            return False
+        return True
+
+    async def _serve_inbound(self, sock: socket.socket, peername: tuple[str, int]) -> None:
+        """Reader task of one admitted inbound connection: TLS, handshake, read loop."""
         task = asyncio.current_task()
         assert task is not None
-        peername = writer.get_extra_info("peername") or ("?", 0)
+        loop = asyncio.get_running_loop()
         remote = f"{peername[0]}:{peername[1]}"
         log = self.log.bind(conn_id=self._next_conn_id(), remote=remote)
         conn: _InboundConn | None = None
+        writer: asyncio.StreamWriter | None = None
         try:
-            if not self.config.ip_allowlist.allows(str(peername[0])):
-                self._stats.connections_refused_allowlist += 1
-                log.warning("gcs connection refused: address not in ip_allowlist")
-                self._emit(PeerRefused(remote, "ip_allowlist"))
-                return
-            if len(self._inbound_tasks) > self.config.inbound_connections_max:
-                self._stats.connections_refused_limit += 1
-                log.warning("gcs connection refused: inbound_connections_max reached")
-                self._emit(PeerRefused(remote, "inbound_connections_max"))
-                return
-            _tune_socket(writer)
             decoder = FrameDecoder(self._limits)
             try:
                 async with asyncio.timeout(self.config.handshake_timeout_ms / 1000):
+                    reader = asyncio.StreamReader(limit=self.config.read_chunk_bytes)
+                    transport, protocol = await loop.connect_accepted_socket(
+                        lambda: asyncio.StreamReaderProtocol(reader),
+                        sock,
+                        ssl=self._tls.server if self._tls is not None else None,
+                    )
+                    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+                    _tune_socket(writer)
                     hello = await self._server_handshake(reader, writer, decoder, log)
             except (HandshakeError, FramingError, TimeoutError, OSError, ssl.SSLError) as exc:
                 self._stats.handshakes_rejected += 1
@@ -495,7 +544,10 @@ class TcpTransport:
             self._inbound_tasks.discard(task)
             if conn is not None and self._inbound.get(conn.node.name) is conn:
                 del self._inbound[conn.node.name]
-            writer.close()
+            if writer is not None:
+                writer.close()
+            else:
+                sock.close()
 
     async def _server_handshake(
         self,
@@ -504,8 +556,6 @@ class TcpTransport:
         decoder: FrameDecoder,
         log: structlog.typing.FilteringBoundLogger,
     ) -> Hello:
-        if self._tls is not None:
-            await writer.start_tls(self._tls.server)
         frame = await _read_one_frame(reader, decoder)
 
         def refuse(reason: RejectReason, detail: str) -> HandshakeError:
@@ -767,6 +817,7 @@ class _Outbound:
             port,
             ssl=tls.client if tls is not None else None,
             server_hostname=host if tls is not None else None,
+            local_addr=t._source_address,
             limit=65536,
         )
         try:
