@@ -514,10 +514,10 @@ class TcpTransport:
             try:
                 async with asyncio.timeout(self.config.handshake_timeout_ms / 1000):
                     reader = asyncio.StreamReader(limit=self.config.read_chunk_bytes)
-                    transport, protocol = await loop.connect_accepted_socket(
-                        lambda: asyncio.StreamReaderProtocol(reader),
-                        sock,
-                        ssl=self._tls.server if self._tls is not None else None,
+                    protocol = asyncio.StreamReaderProtocol(reader)
+                    # Keep our own protocol object: with ssl, uvloop returns its SSLProtocol.
+                    transport, _ = await loop.connect_accepted_socket(
+                        lambda: protocol, sock, ssl=self._tls.server if self._tls is not None else None
                     )
                     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
                     _tune_socket(writer)

@@ -55,14 +55,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(fn: Callable[[], Awaitable[None]], timeout_s: float = 30) -> None:
-    """Run one async test under a hard deadline (a bound on the test, not a timing claim)."""
+def run(fn: Callable[[], Awaitable[None]], timeout_s: float = 30, loop: str = "asyncio") -> None:
+    """Run one async test under a hard deadline (a bound on the test, not a timing claim), on
+    the default loop or on uvloop (what the member processes use)."""
 
     async def main() -> None:
         async with asyncio.timeout(timeout_s):
             await fn()
 
-    asyncio.run(main())
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 
 
 class Node:
@@ -200,7 +210,8 @@ def test_identity_mismatch_is_refused() -> None:
     run(body)
 
 
-def test_allowlist_refuses_and_counts() -> None:
+@LOOPS
+def test_allowlist_refuses_and_counts(loop: str) -> None:
     async def body() -> None:
         allow = IpAllowlist.parse("10.0.0.0/8, 127.0.0.2")
         async with Node("a") as a, Node("b", ip_allowlist=allow) as b:
@@ -216,7 +227,7 @@ def test_allowlist_refuses_and_counts() -> None:
             assert isinstance(frame, Welcome) and frame.sender == b.id
             writer.close()
 
-    run(body)
+    run(body, loop=loop)
 
 
 async def read_frame(reader: asyncio.StreamReader) -> object:
@@ -242,7 +253,8 @@ def envelope(kind: int, flags: int, body: bytes, raw_len: int | None = None) -> 
     return struct.pack("!2sBBBBII", MAGIC, ENVELOPE_VERSION, kind, flags, 0, len(body), raw) + body
 
 
-def test_invalid_frames_are_dropped_counted_and_reported() -> None:
+@LOOPS
+def test_invalid_frames_are_dropped_counted_and_reported(loop: str) -> None:
     async def body() -> None:
         async with Node("b") as b:
             reader, writer, me = await raw_member(b)
@@ -268,7 +280,7 @@ def test_invalid_frames_are_dropped_counted_and_reported() -> None:
             assert await b.recv(1) == [Inbound(me2, b"good")]
             writer2.close()
 
-    run(body)
+    run(body, loop=loop)
 
 
 def test_garbage_instead_of_hello_is_refused() -> None:
@@ -361,7 +373,8 @@ def test_byte_bound_admits_a_single_large_message() -> None:
     run(body)
 
 
-def test_restarted_peer_is_a_new_incarnation() -> None:
+@LOOPS
+def test_restarted_peer_is_a_new_incarnation(loop: str) -> None:
     async def body() -> None:
         async with Node("a", reconnect_backoff_ms_min=20, reconnect_backoff_ms_max=100) as a:
             port = free_port()
@@ -388,7 +401,7 @@ def test_restarted_peer_is_a_new_incarnation() -> None:
                 assert (await a.recv(1))[0].sender == b2.id
                 assert any(isinstance(e, PeerRestarted) and e.new == b2.id for e in a.events)
 
-    run(body)
+    run(body, loop=loop)
 
 
 def test_full_inbox_pauses_reading_and_loses_nothing() -> None:
@@ -420,9 +433,7 @@ def test_drain_waits_until_written() -> None:
     run(body)
 
 
-def test_uvloop_binding_works_too() -> None:
-    uvloop = pytest.importorskip("uvloop")
-
+def test_compression_and_fragments_on_uvloop() -> None:
     async def body() -> None:
         async with Node("a", compression_threshold=100, communication_max_message_size=4096) as a, Node("b") as b:
             msgs = [b"u" * 10, b"v" * 10_000, bytes(range(256)) * 100]
@@ -430,12 +441,7 @@ def test_uvloop_binding_works_too() -> None:
                 assert a.send(b, m)
             assert sorted(g.body for g in await b.recv(3)) == sorted(msgs)
 
-    async def main() -> None:
-        async with asyncio.timeout(30):
-            await body()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    run(body, loop="uvloop")
 
 
 # --------------------------------------------------------------------------- TLS, allowlist
@@ -456,8 +462,9 @@ def tls(mode: SslMode, files: CertificateFiles, ca: str | None = None) -> TlsCon
     return TlsConfig(mode, ca or files.ssl_ca, files.ssl_cert, files.ssl_key)
 
 
+@LOOPS
 @pytest.mark.parametrize("mode", [SslMode.REQUIRED, SslMode.VERIFY_CA, SslMode.VERIFY_IDENTITY])
-def test_tls_modes_deliver(mode: SslMode, certs: dict[str, CertificateFiles]) -> None:
+def test_tls_modes_deliver(mode: SslMode, certs: dict[str, CertificateFiles], loop: str) -> None:
     async def body() -> None:
         async with Node("a", tls=tls(mode, certs["a"])) as a, Node("b", tls=tls(mode, certs["b"])) as b:
             msgs = [b"secret %d" % i for i in range(100)] + [b"big" * 50_000]
@@ -467,7 +474,7 @@ def test_tls_modes_deliver(mode: SslMode, certs: dict[str, CertificateFiles]) ->
             assert b.send(a, b"back")
             assert [g.body for g in await a.recv(1)] == [b"back"]
 
-    run(body)
+    run(body, loop=loop)
 
 
 def test_plain_member_cannot_talk_to_tls_member(certs: dict[str, CertificateFiles]) -> None:
@@ -481,7 +488,8 @@ def test_plain_member_cannot_talk_to_tls_member(certs: dict[str, CertificateFile
     run(body)
 
 
-def test_verify_ca_refuses_certificate_from_another_ca(certs: dict[str, CertificateFiles]) -> None:
+@LOOPS
+def test_verify_ca_refuses_certificate_from_another_ca(certs: dict[str, CertificateFiles], loop: str) -> None:
     async def body() -> None:
         ca1 = certs["a"].ssl_ca
         rogue = tls(SslMode.VERIFY_CA, certs["rogue"], ca=ca1)  # trusts us, but we do not trust it
@@ -491,10 +499,11 @@ def test_verify_ca_refuses_certificate_from_another_ca(certs: dict[str, Certific
             await b.until(lambda: b.t.stats().handshakes_rejected >= 1)
             assert len(b.inbox) == 0
 
-    run(body)
+    run(body, loop=loop)
 
 
-def test_verify_identity_listener_checks_dialer_host(certs: dict[str, CertificateFiles]) -> None:
+@LOOPS
+def test_verify_identity_listener_checks_dialer_host(certs: dict[str, CertificateFiles], loop: str) -> None:
     async def body() -> None:
         # x's certificate is from the group's CA (VERIFY_CA would pass) but names 10.9.9.9
         # while x claims 127.0.0.1 in its HELLO. x itself only verifies the CA, so the refusal
@@ -507,10 +516,11 @@ def test_verify_identity_listener_checks_dialer_host(certs: dict[str, Certificat
                 assert any(isinstance(e, PeerRefused) and "TLS_IDENTITY_MISMATCH" in e.reason for e in b.events)
                 assert len(b.inbox) == 0
 
-    run(body)
+    run(body, loop=loop)
 
 
-def test_verify_identity_dialer_checks_listener_host(certs: dict[str, CertificateFiles]) -> None:
+@LOOPS
+def test_verify_identity_dialer_checks_listener_host(certs: dict[str, CertificateFiles], loop: str) -> None:
     async def body() -> None:
         # the listener x presents a certificate for 10.9.9.9; the dialer dialed 127.0.0.1
         async with Node("x", tls=tls(SslMode.VERIFY_CA, certs["x"])) as x:
@@ -521,7 +531,7 @@ def test_verify_identity_dialer_checks_listener_host(certs: dict[str, Certificat
                 assert failures and "IP address mismatch" in failures[0].reason
                 assert len(x.inbox) == 0
 
-    run(body)
+    run(body, loop=loop)
 
 
 def test_certificate_names_host() -> None:
