@@ -49,6 +49,7 @@ from replication.protocol.packets import frame, ok_payload
 from router.session import RelaySession
 
 from .config import Config, UserConfig
+from .tls import TlsTransport
 
 log = structlog.get_logger("grproxy.frontend")
 
@@ -92,6 +93,8 @@ class ClientConnection(asyncio.Protocol):
         self._pauses: set[str] = set()  # why reading is paused: "buffer" (command in flight), "backend" (backpressure)
         self._nonce = b""
         self._handshake_task: asyncio.Task[None] | None = None
+        self._tls: TlsTransport | None = None
+        self._raw_transport: asyncio.Transport | None = None
         self._log = log
 
     # --- ClientLink (what the router session uses) ------------------------------------------------
@@ -167,6 +170,18 @@ class ClientConnection(asyncio.Protocol):
         self._handshake_task = asyncio.get_running_loop().create_task(self._handshake())
 
     def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            try:
+                data = self._tls.feed(data)
+            except ssl.SSLError as exc:
+                self._log.info("tls_error", reason=str(exc))
+                self.close()
+                return
+            if self._tls.closed_by_peer:
+                self.close()
+                return
+            if not data:
+                return
         if self.phase is Phase.COMMAND and not self._busy and not self._buf:
             n = len(data)
             if n > 4:
@@ -342,12 +357,18 @@ class ClientConnection(asyncio.Protocol):
         if len(data) == 32 and client_caps & Cap.SSL:
             if server.ssl_context is None:
                 raise HandshakeError("Bad handshake: TLS requested but not offered")
-            loop = asyncio.get_running_loop()
-            new_transport = await loop.start_tls(self.transport, self, server.ssl_context, server_side=True)
-            if new_transport is None:
-                raise ConnectionResetError("TLS handshake failed")
-            self._transport = new_transport
+            # Bytes after the SSL request (the ClientHello, when it came in the same read) are
+            # the start of the TLS stream.
+            leftover = bytes(self._buf)
+            self._buf.clear()
+            tls = TlsTransport(self.transport, server.ssl_context)  # type: ignore[arg-type]
+            self._raw_transport = self._transport
+            self._transport = tls  # type: ignore[assignment]
+            self._tls = tls
             self.tls = True
+            if leftover:
+                self._buf += tls.feed(leftover)
+            await tls.handshake
             seq += 1
             data = await self._read_packet(seq)
             if len(data) < 32:

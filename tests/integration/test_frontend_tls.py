@@ -108,3 +108,70 @@ def test_require_secure_transport(backend, tmp_path) -> None:  # type: ignore[no
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_client_hello_in_the_same_segment_as_the_ssl_request(tls_proxy) -> None:  # type: ignore[no-untyped-def]
+    """Clients send the TLS ClientHello right after the SSL request; both may arrive in one
+    read. Send them in one write on purpose and complete a login and a query over TLS."""
+    import struct
+
+    from replication.protocol.packets import frame
+
+    proxy, cert = tls_proxy
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_side=False)
+    sock = socket.create_connection((proxy.host, proxy.port), timeout=10)
+
+    def recv_packet_plain() -> bytes:
+        head = b""
+        while len(head) < 4:
+            head += sock.recv(4 - len(head))
+        n = int.from_bytes(head[:3], "little")
+        body = b""
+        while len(body) < n:
+            body += sock.recv(n - len(body))
+        return body
+
+    try:
+        recv_packet_plain()  # greeting
+        caps = 0x0200 | 0x8000 | 0x80000 | 0x0800  # protocol 41, secure conn, plugin auth, SSL
+        ssl_request = frame(struct.pack("<IIB23x", caps, 1 << 24, 45), 1)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        sock.sendall(ssl_request + outgoing.read())  # one segment: request + ClientHello
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    sock.sendall(pending)
+                data = sock.recv(65536)
+                assert data, "proxy closed the connection during the TLS handshake"
+                incoming.write(data)
+        sock.sendall(outgoing.read())
+
+        def send(payload: bytes, seq: int) -> None:
+            tls.write(frame(payload, seq))
+            sock.sendall(outgoing.read())
+
+        def recv() -> bytes:
+            buf = b""
+            while True:
+                try:
+                    buf += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pass
+                if len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:3], "little"):
+                    return buf[4 : 4 + int.from_bytes(buf[:3], "little")]
+                incoming.write(sock.recv(65536))
+
+        send(struct.pack("<IIB23x", caps, 1 << 24, 45) + b"root\x00\x00mysql_native_password\x00", 2)
+        assert recv()[0] == 0x00  # OK: logged in over TLS
+    finally:
+        sock.close()
