@@ -56,6 +56,8 @@ from replication.gcs.xcom.messages import (
     Accepted,
     Batch,
     Decide,
+    ForceInstall,
+    ForceState,
     Message,
     Nack,
     NoOp,
@@ -119,6 +121,12 @@ def _message(msg: Message) -> str:
             return f"Promise {_ballot(ballot)} slots={','.join(map(str, slots))} accepted=[{reported}]"
         case Skip(first=first, end=end):
             return f"Skip [{first},{end})"
+        case ForceInstall(config=config, gaps=gaps):
+            members = " ".join(_name(m) for m in config.members)
+            holes = " ".join(f"[{g.first},{g.end})" for g in gaps)
+            return f"ForceInstall view={config.view_id} @{config.start} [{members}] gaps=[{holes}]"
+        case ForceState(next_slot=next_slot, known=known):
+            return f"ForceState next_slot={next_slot} known=[{','.join(map(str, known))}]"
         case _:
             return type(msg).__name__ + " " + ", ".join(
                 f"{f.name}={getattr(msg, f.name)}" for f in fields(msg) if f.name not in ("configs", "origins")

@@ -95,6 +95,8 @@ _log = structlog.get_logger("grproxy.gcs.binding")
 _BROADCAST_REFUSALS: Final = frozenset(
     {GcsErrorCode.NOT_IN_VIEW, GcsErrorCode.QUEUE_FULL, GcsErrorCode.MESSAGE_TOO_LARGE}
 )
+# Cached identity translations (they churn only when members restart or join).
+_IDENTITY_CACHE_MAX: Final = 1024
 # Distinct peers tracked in BindingStats.per_peer_invalid (a hostile flood cannot grow it).
 _PER_PEER_KEYS_MAX: Final = 64
 # 2025-01-01T00:00:00Z: incarnations count tenths of a second from here (fits u32 until 2038).
@@ -198,7 +200,9 @@ class XcomGroup:
         self._view_uuids: dict[str, int] = {}  # uuid -> incarnation in the current view
         self._view_nodes: frozenset[NodeId] = frozenset()
         self._placeholders: set[MemberId] = set()  # seeds known by address only
+        # MemberId <-> NodeId translations are cached: building a NodeId validates its address.
         self._members_by_node: dict[NodeId, MemberId] = {}
+        self._nodes: dict[MemberId, NodeId] = {}
         self._local: deque[Message] = deque()
         self._outputs: deque[Ready] = deque()
         self._dispatching = False
@@ -261,6 +265,7 @@ class XcomGroup:
     def join(self, seeds: tuple[MemberId, ...]) -> None:
         """Ask ``seeds`` (only their addresses matter) to add this incarnation."""
         self._placeholders.update(seeds)
+        self._nodes.clear()
         self._step_input(Join(seeds))
 
     def leave(self) -> None:
@@ -401,11 +406,18 @@ class XcomGroup:
                     continue
                 encoded[id(msg)] = enc
                 self._stats.encodes += 1
-            node = NodeId("", dest.address, 0) if dest in self._placeholders else node_of(dest)
+            node = self._nodes.get(dest)
+            if node is None:
+                node = NodeId("", dest.address, 0) if dest in self._placeholders else node_of(dest)
+                if len(self._nodes) >= _IDENTITY_CACHE_MAX:  # identities churn only on restarts
+                    self._nodes.clear()
+                self._nodes[dest] = node
             if not transport.send(node, enc):
                 self._stats.sends_refused += 1
 
     def _schedule_tick(self, at_ms: int) -> None:
+        if self._timer_at_ms is not None and self._timer_at_ms <= at_ms:
+            return  # an earlier (or equal) wake-up is already armed: the common case
         now = self._clock.now_ms()
         at_ms = max(now + 1, min(at_ms, now + self._config.tick_interval_ms_max))
         if self._timer_at_ms is not None and self._timer_at_ms <= at_ms:
@@ -452,7 +464,7 @@ class XcomGroup:
             except ValueError as exc:
                 self._report_peer(item.sender, f"bad sender identity: {exc}")
                 return
-            if len(self._members_by_node) > 1024:  # bounded: identities churn only on restarts
+            if len(self._members_by_node) >= _IDENTITY_CACHE_MAX:
                 self._members_by_node.clear()
             self._members_by_node[item.sender] = sender
         try:

@@ -367,6 +367,7 @@ _PREPARE = 1
 _BACKOFF = 2  # nacked: retry with a higher ballot at retry_ms (or drop)
 
 _LATENCY_BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, -1)
+_SKIP_RANGES_MAX = 64  # skip ranges remembered per owner (see _add_skip)
 
 
 class _AcceptorSlot:
@@ -690,8 +691,7 @@ class Core:
             if m not in seen:
                 del self._last_heard[m]
                 self._peer_next.pop(m, None)
-                if self._suspected.pop(m, None) is not None:
-                    pass  # no longer a member: its reachability no longer matters
+                self._suspected.pop(m, None)  # no longer a member: reachability is moot
         self._expel_queued &= set(seen)
 
     # ------------------------------------------------------------------ control events
@@ -1424,9 +1424,12 @@ class Core:
                 last[1] = max(last[1], end)
                 return
         ranges.append([first, end, epoch])
-        if len(ranges) > 64:
-            # Bounded: merge the two oldest of the same epoch conservatively is unsafe, so
-            # instead drop the oldest range; a dropped skip is re-learned through Fetch.
+        while ranges and ranges[0][1] <= self._next_slot:
+            ranges.pop(0)  # executed already
+        if len(ranges) > _SKIP_RANGES_MAX and owner != self.me:
+            # Bounded (a lagging member hears skips far ahead): drop the oldest; a dropped
+            # skip is learned again through Fetch (the owner answers from its log). Our own
+            # ranges are never dropped: they lie within our window, at most horizon long.
             ranges.pop(0)
 
     def _skip_known(self, owner: MemberId, slot: int, epoch: int) -> bool:
@@ -1590,6 +1593,18 @@ class Core:
                 f"cannot install {record.view_id} at slot {start}: already executed up to {self._next_slot - 1}",
             )
             return
+        for gap in msg.gaps:
+            for s in range(gap.first, min(gap.end, self._next_slot)):
+                entry = self._log.get(s)
+                if entry is not None and not isinstance(entry[1], NoOp):
+                    # We delivered something in a slot the forcer declares empty: decisions
+                    # went on after its query (a majority was alive after all). Installing
+                    # would make us diverge from the others: refuse, loudly.
+                    self._event(
+                        GcsErrorCode.FORCE_FAILED,
+                        f"cannot install {record.view_id}: slot {s} was delivered here but is a gap there",
+                    )
+                    return
         config = Config.from_record(record, self.cfg.paxos_single_leader)
         self._configs = [c for c in self._configs if c.start < start] + [config]
         self._force_start = start
@@ -1912,7 +1927,9 @@ class Core:
                     # value there (see _begin_accept), as in plain Paxos.
                     self._propose(own, NOOP)
                 else:
-                    self._skip(own)
+                    # The range starts where the search started: no own slot lies between,
+                    # so consecutive skips form one contiguous range.
+                    self._skip(slot, own)
             else:
                 self._own_next = own
                 break
@@ -2013,16 +2030,17 @@ class Core:
         elif isinstance(reply, Nack):
             self._on_nack(self.me, reply)
 
-    def _skip(self, slot: int) -> None:
+    def _skip(self, first: int, slot: int) -> None:
+        """Skip our own `slot`; [first, slot) holds no slot of ours."""
         epoch = self._config_for(slot).epoch
-        if self._skip_end == slot and self._skip_ballot == owner_ballot(epoch):
+        if self._skip_end == first and self._skip_ballot == owner_ballot(epoch):
             self._skip_end = slot + 1
         else:
             self._flush_skip()
-            self._skip_first = slot
+            self._skip_first = first
             self._skip_end = slot + 1
             self._skip_ballot = owner_ballot(epoch)
-        self._add_skip(self.me, slot, slot + 1, epoch)
+        self._add_skip(self.me, first, slot + 1, epoch)
 
     def _flush_skip(self) -> None:
         if self._skip_first < 0:

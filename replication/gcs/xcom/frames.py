@@ -84,7 +84,11 @@ class FrameFlags(enum.IntFlag):
     FRAGMENT = 0x02
 
 
-_KNOWN_FLAGS: Final = int(FrameFlags.COMPRESSED | FrameFlags.FRAGMENT)
+# Plain ints for the hot paths: IntFlag/IntEnum arithmetic costs a Python call per operation.
+_COMPRESSED: Final = int(FrameFlags.COMPRESSED)
+_FRAGMENT: Final = int(FrameFlags.FRAGMENT)
+_KIND_DATA: Final = int(FrameKind.DATA)
+_KNOWN_FLAGS: Final = _COMPRESSED | _FRAGMENT
 
 
 class RejectReason(enum.IntEnum):
@@ -260,7 +264,7 @@ def _pack_node(node: NodeId) -> bytes:
     return _pack_string(node.name) + _pack_string(node.address) + _U64.pack(node.incarnation)
 
 
-def _envelope(kind: FrameKind, flags: int, body_len: int, raw_len: int) -> bytes:
+def _envelope(kind: int, flags: int, body_len: int, raw_len: int) -> bytes:
     return _HEADER.pack(MAGIC, ENVELOPE_VERSION, kind, flags, 0, body_len, raw_len)
 
 
@@ -340,27 +344,27 @@ class MessageEncoder:
             packed = lz4.block.compress(body, store_size=False)
             if len(packed) < raw_len:
                 payload = packed
-                flags = FrameFlags.COMPRESSED
+                flags = _COMPRESSED
         size = len(payload)
         if self.max_message_size == 0 or size <= self.max_message_size:
-            header = _envelope(FrameKind.DATA, flags, size, raw_len)
+            header = _envelope(_KIND_DATA, flags, size, raw_len)
             frame: tuple[Buffer, ...]
             frame = (header + payload,) if size <= _JOIN_BYTES_MAX else (header, payload)
             return EncodedMessage((frame,), raw_len, HEADER_LEN + size, bool(flags))
         msg_id = self._next_msg_id
         self._next_msg_id += 1
-        flags |= FrameFlags.FRAGMENT
+        flags |= _FRAGMENT
         view = memoryview(payload)
         frames: list[tuple[Buffer, ...]] = []
         wire_len = 0
         for offset in range(0, size, self.max_message_size):
             chunk = view[offset : offset + self.max_message_size]
             n = len(chunk)
-            head = _envelope(FrameKind.DATA, flags, FRAGMENT_HEADER_LEN + n, raw_len)
+            head = _envelope(_KIND_DATA, flags, FRAGMENT_HEADER_LEN + n, raw_len)
             head += _FRAGMENT_HEADER.pack(msg_id, offset, size)
             frames.append((head + chunk,) if n <= _JOIN_BYTES_MAX else (head, chunk))
             wire_len += HEADER_LEN + FRAGMENT_HEADER_LEN + n
-        return EncodedMessage(tuple(frames), raw_len, wire_len, bool(flags & FrameFlags.COMPRESSED))
+        return EncodedMessage(tuple(frames), raw_len, wire_len, bool(flags & _COMPRESSED))
 
 
 # --------------------------------------------------------------------------- decoding
@@ -420,9 +424,9 @@ def _parse_body(kind: int, flags: int, raw_len: int, body: bytes) -> Frame:
     if flags & ~_KNOWN_FLAGS:
         return InvalidFrame(kind, f"unknown flags 0x{flags:02x}")
     try:
-        if kind == FrameKind.DATA:
-            compressed = bool(flags & FrameFlags.COMPRESSED)
-            if flags & FrameFlags.FRAGMENT:
+        if kind == _KIND_DATA:
+            compressed = bool(flags & _COMPRESSED)
+            if flags & _FRAGMENT:
                 if len(body) < FRAGMENT_HEADER_LEN:
                     raise _Truncated
                 msg_id, offset, total = _FRAGMENT_HEADER.unpack_from(body)

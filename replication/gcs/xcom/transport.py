@@ -581,6 +581,12 @@ class TcpTransport:
             if frame.sender.incarnation == self.me.incarnation:
                 raise refuse(RejectReason.SELF_CONNECTION, "connected to itself")
             raise refuse(RejectReason.IDENTITY_MISMATCH, f"another process claims name {self.me.name}")
+        current = self._inbound.get(frame.sender.name)
+        if current is not None and current.node.incarnation > frame.sender.incarnation:
+            raise refuse(
+                RejectReason.IDENTITY_MISMATCH,
+                f"{frame.sender} is superseded by incarnation {current.node.incarnation}",
+            )
         if self._tls is not None and self._tls.config.verifies_identity:
             host, _ = split_address(frame.sender.address)
             if not certificate_names_host(writer.get_extra_info("peercert"), host):
