@@ -16,6 +16,8 @@ from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
 from replication.protocol.errors import MySQLError
 
+from router.session import RelayFactory
+
 from .config import Config
 from .frontend import FrontendServer
 
@@ -63,7 +65,8 @@ class App:
         if info is None:
             raise SystemExit(f"grproxy: backend {address} did not answer; giving up")
         version = self.config.frontend.server_version or f"{info.version}-grproxy"
-        self.frontend = FrontendServer(self.config, version, info.capabilities)
+        factory = RelayFactory(address, b.connect_timeout_s)
+        self.frontend = FrontendServer(self.config, version, info.capabilities, factory)
         await self.frontend.start()
         log.info("listening", host=self.config.frontend.host, port=self.frontend.port,
                  backend=str(address), backend_version=info.version)

@@ -30,7 +30,7 @@ from mysql_mimic.auth import NativePasswordAuthPlugin, User
 from mysql_mimic.charset import CharacterSet, Collation
 from mysql_mimic.types import Capabilities, ServerStatus
 
-from replication.protocol.backend import BackendAddress, BackendConnection
+from replication.protocol.backend import BackendConnection
 from replication.protocol.constants import MAX_PAYLOAD, OWN_CAPABILITIES, PROXY_CAPABILITIES, UTF8MB4_GENERAL_CI, Cap, Command
 from replication.protocol.errors import (
     AccessDenied,
@@ -46,7 +46,7 @@ from replication.protocol.errors import (
     UnknownThread,
 )
 from replication.protocol.packets import frame, ok_payload
-from router.session import RelaySession
+from router.session import Session, SessionFactory
 
 from .config import Config, UserConfig
 from .tls import TlsTransport
@@ -58,6 +58,7 @@ log = structlog.get_logger("grproxy.frontend")
 CONN_ID_BASE = 1 << 28
 CONN_ID_SPAN = (1 << 31) - CONN_ID_BASE
 READ_BUFFER_BYTES_MAX = 1 << 20  # beyond this (while a command is in flight) reading pauses
+ADMIN_CONNECT_TIMEOUT_S = 5.0  # KILL opens a short connection of its own
 HANDSHAKE_BUFFER_BYTES_MAX = 1 << 16  # unread bytes before login (or in COM_CHANGE_USER): more → close
 WRITE_BUFFER_HIGH_BYTES = 1 << 20  # client transport write buffer: pause the backend above it
 _NATIVE = NativePasswordAuthPlugin()
@@ -80,7 +81,7 @@ class ClientConnection(asyncio.Protocol):
         self.username = ""
         self.host = ""
         self.phase = Phase.HANDSHAKE
-        self.session: RelaySession | None = None
+        self.session: Session | None = None
         self.capabilities = 0
         self.collation = UTF8MB4_GENERAL_CI
         self.tls = False
@@ -394,15 +395,17 @@ class ClientConnection(asyncio.Protocol):
         attrs["_proxy"] = "grproxy"
         attrs["_proxy_client_host"] = self.host
         try:
-            backend = await server.connect_backend(self.capabilities, self.collation, response.database or None, attrs)
+            self.session = await server.factory.open_session(
+                self, server, capabilities=self.capabilities, collation=self.collation,
+                database=response.database or None, attrs=attrs,
+            )
         except MySQLError as exc:
             self.send_packet(exc.to_payload(), seq + 1)
             self._log.info("backend_refused", error=str(exc))
             return False
-        self.session = RelaySession(self, backend, server)
-        self.send_packet(ok_payload(backend.handshake.status if backend.handshake else 2), seq + 1)
+        self.send_packet(ok_payload(self.session.status), seq + 1)
         self._log.info("client_connected", host=self.host, database=response.database, tls=self.tls,
-                       backend_thread=backend.thread_id)
+                       backend_thread=self.session.backend.thread_id)
         return True
 
     async def _authenticate(self, username: str, auth_response: bytes, plugin: str | None, seq: int) -> tuple[bool, int]:
@@ -466,10 +469,17 @@ _PRINTABLE = bytes((33 + (b % 94)) for b in range(256))  # nonce bytes: printabl
 
 
 class FrontendServer:
-    """Accepts clients on one listener; holds the process list (connection id → client)."""
+    """Accepts clients on one listener; holds the process list (connection id → client).
 
-    def __init__(self, config: Config, server_version: str, backend_caps: int) -> None:
+    What a logged-in client's commands run on is the `factory`'s business: a relay onto a
+    backend (the router's client port) or a member session (a member port).
+    """
+
+    def __init__(self, config: Config, server_version: str, backend_caps: int, factory: SessionFactory,
+                 listen: tuple[str, int] | None = None) -> None:
         self.config = config
+        self.factory = factory
+        self.listen = listen or (config.frontend.host, config.frontend.port)
         self.max_allowed_packet = config.frontend.max_allowed_packet
         self.users: dict[str, UserConfig] = {u.name: u for u in config.users}
         self.server_version = server_version
@@ -478,8 +488,6 @@ class FrontendServer:
         if self.ssl_context is not None:
             caps |= Cap.SSL
         self.capabilities = int(caps)
-        b = config.backends[0]
-        self.backend = BackendAddress(b.host, b.port, b.user, b.password, b.name)
         self.connections: dict[int, ClientConnection] = {}
         self._next_id = 0
         self._server: asyncio.base_events.Server | None = None
@@ -492,8 +500,8 @@ class FrontendServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        fe = self.config.frontend
-        self._server = await loop.create_server(lambda: ClientConnection(self), fe.host, fe.port, backlog=512,
+        host, port = self.listen
+        self._server = await loop.create_server(lambda: ClientConnection(self), host, port, backlog=512,
                                                 reuse_address=True)
 
     async def stop(self) -> None:
@@ -520,15 +528,6 @@ class FrontendServer:
         if self.connections.get(client.conn_id) is client:
             del self.connections[client.conn_id]
 
-    async def connect_backend(
-        self, capabilities: int, collation: int, database: str | None, attrs: dict[str, str]
-    ) -> BackendConnection:
-        b = self.config.backends[0]
-        return await BackendConnection.open(
-            self.backend, capabilities=capabilities, collation=collation, database=database,
-            connect_attrs=attrs, timeout_s=b.connect_timeout_s,
-        )
-
     async def kill(self, conn_id: int, *, query_only: bool, by: ClientConnection) -> None:  # type: ignore[override]
         """KILL [QUERY] for a proxy connection id (or the backend thread id of a session).
 
@@ -550,8 +549,8 @@ class FrontendServer:
             by.close()
             return
         admin = await BackendConnection.open(
-            self.backend, capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
-            timeout_s=self.config.backends[0].connect_timeout_s,
+            victim.session.backend.address, capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
+            timeout_s=ADMIN_CONNECT_TIMEOUT_S,
         )
         try:
             try:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from replication.protocol.backend import BackendConnection
+from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import Command
 from replication.protocol.errors import (
     BackendGone,
@@ -95,6 +95,49 @@ class Processes(Protocol):
     """The process list: KILL of other sessions (implemented by grproxy's front end)."""
 
     async def kill(self, conn_id: int, *, query_only: bool, by: ClientLink) -> None: ...
+
+
+class Session(Protocol):
+    """What the front end drives: one per logged-in client (see module docstring)."""
+
+    status: int
+    backend: BackendConnection  # the connection the session's current command runs on
+
+    def on_command(self, raw: bytes, last_seq: int = 0) -> None: ...
+    def on_infile_packet(self, raw: bytes, last: bool) -> None: ...
+    async def reset_for_user(self, database: str | None) -> None: ...
+    def close(self) -> None: ...
+
+
+class SessionFactory(Protocol):
+    """Opens the session for a client that has just authenticated.
+
+    Raises MySQLError (sent to the client instead of the login OK), e.g. a backend's own
+    error such as 1049 unknown database, or 2003 when no backend can be reached.
+    """
+
+    async def open_session(
+        self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
+        database: str | None, attrs: dict[str, str],
+    ) -> Session: ...
+
+
+class RelayFactory:
+    """Every session relays onto its own connection to one backend (issue [A])."""
+
+    def __init__(self, address: BackendAddress, connect_timeout_s: float) -> None:
+        self.address = address
+        self.connect_timeout_s = connect_timeout_s
+
+    async def open_session(
+        self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
+        database: str | None, attrs: dict[str, str],
+    ) -> "RelaySession":
+        backend = await BackendConnection.open(
+            self.address, capabilities=capabilities, collation=collation, database=database,
+            connect_attrs=attrs, timeout_s=self.connect_timeout_s,
+        )
+        return RelaySession(link, backend, processes)
 
 
 class RelaySession:
