@@ -25,6 +25,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FrontendConfig:
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 6446
     max_allowed_packet: int = 64 * 1024 * 1024
@@ -54,6 +55,27 @@ class BackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberSection:
+    """[member]: this process hosts a group member owning one backend (GR's names/defaults)."""
+
+    backend: str = ""  # name of the [[backends]] entry this member owns (default: the first)
+    uuid: str = ""  # default: generated once and kept in the backend (grproxy.meta)
+    host: str = "127.0.0.1"  # member port: MySQL protocol, executes on this member
+    port: int = 3310
+    group_name: str = "grproxy"
+    group_address: str = "127.0.0.1:33061"
+    group_seeds: tuple[str, ...] = ()
+    bootstrap_group: bool = False
+    single_primary_mode: bool = True
+    member_weight: int = 50
+    member_expel_timeout_s: float = 5.0
+    transaction_size_limit: int = 150_000_000
+    compression_threshold: int = 1_000_000
+    communication_max_message_size: int = 10_485_760
+    paxos_single_leader: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     format: str = "console"
     level: str = "info"
@@ -65,6 +87,7 @@ class Config:
     users: tuple[UserConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
     log: LogConfig = field(default_factory=LogConfig)
+    member: MemberSection | None = None
 
 
 _HASH_RE = re.compile(r"^\*[0-9A-Fa-f]{40}$")
@@ -84,7 +107,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
-    known = {"frontend", "users", "backends", "log"}
+    known = {"frontend", "users", "backends", "log", "member"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -141,7 +164,31 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError("log.format", f"must be 'console' or 'json', not {log.format!r}")
     if log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level", f"must be debug, info, warning or error, not {log.level!r}")
-    return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log)
+    member = None
+    if "member" in raw:
+        section = dict(raw["member"]) if isinstance(raw["member"], dict) else raw["member"]
+        if isinstance(section, dict) and "group_seeds" in section:
+            seeds = section["group_seeds"]
+            if not isinstance(seeds, list) or not all(isinstance(x, str) for x in seeds):
+                raise ConfigError("member.group_seeds", "must be a list of \"host:port\" strings")
+            section["group_seeds"] = tuple(seeds)
+        member = _section(MemberSection, section, "member")
+        names = [b.name for b in backends]
+        if member.backend and member.backend not in names:
+            raise ConfigError("member.backend", f"no [[backends]] entry named {member.backend!r} (have {names})")
+        _check_port(member.port, "member.port", allow_zero=True)
+        for key in ("group_address", *(f"group_seeds[{i}]" for i in range(len(member.group_seeds)))):
+            value = member.group_address if key == "group_address" else member.group_seeds[int(key[12:-1])]
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"member.{key}", f"must be \"host:port\", not {value!r}")
+        if not member.bootstrap_group and not member.group_seeds:
+            raise ConfigError("member.group_seeds", "needed unless bootstrap_group = true")
+        if not 0 <= member.member_weight <= 100:
+            raise ConfigError("member.member_weight", "must be between 0 and 100")
+        _check_positive(member.member_expel_timeout_s, "member.member_expel_timeout_s")
+        _check_positive(member.transaction_size_limit, "member.transaction_size_limit")
+    return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log, member=member)
 
 
 def _table_list(value: Any, key: str) -> list[dict[str, Any]]:
@@ -161,6 +208,7 @@ def _section(cls: type, values: Any, where: str) -> Any:
             raise ConfigError(f"{where}.{key}", f"unknown key (known: {', '.join(spec)})")
         expected = f.type if isinstance(f.type, str) else f.type.__name__
         ok = {
+            "tuple[str, ...]": isinstance(value, tuple),
             "str": isinstance(value, str),
             "int": isinstance(value, int) and not isinstance(value, bool),
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),

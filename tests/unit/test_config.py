@@ -83,3 +83,20 @@ def test_cli_missing_file(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "grproxy", "serve", "--config", str(tmp_path / "none.toml")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no such file" in out.stderr
+
+
+def test_member_section_defaults_and_checks() -> None:
+    config = parse_config({**GOOD, "member": {"bootstrap_group": True}})
+    assert config.member is not None and config.member.port == 3310 and config.member.member_weight == 50
+    assert config.member.single_primary_mode and config.member.group_name == "grproxy"
+    for raw, key in [
+        ({"group_seeds": []}, "member.group_seeds"),
+        ({"bootstrap_group": True, "backend": "nope"}, "member.backend"),
+        ({"bootstrap_group": True, "group_address": "nohost"}, "member.group_address"),
+        ({"group_seeds": ["127.0.0.1:1", "bad"]}, "member.group_seeds[1]"),
+        ({"bootstrap_group": True, "member_weight": 101}, "member.member_weight"),
+        ({"bootstrap_group": True, "group_seeds": "127.0.0.1:1"}, "member.group_seeds"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config({**GOOD, "member": raw})
+        assert info.value.key == key, raw
