@@ -95,6 +95,8 @@ _log = structlog.get_logger("grproxy.gcs.binding")
 _BROADCAST_REFUSALS: Final = frozenset(
     {GcsErrorCode.NOT_IN_VIEW, GcsErrorCode.QUEUE_FULL, GcsErrorCode.MESSAGE_TOO_LARGE}
 )
+# Messages the core sends to itself, waiting for the driver (drained every iteration).
+_LOCAL_MESSAGES_MAX: Final = 10_000
 # Cached identity translations (they churn only when members restart or join).
 _IDENTITY_CACHE_MAX: Final = 1024
 # Distinct peers tracked in BindingStats.per_peer_invalid (a hostile flood cannot grow it).
@@ -392,6 +394,9 @@ class XcomGroup:
         transport = self._transport
         for dest, msg in sends:
             if dest == me:
+                if len(self._local) >= _LOCAL_MESSAGES_MAX:
+                    self._stats.sends_refused += 1
+                    continue
                 self._stats.sends_to_self += 1
                 self._local.append(msg)
                 self._wakeup.set()
@@ -514,6 +519,10 @@ class XcomGroup:
         self._view_uuids = {m.uuid: m.incarnation for m in view.members}
         self._view_nodes = frozenset(node_of(m) for m in view.members)
         self._transport.set_admission(self._admit)
+        staying = {m.address for m in view.members}
+        for gone in view.left:
+            if gone.address not in staying and gone.address != self._me.address:
+                self._transport.forget_peer(gone.address)  # close its connection, drop its queue
         self.log.info(
             "gcs view installed",
             view_id=str(view.view_id),

@@ -77,6 +77,8 @@ from .tls import TlsConfig, TlsContexts, build_contexts, certificate_names_host
 
 _log = structlog.get_logger("grproxy.gcs.transport")
 
+# Invalid frames logged one by one per connection; after that every 1000th (all are counted).
+_INVALID_LOGS_PER_CONNECTION: Final = 10
 # How many frames a handshake may take before we give up on a dialer/listener that talks too much.
 _HANDSHAKE_READ_BYTES: Final = 8192
 
@@ -97,6 +99,9 @@ class TransportConfig:
     write_batch_bytes_max: int = 1024 * 1024
     read_chunk_bytes: int = 256 * 1024
     inbound_connections_max: int = 64
+    # Distinct addresses we keep a writer for (a group has at most 9 members; departed ones
+    # are forgotten by the binding on view changes).
+    peers_max: int = 64
     handshake_timeout_ms: int = 5_000
     reconnect_backoff_ms_min: int = 50
     reconnect_backoff_ms_max: int = 2_000
@@ -116,6 +121,7 @@ class TransportConfig:
             "write_batch_bytes_max",
             "read_chunk_bytes",
             "inbound_connections_max",
+            "peers_max",
             "handshake_timeout_ms",
             "reconnect_backoff_ms_min",
         )
@@ -144,6 +150,7 @@ class TransportStats:
     messages_dropped_unreachable: int = 0
     messages_dropped_stale: int = 0
     messages_dropped_non_member: int = 0
+    messages_dropped_peers_max: int = 0
     frames_invalid: int = 0
     streams_broken: int = 0
     connections_accepted: int = 0
@@ -413,6 +420,9 @@ class TcpTransport:
             return False
         out = self._outbound.get(dest.address)
         if out is None:
+            if len(self._outbound) >= self.config.peers_max:
+                self._stats.messages_dropped_peers_max += 1
+                return False
             out = _Outbound(self, dest.address)
             self._outbound[dest.address] = out
         return out.enqueue(dest, message)
@@ -623,6 +633,7 @@ class TcpTransport:
         stats = self._stats
         inbox = self.inbox
         chunk = self.config.read_chunk_bytes
+        invalid = 0  # invalid frames on this connection
         while True:
             if inbox.full:
                 await inbox.wait_space()
@@ -647,25 +658,28 @@ class TcpTransport:
                         inbox.put(Inbound(sender, frame.body))
                     else:
                         stats.messages_dropped_non_member += 1
-                elif type(frame) is Fragment:
+                    continue
+                reason: str | None = None
+                if type(frame) is Fragment:
                     if not admitted:
                         stats.messages_dropped_non_member += 1
                         continue
                     got = self._reassembler.add(sender, frame)
-                    if got is None:
-                        continue
-                    if isinstance(got, InvalidFrame):
-                        self._invalid(sender, remote, got.reason, False, log)
-                    else:
+                    if isinstance(got, bytes):
                         stats.messages_received += 1
                         inbox.put(Inbound(sender, got))
+                    elif got is not None:
+                        reason = got.reason
                 elif isinstance(frame, InvalidFrame):
-                    self._invalid(sender, remote, frame.reason, False, log)
+                    reason = frame.reason
                 else:
-                    self._invalid(sender, remote, f"{type(frame).__name__} after handshake", False, log)
+                    reason = f"{type(frame).__name__} after handshake"
+                if reason is not None:
+                    invalid += 1
+                    self._invalid(sender, remote, reason, False, log, invalid)
             if broken is not None:
                 stats.streams_broken += 1
-                self._invalid(sender, remote, broken.reason, True, log)
+                self._invalid(sender, remote, broken.reason, True, log, invalid + 1)
                 return f"broken stream: {broken.reason}"
 
     def _invalid(
@@ -675,9 +689,13 @@ class TcpTransport:
         reason: str,
         fatal: bool,
         log: structlog.typing.FilteringBoundLogger,
+        seen: int,
     ) -> None:
+        """Count and report an invalid frame; ``seen`` counts them on this connection, so a
+        peer flooding garbage costs a few log lines, not one per frame."""
         self._stats.frames_invalid += 1
-        log.warning("gcs invalid frame from peer", reason=reason, fatal=fatal)
+        if fatal or seen <= _INVALID_LOGS_PER_CONNECTION or seen % 1000 == 0:
+            log.warning("gcs invalid frame from peer", reason=reason, fatal=fatal, invalid_on_connection=seen)
         self._emit(PeerInvalidFrame(sender, remote, reason, fatal))
 
 

@@ -581,3 +581,32 @@ def test_connections_refused_by_allowlist_are_logged(capsys: pytest.CaptureFixtu
 
     run(body)
     assert "ip_allowlist" in capsys.readouterr().out
+
+
+def test_peers_max_bounds_the_writers() -> None:
+    async def body() -> None:
+        async with Node("a", peers_max=2) as a:
+            dests = [NodeId(f"p{i}", f"127.0.0.1:{free_port()}", 1) for i in range(3)]
+            results = [a.t.send(d, a.t.encode(b"x")) for d in dests]
+            assert results == [True, True, False]
+            assert a.t.stats().messages_dropped_peers_max == 1
+            a.t.forget_peer(dests[0].address)  # a departed member frees its slot
+            assert a.t.send(dests[2], a.t.encode(b"x"))
+
+    run(body)
+
+
+def test_a_garbage_flood_is_counted_but_logged_sparingly(capsys: pytest.CaptureFixture[str]) -> None:
+    async def body() -> None:
+        async with Node("b") as b:
+            _, writer, me = await raw_member(b)
+            writer.write(envelope(77, 0, b"?") * 50)
+            good = b.t.encode(b"good").frames[0][0]
+            writer.write(bytes(good))
+            assert await b.recv(1) == [Inbound(me, b"good")]
+            assert b.t.stats().frames_invalid == 50
+            writer.close()
+
+    run(body)
+    logged = capsys.readouterr().out.count("gcs invalid frame from peer")
+    assert 1 <= logged <= 10
