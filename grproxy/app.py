@@ -16,7 +16,7 @@ from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
 from replication.protocol.errors import MySQLError
 
-from router.session import RelayFactory
+from replication.protocol.relay import RelayFactory
 
 from .config import Config
 from .frontend import FrontendServer

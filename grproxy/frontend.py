@@ -3,7 +3,7 @@
 Built on mysql-mimic for the connection phase — its handshake packet, handshake-response and
 COM_CHANGE_USER parsers and its mysql_native_password plugin check scrambles — but not on its
 `Session`/command loop: after authentication every command is relayed as raw packets to a
-backend (router.session.RelaySession) and answers come back byte for byte (DESIGN §4: a proxy
+backend (replication.protocol.relay.RelaySession) and answers come back byte for byte (DESIGN §4: a proxy
 that re-encodes rows loses metadata and ~60 % of its speed).
 
 One `ClientConnection` (an asyncio Protocol) per client. It owns the client transport and is
@@ -46,7 +46,7 @@ from replication.protocol.errors import (
     UnknownThread,
 )
 from replication.protocol.packets import frame, ok_payload
-from router.session import Session, SessionFactory
+from replication.protocol.relay import Session, SessionFactory
 
 from .config import Config, UserConfig
 from .tls import TlsTransport
@@ -98,7 +98,7 @@ class ClientConnection(asyncio.Protocol):
         self._raw_transport: asyncio.Transport | None = None
         self._log = log
 
-    # --- ClientLink (what the router session uses) ------------------------------------------------
+    # --- ClientLink (what a session uses) ------------------------------------------------
 
     @property
     def transport(self) -> asyncio.Transport:

@@ -1,4 +1,8 @@
-"""A client session relayed onto one backend connection.
+"""A client session relayed onto one backend connection (the raw-packet relay).
+
+Shared machinery: the router's sessions (router/) and member sessions (replication/) both
+build on it, so it lives at the wire-protocol level.
+
 
 The hot path is callbacks only: a complete client command arrives (`on_command`), its raw
 packet goes to the backend, and the backend connection streams the answer straight into the
@@ -20,9 +24,9 @@ from typing import Protocol
 
 import structlog
 
-from replication.protocol.backend import BackendAddress, BackendConnection
-from replication.protocol.constants import Command
-from replication.protocol.errors import (
+from .backend import BackendAddress, BackendConnection
+from .constants import Command
+from .errors import (
     BackendGone,
     BackendLost,
     MySQLError,
@@ -30,8 +34,8 @@ from replication.protocol.errors import (
     ParseError,
     UnknownCommand,
 )
-from replication.protocol.packets import ok_payload
-from replication.protocol.scanner import Expect, ResponseScanner
+from .packets import ok_payload
+from .scanner import Expect, ResponseScanner
 
 log = structlog.get_logger("grproxy.session")
 
