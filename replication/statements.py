@@ -1024,13 +1024,22 @@ def _sqlglot_parse(sql: str) -> object | None:
 
 
 def _sqlglot_targets(sql: str) -> tuple[TableRef, ...] | None:
+    """The tables a multi-table UPDATE/DELETE writes, resolved through aliases by sqlglot, or None
+    when sqlglot cannot say (the caller then falls back to a superset)."""
     tree = _sqlglot_parse(sql)
     if tree is None:
         return None
+    try:
+        return _targets_of_tree(tree)
+    except Exception:  # noqa: BLE001 - odd trees from odd input: fall back, never raise
+        return None
+
+
+def _targets_of_tree(tree: object) -> tuple[TableRef, ...] | None:
     from sqlglot import exp
 
-    def base_tables(node: exp.Expression | None, root: exp.Expression) -> list[exp.Table]:
-        if node is None:
+    def base_tables(node: object, root: exp.Expression) -> list[exp.Table]:
+        if not isinstance(node, exp.Expression):
             return []
         found = []
         for table in node.find_all(exp.Table):
@@ -1683,8 +1692,9 @@ def _get(p: _P, j: int) -> Statement:
     k = j + 1
     if p.key(k) in ("CURRENT", "STACKED"):
         k += 1
-    if p.key(k) == "DIAGNOSTICS":
-        return Statement(Kind.SHOW, "GET DIAGNOSTICS", True, session_functions=True)
+    if p.key(k) == "DIAGNOSTICS":  # GET DIAGNOSTICS @n = NUMBER: every @var is a target
+        assigns = any(t[0] == _UV for t in p.ts[k:])
+        return Statement(Kind.SHOW, "GET DIAGNOSTICS", True, session_functions=True, assigns_user_variables=assigns)
     return _other("GET")
 
 
