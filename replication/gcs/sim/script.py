@@ -58,6 +58,7 @@ from replication.gcs.xcom.messages import (
     Decide,
     ForceInstall,
     ForceState,
+    Forward,
     Message,
     Nack,
     NoOp,
@@ -125,6 +126,8 @@ def _message(msg: Message) -> str:
             members = " ".join(_name(m) for m in config.members)
             holes = " ".join(f"[{g.first},{g.end})" for g in gaps)
             return f"ForceInstall view={config.view_id} @{config.start} [{members}] gaps=[{holes}]"
+        case Forward(run=run):
+            return f"Forward {_value(Batch((run,)))}"
         case ForceState(next_slot=next_slot, known=known):
             return f"ForceState next_slot={next_slot} known=[{','.join(map(str, known))}]"
         case _:

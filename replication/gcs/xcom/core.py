@@ -998,9 +998,9 @@ class Core:
                 owner = self._config_for(first).owner(first)
                 if owner != self.me and owner not in self._suspected:
                     targets.append(owner)
-            live = [m for m in self._configs[0].members if m != self.me and m not in self._suspected]
-            if not live:
-                live = [m for m in self._configs[0].members if m != self.me]
+            # Any peer may know the decision, members of scheduled configurations included
+            # (those of the current one may all have left by now).
+            live = [m for m in self._peers if m not in self._suspected] or list(self._peers)
             if live:
                 self._fetch_rotation += 1
                 other = live[self._fetch_rotation % len(live)]
@@ -1133,7 +1133,7 @@ class Core:
         if first <= self._next_slot:
             return
         self._forgotten_by.add(sender)
-        live = [m for m in self._configs[0].members if m != self.me and m not in self._suspected]
+        live = [m for m in self._peers if m not in self._suspected]
         if all(m in self._forgotten_by for m in live):
             self._go_offline(GcsErrorCode.BEHIND, f"no live peer holds slot {self._next_slot} any more")
 
@@ -1461,6 +1461,10 @@ class Core:
     def _on_heartbeat(self, sender: MemberId, msg: Heartbeat) -> None:
         if sender in self._last_heard:
             self._peer_next[sender] = msg.next_slot
+            if msg.next_slot - 1 > self._frontier:
+                # The peer executed past our frontier: those slots are decided and we are
+                # behind (say, cut off while the group went idle). Fetch them.
+                self._frontier = msg.next_slot - 1
             return
         if (
             self._phase is Phase.MEMBER

@@ -256,3 +256,32 @@ def test_step_never_raises_whatever_peers_send(inputs: list[tuple[str, Message]]
             assert any(e.code is GcsErrorCode.INTERNAL for e in ready.errors)
             break
     core.step(Tick(10_000))
+
+
+def test_a_member_behind_the_decided_cache_goes_offline_as_behind() -> None:
+    """decided_cache_slots_max bounds the log kept for laggards; past it they must rejoin."""
+    config = replace(CFG, decided_cache_slots_max=20, member_expel_timeout_ms=600_000)
+    c = Cluster("abc", config)
+    c.down = {"c"}
+    for i in range(30):
+        c.step("a", Broadcast(b"m%d" % i))
+        c.run(100)
+    assert c.cores["a"].next_slot > 40
+    c.down = set()
+    c.run(2000)
+    assert c.cores["c"].phase is Phase.OFFLINE
+    assert GcsErrorCode.BEHIND in c.errors("c")
+
+
+def test_the_pipeline_window_bounds_own_slots_in_flight() -> None:
+    config = replace(CFG, pipeline_window_slots=3, batch_messages_max=1)
+    c = Cluster("abc", config)
+    c.down = {"b", "c"}  # nothing gets decided: proposals stay in flight
+    for i in range(10):
+        c.step("a", Broadcast(b"m%d" % i))
+    accepts = {msg.slot for r in c.readies["a"] for _to, msg in r.sends if type(msg).__name__ == "Accept"}
+    assert accepts and max(accepts) < c.cores["a"].next_slot + 3
+    c.down = set()
+    c.queue.clear()
+    c.run(3000)
+    assert c.delivered("b") == [b"m%d" % i for i in range(10)]

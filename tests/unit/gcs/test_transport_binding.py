@@ -301,3 +301,24 @@ def test_new_incarnation_grows() -> None:
     assert 0 < new_incarnation() < 2**32
     with pytest.raises(ValueError):
         new_incarnation(1_000_000_000.0)  # before the epoch
+
+
+def test_force_members_refused_with_majority_then_unblocks_a_minority() -> None:
+    async def body() -> None:
+        async with group_of(3) as ms:
+            a = ms[0]
+            with pytest.raises(GcsError) as info:
+                a.g.force_members((a.id,))
+            assert info.value.code is GcsErrorCode.FORCE_REFUSED
+            await ms[1].g.close()
+            await ms[2].g.close()
+            # a is alone: the majority is gone; wait until it sees both peers unreachable
+            await until(
+                lambda: sum(isinstance(e, ReachabilityChange) and e.member != a.id for e in a.events) >= 2
+            )
+            a.g.force_members((a.id,))
+            await until(lambda: a.member_names() == ["m0"])
+            d = await a.g.broadcast_and_wait(b"alone again", timeout_ms=10_000)
+            assert d.payload == b"alone again"
+
+    run(body)
