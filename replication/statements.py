@@ -650,7 +650,7 @@ def _is_compound(p: _P, j: int) -> bool:
         return obj in _COMPOUND_OBJECTS
     if key == "BEGIN":
         return p.key(j + 1) == "NOT" and p.key(j + 2) == "ATOMIC"
-    if p.kind(j) in (_W, _Q) and p.key(j + 1) == ":":  # label: BEGIN …
+    if p.kind(j) in (_W, _Q) and p.key(j + 1) == ":" and key not in _HANDLERS:  # label: BEGIN …
         return True
     return key in _COMPOUND_FIRST_WORDS
 
@@ -741,15 +741,21 @@ def _classify_text(text: str, nesting: int = 0) -> Statement:
 # would find nothing, so only a prefix needs lexing: enough for INSERT/REPLACE's target table
 # (checked to be complete: two more tokens follow it). A plain SELECT needs no lexing at all.
 # Texts with executable comments take the full path (their content would be blanked).
-_BULK_VERB_RE = re.compile(r"\s*+(?:\(\s*+)*+(SELECT)(?![\w$])|\s*+(INSERT|REPLACE)(?![\w$])", re.IGNORECASE | re.ASCII)
+# Case is matched by hand, not with re.IGNORECASE, whose Unicode folding would accept 'ſelect';
+# \s and \w are Unicode here as in the tokenizer.
+_BULK_VERB_RE = re.compile(
+    r"\s*+(?:\(\s*+)*+([Ss][Ee][Ll][Ee][Cc][Tt])(?![\w$])"
+    r"|\s*+([Ii][Nn][Ss][Ee][Rr][Tt]|[Rr][Ee][Pp][Ll][Aa][Cc][Ee])(?![\w$])"
+)
 _BLANK_RE = re.compile(rf"{_SQ}|{_DQ}|{_BQ}|{_SKIP}")
 # The scan's triggers as token sequences; in the blanked text, adjacent tokens are separated by
-# whitespace only (comments became spaces), so `\s*` between them loses nothing.
+# whitespace only (comments became spaces), so `\s*` between them loses nothing. Unicode \s and
+# \w as in the tokenizer; Unicode case folding only widens the match, which is the safe side.
 _HAZARD_WORD_RE = re.compile(
     r"(?<![\w$])(?:(?:FOR\s*UPDATE|FOR\s*SHARE|LOCK\s*IN\s*SHARE\s*MODE|INTO\s*(?:OUTFILE|DUMPFILE)"
     r"|(?:NEXT|PREVIOUS)\s*VALUE\s*FOR|SQL_CALC_FOUND_ROWS)(?![\w$])"
     r"|(?:" + "|".join(sorted(_LOCKING_FUNCTIONS | _SESSION_FUNCTIONS | _SEQUENCE_WRITE_FUNCTIONS)) + r")\s*\()",
-    re.IGNORECASE | re.ASCII,
+    re.IGNORECASE,
 )
 
 
@@ -835,14 +841,12 @@ def _classify_one(p: _P) -> Statement:
 def _dispatch(p: _P, j: int) -> Statement:
     """Classify the statement whose first keyword is at token j."""
     kind, key = p.kind(j), p.key(j)
+    handler = _HANDLERS.get(key) if kind == _W else None
+    if handler is not None:
+        return handler(p, j)
     if kind in (_W, _Q) and p.key(j + 1) == ":":  # label: BEGIN NOT ATOMIC … (MariaDB)
         return _compound(p, j)
-    if kind != _W:
-        return _other("")
-    handler = _HANDLERS.get(key)
-    if handler is None:
-        return _other(key[:_VERB_CHARS_MAX])
-    return handler(p, j)
+    return _other(key[:_VERB_CHARS_MAX] if kind == _W else "")
 
 
 def _scanned(p: _P, lo: int) -> _Flags:

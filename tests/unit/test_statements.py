@@ -841,6 +841,7 @@ SELECT_FRAGMENTS = st.sampled_from([
     "/*!50000 FOR UPDATE */", "/*!FOR*/", "-- x\n", "# y\n", "'a\\'b'", "'it''s'", "information_schema",
     "format", "before", "lockout", "into_x", "ſelect", "K", "$for", "for$", "1for", "SQL_CALC_FOUND_ROWS",
     "LAST_INSERT_ID()", "PREVIOUS VALUE FOR s", "UNION", "DISTINCT", "x'41'", "N'n'", "*/", "/*", "--", "#",
+    ":", "\u00a0", "\u2003", "ä", "FOR\u00a0UPDATE", "\ufeff",
 ])
 
 
@@ -858,6 +859,7 @@ INSERT_FRAGMENTS = st.sampled_from([
     "(1, 'a')", ",", "(2, NULL)", "NOW()", "'x;y'", "'@'", "'FOR UPDATE'", "FOR UPDATE", "SELECT * FROM u",
     "LAST_INSERT_ID()", "@v", ";", "/* c */", "-- c\n", "ON DUPLICATE KEY UPDATE a = VALUES(a)", "into",
     "/*!50000 LOCK IN SHARE MODE */", "GET_LOCK ('x', 1)", "`for`", "forecast", "blocked", "NEXT VALUE FOR s",
+    "FOR\u00a0UPDATE", "LAST_INSERT_ID\u2003()", ":", "ä", "ſ",
 ])
 
 
@@ -865,7 +867,8 @@ INSERT_FRAGMENTS = st.sampled_from([
 @given(
     st.sampled_from(["INSERT INTO t VALUES ", "INSERT INTO db.t (a, b) VALUES ", "REPLACE t VALUES ",
                      "insert low_priority ignore into `d`.`t` values ", "SELECT a FROM t WHERE b IN ",
-                     "INSERT INTO db", "INSERT INTO t", "INSERT "]),
+                     "INSERT INTO db", "INSERT INTO t", "INSERT ", "SELECTä ", "ſelect ", "INSERTé INTO t ",
+                     "\u00a0SELECT ", "( SELECT ", "(INSERT INTO t ", "INSERT: ", "SELECT: "]),
     st.lists(INSERT_FRAGMENTS, max_size=10),
     st.integers(min_value=1, max_value=60),
 )
