@@ -1,0 +1,435 @@
+"""A client session on a member port: statements run on this member, as on a GR member.
+
+Reads, SHOW, SET and everything that cannot change replicated data are relayed exactly as in
+`replication.protocol.relay.RelaySession` (same hot path). What a GR member would treat specially takes
+the slow path here:
+
+* DML: refused with 1290 unless the member may write; otherwise run with capture inside the
+  session's backend transaction (opened implicitly under autocommit), collecting row changes
+  and write-set keys;
+* COMMIT (and every implicit commit) of a transaction with changes: certification through the
+  group (`Member.certify_local`), then the backend COMMIT with the position row; a conflict
+  rolls back and answers 3101; a transaction that was doomed by a remote winner answers 3101
+  at its next statement;
+* ROLLBACK / ROLLBACK TO SAVEPOINT drop the changes captured since;
+* DDL: implicit commit, then ordered through the group and run by every member's applier;
+  temporary tables stay session-local;
+* CALL, multi-statement writes and writes through prepared statements are refused with 1235
+  (their effects cannot be captured faithfully yet), never replicated wrongly;
+* `performance_schema.replication_group_members` is answered by grproxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from replication.protocol.backend import BackendConnection
+from replication.protocol.constants import Cap, Command, Status
+from replication.protocol.errors import (
+    BackendError,
+    CertificationConflict,
+    HookError,
+    MySQLError,
+    NotSupported,
+    ParseError,
+)
+from replication.protocol.packets import frame, ok_payload
+from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
+from replication.protocol.scanner import Expect, ResponseScanner
+from replication.protocol.relay import ClientLink, Processes, RelaySession
+
+from .capture import capture_statement
+from .certifier import KeyHash, Seq
+from .rowimage import apply_changes, decode_changes, encode_changes, write_set_keys
+from .schema import SchemaCatalog
+from .member import LocalTxn, Member
+from .statements import Kind, Statement, classify
+
+log = structlog.get_logger("grproxy.member_session")
+
+IN_TRANS = int(Status.IN_TRANS)
+AUTOCOMMIT = int(Status.AUTOCOMMIT)
+TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
+_GROUP_MEMBERS_RE = re.compile(rb"replication_group_members", re.IGNORECASE)
+_TABLE_REF_RE = re.compile(
+    r"(?:`?performance_schema`?\s*\.\s*)?`?replication_group_members`?"
+    r"(?P<alias>\s+(?:AS\s+)?(?!(?:WHERE|ORDER|GROUP|LIMIT|JOIN|LEFT|RIGHT|INNER|CROSS|STRAIGHT_JOIN|NATURAL|UNION"
+    r"|HAVING|WINDOW|FOR|LOCK|INTO|ON|USING|PROCEDURE)\b)`?\w+`?)?",
+    re.IGNORECASE,
+)
+
+
+def _sql_literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def rewrite_group_members(sql: str, rows: list[tuple[object, ...]]) -> str:
+    """Replace references to performance_schema.replication_group_members with a derived
+    table of `rows` (member id, host, port, state, role, version), keeping any alias."""
+    if rows:
+        selects = " UNION ALL ".join(
+            "SELECT 'group_replication_applier' AS CHANNEL_NAME, {} AS MEMBER_ID, {} AS MEMBER_HOST, "
+            "CAST({} AS UNSIGNED) AS MEMBER_PORT, {} AS MEMBER_STATE, {} AS MEMBER_ROLE, {} AS MEMBER_VERSION, "
+            "'XCom' AS MEMBER_COMMUNICATION_STACK".format(*(_sql_literal(v) for v in row))
+            for row in rows
+        )
+    else:
+        selects = ("SELECT '' AS CHANNEL_NAME, '' AS MEMBER_ID, '' AS MEMBER_HOST, CAST(0 AS UNSIGNED) AS MEMBER_PORT, "
+                   "'' AS MEMBER_STATE, '' AS MEMBER_ROLE, '' AS MEMBER_VERSION, '' AS MEMBER_COMMUNICATION_STACK "
+                   "FROM DUAL WHERE FALSE")
+
+    def sub(m: re.Match[str]) -> str:
+        alias = m.group("alias")
+        name = alias.strip().split()[-1] if alias else "replication_group_members"
+        return f"({selects}) AS {name}"
+
+    return _TABLE_REF_RE.sub(sub, sql)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementResult:
+    """What the client sees of a captured DML statement (its OK packet)."""
+
+    affected_rows: int
+    last_insert_id: int
+    warnings: int
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    result: StatementResult
+    changes: tuple[object, ...]  # row changes, opaque here (encoded by the Capturer)
+    keys: frozenset[KeyHash]
+
+
+class Capturer(Protocol):
+    """Capture of one DML statement on the session's connection (replication.capture)."""
+
+    async def capture(self, conn: BackendConnection, sql: str, default_schema: str | None) -> Captured: ...
+
+    def encode(self, changes: list[object]) -> bytes: ...
+
+    def invalidate(self) -> None: ...
+
+
+class RowCapturer:
+    """The Capturer of replication.capture and replication.rowimage, with one schema catalog
+    per member (shared by its sessions; invalidated by DDL)."""
+
+    def __init__(self, catalog: SchemaCatalog | None = None) -> None:
+        self.catalog = catalog or SchemaCatalog()
+
+    async def capture(self, conn: BackendConnection, sql: str, default_schema: str | None) -> Captured:
+        result, changes = await capture_statement(conn, sql, default_schema, self.catalog)
+        keys: set[KeyHash] = set()
+        for change in changes:
+            meta = self.catalog.get(change.shape.schema, change.shape.table)
+            if meta is None:  # evicted by another session between capture and here (cache bound)
+                raise HookError("Error on observer while running replication hook 'before_commit'. "
+                                "(table metadata evicted during capture; retry the statement)")
+            keys |= write_set_keys(change, meta)
+        return Captured(StatementResult(result.affected_rows, result.last_insert_id, result.warnings),
+                        tuple(changes), frozenset(keys))
+
+    def encode(self, changes: list[object]) -> bytes:
+        return encode_changes(changes)  # type: ignore[arg-type]
+
+    def invalidate(self) -> None:
+        self.catalog.invalidate_all()
+
+    async def apply(self, conn: BackendConnection, payload: bytes) -> None:
+        """The applier's ApplyChanges: decode and apply one transaction's row changes."""
+        await apply_changes(conn, decode_changes(payload))
+
+
+@dataclass(slots=True)
+class _Txn:
+    local: LocalTxn
+    changes: list[object] = field(default_factory=list)
+    keys: set[KeyHash] = field(default_factory=set)
+    savepoints: dict[str, tuple[int, frozenset[KeyHash]]] = field(default_factory=dict)
+
+
+class MemberSessionFactory:
+    def __init__(self, member: Member, capturer: Capturer, connect_timeout_s: float = 5.0) -> None:
+        self.member = member
+        self.capturer = capturer
+        self.connect_timeout_s = connect_timeout_s
+
+    async def open_session(
+        self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
+        database: str | None, attrs: dict[str, str],
+    ) -> "MemberSession":
+        # Capture sends multi-statements of its own: the backend connection always allows
+        # them; the client's own multi-statements are refused unless it negotiated them.
+        caps = capabilities | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS
+        backend = await BackendConnection.open(
+            self.member.config.backend, capabilities=int(caps), collation=collation, database=database,
+            connect_attrs=attrs, timeout_s=self.connect_timeout_s,
+        )
+        return MemberSession(link, backend, processes, self.member, self.capturer,
+                             client_multi=bool(capabilities & Cap.MULTI_STATEMENTS))
+
+
+class MemberSession(RelaySession):
+    def __init__(self, link: ClientLink, backend: BackendConnection, processes: Processes, member: Member,
+                 capturer: Capturer, client_multi: bool) -> None:
+        super().__init__(link, backend, processes)
+        self.member = member
+        self.capturer = capturer
+        self.client_multi = client_multi
+        self.txn: _Txn | None = None
+        self._prepared_writes: set[int] = set()
+        self._pending_prepare: Statement | None = None
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def on_command(self, raw: bytes, last_seq: int = 0) -> None:
+        cmd = raw[4] if len(raw) > 4 else -1
+        if cmd == Command.QUERY:
+            sql = raw[5:]
+            if _GROUP_MEMBERS_RE.search(sql[:4096]):
+                self._cmd_seq = last_seq
+                self._spawn(self._group_members(sql.decode("utf-8", "surrogateescape")))
+                return
+            stmt = classify(sql)
+            if self._needs_member(stmt):
+                self._cmd_seq = last_seq
+                self._spawn(self._statement(stmt, sql.decode("utf-8", "surrogateescape")))
+                return
+        elif cmd == Command.STMT_PREPARE:
+            self._pending_prepare = classify(raw[5:])
+        elif cmd == Command.STMT_EXECUTE and len(raw) >= 9:
+            if int.from_bytes(raw[5:9], "little") in self._prepared_writes:
+                self._cmd_seq = last_seq
+                self._spawn(self._refuse(NotSupported(
+                    "Writes through server-side prepared statements are not replicated by grproxy yet; "
+                    "use text statements (e.g. sysbench --db-ps-mode=disable)")))
+                return
+        elif cmd == Command.STMT_CLOSE and len(raw) >= 9:
+            self._prepared_writes.discard(int.from_bytes(raw[5:9], "little"))
+        if self.txn is not None and self.txn.local.doomed_by is not None and cmd in (Command.QUERY, Command.STMT_EXECUTE):
+            self._cmd_seq = last_seq
+            self._spawn(self._doomed())
+            return
+        super().on_command(raw, last_seq)
+
+    def _on_done(self, scanner: ResponseScanner) -> None:
+        if scanner.expect == Expect.PREPARE and scanner.prepared is not None:
+            stmt = self._pending_prepare
+            if stmt is not None and stmt.kind in (Kind.DML, Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA):
+                self._prepared_writes.add(scanner.prepared[0])
+        super()._on_done(scanner)
+
+    def _needs_member(self, stmt: Statement) -> bool:
+        kind = stmt.kind
+        if kind in (Kind.DML, Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA, Kind.ROLLBACK,
+                    Kind.ROLLBACK_TO_SAVEPOINT, Kind.SAVEPOINT, Kind.COMMIT):
+            return True
+        if self.txn is not None and (stmt.implicit_commit or self.txn.local.doomed_by is not None):
+            return True
+        return False
+
+    async def _refuse(self, error: MySQLError) -> None:
+        raise error
+
+    # --- statements -----------------------------------------------------------------------------
+
+    async def _statement(self, stmt: Statement, sql: str) -> None:
+        kind = stmt.kind
+        if self.txn is not None and self.txn.local.doomed_by is not None and kind not in (Kind.ROLLBACK,):
+            await self._doomed()
+            return
+        if kind is Kind.MULTI:
+            parts = stmt.parts
+            if not self.client_multi:
+                raise _syntax_error(sql)
+            if any(p.kind not in (Kind.SELECT, Kind.SHOW, Kind.SET, Kind.USE, Kind.DO) for p in parts):
+                raise NotSupported("Multi-statement texts that write are not replicated by grproxy; send the statements one by one")
+            await self._relay_packet_mode(sql)
+            return
+        if kind is Kind.DML:
+            if stmt.temporary_table:
+                await self._relay_packet_mode(sql)
+                return
+            await self._dml(sql)
+            return
+        if kind is Kind.DDL:
+            await self._ddl(stmt, sql)
+            return
+        if kind is Kind.COMMIT:
+            await self._commit()
+            self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+            return
+        if kind is Kind.ROLLBACK:
+            self._drop_txn()
+            await self._relay_packet_mode(sql)
+            return
+        if kind is Kind.SAVEPOINT and self.txn is not None and stmt.savepoint:
+            self.txn.savepoints[stmt.savepoint.lower()] = (len(self.txn.changes), frozenset(self.txn.keys))
+        elif kind is Kind.ROLLBACK_TO_SAVEPOINT and self.txn is not None and stmt.savepoint:
+            mark = self.txn.savepoints.get(stmt.savepoint.lower())
+            if mark is not None:
+                del self.txn.changes[mark[0]:]
+                self.txn.keys = set(mark[1])
+        elif kind is Kind.CALL:
+            raise NotSupported("CALL is not replicated by grproxy: writes inside stored procedures cannot be captured")
+        elif kind is Kind.LOAD_DATA:
+            raise NotSupported("LOAD DATA is not replicated by grproxy yet; use INSERT statements")
+        elif stmt.implicit_commit and self.txn is not None:
+            await self._commit()
+        await self._relay_packet_mode(sql)
+
+    async def _relay_packet_mode(self, sql: str) -> None:
+        """Run a statement the client sent and relay its answer (slow path, after our own work)."""
+        done: asyncio.Future[ResponseScanner] = asyncio.get_running_loop().create_future()
+        lost: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        raw = _frame_query(sql)
+        self.backend.relay(raw, Expect.QUERY, self.link.transport,
+                           lambda sc: done.done() or done.set_result(sc),
+                           lambda relayed: lost.done() or lost.set_result(relayed))
+        finished, _ = await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if lost in finished:
+            self._on_lost(lost.result())
+            return
+        scanner = done.result()
+        self.status = scanner.status
+        if scanner.infile:
+            raise NotSupported("LOAD DATA LOCAL is not replicated by grproxy yet")
+
+    async def _dml(self, sql: str) -> None:
+        self.member.check_writable()
+        autocommit = not (self.status & IN_TRANS) and bool(self.status & AUTOCOMMIT)
+        if self.txn is None:
+            if not self.status & IN_TRANS:
+                r = await self.backend.execute("BEGIN")
+                self.status = r.status
+            self.txn = _Txn(self.member.open_txn(on_doom=self._on_doom))
+        try:
+            captured = await self.capturer.capture(self.backend, sql, await self._schema())
+        except BaseException:
+            if autocommit:
+                await self._rollback_quietly()
+            raise
+        txn = self.txn
+        txn.changes.extend(captured.changes)
+        txn.keys |= captured.keys
+        if len(txn.changes) > TXN_CHANGES_MAX:
+            await self._rollback_quietly()
+            raise HookError("Error on observer while running replication hook 'before_commit'. "
+                            f"(transaction over {TXN_CHANGES_MAX} row changes)")
+        if autocommit:
+            await self._commit()
+        r = captured.result
+        self.link.send_packet(ok_payload(self.status, r.affected_rows, r.last_insert_id, r.warnings), self._cmd_seq + 1)
+
+    async def _commit(self) -> None:
+        """Commit the backend transaction; through certification when it changed rows."""
+        txn = self.txn
+        if txn is None or not txn.changes:
+            self._drop_txn()
+            r = await self.backend.execute("COMMIT")
+            self.status = r.status
+            return
+        try:
+            seq = await self.member.certify_local(txn.local, tuple(txn.keys), self.capturer.encode(txn.changes))
+        except (CertificationConflict, HookError, MySQLError):
+            await self._rollback_quietly()
+            raise
+        try:
+            await self.backend.execute(self.member.store.record_sql(seq))
+            r = await self.backend.execute("COMMIT")
+        except BaseException as exc:
+            self.member.commit_failed(Seq(seq), exc)
+            self._drop_txn()
+            raise HookError("Error on observer while running replication hook 'after_commit'. "
+                            "(the certified transaction failed to commit on this member's backend)") from exc
+        self.status = r.status
+        self.member.committed(seq)
+        self._drop_txn()
+
+    async def _ddl(self, stmt: Statement, sql: str) -> None:
+        if stmt.temporary_table:
+            await self._relay_packet_mode(sql)
+            return
+        self.member.check_writable()
+        if self.txn is not None or self.status & IN_TRANS:
+            await self._commit()  # DDL commits implicitly, as in MySQL
+        schema = await self._schema()
+        outcome = await self.member.run_ddl(schema or "", sql)
+        self.capturer.invalidate()
+        if outcome.error is not None:
+            raise outcome.error
+        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+
+    async def _schema(self) -> str | None:
+        r = await self.backend.execute("SELECT DATABASE()")
+        value = r.rows[0][0] if r.rows else None
+        return value.decode("utf-8") if value is not None else None
+
+    async def _doomed(self) -> None:
+        await self._rollback_quietly()
+        raise CertificationConflict("Plugin instructed the server to rollback the current transaction.")
+
+    def _on_doom(self) -> None:
+        """A remote transaction won keys this transaction wrote: it will fail certification, so
+        release its row locks now (the applier is waiting on them) if the session is idle."""
+        if self._task is None and not self.backend.busy and not self.closed:
+            self._spawn_internal(self._rollback_quietly())
+
+    def _spawn_internal(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:  # noqa: BLE001 - best effort; the next statement reports 3101
+                pass
+        asyncio.get_running_loop().create_task(run())
+
+    async def _rollback_quietly(self) -> None:
+        self._drop_txn()
+        try:
+            r = await self.backend.execute("ROLLBACK")
+            self.status = r.status
+        except BackendError:
+            pass
+
+    def _drop_txn(self) -> None:
+        if self.txn is not None:
+            self.member.close_txn(self.txn.local)
+            self.txn = None
+
+    async def _group_members(self, sql: str) -> None:
+        """Answer queries on performance_schema.replication_group_members: the table is
+        replaced by a derived table of this member's view of the group, and the backend runs
+        the client's own query on it (projection, WHERE, ORDER BY behave as on a server)."""
+        rows = []
+        for m in self.member.members():
+            host, _, port = m.member_address.rpartition(":")
+            role = m.role.value if m.state.value == "ONLINE" else ""
+            rows.append((m.uuid, host or None, int(port) if port.isdigit() else None, m.state.value, role, m.version))
+        await self._relay_packet_mode(rewrite_group_members(sql, rows))
+
+    def close(self) -> None:
+        self._drop_txn()
+        super().close()
+
+
+def _frame_query(sql: str) -> bytes:
+    return frame(b"\x03" + sql.encode("utf-8", "surrogateescape"), 0)
+
+
+def _syntax_error(sql: str) -> MySQLError:
+    """What a server says to a multi-statement text from a client that did not ask for them."""
+    near = sql.split(";", 1)[1].strip()[:80] if ";" in sql else ""
+    return ParseError("You have an error in your SQL syntax; check the manual that corresponds to your MariaDB "
+                      f"server version for the right syntax to use near '{near}'")

@@ -1,0 +1,216 @@
+"""SQL through member ports: capture, certification, applier and DDL ordering end to end.
+
+Three members run in this test's event loop (real TCP group communication, one real MariaDB
+backend each); clients are PyMySQL connections in threads, as an application would use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pymysql
+import pytest
+
+from grproxy.config import Config, FrontendConfig, UserConfig
+from grproxy.frontend import FrontendServer
+from grproxy.mysqld import ServerHandle, free_port
+from replication.gcs.interface import MemberId, MemberState
+from replication.gcs.xcom.binding import XcomGroup, new_incarnation
+from replication.gcs.xcom.core import CoreConfig
+from replication.gcs.xcom.transport import TransportConfig
+from replication.member import Member, MemberConfig
+from replication.member_session import MemberSessionFactory, RowCapturer
+from replication.protocol.backend import BackendAddress
+
+
+class LoopThread:
+    """An asyncio loop in a thread, hosting the members while the test talks SQL to them."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout_s: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class PortGroup:
+    def __init__(self, backends: list[ServerHandle], single_primary: bool) -> None:
+        self.backends = backends
+        self.single_primary = single_primary
+        self.members: list[Member] = []
+        self.servers: list[FrontendServer] = []
+        self.gcs: list[XcomGroup] = []
+
+    async def start(self) -> None:
+        ids = [MemberId(f"m{i}", f"127.0.0.1:{free_port()}", new_incarnation()) for i in range(len(self.backends))]
+        core = CoreConfig(heartbeat_interval_ms=200, suspicion_timeout_ms=1000, member_expel_timeout_ms=1000)
+        for i, (mid, b) in enumerate(zip(ids, self.backends)):
+            gcs = XcomGroup(mid, core, TransportConfig(group_name="grproxy-ports"))
+            await gcs.start()
+            capturer = RowCapturer()
+            port = free_port()
+            member = Member(MemberConfig(uuid=mid.uuid, backend=BackendAddress(b.host, b.port, b.user, b.password),
+                                         single_primary=self.single_primary, member_address=f"127.0.0.1:{port}",
+                                         stable_report_interval_s=0.2), gcs, capturer.apply)
+            config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port),
+                            users=(UserConfig("root", "", admin=True),),
+                            backends=())
+            server = FrontendServer(config, "10.11-grproxy-member", 0xFFFFFFFF, MemberSessionFactory(member, capturer))
+            await server.start()
+            self.gcs.append(gcs)
+            self.members.append(member)
+            self.servers.append(server)
+            await member.start(bootstrap=i == 0, seeds=(ids[0],))
+            await self.wait(lambda: all(len(m.engine.members) == i + 1 for m in self.members))
+        await self.wait(lambda: all(all(r.state is MemberState.ONLINE for r in m.engine.members.values())
+                                    for m in self.members))
+
+    async def wait(self, cond: Callable[[], bool], timeout_s: float = 30) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not cond():
+                await asyncio.sleep(0.02)
+
+    async def wait_converged(self) -> None:
+        target = max(m.positions.applied.lwm for m in self.members)
+        for m in self.members:
+            await m.positions.wait_applied(target, timeout_s=30)
+
+    async def stop(self) -> None:
+        for s in self.servers:
+            await s.stop()
+        for m in self.members:
+            await m.stop()
+        for g in self.gcs:
+            await g.close()
+
+    def connect(self, i: int, **kw: Any) -> pymysql.connections.Connection:
+        return pymysql.connect(host="127.0.0.1", port=self.servers[i].port, user="root", password="",
+                               autocommit=True, **kw)
+
+
+def backend_rows(b: ServerHandle, sql: str) -> list[tuple[Any, ...]]:
+    c = pymysql.connect(host=b.host, port=b.port, user=b.user, password=b.password)
+    try:
+        with c.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        c.close()
+
+
+def reset_backends(backends: list[ServerHandle]) -> None:
+    for b in backends:
+        c = pymysql.connect(host=b.host, port=b.port, user=b.user, password=b.password, autocommit=True)
+        with c.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS app")
+            cur.execute("DROP DATABASE IF EXISTS grproxy")
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def backends(backend_factory) -> list[ServerHandle]:  # type: ignore[no-untyped-def]
+    return [backend_factory(f"port-member{i}") for i in range(3)]
+
+
+@pytest.fixture
+def loop() -> Any:
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+def test_single_primary_sql_end_to_end(backends: list[ServerHandle], loop: LoopThread) -> None:
+    reset_backends(backends)
+    group = PortGroup(backends, single_primary=True)
+    loop.run(group.start())
+    try:
+        primary = next(i for i, m in enumerate(group.members) if m.may_write())
+        secondary = next(i for i in range(3) if i != primary)
+        c = group.connect(primary)
+        with c.cursor() as cur:
+            cur.execute("CREATE DATABASE app")
+            cur.execute("CREATE TABLE app.acct (id INT PRIMARY KEY AUTO_INCREMENT, owner VARCHAR(20) UNIQUE, "
+                        "balance DECIMAL(12,2) NOT NULL, touched DATETIME(6))")
+            assert cur.execute("INSERT INTO app.acct (owner, balance, touched) VALUES ('ann', 100, NOW(6)), "
+                               "('bob', 50, NOW(6))") == 2
+            first_id = cur.lastrowid
+            cur.execute("BEGIN")
+            cur.execute("UPDATE app.acct SET balance = balance - 30 WHERE owner = 'ann'")
+            cur.execute("UPDATE app.acct SET balance = balance + 30, touched = NOW(6) WHERE owner = 'bob'")
+            cur.execute("COMMIT")
+            cur.execute("INSERT INTO app.acct (owner, balance) VALUES ('cid', RAND() * 1000)")
+            cur.execute("DELETE FROM app.acct WHERE owner = 'cid'")
+            cur.execute("INSERT INTO app.acct (owner, balance) VALUES ('dee', 7)")
+            cur.execute("ALTER TABLE app.acct ADD COLUMN note VARCHAR(10) DEFAULT 'x'")
+            cur.execute("UPDATE app.acct SET note = 'late' WHERE owner = 'dee'")
+            # A table without a primary key cannot be replicated: 3098, nothing written.
+            cur.execute("CREATE TABLE app.nopk (v INT)")
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                cur.execute("INSERT INTO app.nopk VALUES (1)")
+            assert info.value.args[0] == 3098
+            cur.execute("SELECT COUNT(*) FROM app.nopk")
+            assert cur.fetchone() == (0,)
+            cur.execute("SELECT MEMBER_ID, MEMBER_STATE, MEMBER_ROLE FROM performance_schema.replication_group_members")
+            table = cur.fetchall()
+        c.close()
+        assert first_id == 1
+        assert sorted(r[1] for r in table) == ["ONLINE"] * 3
+        assert sorted(r[2] for r in table) == ["PRIMARY", "SECONDARY", "SECONDARY"]
+
+        s = group.connect(secondary)
+        with s.cursor() as cur:
+            with pytest.raises(pymysql.err.OperationalError) as info:
+                cur.execute("INSERT INTO app.acct (owner, balance) VALUES ('eve', 1)")
+            assert info.value.args[0] == 1290
+            cur.execute("SELECT COUNT(*) FROM app.acct")  # reads are fine on a secondary
+        s.close()
+
+        loop.run(group.wait_converged())
+        checksums = {backend_rows(b, "CHECKSUM TABLE app.acct")[0][1] for b in backends}
+        assert len(checksums) == 1, checksums
+        rows = backend_rows(backends[secondary], "SELECT owner, balance, note FROM app.acct ORDER BY id")
+        assert [(r[0], float(r[1]), r[2]) for r in rows] == [("ann", 70.0, "x"), ("bob", 80.0, "x"), ("dee", 7.0, "late")]
+    finally:
+        loop.run(group.stop())
+
+
+def test_multi_primary_conflict_gets_3101(backends: list[ServerHandle], loop: LoopThread) -> None:
+    reset_backends(backends)
+    group = PortGroup(backends, single_primary=False)
+    loop.run(group.start())
+    try:
+        c0, c1 = group.connect(0), group.connect(1)
+        with c0.cursor() as cur:
+            cur.execute("CREATE DATABASE app")
+            cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY, v INT)")
+            cur.execute("INSERT INTO app.t VALUES (1, 0)")
+        loop.run(group.wait_converged())
+        with c0.cursor() as a, c1.cursor() as b:
+            a.execute("BEGIN")
+            b.execute("BEGIN")
+            a.execute("UPDATE app.t SET v = v + 1 WHERE id = 1")
+            b.execute("UPDATE app.t SET v = v + 10 WHERE id = 1")
+            outcomes = []
+            for cur in (a, b):
+                try:
+                    cur.execute("COMMIT")
+                    outcomes.append("ok")
+                except pymysql.err.MySQLError as exc:
+                    outcomes.append(exc.args[0])
+        assert sorted(outcomes, key=str) == [3101, "ok"], outcomes
+        loop.run(group.wait_converged())
+        values = {backend_rows(b, "SELECT v FROM app.t WHERE id = 1")[0][0] for b in backends}
+        assert len(values) == 1 and values <= {1, 10}
+        c0.close()
+        c1.close()
+    finally:
+        loop.run(group.stop())
