@@ -304,7 +304,8 @@ _LOG_OFFSETS = pytest.StashKey[dict[int, int]]()
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    item.stash[_LOG_OFFSETS] = {id(p): p.log_size() for p in _PROXIES}
+    # Proxies already stopped (or dead) before this test have nothing to say about it.
+    item.stash[_LOG_OFFSETS] = {id(p): p.log_size() if p.alive() else -1 for p in _PROXIES}
     yield
 
 
@@ -318,6 +319,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     offsets = item.stash.get(_LOG_OFFSETS, {})
     for handle in _PROXIES:
+        offset = offsets.get(id(handle), 0)  # started during this test: its whole log
+        if offset < 0:
+            continue
         state = "running" if handle.alive() else f"EXITED with code {handle.process.returncode}"
-        text = handle.log_since(offsets.get(id(handle), 0), lines=60)
+        text = handle.log_since(offset, lines=60)
         report.sections.append((f"grproxy :{handle.port} ({state}) log during {call.when}", text or "(nothing)"))
