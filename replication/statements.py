@@ -1042,13 +1042,18 @@ def _sqlglot_targets(sql: str) -> tuple[TableRef, ...] | None:
 def _targets_of_tree(tree: object) -> tuple[TableRef, ...] | None:
     from sqlglot import exp
 
+    if not isinstance(tree, exp.Expression):
+        return None
+    cte_names = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+
     def base_tables(node: object, root: exp.Expression) -> list[exp.Table]:
+        """Tables of the references themselves: not in subqueries, not CTE names."""
         if not isinstance(node, exp.Expression):
             return []
         found = []
         for table in node.find_all(exp.Table):
             owner = table.find_ancestor(exp.Select, exp.Subquery, exp.Update, exp.Delete)
-            if owner is root and table.name:
+            if owner is root and table.name and not (not table.db and table.name.lower() in cte_names):
                 found.append(table)
         return found
 

@@ -211,6 +211,7 @@ CASES: list[Case] = [
     C("WITH c AS (SELECT 1 AS id) DELETE FROM t WHERE id IN (SELECT id FROM c)", K.DML, "", verb="DELETE",
       tables=(T("t"),)),
     C("WITH c AS (SELECT 1) UPDATE t SET a = 1", K.DML, "", tables=(T("t"),)),
+    C("WITH c AS (SELECT 1 AS id) UPDATE t JOIN c ON t.id = c.id SET a = 1", K.DML, "", tables=(T("t"),)),
     C("/* comment */ UPDATE t SET a = 1", K.DML, "", tables=(T("t"),)),
     C("-- lead\nDELETE FROM t", K.DML, "", tables=(T("t"),)),
     C("/*!40000 DELETE FROM t */", K.DML, "", tables=(T("t"),)),
