@@ -208,9 +208,10 @@ class XcomGroup:
         self._local: deque[Message] = deque()
         self._outputs: deque[Ready] = deque()
         self._dispatching = False
-        self._view_listeners: list[ViewListener] = []
-        self._delivery_listeners: list[DeliveryListener] = []
-        self._event_listeners: list[EventListener] = []
+        # Tuples, replaced on change: a listener may add or remove listeners while called.
+        self._view_listeners: tuple[ViewListener, ...] = ()
+        self._delivery_listeners: tuple[DeliveryListener, ...] = ()
+        self._event_listeners: tuple[EventListener, ...] = ()
         self._waiters: dict[int, asyncio.Future[Delivery]] = {}
         self._early: dict[int, Delivery] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -283,10 +284,10 @@ class XcomGroup:
         return self._core.current_view()
 
     def add_view_listener(self, listener: ViewListener) -> None:
-        self._view_listeners.append(listener)
+        self._view_listeners += (listener,)
 
     def add_event_listener(self, listener: EventListener) -> None:
-        self._event_listeners.append(listener)
+        self._event_listeners += (listener,)
 
     # ------------------------------------------------------------------ GcsMessaging
 
@@ -331,7 +332,13 @@ class XcomGroup:
             self._waiters.pop(seq, None)
 
     def add_delivery_listener(self, listener: DeliveryListener) -> None:
-        self._delivery_listeners.append(listener)
+        self._delivery_listeners += (listener,)
+
+    def remove_delivery_listener(self, listener: DeliveryListener) -> None:
+        """Stop calling ``listener`` (ValueError if it was not added)."""
+        listeners = list(self._delivery_listeners)
+        listeners.remove(listener)
+        self._delivery_listeners = tuple(listeners)
 
     # ------------------------------------------------------------------ statistics
 
@@ -516,6 +523,7 @@ class XcomGroup:
 
     def _install(self, view: View) -> None:
         self._view = view
+        self.log = self.log.bind(view_id=str(view.view_id))
         self._view_uuids = {m.uuid: m.incarnation for m in view.members}
         self._view_nodes = frozenset(node_of(m) for m in view.members)
         self._transport.set_admission(self._admit)
