@@ -446,6 +446,7 @@ class Core:
         # Learner.
         self._decided: dict[int, tuple[Ballot, Value]] = {}  # known decided, not executed
         self._log: dict[int, tuple[Ballot, Value]] = {}  # executed, kept for Fetch
+        self._log_floor = 0  # executed slots below this were dropped from _log
         self._skips: dict[MemberId, list[list[int]]] = {}  # owner -> [first, end, epoch]
         self._frontier = 0  # highest slot known to need a decision
         self._stall_since_ms: int | None = None
@@ -1044,6 +1045,7 @@ class Core:
             if first >= floor:
                 break
             del log[first]
+            self._log_floor = first + 1
         for owner in list(self._skips):
             ranges = self._skips[owner]
             while ranges and ranges[0][1] <= self._next_slot:
@@ -1132,9 +1134,11 @@ class Core:
         """Peers dropped the slots we need. Give up only when every live peer says so."""
         if first <= self._next_slot:
             return
+        if sender not in self._last_heard:
+            return  # not a peer of ours
         self._forgotten_by.add(sender)
         live = [m for m in self._peers if m not in self._suspected]
-        if all(m in self._forgotten_by for m in live):
+        if live and all(m in self._forgotten_by for m in live):
             self._go_offline(GcsErrorCode.BEHIND, f"no live peer holds slot {self._next_slot} any more")
 
     # -- acceptor
@@ -1443,11 +1447,11 @@ class Core:
     def _on_fetch(self, sender: MemberId, msg: Fetch) -> None:
         first = msg.first
         end = min(msg.end, first + self.cfg.fetch_slots_max)
-        if first < self._next_slot and first not in self._log:
-            lowest = next(iter(self._log)) if self._log else self._next_slot
-            if first < lowest:
-                self._send(sender, Forgotten(Slot(lowest)))
-                return
+        if first < self._log_floor and first not in self._log:
+            # We executed it once and dropped it since (a joiner never had the slots before
+            # its welcome: it just does not answer for them).
+            self._send(sender, Forgotten(Slot(self._log_floor)))
+            return
         # An owner asked for its unused slots skips them (the asker waits on them): raising
         # the frontier makes _pump skip them right after this message.
         bound = min(end - 1, self._next_slot + self._horizon - 1)
@@ -1691,7 +1695,9 @@ class Core:
             self._proposals.pop(slot, None)
             self._stall_since_ms = None
             if len(self._log) > self.cfg.decided_cache_slots_max:
-                del self._log[next(iter(self._log))]
+                dropped = next(iter(self._log))
+                del self._log[dropped]
+                self._log_floor = dropped + 1
             if self._phase not in _ACTIVE:
                 return
 
