@@ -103,6 +103,8 @@ class TransportConfig:
     # are forgotten by the binding on view changes).
     peers_max: int = 64
     handshake_timeout_ms: int = 5_000
+    # Unacknowledged data older than this fails a connection (TCP_USER_TIMEOUT, keepalives).
+    tcp_user_timeout_ms: int = 10_000
     reconnect_backoff_ms_min: int = 50
     reconnect_backoff_ms_max: int = 2_000
     ip_allowlist: IpAllowlist = field(default_factory=lambda: IpAllowlist.parse("AUTOMATIC"))
@@ -123,6 +125,7 @@ class TransportConfig:
             "inbound_connections_max",
             "peers_max",
             "handshake_timeout_ms",
+            "tcp_user_timeout_ms",
             "reconnect_backoff_ms_min",
         )
         for name in positive:
@@ -289,13 +292,29 @@ class HandshakeError(Exception):
     """A handshake failed on our side or was refused by the peer."""
 
 
-def _tune_socket(writer: asyncio.StreamWriter) -> None:
+def _tune_socket(writer: asyncio.StreamWriter, user_timeout_ms: int) -> None:
+    """No Nagle (small Paxos messages must leave at once), and dead-peer detection by the
+    kernel: keepalives on an idle link, and TCP_USER_TIMEOUT so that data left unacknowledged
+    for ``user_timeout_ms`` (a host that vanished without a RST) fails the connection instead
+    of leaving a writer blocked in drain() for the ~15 minutes of TCP retransmissions."""
     sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    options = [
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    ]
+    keepalive_s = max(1, user_timeout_ms // 3000)
+    for name, value in (("TCP_KEEPIDLE", keepalive_s), ("TCP_KEEPINTVL", keepalive_s), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms))
+    for level, option, value in options:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(level, option, value)
         except OSError:
-            pass
+            pass  # best effort: not every platform has every option
 
 
 def _source_address(address: str) -> tuple[str, int] | None:
@@ -530,7 +549,7 @@ class TcpTransport:
                         lambda: protocol, sock, ssl=self._tls.server if self._tls is not None else None
                     )
                     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-                    _tune_socket(writer)
+                    _tune_socket(writer, self.config.tcp_user_timeout_ms)
                     hello = await self._server_handshake(reader, writer, decoder, log)
             except (HandshakeError, FramingError, TimeoutError, OSError, ssl.SSLError) as exc:
                 self._stats.handshakes_rejected += 1
@@ -710,6 +729,7 @@ class _InboundConn:
 class _Queued:
     dest: NodeId
     message: EncodedMessage
+    seq: int  # enqueue order on this peer: tells messages older than the connection apart
 
 
 class _Outbound:
@@ -729,6 +749,8 @@ class _Outbound:
         self.messages = 0
         self.bytes = 0
         self.next_fragment = 0
+        self.enqueued = 0
+        self.connected_after = 0  # messages with a higher seq were queued after the handshake
         self.expected: NodeId | None = None  # newest identity a sender addressed here
         self.connected: NodeId | None = None
         self.last_known: NodeId | None = None
@@ -749,7 +771,8 @@ class _Outbound:
             return False
         if self.expected is None or (dest.name and dest.incarnation >= self.expected.incarnation):
             self.expected = dest
-        (self.big if message.fragmented else self.small).append(_Queued(dest, message))
+        self.enqueued += 1
+        (self.big if message.fragmented else self.small).append(_Queued(dest, message, self.enqueued))
         self.messages += 1
         self.bytes += size
         self.idle.clear()
@@ -816,6 +839,7 @@ class _Outbound:
                     self.log.info("gcs peer restarted", old=str(self.last_known), new=str(peer))
                     self.t._emit(PeerRestarted(self.last_known, peer))
                 self.connected = self.last_known = peer
+                self.connected_after = self.enqueued
                 self.next_fragment = 0  # an unfinished fragmented message starts over
                 self.log.info("gcs peer connected (outbound)", peer=str(peer))
                 self.t._emit(PeerConnected(peer, outbound=True))
@@ -845,7 +869,7 @@ class _Outbound:
             limit=65536,
         )
         try:
-            _tune_socket(writer)
+            _tune_socket(writer, t.config.tcp_user_timeout_ms)
             target = self.expected or NodeId("", self.address, 0)
             hello = Hello(t.config.group_name, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, t.me, target)
             writer.write(encode_control(hello))
@@ -883,20 +907,29 @@ class _Outbound:
             buffers: list[bytes | memoryview] = []
             nbytes = 0
             frames = 0
+            reconnect = False
             while small and nbytes < batch_max:
-                item = self._pop(small)
+                item = small[0]
                 if not item.dest.accepts(peer):
+                    if self._addressed_after_restart(item, peer):
+                        reconnect = True
+                        break
+                    self._pop(small)
                     stats.messages_dropped_stale += 1
                     continue
+                self._pop(small)
                 msg = item.message
                 buffers.extend(msg.frames[0])
                 nbytes += msg.wire_len
                 frames += 1
                 stats.messages_sent += 1
                 stats.messages_compressed += msg.compressed
-            while big:
+            while big and not reconnect:
                 item = big[0]
                 if not item.dest.accepts(peer):
+                    if self._addressed_after_restart(item, peer):
+                        reconnect = True
+                        break
                     self._pop(big)
                     self.next_fragment = 0
                     stats.messages_dropped_stale += 1
@@ -919,3 +952,13 @@ class _Outbound:
                 stats.frames_sent += frames
                 stats.bytes_sent += nbytes
                 await writer.drain()
+            if reconnect:
+                return "a newer incarnation is addressed: reconnecting"
+
+    def _addressed_after_restart(self, item: _Queued, peer: NodeId) -> bool:
+        """True when ``item`` is for a newer incarnation of ``peer`` and was queued after this
+        connection's handshake: the core learned of a restart we have not seen (the old
+        connection may be half-open), so reconnect rather than drop. Queued before the
+        handshake, the handshake's answer is the newer news: the message is stale."""
+        dest = item.dest
+        return dest.name == peer.name and dest.incarnation > peer.incarnation and item.seq > self.connected_after

@@ -610,3 +610,24 @@ def test_a_garbage_flood_is_counted_but_logged_sparingly(capsys: pytest.CaptureF
     run(body)
     logged = capsys.readouterr().out.count("gcs invalid frame from peer")
     assert 1 <= logged <= 10
+
+
+def test_message_for_a_newer_incarnation_forces_one_reconnect_not_a_loop() -> None:
+    """The core may learn of a restart before our connection notices (it may be half-open):
+    a message for a newer incarnation queued after the handshake makes the writer reconnect.
+    If the old process really is still there, the handshake says so, the message is dropped
+    as stale, and the writer does not reconnect again and again."""
+
+    async def body() -> None:
+        async with Node("a") as a, Node("b", incarnation=1) as b:
+            assert a.send(b, b"one")
+            assert [g.body for g in await b.recv(1)] == [b"one"]
+            newer = NodeId("b", b.id.address, 2)
+            assert a.send(newer, b"for b#2")
+            await b.until(lambda: b.t.stats().connections_accepted == 2)
+            await a.until(lambda: a.t.stats().messages_dropped_stale == 1)
+            assert a.send(b, b"two")
+            assert [g.body for g in await b.recv(1)] == [b"two"]
+            assert b.t.stats().connections_accepted == 2
+
+    run(body)
