@@ -268,10 +268,15 @@ _Token = tuple[int, str, str]  # (kind, key, raw): key is the ASCII-upper word, 
 # (quotes, @ and digits keep keys of different kinds apart, so a key alone identifies keywords and
 # punctuation); raw is the token as written.
 
-_SQ = r"'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z)"
-_DQ = r'"(?:[^"\\]|\\[\s\S]|"")*(?:"|\Z)'
-_BQ = r"`(?:[^`]|``)*(?:`|\Z)"
-_SKIP = r"\s+|/\*(?!M?!)[\s\S]*?(?:\*/|\Z)|--(?=[\x00-\x20]|\Z)[^\n]*|#[^\n]*"  # whitespace, comments, hints
+# Literals and comments consume runs possessively: a started literal always ends, at its closing
+# quote or at the end of the text, so nothing is ever given back, and a 20 MiB string is matched
+# in C at memchr-like speed instead of one alternation per character.
+_SQ = r"'(?:[^'\\]++|\\[\s\S]|'')*+(?:'|\Z)"
+_DQ = r'"(?:[^"\\]++|\\[\s\S]|"")*+(?:"|\Z)'
+_BQ = r"`(?:[^`]++|``)*+(?:`|\Z)"
+_SKIP = (  # whitespace, comments, optimizer hints
+    r"\s+|/\*(?!M?!)(?:[^*]++|\*(?!/))*+(?:\*/|\Z)|--(?=[\x00-\x20]|\Z)[^\n]*|#[^\n]*"
+)
 _EXEC_OPEN = r"/\*M!(?:\d{5,6})?|/\*!(?:\d{5})?"  # MySQL and MariaDB executable comment openers
 # Three groups: a word (not glued to a following quote, so N'…' / X'…' / B'…' stay strings), a
 # number, anything else (strings, `identifiers`, @@system and @user variables, words starting
@@ -737,15 +742,16 @@ def _classify_text(text: str, nesting: int = 0) -> Statement:
 # Bulk path. A mysqldump-style extended INSERT of 1 MiB is ~250k tokens: lexing them one by one
 # in Python would hold the event loop for a large fraction of a second. Instead, strings,
 # quoted identifiers and comments are blanked out by one C-level substitution; if the code left
-# has no `;`, no `@` and none of the scan's words (as whole words), the flag scan over all tokens
-# would find nothing, so only a prefix needs lexing: enough for INSERT/REPLACE's target table
-# (checked to be complete: two more tokens follow it). A plain SELECT needs no lexing at all.
+# has no `;`, no `@` and none of the scan's trigger sequences, the flag scan over all tokens would
+# find nothing, so only a prefix needs lexing: enough for the target table of INSERT/REPLACE and
+# of single-table UPDATE/DELETE (`WHERE id IN (…100k ids…)`). A plain SELECT needs no lexing.
 # Texts with executable comments take the full path (their content would be blanked).
 # Case is matched by hand, not with re.IGNORECASE, whose Unicode folding would accept 'ſelect';
 # \s and \w are Unicode here as in the tokenizer.
 _BULK_VERB_RE = re.compile(
     r"\s*+(?:\(\s*+)*+([Ss][Ee][Ll][Ee][Cc][Tt])(?![\w$])"
-    r"|\s*+([Ii][Nn][Ss][Ee][Rr][Tt]|[Rr][Ee][Pp][Ll][Aa][Cc][Ee])(?![\w$])"
+    r"|\s*+([Ii][Nn][Ss][Ee][Rr][Tt]|[Rr][Ee][Pp][Ll][Aa][Cc][Ee]|[Uu][Pp][Dd][Aa][Tt][Ee]|[Dd][Ee][Ll][Ee][Tt][Ee])"
+    r"(?![\w$])"
 )
 _BLANK_RE = re.compile(rf"{_SQ}|{_DQ}|{_BQ}|{_SKIP}")
 # The scan's triggers as token sequences; in the blanked text, adjacent tokens are separated by
@@ -757,6 +763,20 @@ _HAZARD_WORD_RE = re.compile(
     r"|(?:" + "|".join(sorted(_LOCKING_FUNCTIONS | _SESSION_FUNCTIONS | _SEQUENCE_WRITE_FUNCTIONS)) + r")\s*\()",
     re.IGNORECASE,
 )
+# Every alternative above contains one of these (lower case), and str.lower() never removes an
+# ASCII letter: where none occurs, the regex cannot match and its per-position cost is skipped.
+# (INTO is left out: every INSERT has one; OUTFILE/DUMPFILE stand for it.)
+_BULK_HAZARD_WORDS = tuple(w for w in _HAZARD_WORDS if w != "into") + ("outfile", "dumpfile")
+
+
+def _bulk_hazard(blanked: str) -> bool:
+    """Whether the blanked code may hold something the flag scan reacts to."""
+    if ";" in blanked or "@" in blanked:
+        return True
+    lowered = blanked.lower()
+    if not any(word in lowered for word in _BULK_HAZARD_WORDS):
+        return False
+    return _HAZARD_WORD_RE.search(blanked) is not None
 
 
 def _classify_bulk(text: str, nesting: int, prefix_chars: int = STATEMENT_BULK_PREFIX_CHARS) -> Statement | None:
@@ -767,21 +787,22 @@ def _classify_bulk(text: str, nesting: int, prefix_chars: int = STATEMENT_BULK_P
     m = _BULK_VERB_RE.match(text)
     if m is None:
         return None
-    blanked = _BLANK_RE.sub(" ", text)
-    if ";" in blanked or "@" in blanked or _HAZARD_WORD_RE.search(blanked) is not None:
+    if _bulk_hazard(_BLANK_RE.sub(" ", text)):
         return None
     if m.group(1):
         return _PLAIN_SELECT
     p = _P(text, _tokenize(text[:prefix_chars]), nesting)
-    k = 1
-    while p.key(k) in _INSERT_MODIFIERS:
-        k += 1
-    if p.key(k) == "INTO":
-        k += 1
-    table, after = p.table(k)
-    if table is None or after + 1 >= p.n:
+    verb = p.key(0)
+    if verb in ("INSERT", "REPLACE"):
+        table, decided_at = _insert_table(p, 0)
+    elif verb == "UPDATE":
+        table, decided_at = _single_update_table(p, 0)
+    else:
+        table, decided_at = _single_delete_table(p, 0)
+    # The prefix may end inside a token: trust only what at least one more whole token follows.
+    if table is None or decided_at + 1 >= p.n:
         return None
-    return Statement(Kind.DML, p.key(0), False, tables=(table,))
+    return Statement(Kind.DML, verb, False, tables=(table,))
 
 
 def _classify_tokens(text: str, ts: list[_Token], nesting: int) -> Statement:
@@ -920,51 +941,76 @@ def _dml(verb: str, p: _P, scan_from: int, tables: tuple[TableRef, ...]) -> Stat
     return Statement(Kind.DML, verb, False, tables=tables, **flags.fields())  # type: ignore[arg-type]
 
 
-def _insert(p: _P, j: int, scan_from: int | None = None) -> Statement:
-    """INSERT/REPLACE [LOW_PRIORITY | DELAYED | HIGH_PRIORITY] [IGNORE] [INTO] tbl …"""
-    verb = p.key(j)
+def _insert_table(p: _P, j: int) -> tuple[TableRef | None, int]:
+    """INSERT/REPLACE [LOW_PRIORITY | DELAYED | HIGH_PRIORITY] [IGNORE] [INTO] tbl → (tbl, index
+    of the last token read)."""
     k = j + 1
     while p.key(k) in _INSERT_MODIFIERS:
         k += 1
     if p.key(k) == "INTO":
         k += 1
-    table, _ = p.table(k)
-    return _dml(verb, p, j if scan_from is None else scan_from, (table,) if table else ())
+    table, after = p.table(k)
+    return table, after
 
 
-def _update(p: _P, j: int, scan_from: int | None = None) -> Statement:
-    """UPDATE [LOW_PRIORITY] [IGNORE] table_references SET …"""
+def _single_update_table(p: _P, j: int) -> tuple[TableRef | None, int]:
+    """UPDATE [LOW_PRIORITY] [IGNORE] tbl [[AS] alias] SET → (tbl, index of SET); (None, _) for
+    any other form (multi-table, joins, partitions, index hints)."""
     k = j + 1
     while p.key(k) in _UPDATE_MODIFIERS:
         k += 1
     table, after = p.table(k)
-    if table is not None:
-        if p.key(after) == "AS":
-            after += 2
-        elif p.kind(after) in (_W, _Q) and p.key(after) != "SET":
-            after += 1
-        if p.key(after) == "SET":
-            return _dml("UPDATE", p, j if scan_from is None else scan_from, (table,))
+    if table is None:
+        return None, after
+    if p.key(after) == "AS":
+        after += 2
+    elif p.kind(after) in (_W, _Q) and p.key(after) != "SET":
+        after += 1
+    return (table, after) if p.key(after) == "SET" else (None, after)
+
+
+def _single_delete_table(p: _P, j: int) -> tuple[TableRef | None, int]:
+    """DELETE [LOW_PRIORITY] [QUICK] [IGNORE] FROM tbl [[AS] alias] {end | WHERE | ORDER | LIMIT |
+    PARTITION | RETURNING} → (tbl, index of that follower); (None, _) for the multi-table forms."""
+    k = j + 1
+    while p.key(k) in _DELETE_MODIFIERS:
+        k += 1
+    if p.key(k) != "FROM":
+        return None, k
+    table, after = p.table(k + 1)
+    if table is None:
+        return None, after
+    if p.key(after) == "AS":
+        after += 2
+    elif p.kind(after) in (_W, _Q) and p.key(after) not in _SINGLE_DELETE_FOLLOWERS:
+        after += 1
+    if after >= p.n or p.key(after) in _SINGLE_DELETE_FOLLOWERS:
+        return table, after
+    return None, after
+
+
+def _insert(p: _P, j: int, scan_from: int | None = None) -> Statement:
+    table, _ = _insert_table(p, j)
+    return _dml(p.key(j), p, j if scan_from is None else scan_from, (table,) if table else ())
+
+
+def _update(p: _P, j: int, scan_from: int | None = None) -> Statement:
+    """UPDATE, single-table by hand, multi-table through `_multi_table_targets`."""
     lo = j if scan_from is None else scan_from
+    table, _ = _single_update_table(p, j)
+    if table is not None:
+        return _dml("UPDATE", p, lo, (table,))
     return _dml("UPDATE", p, lo, _multi_table_targets(p, lo, j))
 
 
 def _delete(p: _P, j: int, scan_from: int | None = None) -> Statement:
-    """DELETE [LOW_PRIORITY] [QUICK] [IGNORE] FROM tbl … | multi-table forms."""
-    k = j + 1
-    while p.key(k) in _DELETE_MODIFIERS:
-        k += 1
-    if p.key(k) == "FROM":
-        table, after = p.table(k + 1)
-        if table is not None:
-            if p.key(after) == "AS":
-                after += 2
-            elif p.kind(after) in (_W, _Q) and p.key(after) not in _SINGLE_DELETE_FOLLOWERS:
-                after += 1
-            if after >= p.n or p.key(after) in _SINGLE_DELETE_FOLLOWERS:
-                return _dml("DELETE", p, j if scan_from is None else scan_from, (table,))
+    """DELETE, single-table by hand, multi-table through `_multi_table_targets`."""
     lo = j if scan_from is None else scan_from
+    table, _ = _single_delete_table(p, j)
+    if table is not None:
+        return _dml("DELETE", p, lo, (table,))
     return _dml("DELETE", p, lo, _multi_table_targets(p, lo, j))
+
 
 
 def _multi_table_targets(p: _P, lo: int, verb_at: int) -> tuple[TableRef, ...]:

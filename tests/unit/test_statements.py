@@ -869,7 +869,12 @@ INSERT_FRAGMENTS = st.sampled_from([
     st.sampled_from(["INSERT INTO t VALUES ", "INSERT INTO db.t (a, b) VALUES ", "REPLACE t VALUES ",
                      "insert low_priority ignore into `d`.`t` values ", "SELECT a FROM t WHERE b IN ",
                      "INSERT INTO db", "INSERT INTO t", "INSERT ", "SELECTä ", "ſelect ", "INSERTé INTO t ",
-                     "\u00a0SELECT ", "( SELECT ", "(INSERT INTO t ", "INSERT: ", "SELECT: "]),
+                     "\u00a0SELECT ", "( SELECT ", "(INSERT INTO t ", "INSERT: ", "SELECT: ",
+                     "UPDATE t SET a = 1 WHERE id IN ", "UPDATE db.t AS x SET ", "UPDATE t1 JOIN t2 SET a = ",
+                     "update low_priority `t` set a = 2 where b in ", "UPDATE t PARTITION (p) SET a = ",
+                     "DELETE FROM t WHERE id IN ", "DELETE QUICK FROM db.t x WHERE ", "DELETE t1 FROM t1 WHERE ",
+                     "DELETE FROM t1, t2 USING t1 WHERE ", "delete from t order by a limit ", "DELETE FROM t ",
+                     "DELETE: ", "UPDATE ", "DELETE FROM "]),
     st.lists(INSERT_FRAGMENTS, max_size=10),
     st.integers(min_value=1, max_value=60),
 )
@@ -893,6 +898,28 @@ def test_bulk_path_is_taken_for_a_big_extended_insert(monkeypatch: pytest.Monkey
     assert calls and max(calls) <= S.STATEMENT_BULK_PREFIX_CHARS
     hazard = sql + ", (LAST_INSERT_ID(), 'x', NOW(), NULL)"
     assert S._classify_text(hazard).session_functions
+
+
+def test_bulk_path_is_taken_for_a_big_single_table_delete(monkeypatch: pytest.MonkeyPatch) -> None:
+    sql = "DELETE FROM t WHERE id IN (" + ", ".join(map(str, range(5000))) + ")"
+    calls: list[int] = []
+    real = S._tokenize
+    monkeypatch.setattr(S, "_tokenize", lambda text: calls.append(len(text)) or real(text))
+    got = S._classify_text(sql)
+    assert got == Statement(Kind.DML, "DELETE", False, tables=(T("t"),))
+    assert calls and max(calls) <= S.STATEMENT_BULK_PREFIX_CHARS
+    assert S._classify_text(sql.replace("DELETE FROM t", "DELETE t FROM t JOIN u")).tables == (T("t"),)
+
+
+def test_huge_literals_and_comments_lex_as_one_token() -> None:
+    big = "x" * 200_000
+    for sql in (f"INSERT INTO t VALUES ('{big}')", f'INSERT INTO t VALUES ("{big}")',
+                f"SELECT `{big}` FROM t FOR UPDATE", f"UPDATE t SET a = 1 /* {big} */ WHERE b = 2",
+                f"INSERT INTO t VALUES ('{big}"):
+        tokens = S._tokenize(sql)
+        assert len(tokens) < 12
+        assert any(len(raw) >= len(big) for _, _, raw in tokens) or "/*" in sql
+    assert classify_uncached(f"SELECT `{big}` FROM t FOR UPDATE").locking_read
 
 
 LEXER_ALPHABET = st.text(alphabet=list("ab1_$ .,;()'\"`\\@-#/*!+=<>:\n\tNXx0éſ"), max_size=40)
@@ -992,3 +1019,17 @@ def test_single_table_targets_match_sqlglot(template: str, name: str) -> None:
     sql = template.format(t=name)
     (got,) = classify_uncached(sql).tables
     assert got == _oracle_target(sql)
+
+
+@pytest.mark.parametrize("trigger", ["SELECT 1 FOR UPDATE", "SELECT 1 FOR SHARE", "SELECT 1 LOCK IN SHARE MODE",
+                                     "SELECT 1 INTO OUTFILE 'f'", "SELECT 1 INTO DUMPFILE 'f'", "NEXT VALUE FOR s",
+                                     "PREVIOUS VALUE FOR s", "SELECT SQL_CALC_FOUND_ROWS 1"]
+                         + [f"{name}()" for name in sorted(S._LOCKING_FUNCTIONS | S._SESSION_FUNCTIONS
+                                                           | S._SEQUENCE_WRITE_FUNCTIONS)])
+def test_bulk_prefilter_covers_every_trigger(trigger: str) -> None:
+    """The substring prefilter may never hide a sequence the hazard regex (and the scan) reacts to."""
+    for variant in (trigger, trigger.lower(), trigger.replace(" ", "\n  ")):
+        assert S._HAZARD_WORD_RE.search(variant), variant
+        assert S._bulk_hazard(variant), variant
+        flags = S._scanned(S._P(variant, S._tokenize(variant), 0), 0)
+        assert flags.writes or flags.session, variant
