@@ -94,9 +94,11 @@ joining replaces the older incarnation with the same uuid or address.
 
 *Failure detection.* Heartbeats every ``heartbeat_interval_ms``; any message counts as a
 sign of life. A peer silent for ``suspicion_timeout_ms`` is UNREACHABLE; suspected for
-``member_expel_timeout_ms`` more, it is expelled -- proposed only by a member that sees a
-majority of the view reachable, and applied only if the new configuration keeps a majority
-of the one that decided it (concurrent expels never remove a majority together). Without a majority nothing is decided: broadcasts wait in a
+``member_expel_timeout_ms`` more, it is expelled -- proposed only by a member that heard
+recently from a majority of the view and of the configuration left after the expel (so a
+member dead for less than the suspicion timeout is not counted as alive), and applied only
+if the new configuration keeps a majority of the one that decided it (concurrent expels
+never remove a majority together). Without a majority nothing is decided: broadcasts wait in a
 bounded queue and ``BROADCAST_STALLED`` is reported.
 
 *force_members.* The forcing member asks the listed members for their progress, picks a start
@@ -925,17 +927,36 @@ class Core:
                     self._arm(since + expel_after)
         if expel_due and self._phase is Phase.MEMBER and not self._leaving:
             current = self._configs[0]
-            if self.me in current.member_set:
-                reachable = sum(1 for m in current.members if m == self.me or m not in self._suspected)
-                if reachable >= current.quorum:
-                    latest = self._configs[-1]
-                    targets = tuple(m for m in latest.members if m in expel_due)
-                    if targets:
-                        self._expel_queued.update(targets)
-                        self._reconfigs.append(Reconfig(ReconfigOp.EXPEL, targets))
-                else:
-                    # Only a member of a majority proposes expels; look again later.
-                    self._arm(now + self.cfg.heartbeat_interval_ms)
+            latest = self._configs[-1]
+            targets = tuple(m for m in latest.members if m in expel_due)
+            remaining = [m for m in latest.members if m not in targets]
+            # Only a member of a majority proposes expels, and only if the group left behind
+            # can go on. "Reachable" means heard from recently, not merely "not suspected
+            # yet": a member dead for less than the suspicion timeout must not be counted,
+            # or the expel of a live member could leave a configuration without a live
+            # majority (which only force_members could undo).
+            if (
+                targets
+                and self.me in current.member_set
+                and self._fresh_count(current.members) >= current.quorum
+                and self._fresh_count(remaining) >= len(remaining) // 2 + 1
+            ):
+                self._expel_queued.update(targets)
+                self._reconfigs.append(Reconfig(ReconfigOp.EXPEL, targets))
+            else:
+                self._arm(now + self.cfg.heartbeat_interval_ms)  # look again later
+
+    def _fresh_count(self, members: Iterable[MemberId]) -> int:
+        """Members (us included) heard from within the freshness window."""
+        window = max(2 * self.cfg.heartbeat_interval_ms, self.cfg.suspicion_timeout_ms // 2)
+        since = self._now_ms - window
+        count = 0
+        for m in members:
+            if m == self.me:
+                count += 1
+            elif m not in self._suspected and self._last_heard.get(m, -_NEVER) >= since:
+                count += 1
+        return count
 
     def _heard_from(self, sender: MemberId) -> None:
         if sender in self._last_heard:
