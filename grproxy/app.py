@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import uuid as uuidlib
 from dataclasses import dataclass
 
 import structlog
@@ -16,14 +17,22 @@ from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
 from replication.protocol.errors import MySQLError
 
-from replication.protocol.relay import RelayFactory
+from replication.gcs.interface import MemberId
+from replication.gcs.xcom.binding import XcomGroup, new_incarnation
+from replication.gcs.xcom.core import CoreConfig
+from replication.gcs.xcom.transport import TransportConfig
+from replication.member import Member, MemberConfig
+from replication.member_session import MemberSessionFactory, RowCapturer
+from replication.positions import PositionStore
+from replication.protocol.relay import RelayFactory, SessionFactory
 
-from .config import Config
+from .config import BackendConfig, Config
 from .frontend import FrontendServer
 
 log = structlog.get_logger("grproxy")
 
 BACKEND_PROBE_ATTEMPTS_MAX = 30  # at start-up, one second apart
+LEAVE_GRACE_S = 0.5  # on stop: time for the leave to be ordered before the transport closes
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +54,22 @@ async def probe_backend(address: BackendAddress, timeout_s: float) -> BackendInf
 
 
 class App:
-    """A running grproxy: the front end in front of the configured backend."""
+    """A running grproxy: a client port relaying to the first backend, or — with [member] —
+    a group member owning its backend, its member port, and a client port on that member."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.frontend: FrontendServer | None = None
+        self.member_port: FrontendServer | None = None
+        self.member: Member | None = None
+        self.gcs: XcomGroup | None = None
+
+    def _backend_config(self) -> BackendConfig:
+        name = self.config.member.backend if self.config.member else ""
+        return next((b for b in self.config.backends if b.name == name), self.config.backends[0])
 
     async def start(self) -> None:
-        b = self.config.backends[0]
+        b = self._backend_config()
         address = BackendAddress(b.host, b.port, b.user, b.password, b.name)
         info: BackendInfo | None = None
         for attempt in range(BACKEND_PROBE_ATTEMPTS_MAX):
@@ -64,16 +81,73 @@ class App:
                 await asyncio.sleep(1.0)
         if info is None:
             raise SystemExit(f"grproxy: backend {address} did not answer; giving up")
-        version = self.config.frontend.server_version or f"{info.version}-grproxy"
-        factory = RelayFactory(address, b.connect_timeout_s)
-        self.frontend = FrontendServer(self.config, version, info.capabilities, factory)
-        await self.frontend.start()
-        log.info("listening", host=self.config.frontend.host, port=self.frontend.port,
-                 backend=str(address), backend_version=info.version)
+        version = self.config.frontend.server_version or (
+            info.version if info.version.endswith("-grproxy") else f"{info.version}-grproxy")
+        factory: SessionFactory = RelayFactory(address, b.connect_timeout_s)
+        if self.config.member is not None:
+            factory = await self._start_member(address, version, info)
+        if self.config.frontend.enabled:
+            self.frontend = FrontendServer(self.config, version, info.capabilities, factory)
+            await self.frontend.start()
+            log.info("listening", host=self.config.frontend.host, port=self.frontend.port,
+                     backend=str(address), backend_version=info.version)
+
+    async def _start_member(self, address: BackendAddress, version: str, info: BackendInfo) -> SessionFactory:
+        m = self.config.member
+        assert m is not None
+        uuid = m.uuid or await _member_uuid(address)
+        me = MemberId(uuid, m.group_address, new_incarnation())
+        core = CoreConfig(member_expel_timeout_ms=int(m.member_expel_timeout_s * 1000),
+                          paxos_single_leader=m.paxos_single_leader)
+        transport = TransportConfig(group_name=m.group_name, compression_threshold=m.compression_threshold,
+                                    communication_max_message_size=m.communication_max_message_size)
+        self.gcs = XcomGroup(me, core, transport)
+        await self.gcs.start()
+        capturer = RowCapturer()
+        self.member = Member(
+            MemberConfig(uuid=uuid, backend=address, single_primary=m.single_primary_mode,
+                         member_weight=m.member_weight, member_address=f"{m.host}:{m.port}",
+                         transaction_size_limit=m.transaction_size_limit),
+            self.gcs, capturer.apply,
+        )
+        factory = MemberSessionFactory(self.member, capturer)
+        self.member_port = FrontendServer(self.config, version, info.capabilities, factory, listen=(m.host, m.port))
+        await self.member_port.start()
+        seeds = tuple(MemberId("seed", addr, 0) for addr in m.group_seeds)
+        await self.member.start(bootstrap=m.bootstrap_group, seeds=seeds)
+        log.info("member_started", member_id=uuid, member_port=self.member_port.port, group_address=m.group_address,
+                 bootstrap=m.bootstrap_group, seeds=list(m.group_seeds))
+        return factory
 
     async def stop(self) -> None:
-        if self.frontend is not None:
-            await self.frontend.stop()
+        for server in (self.frontend, self.member_port):
+            if server is not None:
+                await server.stop()
+        if self.gcs is not None and self.member is not None:
+            try:
+                self.gcs.leave()  # others install a view without us at once, no expel wait
+                await asyncio.sleep(LEAVE_GRACE_S)
+            except Exception:  # noqa: BLE001 - leaving is best effort on the way out
+                pass
+        if self.member is not None:
+            await self.member.stop()
+        if self.gcs is not None:
+            await self.gcs.close()
+
+
+async def _member_uuid(address: BackendAddress) -> str:
+    """The member's uuid: kept in its backend (grproxy.meta), made once."""
+    conn = await BackendConnection.open(address, capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI)
+    try:
+        store = PositionStore()
+        await store.setup(conn)
+        uuid = await store.get_meta(conn, "member_uuid")
+        if uuid is None:
+            uuid = str(uuidlib.uuid4())
+            await store.set_meta(conn, "member_uuid", uuid)
+        return uuid
+    finally:
+        await conn.quit()
 
 
 def install_loop_policy() -> None:

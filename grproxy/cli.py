@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="TOML file (see conf/grproxy.example.toml)")
 
     sandbox = sub.add_parser("sandbox", help="start local MariaDB/MySQL servers and grproxy in front of them")
-    sandbox.add_argument("--members", type=int, default=1, help="number of backend servers (default 1)")
+    sandbox.add_argument("--members", type=int, default=3, help="group members, each with its own backend (default 3)")
+    sandbox.add_argument("--mode", choices=("single-primary", "multi-primary"), default="single-primary")
     sandbox.add_argument("--port", type=int, default=6446, help="client port of grproxy (default 6446; 0 = any free port)")
     sandbox.add_argument("--base-dir", default=None, help="where datadirs live (default: a temporary directory, removed at exit)")
     sandbox.add_argument("--status-file", default=None, help="write the sandbox's ports and pids as JSON here")
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(config))
         return 0
     if args.command == "sandbox":
-        if args.members < 1:
-            print("grproxy: --members must be at least 1", file=sys.stderr)
+        if not 1 <= args.members <= 9:
+            print("grproxy: --members must be between 1 and 9 (a group holds at most 9 members)", file=sys.stderr)
             return 2
         configure_logging(args.log_format, "info")
         from .sandbox import run_sandbox

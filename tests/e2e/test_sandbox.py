@@ -38,7 +38,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("members", [1, 2])
+@pytest.mark.parametrize("members", [1, 3])
 def test_sandbox_ready_connect_and_stop(tmp_path: Path, members: int) -> None:
     status_file = tmp_path / "status.json"
     port = free_port()
@@ -72,12 +72,32 @@ def test_sandbox_ready_connect_and_stop(tmp_path: Path, members: int) -> None:
             assert _alive(m["backend"]["pid"])
 
         client = find_client_binary()
-        out = subprocess.run([str(client), "-h127.0.0.1", f"-P{port}", "-uroot", "--batch", "--skip-column-names",
-                              "-e", "CREATE DATABASE IF NOT EXISTS sb; CREATE TABLE sb.t (id INT PRIMARY KEY);"
-                                    "INSERT INTO sb.t VALUES (1),(2); SELECT SUM(id) FROM sb.t"],
-                             capture_output=True, text=True, timeout=60)
+
+        def sql(p: int, text: str, user: str = "root", password: str = "") -> subprocess.CompletedProcess[str]:
+            auth = [f"-u{user}"] + ([f"-p{password}"] if password else [])
+            return subprocess.run([str(client), "-h127.0.0.1", f"-P{p}", *auth, "--batch", "--skip-column-names",
+                                   "-e", text], capture_output=True, text=True, timeout=60)
+
+        out = sql(port, "CREATE DATABASE IF NOT EXISTS sb; CREATE TABLE sb.t (id INT PRIMARY KEY, v VARCHAR(40));"
+                        "INSERT INTO sb.t VALUES (1, 'a'),(2, 'b'); UPDATE sb.t SET v = UUID() WHERE id = 2;"
+                        "SELECT SUM(id) FROM sb.t")
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "3"
+        members_out = sql(port, "SELECT MEMBER_STATE, MEMBER_ROLE FROM performance_schema.replication_group_members")
+        assert sorted(members_out.stdout.split("\n")[:-1]) == sorted(
+            ["ONLINE\tPRIMARY"] + ["ONLINE\tSECONDARY"] * (members - 1)), members_out.stdout
+        # Every backend holds the same rows (the group applied them everywhere).
+        deadline = time.monotonic() + 30
+        while True:
+            sums = {sql(m["backend"]["port"], "CHECKSUM TABLE sb.t", m["backend"]["user"], m["backend"]["password"]).stdout
+                    for m in doc["members"]}
+            if len(sums) == 1 and "\tNULL" not in next(iter(sums)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(sums) == 1 and "sb.t" in next(iter(sums)), sums
+        for m in doc["members"][1:]:
+            refused = sql(m["member_port"], "INSERT INTO sb.t VALUES (3, 'c')")
+            assert "ERROR 1290" in refused.stderr, refused.stderr
         backend_pids = [m["backend"]["pid"] for m in doc["members"]]
         backend_ports = [m["backend"]["port"] for m in doc["members"]]
     finally:
