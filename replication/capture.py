@@ -1621,6 +1621,10 @@ async def capture_statement(
     did not run, or was undone to the savepoint taken before it), ValueError for a statement
     that is not a write (NOT_DML: the caller relays it instead).
     """
+    if conn.capabilities & Cap.NO_SCHEMA:
+        # The server then ignores database qualifiers: `db`.`t` silently means `t` of the current
+        # database, for the client's statement and for capture's own reads alike.
+        raise _refuse(sql, "the connection negotiated CLIENT_NO_SCHEMA, under which table names cannot be resolved")
     runner = _Runner(conn, encoding)
     if sql_mode is None:
         answers = await _run(runner, ["SELECT @@SESSION.sql_mode"])
@@ -2068,6 +2072,17 @@ class _Execution:
             select = parsed.text(parsed.source)
             if _simple_select(parsed):
                 select += " LOCK IN SHARE MODE"
+            # FLOAT results print with 6 digits: where the target column is FLOAT or DOUBLE the
+            # server converts through a double anyway, so read those values as doubles (exact).
+            names = [f"c{i}" for i in range(len(ip.columns))]
+            outer = []
+            for name, column in zip(names, ip.columns):
+                col = meta.column(column)
+                outer.append(f"({name} + 0E0)" if col is not None and col.form is Form.DOUBLE else name)
+            select = (
+                f"WITH `__grproxy_rows` ({', '.join(names)}) AS ({select}) "
+                f"SELECT {', '.join(outer)} FROM `__grproxy_rows`"
+            )
         else:
             exprs = [parsed.text(parsed.rows[r][c]) for r, c in ip.materialise]
             select = "SELECT " + ", ".join(exprs)
