@@ -287,6 +287,11 @@ class Member:
         why = "it is a SECONDARY" if self.state is MemberState.ONLINE else f"it is {self.state.value}"
         raise ReadOnly(f"The MySQL server is running with the --super-read-only option so it cannot execute this statement ({why})")
 
+    def auto_increment_offset(self) -> int:
+        """1..7 from this member's place in the group (stable while it stays a member)."""
+        record = self.engine.members.get(self.config.uuid)
+        return 1 + ((record.join_index - 1) % 7 if record else 0)
+
     def open_txn(self, on_doom: Callable[[], None] | None = None) -> LocalTxn:
         txn = LocalTxn(next(self._txn_ids), on_doom=on_doom)
         self._open[txn.txn_id] = txn

@@ -55,6 +55,7 @@ log = structlog.get_logger("grproxy.member_session")
 
 IN_TRANS = int(Status.IN_TRANS)
 AUTOCOMMIT = int(Status.AUTOCOMMIT)
+AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
 TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
 _GROUP_MEMBERS_RE = re.compile(rb"replication_group_members", re.IGNORECASE)
 _TABLE_REF_RE = re.compile(
@@ -177,6 +178,10 @@ class MemberSessionFactory:
             self.member.config.backend, capabilities=int(caps), collation=collation, database=database,
             connect_attrs=attrs, timeout_s=self.connect_timeout_s,
         )
+        if not self.member.engine.single_primary:
+            # Multi-primary: members' auto-increment values never collide (GR's default step 7).
+            await backend.execute(f"SET SESSION auto_increment_increment = {AUTO_INCREMENT_INCREMENT}, "
+                                  f"auto_increment_offset = {self.member.auto_increment_offset()}")
         return MemberSession(link, backend, processes, self.member, self.capturer,
                              client_multi=bool(capabilities & Cap.MULTI_STATEMENTS))
 

@@ -210,6 +210,19 @@ def test_multi_primary_conflict_gets_3101(backends: list[ServerHandle], loop: Lo
         loop.run(group.wait_converged())
         values = {backend_rows(b, "SELECT v FROM app.t WHERE id = 1")[0][0] for b in backends}
         assert len(values) == 1 and values <= {1, 10}
+        # Auto-increment keys from different members never collide (increment 7, own offset).
+        with c0.cursor() as a, c1.cursor() as b:
+            a.execute("CREATE TABLE app.ai (id INT AUTO_INCREMENT PRIMARY KEY, who CHAR(2))")
+            loop.run(group.wait_converged())
+            for _ in range(3):
+                a.execute("INSERT INTO app.ai (who) VALUES ('a')")
+                b.execute("INSERT INTO app.ai (who) VALUES ('b')")
+            a.execute("SELECT @@auto_increment_increment")
+            assert a.fetchone() == (7,)
+        loop.run(group.wait_converged())
+        for backend in backends:
+            ids = [r[0] for r in backend_rows(backend, "SELECT id FROM app.ai")]
+            assert len(ids) == len(set(ids)) == 6
         c0.close()
         c1.close()
     finally:
