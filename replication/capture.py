@@ -948,6 +948,11 @@ def _plan_insert(parsed: Parsed, catalog: CatalogSnapshot, temps: set[TableName]
         if auto is not None and auto.name not in columns:
             is_auto = True
         rows.append(InsertRow(tuple(values), is_auto))
+    if any(r.auto for r in rows) and not all(r.auto for r in rows):
+        # After an explicit value at or above the counter, the server continues from that value
+        # with a fresh reservation another session may interleave with: the generated values
+        # of the rows after it cannot be derived from the first one.
+        raise _refuse(sql, "it mixes explicit and generated AUTO_INCREMENT values in one INSERT")
     if materialise and parsed.has_assignment_op:
         raise _refuse(sql, "computed key values cannot be evaluated ahead of an INSERT that assigns variables (:=)")
     # LAST_INSERT_ID() moves for sure only when every row is inserted (plain INSERT, REPLACE);
@@ -2117,6 +2122,8 @@ class _Execution:
                     or (not parsed.mode.no_auto_value_on_zero and lits[ip.columns.index(auto.name)] == "0")
                 )
                 rows.append(InsertRow(tuple(lits), is_auto))
+            if any(r.auto for r in rows) and not all(r.auto for r in rows):
+                raise await self._refuse_after("it mixes explicit and generated AUTO_INCREMENT values in one INSERT")
             head = parsed.sql[: parsed.tokens[parsed.source.lo].start]
             tail = parsed.sql[parsed.tokens[parsed.source.hi].start :] if parsed.source.hi < len(parsed.tokens) else ""
             statement = head + "VALUES " + ", ".join("(" + ", ".join(lits) + ")" for lits in literals) + (" " + tail if tail else "")
@@ -2131,9 +2138,13 @@ class _Execution:
                 if (r, c) in replaced:
                     vals[c] = replaced[(r, c)]
                     col = meta.column(ip.columns[c])
-                    if col is not None and col.auto_increment and vals[c] == "NULL":
+                    if col is not None and col.auto_increment and (
+                        vals[c] == "NULL" or (not parsed.mode.no_auto_value_on_zero and vals[c] == "0")
+                    ):
                         is_auto = True
             rows.append(InsertRow(tuple(vals), is_auto))
+        if any(r.auto for r in rows) and not all(r.auto for r in rows):
+            raise await self._refuse_after("it mixes explicit and generated AUTO_INCREMENT values in one INSERT")
         statement = parsed.sql
         for (r, c), lit in sorted(replaced.items(), key=lambda kv: -parsed.tokens[parsed.rows[kv[0][0]][kv[0][1]].lo].start):
             span = parsed.rows[r][c]

@@ -15,6 +15,8 @@ the other members').
 from __future__ import annotations
 
 import enum
+import json
+import struct
 from dataclasses import dataclass, field
 
 from replication.gcs.interface import MemberState, View
@@ -64,6 +66,7 @@ class LocalOutcome:
     txn_id: int
     seq: Seq | None
     conflict_seq: Seq | None = None
+    changes: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +242,55 @@ class Engine:
         except CertifierFull:
             return [CertifierRefused(msg.origin, msg.txn_id)]
         if msg.origin == self.me:
-            return [LocalOutcome(msg.txn_id, outcome.seq, outcome.conflict_seq)]
+            return [LocalOutcome(msg.txn_id, outcome.seq, outcome.conflict_seq, msg.changes if outcome.positive else b"")]
         if outcome.positive:
             assert outcome.seq is not None
             return [ApplyRemote(outcome.seq, msg.origin, msg.changes, msg.write_set)]
         return []
+
+
+    # state transfer (distributed recovery) -------------------------------------------------------
+
+    def export_state(self) -> bytes:
+        """Everything another member needs to continue from this point of the total order."""
+        c = self.certifier
+        header = {
+            "single_primary": self.single_primary, "primary": self.primary, "joins": self._joins,
+            "last_seq": c.last_seq, "stable": c.stable, "reports": dict(c._reports),
+            "members": [[m.uuid, m.state.value, m.role.value, m.weight, m.member_address, m.version, m.join_index]
+                        for m in self.members.values()],
+        }
+        head = json.dumps(header).encode()
+        writers = c._last_writer
+        body = struct.pack(f"<{2 * len(writers)}Q", *(x for kv in writers.items() for x in kv))
+        return struct.pack("<II", STATE_VERSION, len(head)) + head + body
+
+    def import_state(self, data: bytes, view: View) -> None:
+        """Continue from a donor's export taken at `view` (raises EngineInvariantError)."""
+        try:
+            version, n = struct.unpack_from("<II", data)
+            if version != STATE_VERSION:
+                raise ValueError(f"state version {version}")
+            header = json.loads(data[8 : 8 + n])
+            body = data[8 + n :]
+            pairs = struct.unpack(f"<{len(body) // 8}Q", body)
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise EngineInvariantError(f"invalid recovery state: {exc}") from exc
+        last_writer = {KeyHash(pairs[i]): Seq(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        self.certifier = Certifier.from_state(Seq(header["last_seq"]), Seq(header["stable"]), last_writer,
+                                              keys_max=self.certifier.keys_max)
+        self.certifier._reports = {k: Seq(v) for k, v in header["reports"].items()}
+        self.single_primary = header["single_primary"]
+        self.primary = header["primary"]
+        self._joins = header["joins"]
+        self.members = {
+            u: MemberRecord(u, MemberState(st), Role(role), w, addr, ver, idx)
+            for u, st, role, w, addr, ver, idx in header["members"]
+        }
+        self.view = view
+
+
+STATE_VERSION = 1
 
 
 def _replace(record: MemberRecord, **changes: object) -> MemberRecord:

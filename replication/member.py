@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from replication.gcs.interface import (
     MemberState,
     ReachabilityChange,
     View,
+    ViewId,
 )
 from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
@@ -65,7 +67,7 @@ from .engine import (
     Role,
     SyncReached,
 )
-from .messages import Announce, DdlMessage, StableReport, SyncPoint, TxnMessage, encode
+from .messages import Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
 from .positions import Positions, PositionStore
 
 log = structlog.get_logger("grproxy.member")
@@ -88,6 +90,11 @@ class MemberConfig:
     compaction_interval_s: float = 10.0
     local_txns_max: int = 10_000  # local transactions waiting on a verdict at once
     version: str = "grproxy-0.1"
+    message_cache_size: int = 1 << 30  # bytes of certified transactions kept for joiners
+    recovery_user: str = "root"  # login on donors' member ports (an admin user there)
+    recovery_password: str = ""
+    recovery_timeout_s: float = 120.0
+    recovery_buffer_max: int = 200_000  # deliveries buffered while recovering; more → ERROR
 
 
 @dataclass(slots=True)
@@ -124,6 +131,12 @@ class Member:
         self._last_report: Seq | None = None
         self._announced: MemberState | None = None
         self.on_membership: list[Callable[[MembershipChanged], None]] = []
+        # Distributed recovery: what donors keep, and what a joiner buffers meanwhile.
+        self.cache = TransactionCache(config.message_cache_size)
+        self._recovery_points: OrderedDict[ViewId, bytes] = OrderedDict()
+        self._recovering: View | None = None
+        self._buffer: list[View | Delivery] = []
+        self._donors: dict[str, str] = {}  # uuid → member address, from announcements
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -182,15 +195,43 @@ class Member:
     def _on_view(self, view: View) -> None:
         if self.state is MemberState.ERROR:
             return
+        if self._recovering is not None:
+            self._buffer_item(view)
+            return
+        me_joining = any(m.uuid == self.config.uuid for m in view.joined) and self.engine.view is None
+        if me_joining:
+            # We join a running group: its state up to this view comes from a donor.
+            self._recovering = view
+            self._buffer = []
+            self._tasks.append(asyncio.get_running_loop().create_task(self._recover(view)))
+            return
         self._run_actions(self.engine.on_view(view))
-        if self._announced is not None and view.joined:
-            # Joiners learn every member's facts (weight, address, state) from these.
-            self._announce(self._announced)
+        if view.joined:
+            self._recovery_points[view.view_id] = self.engine.export_state()
+            while len(self._recovery_points) > RECOVERY_POINTS_MAX:
+                self._recovery_points.popitem(last=False)
+            if self._announced is not None:
+                # Joiners learn every member's facts (weight, address, state) from these.
+                self._announce(self._announced)
         if self.config.uuid in self.engine.members and self._announced is None:
-            # Distributed recovery (fetching what this backend lacks from a donor) is not
-            # implemented yet: a member declares itself ONLINE as soon as it is in the group.
-            self.state = MemberState.ONLINE
+            self.state = MemberState.ONLINE  # a member of the bootstrap view
             self._announce(MemberState.ONLINE)
+
+    def _buffer_item(self, item: View | Delivery) -> None:
+        if len(self._buffer) >= self.config.recovery_buffer_max:
+            self._fail(f"recovery fell {self.config.recovery_buffer_max} messages behind the group")
+            return
+        self._buffer.append(item)
+        if isinstance(item, Delivery):
+            try:
+                msg = decode(item.payload)
+            except ReplicationDecodeError:
+                return
+            if isinstance(msg, Announce) and msg.member != self.config.uuid:
+                if msg.state == MemberState.ONLINE.value and msg.member_address:
+                    self._donors[msg.member] = msg.member_address
+                else:
+                    self._donors.pop(msg.member, None)
 
     def _announce(self, state: MemberState) -> None:
         self._announced = state
@@ -202,6 +243,9 @@ class Member:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         if self.state is MemberState.ERROR:
+            return
+        if self._recovering is not None:
+            self._buffer_item(delivery)
             return
         try:
             actions = self.engine.on_delivery(delivery.payload)
@@ -225,14 +269,18 @@ class Member:
         for action in actions:
             match action:
                 case LocalOutcome():
+                    if action.seq is not None:
+                        self.cache.put(action.seq, CACHE_TXN, action.changes)
                     fut = self._pending.pop(action.txn_id, None)
                     self._pending_snapshots.pop(action.txn_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(action)
                 case ApplyRemote():
+                    self.cache.put(action.seq, CACHE_TXN, action.changes)
                     self._doom_conflicting(action)
                     self._submit(action)
                 case ExecuteDdl():
+                    self.cache.put(action.seq, CACHE_DDL, _ddl_blob(action.schema, action.sql))
                     if action.local:
                         fut_ddl = self._ddl_pending.pop(action.txn_id, None)
                         if fut_ddl is not None and not fut_ddl.done():
@@ -269,6 +317,85 @@ class Member:
                 txn.doomed_by = remote.seq
                 if txn.on_doom is not None:
                     txn.on_doom()
+
+    # --- distributed recovery ---------------------------------------------------------------------------
+
+    async def _recover(self, view: View) -> None:
+        """Joiner: state as of `view` and the transactions this backend lacks, from a donor;
+        then replay what the group delivered meanwhile, and announce ONLINE."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.recovery_timeout_s
+        tried: set[str] = set()
+        last_error = "no ONLINE donor announced itself"
+        while loop.time() < deadline:
+            candidates = [(u, a) for u, a in self._donors.items() if u not in tried]
+            if not candidates:
+                if tried and not [u for u in self._donors if u not in tried]:
+                    tried.clear()  # every donor failed once: try them again until the deadline
+                await asyncio.sleep(RECOVERY_RETRY_S)
+                continue
+            uuid, address = sorted(candidates)[0]
+            try:
+                await self._recover_from(address, view)
+            except (MySQLError, ApplierFailed, EngineInvariantError, OSError, ValueError) as exc:
+                last_error = f"donor {uuid} ({address}): {exc}"
+                self._log.warning("recovery_donor_failed", donor=uuid, error=str(exc))
+                tried.add(uuid)
+                continue
+            return
+        self._fail(f"distributed recovery failed: {last_error}")
+
+    async def _recover_from(self, address: str, view: View) -> None:
+        host, _, port = address.rpartition(":")
+        donor = await BackendConnection.open(
+            BackendAddress(host, int(port), self.config.recovery_user, self.config.recovery_password),
+            capabilities=MEMBER_CAPABILITIES, collation=UTF8MB4_GENERAL_CI, timeout_s=10,
+        )
+        try:
+            r = await donor.execute(f"/* grproxy */ RECOVERY STATE {view.view_id.epoch} {view.view_id.number}")
+            state = r.rows[0][0] if r.rows else None
+            if not isinstance(state, bytes):
+                raise ValueError("donor sent no state")
+            probe = Engine(self.config.uuid)
+            probe.import_state(state, view)
+            upto = probe.certifier.last_seq
+            missing = list(self.positions.applied.missing(upto))
+            self._log.info("recovery_fetch", donor=address, upto=upto, missing=len(missing))
+            for i in range(0, len(missing), RECOVERY_FETCH_SEQS_MAX):
+                chunk = missing[i : i + RECOVERY_FETCH_SEQS_MAX]
+                r = await donor.execute("/* grproxy */ RECOVERY TRANSACTIONS " + ",".join(map(str, chunk)))
+                got = {int(seq): (bytes(kind).decode(), payload)  # type: ignore[arg-type]
+                       for seq, kind, payload in r.rows}
+                for seq in chunk:
+                    if seq not in got:
+                        raise ValueError(f"donor no longer holds seq {seq} (message_cache_size); a full clone is needed")
+                    kind, payload = got[seq]
+                    assert isinstance(payload, bytes)
+                    if kind == CACHE_DDL:
+                        schema, _, sql = payload.decode("utf-8").partition("\x00")
+                        self.applier.submit(ExecuteDdl(Seq(seq), "donor", 0, schema, sql, False))
+                    else:
+                        self.applier.submit(ApplyRemote(Seq(seq), "donor", payload, ()))
+                    self.cache.put(seq, kind, payload)
+            await self.positions.wait_applied(upto, timeout_s=self.config.recovery_timeout_s)
+        finally:
+            donor.close()
+        # Continue exactly where the donor's state was taken, then catch up with the buffer.
+        self.engine.import_state(state, view)
+        self._recovering = None
+        buffered, self._buffer = self._buffer, []
+        for item in buffered:
+            if isinstance(item, View):
+                self._on_view(item)
+            else:
+                self._on_delivery(item)
+        self.state = MemberState.ONLINE
+        self._announce(MemberState.ONLINE)
+        self._log.info("recovered", donor=address, seq=upto, replayed=len(buffered))
+
+    def recovery_state(self, view_id: ViewId) -> bytes | None:
+        """Donor: the engine state taken when `view_id` was installed (None if not kept)."""
+        return self._recovery_points.get(view_id)
 
     # --- what sessions call ---------------------------------------------------------------------------
 
@@ -431,3 +558,39 @@ class Member:
                 except (MySQLError, BackendError) as exc:
                     self._log.warning("compaction_failed", error=str(exc))
 
+
+
+RECOVERY_POINTS_MAX = 8  # engine states kept for joiners (one per view that admitted someone)
+RECOVERY_RETRY_S = 0.2
+RECOVERY_FETCH_SEQS_MAX = 1_000  # seqs asked for in one round trip
+CACHE_TXN = "T"
+CACHE_DDL = "D"
+
+
+def _ddl_blob(schema: str, sql: str) -> bytes:
+    return schema.encode("utf-8") + b"\x00" + sql.encode("utf-8")
+
+
+class TransactionCache:
+    """Payloads of certified seqs for joiners, bounded by bytes (oldest dropped first) — GR's
+    group_replication_message_cache_size."""
+
+    def __init__(self, bytes_max: int) -> None:
+        self.bytes_max = bytes_max
+        self.bytes = 0
+        self._items: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
+
+    def put(self, seq: int, kind: str, payload: bytes) -> None:
+        if seq in self._items:
+            return
+        self._items[seq] = (kind, payload)
+        self.bytes += len(payload)
+        while self.bytes > self.bytes_max and self._items:
+            _, (_, old) = self._items.popitem(last=False)
+            self.bytes -= len(old)
+
+    def get(self, seq: int) -> tuple[str, bytes] | None:
+        return self._items.get(seq)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -31,6 +31,7 @@ import structlog
 
 from replication.protocol.backend import BackendConnection
 from replication.protocol.constants import Cap, Command, Status
+from replication.gcs.interface import ViewId
 from replication.protocol.errors import (
     BackendError,
     CertificationConflict,
@@ -38,6 +39,7 @@ from replication.protocol.errors import (
     MySQLError,
     NotSupported,
     ParseError,
+    SpecificAccessDenied,
 )
 from replication.protocol.packets import frame, ok_payload
 from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
@@ -55,6 +57,8 @@ log = structlog.get_logger("grproxy.member_session")
 
 IN_TRANS = int(Status.IN_TRANS)
 AUTOCOMMIT = int(Status.AUTOCOMMIT)
+RECOVERY_PREFIX = b"/* grproxy */ "
+RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
 AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
 TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
 _GROUP_MEMBERS_RE = re.compile(rb"replication_group_members", re.IGNORECASE)
@@ -203,6 +207,10 @@ class MemberSession(RelaySession):
         cmd = raw[4] if len(raw) > 4 else -1
         if cmd == Command.QUERY:
             sql = raw[5:]
+            if sql.startswith(RECOVERY_PREFIX):
+                self._cmd_seq = last_seq
+                self._spawn(self._recovery_command(sql[len(RECOVERY_PREFIX):].decode("ascii", "replace")))
+                return
             if _GROUP_MEMBERS_RE.search(sql[:4096]):
                 self._cmd_seq = last_seq
                 self._spawn(self._group_members(sql.decode("utf-8", "surrogateescape")))
@@ -412,6 +420,33 @@ class MemberSession(RelaySession):
         if self.txn is not None:
             self.member.close_txn(self.txn.local)
             self.txn = None
+
+    async def _recovery_command(self, text: str) -> None:
+        """Donor side of distributed recovery (admin logins only):
+        `RECOVERY STATE <epoch> <number>` → one row with the engine state taken at that view;
+        `RECOVERY TRANSACTIONS <seq>,<seq>,…` → (seq, kind, payload) of each cached seq."""
+        user = getattr(self.processes, "users", {}).get(self.link.username)
+        if user is None or not getattr(user, "admin", False):
+            raise SpecificAccessDenied("Access denied; you need (at least one of) the grproxy admin privilege(s) for this operation")
+        words = text.split()
+        if len(words) == 4 and words[:2] == ["RECOVERY", "STATE"] and words[2].isdigit() and words[3].isdigit():
+            state = self.member.recovery_state(ViewId(int(words[2]), int(words[3])))
+            if state is None:
+                raise NotSupported(f"this member kept no recovery state for view {words[2]}:{words[3]}")
+            self.link.transport.write(text_resultset([Column("state", length=1 << 24)], [(state,)], self.status,
+                                                     seq=self._cmd_seq + 1))
+            return
+        if len(words) == 3 and words[:2] == ["RECOVERY", "TRANSACTIONS"]:
+            seqs = [int(x) for x in words[2].split(",") if x.isdigit()][:RECOVERY_SEQS_PER_REQUEST_MAX]
+            rows = []
+            for seq in seqs:
+                item = self.member.cache.get(seq)
+                if item is not None:
+                    rows.append((seq, item[0], item[1]))
+            cols = [Column("seq", TYPE_LONGLONG, 20), Column("kind", length=1), Column("payload", length=1 << 24)]
+            self.link.transport.write(text_resultset(cols, rows, self.status, seq=self._cmd_seq + 1))
+            return
+        raise ParseError(f"Unknown grproxy recovery command: {text[:80]}")
 
     async def _group_members(self, sql: str) -> None:
         """Answer queries on performance_schema.replication_group_members: the table is

@@ -513,8 +513,14 @@ class SchemaCatalog:
                 "SELECT CAST(ROUTINE_NAME AS BINARY) FROM information_schema.ROUTINES "
                 f"WHERE ROUTINE_TYPE = 'FUNCTION' AND ROUTINE_SCHEMA = {_lit(schema)}"
             )
-        results = await conn.execute_all(";\n".join(statements))
-        self.loads += 1
+        if conn.capabilities & (1 << 16):  # CLIENT_MULTI_STATEMENTS: one round trip
+            results = await conn.execute_all(";\n".join(statements))
+            self.loads += 1
+        else:
+            results = []
+            for sql in statements:
+                results.append(await conn.execute(sql))
+                self.loads += 1
         if len(results) != len(statements):
             raise CatalogError(f"{len(statements)} catalog queries gave {len(results)} results")
         per = len(_table_queries("", ""))

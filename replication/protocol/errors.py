@@ -91,6 +91,11 @@ class KillDenied(MySQLError):
     errno = 1095  # ER_KILL_DENIED_ERROR
 
 
+class SpecificAccessDenied(MySQLError):
+    errno = 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR
+    sqlstate = "42000"
+
+
 class PacketTooLarge(MySQLError):
     errno = 1153
     sqlstate = "08S01"

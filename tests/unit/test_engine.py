@@ -49,10 +49,10 @@ def test_same_outcomes_on_every_member() -> None:
         outs.append([e.on_delivery(p) for p in stream])
     # a's txn wins key 10 (seq 1); b's first conflicts; c's commits (seq 2); b's second, with a
     # snapshot that includes seq 1, commits (seq 3).
-    assert outs[0] == [[LocalOutcome(1, Seq(1))], [], [ApplyRemote(Seq(2), "c", b"rows", (KeyHash(11),))],
+    assert outs[0] == [[LocalOutcome(1, Seq(1), None, b"rows")], [], [ApplyRemote(Seq(2), "c", b"rows", (KeyHash(11),))],
                        [ApplyRemote(Seq(3), "b", b"rows", (KeyHash(10),))]]
     assert outs[1][1] == [LocalOutcome(1, None, Seq(1))]
-    assert outs[1][3] == [LocalOutcome(2, Seq(3))]
+    assert outs[1][3] == [LocalOutcome(2, Seq(3), None, b"rows")]
     assert [e.certifier.last_seq for e in engines] == [3, 3, 3]
 
 
@@ -151,3 +151,26 @@ def test_codec_rejects_damage(msg: object, cut: int, junk: bytes) -> None:
     for damaged in (data[: cut % len(data)], data + junk if junk else data + b"\x00"):
         with pytest.raises(ReplicationDecodeError):
             decode(damaged)
+
+
+def test_state_transfer_gives_identical_decisions() -> None:
+    donor, twin = Engine("a"), Engine("a")
+    for e in (donor, twin):
+        e.on_view(view(1, (A, B)))
+        e.on_message(Announce("b", "ONLINE", 80, "127.0.0.1:3311", "1"))
+        for i in range(1, 6):
+            e.on_delivery(txn("b", i, i - 1, i, 100 + i))
+        e.on_delivery(encode(StableReport("a", Seq(2))))
+    v2 = view(2, (A, B, C), joined=(C,))
+    donor.on_view(v2)
+    twin.on_view(v2)
+    joiner = Engine("c")
+    joiner.import_state(donor.export_state(), v2)
+    assert joiner.members == donor.members and joiner.primary == donor.primary
+    stream = [txn("b", 9, 3, 4), txn("a", 9, 5, 6), txn("c", 1, 2, 1), encode(StableReport("b", Seq(5)))]
+    for p in stream:
+        got, want = joiner.on_delivery(p), twin.on_delivery(p)
+        assert [getattr(a, "seq", None) for a in got] == [getattr(a, "seq", None) for a in want]
+    assert joiner.certifier.snapshot_state() == twin.certifier.snapshot_state()
+    with pytest.raises(EngineInvariantError):
+        Engine("d").import_state(b"\x00garbage", v2)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from replication.gcs.interface import MemberId
 from replication.gcs.xcom.core import CoreConfig, Phase, Ready
@@ -73,7 +73,6 @@ class SeedResult:
     sim_ms: int = 0
     deliveries: int = 0
     messages: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def replay_command(seed: int, options: SimOptions) -> str:
@@ -97,7 +96,6 @@ class _Run(Checker):
         self.rng = rng
         self.trace = trace
         self.world: World | None = None
-        self.rejoin = True
         self.isolate_chance = 0.0  # nemesis: isolate a member right after it decides
         self.partition_id = 0
 
@@ -115,11 +113,11 @@ class _Run(Checker):
                 self.trace(f"{now:>7} {node.member} {e.code.value}: {e.detail}")
             for r in ready.reachability:
                 self.trace(f"{now:>7} {node.member} sees {r.member} {r.state.value}")
-        if ready.phase is Phase.OFFLINE and self.rejoin and not node.restart_pending and self.world is not None:
+        if ready.phase is Phase.OFFLINE and not node.restart_pending and self.world is not None:
+            # Out of the group (expelled, refused, behind): rejoin as a new incarnation.
             node.restart_pending = True
             world = self.world
             world.at(world.now_ms + self.rng.randint(100, 1500), _restart, world, node)
-
 
     def _isolate(self, node: SimNode) -> None:
         """Cut `node` off before its Decide messages leave (the world sends after this)."""
@@ -284,7 +282,7 @@ def run_seed(seed: int, options: SimOptions = SimOptions(), trace: Callable[[str
         _schedule(world, rng, faults, members, run)
         world.bootstrap(tuple(world.nodes))
         world.run_until(SAFETY_MS)
-        _liveness(world, rng, run, result)
+        _liveness(world, rng, run)
         run.finish(world.live_nodes())
         run.check_delivered_own(world.live_nodes())
     except Violation as v:
@@ -359,7 +357,7 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
         world.at(rng.randint(200, SAFETY_MS - 1_000), actions[kind])
 
 
-def _liveness(world: World, rng: random.Random, run: _Run, result: SeedResult) -> None:
+def _liveness(world: World, rng: random.Random, run: _Run) -> None:
     start = world.now_ms
     world.groups = None
     run.isolate_chance = 0.0

@@ -46,7 +46,6 @@ from replication.gcs.xcom.core import (
     ForceMembers,
     Join,
     Leave,
-    Phase,
     Ready,
     Received,
     Tick,
