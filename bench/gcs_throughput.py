@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 GROUP_FORM_TIMEOUT_S = 60
-LOAD_GRACE_S = 40
+# A member stops a load when nothing of its own is delivered for LOAD_STALL_MS (and counts the
+# rest as failed); it may wait that long twice (while sending, then while draining).
+LOAD_STALL_MS = 10_000
+LOAD_GRACE_S = 2 * LOAD_STALL_MS / 1000 + 15
 STOP_TIMEOUT_S = 5
 
 
@@ -67,8 +70,10 @@ class Member:
             *args,
             *(["--profile", f"{os.environ['GCS_BENCH_PROFILE']}.{name}"] if os.environ.get("GCS_BENCH_PROFILE") else []),
         ]
+        log_dir = os.environ.get("GCS_BENCH_LOG_DIR")
+        stderr = open(os.path.join(log_dir, f"{name}.log"), "a") if log_dir else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.last_view: list[str] = []
@@ -122,6 +127,7 @@ class Row:
     mb_per_s: float
     wire_ratio: float
     agreed: bool
+    failed: int
 
 
 def form_group(n: int, compression: bool) -> list[Member]:
@@ -148,7 +154,9 @@ def stats_of(members: list[Member]) -> list[dict[str, Any]]:
 def run_load(members: list[Member], size: int, duration_ms: int, window: int, compression: bool) -> Row:
     before = stats_of(members)
     for m in members:
-        m.send({"cmd": "load", "duration_ms": duration_ms, "size": size, "window": window})
+        m.send(
+            {"cmd": "load", "duration_ms": duration_ms, "size": size, "window": window, "timeout_ms": LOAD_STALL_MS}
+        )
     deadline = time.monotonic() + duration_ms / 1000 + LOAD_GRACE_S
     results = [m.wait_for("load_done", deadline) for m in members]
     # every member delivers everything: wait (bounded) until the counts agree
@@ -175,18 +183,19 @@ def run_load(members: list[Member], size: int, duration_ms: int, window: int, co
         mb_per_s=total * size / elapsed / 1e6,
         wire_ratio=wire / payload_bytes if payload_bytes else 0.0,
         agreed=agreed,
+        failed=sum(r["failed"] for r in results),
     )
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'members':>7} {'compr':>5} {'payload':>8} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'MB/s':>7} {'wire/payload':>12} {'same order':>10}"
+    head = f"{'members':>7} {'compr':>5} {'payload':>8} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'MB/s':>7} {'wire/payload':>12} {'same order':>10} {'failed':>6}"
     print(head)
     print("-" * len(head))
     for r in rows:
         size = f"{r.size // 1024} KiB" if r.size >= 1024 else f"{r.size} B"
         print(
             f"{r.members:>7} {'on' if r.compression else 'off':>5} {size:>8} {r.msgs_per_s:>9,.0f} "
-            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.mb_per_s:>7.1f} {r.wire_ratio:>12.2f} {'yes' if r.agreed else 'NO':>10}"
+            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.mb_per_s:>7.1f} {r.wire_ratio:>12.2f} {'yes' if r.agreed else 'NO':>10} {r.failed:>6}"
         )
     sys.stdout.flush()
 
@@ -212,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 members = form_group(n, compression)
                 for size in sizes:
-                    rows.append(run_load(members, size, args.duration_ms, args.window, compression))
+                    row = run_load(members, size, args.duration_ms, args.window, compression)
+                    rows.append(row)
+                    print(f"  done: {row}", file=sys.stderr, flush=True)
             except TimeoutError as exc:
                 print(f"members={n} compression={compression}: {exc}", file=sys.stderr)
+                print_table(rows)
                 return 1
             finally:
                 for m in members:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import faulthandler
 import hashlib
 import json
 import logging
@@ -85,10 +86,12 @@ def _sample_bodies(size: int, variants: int = 64) -> list[bytes]:
     for v in range(variants):
         rnd = hashlib.sha256(b"%d" % v).digest()
         parts: list[bytes] = []
-        i = 0
-        while sum(map(len, parts)) < size:
-            parts.append(words[rnd[i % 32] % len(words)])
-            parts.append(b"%d" % (rnd[(i * 7) % 32] * (v + 1) + i))
+        length = i = 0
+        while length < size:
+            word = words[rnd[i % 32] % len(words)]
+            number = b"%d" % (rnd[(i * 7) % 32] * (v + 1) + i)
+            parts += (word, number)
+            length += len(word) + len(number)
             i += 1
         out.append(b"".join(parts)[:size])
     return out
@@ -365,6 +368,7 @@ async def amain(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     if args.profile:
         import cProfile
 
