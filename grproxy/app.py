@@ -39,6 +39,7 @@ LEAVE_GRACE_S = 0.5  # on stop: time for the leave to be ordered before the tran
 class BackendInfo:
     version: str
     capabilities: int
+    mariadb_capabilities: int = 0
 
 
 async def probe_backend(address: BackendAddress, timeout_s: float) -> BackendInfo:
@@ -48,7 +49,8 @@ async def probe_backend(address: BackendAddress, timeout_s: float) -> BackendInf
     )
     try:
         assert conn.handshake is not None
-        return BackendInfo(conn.handshake.server_version, conn.handshake.capabilities)
+        return BackendInfo(conn.handshake.server_version, conn.handshake.capabilities,
+                           conn.handshake.mariadb_capabilities)
     finally:
         await conn.quit()
 
@@ -87,7 +89,8 @@ class App:
         if self.config.member is not None:
             factory = await self._start_member(address, version, info)
         if self.config.frontend.enabled:
-            self.frontend = FrontendServer(self.config, version, info.capabilities, factory)
+            self.frontend = FrontendServer(self.config, version, info.capabilities, factory,
+                                           backend_mariadb_caps=info.mariadb_capabilities)
             await self.frontend.start()
             log.info("listening", host=self.config.frontend.host, port=self.frontend.port,
                      backend=str(address), backend_version=info.version)
@@ -111,7 +114,8 @@ class App:
             self.gcs, capturer.apply,
         )
         factory = MemberSessionFactory(self.member, capturer)
-        self.member_port = FrontendServer(self.config, version, info.capabilities, factory, listen=(m.host, m.port))
+        self.member_port = FrontendServer(self.config, version, info.capabilities, factory, listen=(m.host, m.port),
+                                          backend_mariadb_caps=info.mariadb_capabilities)
         await self.member_port.start()
         seeds = tuple(MemberId("seed", addr, 0) for addr in m.group_seeds)
         await self.member.start(bootstrap=m.bootstrap_group, seeds=seeds)

@@ -27,7 +27,7 @@ from enum import Enum
 import structlog
 from mysql_mimic import packets as mimic_packets
 from mysql_mimic.auth import NativePasswordAuthPlugin, User
-from mysql_mimic.charset import CharacterSet, Collation
+from mysql_mimic.charset import CharacterSet
 from mysql_mimic.types import Capabilities, ServerStatus
 
 from replication.protocol.backend import BackendConnection
@@ -38,12 +38,19 @@ from replication.protocol.errors import (
     HandshakeError,
     InsecureTransport,
     KillDenied,
+    MalformedPacket,
     MySQLError,
     PacketsOutOfOrder,
     PacketTooLarge,
     TooManyConnections,
     UnknownCommand,
     UnknownThread,
+)
+from replication.protocol.handshake import (
+    MARIADB_SUPPORTED,
+    parse_change_user,
+    parse_handshake_response,
+    with_mariadb_capabilities,
 )
 from replication.protocol.packets import frame, ok_payload
 from replication.protocol.relay import Session, SessionFactory
@@ -83,6 +90,7 @@ class ClientConnection(asyncio.Protocol):
         self.phase = Phase.HANDSHAKE
         self.session: Session | None = None
         self.capabilities = 0
+        self.mariadb_capabilities = 0
         self.collation = UTF8MB4_GENERAL_CI
         self.tls = False
         self._transport: asyncio.Transport | None = None
@@ -347,15 +355,14 @@ class ClientConnection(asyncio.Protocol):
             status_flags=ServerStatus.SERVER_STATUS_AUTOCOMMIT,
             auth_plugin_name=_NATIVE.name,
         )
-        self.send_packet(handshake, 0)
+        self.send_packet(with_mariadb_capabilities(handshake, server.mariadb_capabilities), 0)
         seq = 1
         data = await self._read_packet(seq)
-        if len(data) < 32:
-            raise HandshakeError("Bad handshake")
-        client_caps = int.from_bytes(data[:4], "little")
-        if not client_caps & Cap.PROTOCOL_41:
-            raise HandshakeError("Bad handshake: clients older than protocol 4.1 are not supported")
-        if len(data) == 32 and client_caps & Cap.SSL:
+        try:
+            response = parse_handshake_response(data, caps)
+        except MalformedPacket as exc:
+            raise HandshakeError(f"Bad handshake: {exc.message}") from None
+        if response.ssl_request:
             if server.ssl_context is None:
                 raise HandshakeError("Bad handshake: TLS requested but not offered")
             # Bytes after the SSL request (the ClientHello, when it came in the same read) are
@@ -372,20 +379,17 @@ class ClientConnection(asyncio.Protocol):
             await tls.handshake
             seq += 1
             data = await self._read_packet(seq)
-            if len(data) < 32:
-                raise HandshakeError("Bad handshake")
+            try:
+                response = parse_handshake_response(data, caps)
+            except MalformedPacket as exc:
+                raise HandshakeError(f"Bad handshake: {exc.message}") from None
+            if response.ssl_request:
+                raise HandshakeError("Bad handshake: a second SSL request")
         if server.config.frontend.require_secure_transport and not self.tls:
             raise InsecureTransport("Connections using insecure transport are prohibited while --require_secure_transport=ON.")
-        collation = data[8]
-        parse_data = data
-        if collation not in Collation._value2member_map_:
-            parse_data = data[:8] + bytes((UTF8MB4_GENERAL_CI,)) + data[9:]
-        try:
-            response = mimic_packets.parse_handshake_response_41(Capabilities(caps), parse_data)
-        except Exception as exc:  # noqa: BLE001 - malformed input from the client
-            raise HandshakeError(f"Bad handshake: {exc}") from None
-        self.capabilities = int(response.capabilities)
-        self.collation = collation or UTF8MB4_GENERAL_CI
+        self.capabilities = response.capabilities
+        self.mariadb_capabilities = response.mariadb_capabilities & server.mariadb_capabilities
+        self.collation = response.collation or UTF8MB4_GENERAL_CI
         self.username = response.username
         ok, seq = await self._authenticate(response.username, response.auth_response, response.client_plugin, seq)
         if not ok:
@@ -397,7 +401,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.session = await server.factory.open_session(
                 self, server, capabilities=self.capabilities, collation=self.collation,
-                database=response.database or None, attrs=attrs,
+                database=response.database or None, attrs=attrs, mariadb_capabilities=self.mariadb_capabilities,
             )
         except MySQLError as exc:
             self.send_packet(exc.to_payload(), seq + 1)
@@ -441,9 +445,9 @@ class ClientConnection(asyncio.Protocol):
         assert self.session is not None
         try:
             try:
-                com = mimic_packets.parse_com_change_user(Capabilities(self.capabilities), CharacterSet.utf8mb4, raw[5:])
-            except Exception:  # noqa: BLE001 - malformed input
-                self._fail(HandshakeError("Malformed COM_CHANGE_USER"), raw[3] + 1)
+                com = parse_change_user(raw[5:], self.capabilities)
+            except MalformedPacket as exc:
+                self._fail(HandshakeError(f"Malformed COM_CHANGE_USER: {exc.message}"), raw[3] + 1)
                 return
             ok, seq = await self._authenticate(com.username, com.auth_response, com.client_plugin, raw[3])
             if not ok:
@@ -476,7 +480,7 @@ class FrontendServer:
     """
 
     def __init__(self, config: Config, server_version: str, backend_caps: int, factory: SessionFactory,
-                 listen: tuple[str, int] | None = None) -> None:
+                 listen: tuple[str, int] | None = None, backend_mariadb_caps: int = 0) -> None:
         self.config = config
         self.factory = factory
         self.listen = listen or (config.frontend.host, config.frontend.port)
@@ -488,6 +492,7 @@ class FrontendServer:
         if self.ssl_context is not None:
             caps |= Cap.SSL
         self.capabilities = int(caps)
+        self.mariadb_capabilities = backend_mariadb_caps & MARIADB_SUPPORTED
         self.connections: dict[int, ClientConnection] = {}
         self._next_id = 0
         self._server: asyncio.base_events.Server | None = None

@@ -173,14 +173,14 @@ class MemberSessionFactory:
 
     async def open_session(
         self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
-        database: str | None, attrs: dict[str, str],
+        database: str | None, attrs: dict[str, str], mariadb_capabilities: int = 0,
     ) -> "MemberSession":
         # Capture sends multi-statements of its own: the backend connection always allows
         # them; the client's own multi-statements are refused unless it negotiated them.
         caps = capabilities | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS
         backend = await BackendConnection.open(
             self.member.config.backend, capabilities=int(caps), collation=collation, database=database,
-            connect_attrs=attrs, timeout_s=self.connect_timeout_s,
+            connect_attrs=attrs, timeout_s=self.connect_timeout_s, mariadb_capabilities=mariadb_capabilities,
         )
         if not self.member.engine.single_primary:
             # Multi-primary: members' auto-increment values never collide (GR's default step 7).

@@ -114,6 +114,7 @@ class BackendConnection(asyncio.Protocol):
         database: str | None = None,
         connect_attrs: dict[str, str] | None = None,
         timeout_s: float = 5.0,
+        mariadb_capabilities: int = 0,
     ) -> "BackendConnection":
         """Connect and authenticate with the proxy's backend account.
 
@@ -127,7 +128,7 @@ class BackendConnection(asyncio.Protocol):
         try:
             async with asyncio.timeout(timeout_s):
                 await loop.create_connection(lambda: conn, address.host, address.port)
-                await conn._handshake(capabilities, collation, database, connect_attrs)
+                await conn._handshake(capabilities, collation, database, connect_attrs, mariadb_capabilities)
         except BackendError:
             conn.close()
             raise
@@ -141,7 +142,8 @@ class BackendConnection(asyncio.Protocol):
         return conn
 
     async def _handshake(
-        self, capabilities: int, collation: int, database: str | None, attrs: dict[str, str] | None
+        self, capabilities: int, collation: int, database: str | None, attrs: dict[str, str] | None,
+        mariadb_capabilities: int = 0,
     ) -> None:
         seq, payload = await self.read_packet()
         if payload[:1] == b"\xff":
@@ -168,6 +170,7 @@ class BackendConnection(asyncio.Protocol):
             handshake_response(
                 capabilities=caps, collation=self.collation, user=self.address.user,
                 auth_response=auth, database=database, plugin=plugin, connect_attrs=attrs,
+                mariadb_capabilities=mariadb_capabilities & hs.mariadb_capabilities,
             ),
             seq + 1,
         )

@@ -119,6 +119,7 @@ class ServerHandshake:
     status: int
     auth_data: bytes
     auth_plugin: str
+    mariadb_capabilities: int = 0  # MariaDB extended capabilities (when CLIENT_MYSQL is off)
 
     @property
     def is_mariadb(self) -> bool:
@@ -142,6 +143,7 @@ def parse_server_handshake(payload: bytes) -> ServerHandshake:
         status = _u16.unpack_from(payload, pos + 1)[0]
         cap_hi = _u16.unpack_from(payload, pos + 3)[0]
         auth_len = payload[pos + 5]
+        mariadb_caps = struct.unpack_from("<I", payload, pos + 6 + 6)[0] if not cap_lo & 1 else 0
         pos += 6 + 10
         caps = cap_lo | (cap_hi << 16)
         auth2 = b""
@@ -152,7 +154,7 @@ def parse_server_handshake(payload: bytes) -> ServerHandshake:
         plugin = "mysql_native_password"
         if caps & Cap.PLUGIN_AUTH and pos < len(payload):
             plugin = payload[pos:].split(b"\x00", 1)[0].decode("ascii", "replace")
-        return ServerHandshake(version, conn_id, caps, collation, status, auth1 + auth2, plugin)
+        return ServerHandshake(version, conn_id, caps, collation, status, auth1 + auth2, plugin, mariadb_caps)
     except (IndexError, struct.error, ValueError):
         raise MalformedPacket("malformed server handshake") from None
 
@@ -167,9 +169,14 @@ def handshake_response(
     plugin: str,
     connect_attrs: dict[str, str] | None = None,
     max_packet: int = 1 << 30,
+    mariadb_capabilities: int = 0,
 ) -> bytes:
-    """HandshakeResponse41 payload for a backend connection."""
-    parts = [_u32.pack(capabilities), _u32.pack(max_packet), bytes((collation & 0xFF,)), bytes(23)]
+    """HandshakeResponse41 payload for a backend connection (MariaDB extended capabilities in
+    the filler's last 4 bytes, with CLIENT_MYSQL cleared, when given)."""
+    if mariadb_capabilities:
+        capabilities &= ~Cap.LONG_PASSWORD
+    filler = bytes(19) + _u32.pack(mariadb_capabilities)
+    parts = [_u32.pack(capabilities), _u32.pack(max_packet), bytes((collation & 0xFF,)), filler]
     parts.append(user.encode("utf-8") + b"\x00")
     if capabilities & Cap.PLUGIN_AUTH_LENENC_CLIENT_DATA:
         parts.append(lenenc_int(len(auth_response)) + auth_response)

@@ -122,7 +122,7 @@ class SessionFactory(Protocol):
 
     async def open_session(
         self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
-        database: str | None, attrs: dict[str, str],
+        database: str | None, attrs: dict[str, str], mariadb_capabilities: int = 0,
     ) -> Session: ...
 
 
@@ -135,11 +135,11 @@ class RelayFactory:
 
     async def open_session(
         self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
-        database: str | None, attrs: dict[str, str],
+        database: str | None, attrs: dict[str, str], mariadb_capabilities: int = 0,
     ) -> "RelaySession":
         backend = await BackendConnection.open(
             self.address, capabilities=capabilities, collation=collation, database=database,
-            connect_attrs=attrs, timeout_s=self.connect_timeout_s,
+            connect_attrs=attrs, timeout_s=self.connect_timeout_s, mariadb_capabilities=mariadb_capabilities,
         )
         return RelaySession(link, backend, processes)
 
