@@ -165,7 +165,10 @@ class BindingStats:
 
 
 def node_of(member: MemberId) -> NodeId:
+    """The transport identity of a member. Raises ValueError for an address the transport
+    cannot dial (MemberId checks less: only that there is a ':')."""
     return NodeId(member.uuid, member.address, member.incarnation)
+
 
 
 class XcomGroup:
@@ -200,7 +203,6 @@ class XcomGroup:
         self._stats = BindingStats()
         self._view: View | None = None
         self._view_uuids: dict[str, int] = {}  # uuid -> incarnation in the current view
-        self._view_nodes: frozenset[NodeId] = frozenset()
         self._placeholders: set[MemberId] = set()  # seeds known by address only
         # MemberId <-> NodeId translations are cached: building a NodeId validates its address.
         self._members_by_node: dict[NodeId, MemberId] = {}
@@ -420,7 +422,12 @@ class XcomGroup:
                 self._stats.encodes += 1
             node = self._nodes.get(dest)
             if node is None:
-                node = NodeId("", dest.address, 0) if dest in self._placeholders else node_of(dest)
+                try:
+                    node = NodeId("", dest.address, 0) if dest in self._placeholders else node_of(dest)
+                except ValueError as exc:  # e.g. a port out of range, learned from a peer
+                    self.log.warning("gcs cannot send to a malformed member address", dest=str(dest), reason=str(exc))
+                    self._stats.sends_refused += 1
+                    continue
                 if len(self._nodes) >= _IDENTITY_CACHE_MAX:  # identities churn only on restarts
                     self._nodes.clear()
                 self._nodes[dest] = node
@@ -455,7 +462,7 @@ class XcomGroup:
                 wakeup.clear()
                 for item in inbox.take(batch_max):
                     self._on_inbound(item)
-                while self._local:
+                for _ in range(len(self._local)):  # what this batch produces waits a turn
                     self._step(Received(self._me, self._local.popleft()))
                 self._tick(self._clock.now_ms())
                 if self._timer is None:
@@ -467,6 +474,8 @@ class XcomGroup:
             if self._failed is None:
                 raise
             # the member is in ERROR: stop driving; the transport stays up until close()
+        except Exception as exc:  # a bug of the binding: the member stops, loudly
+            self._enter_error(exc)
 
     def _on_inbound(self, item: Inbound) -> None:
         sender = self._members_by_node.get(item.sender)
@@ -485,7 +494,7 @@ class XcomGroup:
             self._stats.messages_undecodable += 1
             self._report_peer(item.sender, f"undecodable message: {exc}")
             return
-        if self._view is not None and item.sender not in self._view_nodes:
+        if self._view is not None and self._view_uuids.get(item.sender.name) != item.sender.incarnation:
             self._stats.messages_from_outside_view += 1
         self._step(Received(sender, msg))
 
@@ -525,7 +534,6 @@ class XcomGroup:
         self._view = view
         self.log = self.log.bind(view_id=str(view.view_id))
         self._view_uuids = {m.uuid: m.incarnation for m in view.members}
-        self._view_nodes = frozenset(node_of(m) for m in view.members)
         self._transport.set_admission(self._admit)
         staying = {m.address for m in view.members}
         for gone in view.left:

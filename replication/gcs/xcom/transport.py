@@ -6,7 +6,8 @@ Connections are one-way, as in XCom: a member *dials* every peer it sends to and
 that connection; it *accepts* a connection from every peer that sends to it and only reads on
 that one. So there is never a dial race to settle, and each peer costs exactly one writer task
 (:class:`_Outbound`: connect, handshake, write loop, reconnect with bounded backoff) and one
-reader task (the accept callback: allowlist, TLS, handshake, read loop).
+reader task (TLS, handshake, read loop). One accept loop checks ``ip_allowlist`` and the
+connection limit on each accepted socket before a byte is read or any TLS work is done.
 
 Sending (:meth:`TcpTransport.send`) never blocks and never does I/O: it appends an
 :class:`~replication.gcs.xcom.frames.EncodedMessage` (encoded once, shared by every peer it goes
@@ -25,14 +26,18 @@ a new connection an unfinished fragmented message restarts at its first fragment
 
 Each queued message names its destination :class:`NodeId`; after the handshake tells who listens
 at the address, messages for another incarnation are dropped (``messages_dropped_stale``): a
-member restarted after a crash is a new member and must not receive the old one's traffic.
+member restarted after a crash is a new member and must not receive the old one's traffic. A
+message for a *newer* incarnation queued after the handshake makes the writer reconnect once
+(the old link may be half-open). Keepalives and ``tcp_user_timeout_ms`` make the kernel fail a
+link to a host that vanished; the binding forgets the peers that leave the view.
 
 Receiving: the reader feeds bytes to a :class:`FrameDecoder`, drops frames from senders the
 admission predicate rejects (non-members, ``messages_dropped_non_member``), reassembles
 fragments per sender (so a partial message survives reconnections and view changes; partials of
 senders that stop being admitted are dropped), and puts whole messages into the :class:`Inbox`.
 The inbox is bounded (``inbox_messages_max`` / ``inbox_bytes_max``); a reader finding it full
-stops reading (TCP backpressure to the sender) until the consumer takes messages out. An invalid
+stops reading (TCP backpressure to the sender) until the consumer takes messages out (so the
+bound is exceeded by at most what one read completed). An invalid
 frame is dropped, counted and reported as :class:`PeerInvalidFrame`; a broken envelope closes
 the connection (the stream cannot be resynchronised), counted and reported too. Nothing a peer
 sends can raise out of the transport.
