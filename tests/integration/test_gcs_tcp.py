@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from grproxy.mysqld import free_port
 from replication.gcs.xcom.tls import generate_certificates
 
 WAIT_S = 60  # bound of any single wait; generous for a loaded 2-core machine
@@ -38,10 +38,6 @@ FAST_FD = [
 ]  # fmt: skip
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class NodeProc:

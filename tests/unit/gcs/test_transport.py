@@ -4,7 +4,6 @@ refusals, allowlist, TLS modes, invalid frames, non-members, bounds, restarts, b
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from grproxy.mysqld import free_port
 from replication.gcs.xcom.allowlist import IpAllowlist
 from replication.gcs.xcom.frames import (
     ENVELOPE_VERSION,
@@ -49,10 +49,6 @@ from replication.gcs.xcom.tls import (
 GROUP = "g-test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(fn: Callable[[], Awaitable[None]], timeout_s: float = 30, loop: str = "asyncio") -> None:

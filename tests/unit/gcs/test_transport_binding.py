@@ -9,12 +9,12 @@ ERROR. Total order under faults is the simulator's job (tests/sim).
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
+from grproxy.mysqld import free_port
 from replication.gcs.interface import (
     Delivery,
     GcsError,
@@ -34,10 +34,6 @@ GROUP = "g-binding"
 FAST = CoreConfig(heartbeat_interval_ms=100, suspicion_timeout_ms=600, member_expel_timeout_ms=300, join_retry_interval_ms=200)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(fn: Callable[[], Awaitable[None]], timeout_s: float = 60) -> None:
