@@ -557,7 +557,10 @@ class XcomGroup:
             elif self._early is not None:
                 self._early[delivery.origin_seq] = delivery
         for listener in self._delivery_listeners:
-            self._call(listener, delivery)
+            try:  # inlined _call: this runs once per delivery per listener
+                listener(delivery)
+            except Exception:
+                self._listener_failed(listener)
 
     def _on_error(self, err: GcsEvent) -> None:
         level = self.log.warning if err.code is not GcsErrorCode.INTERNAL else self.log.error
@@ -577,10 +580,14 @@ class XcomGroup:
         try:
             listener(arg)
         except Exception:
-            # The listener is the upper layer's code; its bug must not stop the group member
-            # from talking to the group. It is logged with its stack and counted.
-            self._stats.listener_failures += 1
-            self.log.exception("gcs listener failed", listener=repr(listener))
+            self._listener_failed(listener)
+
+    def _listener_failed(self, listener: object) -> None:
+        """The listener is the upper layer's code; its bug must not stop the group member from
+        talking to the group. It is logged with its stack (we are in its except block) and
+        counted."""
+        self._stats.listener_failures += 1
+        self.log.exception("gcs listener failed", listener=repr(listener))
 
     def _enter_error(self, exc: BaseException) -> None:
         self._failed = exc

@@ -325,3 +325,25 @@ def test_force_members_refused_with_majority_accepted_without() -> None:
             )
 
     run(body)
+
+
+def test_a_failing_listener_is_counted_and_the_others_still_called() -> None:
+    async def body() -> None:
+        m = Member("solo")
+        await m.g.start()
+        try:
+            def broken(d: Delivery) -> None:
+                raise RuntimeError("upper layer bug")
+
+            m.g.add_delivery_listener(broken)
+            after: list[bytes] = []
+            m.g.add_delivery_listener(lambda d: after.append(d.payload))
+            m.g.bootstrap((m.id,))
+            await m.g.broadcast_and_wait(b"x")
+            await m.g.broadcast_and_wait(b"y")
+            assert after == [b"x", b"y"]
+            assert m.g.binding_statistics().listener_failures == 2
+        finally:
+            await m.g.close()
+
+    run(body)
