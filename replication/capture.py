@@ -1036,6 +1036,27 @@ def _insert_probe(meta: TableMeta, ip: InsertPlan, mode: SqlMode) -> str:
     return " OR ".join(dict.fromkeys(terms))
 
 
+def _values_order(meta: TableMeta, ip: InsertPlan) -> str:
+    """ORDER BY text putting rows in the order of the VALUES rows that name their primary key."""
+    index = {c.lower(): i for i, c in enumerate(ip.columns)}
+    q = qualified_name(meta.schema, meta.table)
+    whens = []
+    for n, row in enumerate(ip.rows):
+        texts = []
+        for col_name, _ in meta.unique_keys[0].parts:
+            i = index.get(col_name.lower())
+            text = row.values[i] if i is not None else None
+            if text is None or text.upper() in ("NULL", "DEFAULT"):
+                texts = []
+                break
+            texts.append(f"{q}.{quote_identifier(col_name)} = {text}")
+        if texts:
+            whens.append(f"WHEN {' AND '.join(texts)} THEN {n}")
+    if not whens:
+        return ""
+    return f"CASE {' '.join(whens)} ELSE {len(ip.rows)} END, {_pk_list(meta, q)}"
+
+
 def _auto_range(meta: TableMeta, ip: InsertPlan, first: str) -> str | None:
     auto = meta.auto_increment_column
     n = sum(1 for r in ip.rows if r.auto)
@@ -1996,7 +2017,12 @@ class _Execution:
             _auto_range(meta, ip2, "LAST_INSERT_ID()") if auto_in_sql else None,
             pk_predicate(shape, _pk_values(shape, before.values()), q) if before else None,
         ) if t]
-        post_sql = _image_sql(meta, q, q, " OR ".join(post_terms)) if post_terms else None
+        order = None
+        if shape.self_referencing and not all(r.auto for r in rows):
+            # A row may reference one inserted before it in the same statement: keep the
+            # statement's row order (generated ids already follow it) so the apply can.
+            order = _values_order(meta, ip2) or None
+        post_sql = _image_sql(meta, q, q, " OR ".join(post_terms), order=order) if post_terms else None
         if pre_sql:
             stmts.append(pre_sql)
         dml_index = len(stmts)
