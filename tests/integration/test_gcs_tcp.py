@@ -165,16 +165,20 @@ def names(members: list[str]) -> list[str]:
     return sorted(m.split("#")[0] for m in members)
 
 
-def burst(nodes: list[NodeProc], count: int, tag: str) -> None:
-    """Every node broadcasts ``count`` messages ``<tag>-<node>-<i>``; waits for the replies."""
+def burst(nodes: list[NodeProc], count: int, tag: str, pad: int = 0) -> None:
+    """Every node broadcasts ``count`` messages ``<tag>-<node>-<i>`` (+ ``pad`` bytes); waits
+    for the replies and checks every broadcast was delivered to its origin."""
     marks = [len(n.events) for n in nodes]
     for n in nodes:
-        n.send({"cmd": "burst", "count": count, "prefix": f"{tag}-{n.name}", "window": 8})
+        n.send({"cmd": "burst", "count": count, "prefix": f"{tag}-{n.name}", "window": 8, "pad": pad})
     for n, mark in zip(nodes, marks):
-        n.wait(
+        reply = n.wait(
             f"burst {tag} done",
-            lambda evs, mark=mark: any(e["event"] == "reply" and e.get("cmd") == "burst" for e in evs[mark:]),
+            lambda evs, mark=mark: next(
+                (e for e in evs[mark:] if e["event"] == "reply" and e.get("cmd") == "burst"), None
+            ),
         )
+        assert reply["failed"] == 0, reply
 
 
 @pytest.mark.parametrize("tls", ["plain", "verify_identity"])
@@ -270,3 +274,33 @@ def test_address_outside_allowlist_is_refused(spawn: Callable[..., NodeProc]) ->
     insider.wait_view(lambda m: names(m) == ["n0", "n2"], "view with the allowed member")
     assert not outsider.views()
     assert "ip_allowlist" in n0.log_path.read_text()
+
+
+def test_members_with_different_compression_and_fragment_sizes_agree(spawn: Callable[..., NodeProc]) -> None:
+    """Compression is flagged per frame and fragments are reassembled per sender, so members
+    with different compression_threshold / communication_max_message_size deliver the same
+    large messages in the same order."""
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    settings = [
+        ["--compression-threshold", "0", "--max-message-size", "0"],  # neither
+        ["--compression-threshold", "100", "--max-message-size", "128"],  # both (compressed, then cut)
+        ["--compression-threshold", "0", "--max-message-size", "1000"],  # fragments only
+    ]
+    n0 = spawn("n0", addrs[0], "--group", GROUP, *FAST_FD, *settings[0], "--bootstrap")
+    n0.wait_view(lambda m: names(m) == ["n0"], "bootstrap view")
+    n1 = spawn("n1", addrs[1], "--group", GROUP, *FAST_FD, *settings[1], "--join", addrs[0])
+    n2 = spawn("n2", addrs[2], "--group", GROUP, *FAST_FD, *settings[2], "--join", addrs[0])
+    nodes = [n0, n1, n2]
+    for n in nodes:
+        n.wait_view(lambda m: names(m) == ["n0", "n1", "n2"], "view of three")
+    burst(nodes, 10, "big", pad=50_000)
+    for n in nodes:
+        n.wait_delivered(30)
+    d = [n.deliveries() for n in nodes]
+    assert d[0] == d[1] == d[2]
+    assert all(len(p) > 50_000 for _, _, p in d[0])
+    t1 = n1.stats()["transport"]
+    t2 = n2.stats()["transport"]
+    assert t1["messages_compressed"] > 0 and t1["messages_fragmented"] > 0
+    assert t2["messages_compressed"] == 0 and t2["messages_fragmented"] > 0
+    assert n0.stats()["transport"]["messages_fragmented"] == 0

@@ -7,7 +7,8 @@ It prints one JSON object per line on stdout (``started``, ``view``, ``delivery`
 line on stdin::
 
     {"cmd": "broadcast", "payload": "text"}            -> reply {"seq": n}
-    {"cmd": "burst", "count": 100, "prefix": "a"}      -> broadcasts a-0 .. a-99 (windowed)
+    {"cmd": "burst", "count": 100, "prefix": "a", "pad": 0}
+                                                       -> broadcasts a-0 .. a-99 (windowed)
     {"cmd": "load", "duration_ms": D, "size": S, "window": W}
                                                        -> load_done {msgs_per_s, p50_ms, p99_ms}
     {"cmd": "stats"}                                   -> stats (core, transport, delivery digest)
@@ -161,15 +162,27 @@ class Node:
             "binding": {k: v for k, v in dataclasses.asdict(b).items() if k != "per_peer_invalid"},
         }
 
-    async def burst(self, count: int, prefix: str, window: int) -> None:
+    async def burst(self, count: int, prefix: str, window: int, pad: int) -> None:
+        """Broadcast ``<prefix>-<i>`` (plus ``pad`` filler bytes) for i < count, at most
+        ``window`` undelivered at a time; reply with how many were delivered / failed."""
+        filler = "." * pad
         pending: set[asyncio.Task[Delivery]] = set()
+        failed = 0
+
+        def reap(done: set[asyncio.Task[Delivery]]) -> None:
+            nonlocal failed
+            failed += sum(1 for t in done if t.exception() is not None)
+
         for i in range(count):
             while len(pending) >= window:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            pending.add(asyncio.ensure_future(self.group.broadcast_and_wait(f"{prefix}-{i}".encode())))
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                reap(done)
+            payload = f"{prefix}-{i}{'-' + filler if pad else ''}".encode()
+            pending.add(asyncio.ensure_future(self.group.broadcast_and_wait(payload)))
         if pending:
-            await asyncio.wait(pending)
-        _emit({"event": "reply", "cmd": "burst", "count": count})
+            done, _ = await asyncio.wait(pending)
+            reap(done)
+        _emit({"event": "reply", "cmd": "burst", "count": count, "failed": failed})
 
     async def load(self, count: int, duration_ms: int, size: int, window: int, timeout_ms: int) -> None:
         """Broadcast ``size``-byte messages, at most ``window`` undelivered at a time, until
@@ -248,7 +261,9 @@ class Node:
                 seq = self.group.broadcast(str(cmd["payload"]).encode())
                 _emit({"event": "reply", "cmd": name, "seq": seq})
             elif name == "burst":
-                await self.burst(int(cmd["count"]), str(cmd.get("prefix", "m")), int(cmd.get("window", 64)))
+                await self.burst(
+                    int(cmd["count"]), str(cmd.get("prefix", "m")), int(cmd.get("window", 64)), int(cmd.get("pad", 0))
+                )
             elif name == "load":
                 await self.load(
                     int(cmd.get("count", 0)),
