@@ -839,7 +839,7 @@ class _Outbound:
                     backoff_ms = min(backoff_ms * 2, cfg.reconnect_backoff_ms_max)
                     continue
                 failures = 0
-                backoff_ms = cfg.reconnect_backoff_ms_min
+                connected_at = asyncio.get_running_loop().time()
                 if self.last_known is not None and self.last_known.incarnation != peer.incarnation:
                     self.log.info("gcs peer restarted", old=str(self.last_known), new=str(peer))
                     self.t._emit(PeerRestarted(self.last_known, peer))
@@ -857,6 +857,14 @@ class _Outbound:
                     writer.close()
                 self.log.info("gcs peer disconnected (outbound)", peer=str(peer), reason=reason)
                 self.t._emit(PeerDisconnected(peer, outbound=True, reason=reason))
+                # A link that dies young (a peer that accepts, then drops us) must not turn
+                # into a reconnect loop: keep backing off until links live longer than the cap.
+                lived_ms = (asyncio.get_running_loop().time() - connected_at) * 1000
+                if lived_ms < cfg.reconnect_backoff_ms_max:
+                    await asyncio.sleep(backoff_ms * (0.5 + 0.5 * self.t._rng.random()) / 1000)
+                    backoff_ms = min(backoff_ms * 2, cfg.reconnect_backoff_ms_max)
+                else:
+                    backoff_ms = cfg.reconnect_backoff_ms_min
         finally:
             self.idle.set()
 

@@ -627,3 +627,31 @@ def test_message_for_a_newer_incarnation_forces_one_reconnect_not_a_loop() -> No
             assert b.t.stats().connections_accepted == 2
 
     run(body)
+
+
+def test_a_peer_that_drops_us_after_the_handshake_does_not_cause_a_reconnect_storm() -> None:
+    """Links that die young are retried with growing backoff. (Without it this loop would
+    reconnect hundreds of times in the window below; a slow machine only lowers the count.)"""
+
+    async def body() -> None:
+        accepted = 0
+        port = free_port()
+        peer = NodeId("flaky", f"127.0.0.1:{port}", 1)
+
+        async def flaky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            await read_frame(reader)
+            writer.write(encode_control(Welcome(1, peer)))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(flaky, "127.0.0.1", port)
+        async with Node("a", reconnect_backoff_ms_min=50, reconnect_backoff_ms_max=2000) as a:
+            for _ in range(150):  # keep something queued for the peer for ~1.5 s
+                a.send(peer, b"x")
+                await asyncio.sleep(0.01)
+            assert 1 <= accepted <= 20
+        server.close()
+
+    run(body)
