@@ -111,7 +111,7 @@ class App:
             MemberConfig(uuid=uuid, backend=address, single_primary=m.single_primary_mode,
                          member_weight=m.member_weight, member_address=f"{m.host}:{m.port}",
                          transaction_size_limit=m.transaction_size_limit),
-            self.gcs, capturer.apply,
+            self.gcs, capturer.apply, after_ddl=capturer.on_ddl,
         )
         factory = MemberSessionFactory(self.member, capturer)
         self.member_port = FrontendServer(self.config, version, info.capabilities, factory, listen=(m.host, m.port),

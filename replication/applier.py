@@ -60,6 +60,7 @@ class Applier:
         *,
         queue_max: int = APPLIER_QUEUE_MAX,
         retries_max: int = APPLY_RETRIES_MAX,
+        after_ddl: Callable[[str, str], None] | None = None,
     ) -> None:
         self._connect = connect
         self.positions = positions
@@ -67,6 +68,7 @@ class Applier:
         self.apply_changes = apply_changes
         self.queue_max = queue_max
         self.retries_max = retries_max
+        self.after_ddl = after_ddl  # (schema, sql): e.g. forget cached table metadata
         self._queue: deque[ApplyRemote | ExecuteDdl] = deque()
         self._wakeup = asyncio.Event()
         self._ddl: dict[int, asyncio.Future[DdlOutcome]] = {}
@@ -147,6 +149,8 @@ class Applier:
             error = exc
         except BackendLost as exc:
             raise ApplierFailed(f"backend lost while running DDL seq {item.seq}: {exc}") from exc
+        if self.after_ddl is not None:
+            self.after_ddl(item.schema, item.sql)
         # DDL commits implicitly; its position is recorded right after (see the README's
         # limitations: a crash between the two re-runs the DDL on recovery).
         await conn.execute(self.store.record_sql(item.seq))

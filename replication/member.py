@@ -110,7 +110,8 @@ class LocalTxn:
 class Member:
     """See the module docstring."""
 
-    def __init__(self, config: MemberConfig, gcs: GroupCommunication, apply_changes: ApplyChanges) -> None:
+    def __init__(self, config: MemberConfig, gcs: GroupCommunication, apply_changes: ApplyChanges,
+                 after_ddl: Callable[[str, str], None] | None = None) -> None:
         self.config = config
         self.gcs = gcs
         self.state = MemberState.OFFLINE
@@ -118,7 +119,7 @@ class Member:
         self.positions = Positions()
         self.store = PositionStore()
         self.engine = Engine(config.uuid, single_primary=config.single_primary)
-        self.applier = Applier(self.connect, self.positions, self.store, apply_changes)
+        self.applier = Applier(self.connect, self.positions, self.store, apply_changes, after_ddl=after_ddl)
         self.unreachable: set[str] = set()
         self._log = log.bind(member_id=config.uuid)
         self._txn_ids = itertools.count(1)

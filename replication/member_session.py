@@ -138,11 +138,17 @@ class RowCapturer:
         result, changes = await capture_statement(conn, sql, default_schema, self.catalog)
         keys: set[KeyHash] = set()
         for change in changes:
-            meta = self.catalog.get(change.shape.schema, change.shape.table)
-            if meta is None:  # evicted by another session between capture and here (cache bound)
+            name = (change.shape.schema, change.shape.table)
+            meta = self.catalog.get(*name)
+            if meta is None:  # invalidated (DDL elsewhere) or evicted since capture: reload
+                meta = (await self.catalog.snapshot(conn, [name])).table(*name)
+            try:
+                if meta is None:
+                    raise ValueError("table vanished")
+                keys |= write_set_keys(change, meta)
+            except ValueError as exc:
                 raise HookError("Error on observer while running replication hook 'before_commit'. "
-                                "(table metadata evicted during capture; retry the statement)")
-            keys |= write_set_keys(change, meta)
+                                f"(the table changed during the transaction: {exc})") from exc
         return Captured(StatementResult(result.affected_rows, result.last_insert_id, result.warnings),
                         tuple(changes), frozenset(keys))
 
@@ -151,6 +157,17 @@ class RowCapturer:
 
     def invalidate(self) -> None:
         self.catalog.invalidate_all()
+
+    def on_ddl(self, schema: str, sql: str) -> None:
+        """DDL ran on this member's backend: forget the metadata of what it names."""
+        stmt = classify(sql)
+        if stmt.ddl_object in ("DATABASE", "SCHEMA") and stmt.schema:
+            self.catalog.invalidate_schema(stmt.schema)
+        elif stmt.tables:
+            for ref in stmt.tables:
+                self.catalog.invalidate(ref.schema or schema, ref.name)
+        else:
+            self.catalog.invalidate_all()
 
     async def apply(self, conn: BackendConnection, payload: bytes) -> None:
         """The applier's ApplyChanges: decode and apply one transaction's row changes."""
@@ -379,8 +396,7 @@ class MemberSession(RelaySession):
         if self.txn is not None or self.status & IN_TRANS:
             await self._commit()  # DDL commits implicitly, as in MySQL
         schema = await self._schema()
-        outcome = await self.member.run_ddl(schema or "", sql)
-        self.capturer.invalidate()
+        outcome = await self.member.run_ddl(schema or "", sql)  # the applier invalidates metadata
         if outcome.error is not None:
             raise outcome.error
         self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)

@@ -60,7 +60,8 @@ class PortGroup:
             port = free_port()
             member = Member(MemberConfig(uuid=mid.uuid, backend=BackendAddress(b.host, b.port, b.user, b.password),
                                          single_primary=self.single_primary, member_address=f"127.0.0.1:{port}",
-                                         stable_report_interval_s=0.2), gcs, capturer.apply)
+                                         stable_report_interval_s=0.2), gcs, capturer.apply,
+                            after_ddl=capturer.on_ddl)
             config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port),
                             users=(UserConfig("root", "", admin=True),),
                             backends=())
@@ -223,6 +224,19 @@ def test_multi_primary_conflict_gets_3101(backends: list[ServerHandle], loop: Lo
         for backend in backends:
             ids = [r[0] for r in backend_rows(backend, "SELECT id FROM app.ai")]
             assert len(ids) == len(set(ids)) == 6
+        # DDL through one member, then a write of the new column through another: the second
+        # member's cached table metadata must not be stale (its applier ran the DDL).
+        with c1.cursor() as b:
+            b.execute("UPDATE app.ai SET who = 'b2' WHERE who = 'b'")  # caches app.ai on member 1
+        with c0.cursor() as a:
+            a.execute("ALTER TABLE app.ai ADD COLUMN extra INT DEFAULT 0")
+        loop.run(group.wait_converged())
+        with c1.cursor() as b:
+            b.execute("UPDATE app.ai SET extra = 42 WHERE who = 'b2'")
+        loop.run(group.wait_converged())
+        for backend in backends:
+            assert backend_rows(backend, "SELECT COUNT(*) FROM app.ai WHERE extra = 42") == [(3,)]
+        assert len({backend_rows(b, "CHECKSUM TABLE app.ai")[0][1] for b in backends}) == 1
         c0.close()
         c1.close()
     finally:
