@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+import zlib
 from typing import Any
 
 import structlog
@@ -105,7 +106,9 @@ class Node:
         self.group = group
         self.print_deliveries = print_deliveries
         self.delivered = 0
-        self.digest = hashlib.sha256()
+        # A rolling CRC of the delivery sequence: cheap enough for 64 KiB payloads at full rate,
+        # and two members with different sequences end with different values in practice.
+        self.digest = 0
         self.views = 0
         self.done = asyncio.Event()
         group.add_delivery_listener(self.on_delivery)
@@ -114,8 +117,8 @@ class Node:
 
     def on_delivery(self, d: Delivery) -> None:
         self.delivered += 1
-        self.digest.update(f"{_member(d.origin)}/{d.origin_seq}/{len(d.payload)}|".encode())
-        self.digest.update(d.payload)
+        head = f"{_member(d.origin)}/{d.origin_seq}/{len(d.payload)}|".encode()
+        self.digest = zlib.crc32(d.payload, zlib.crc32(head, self.digest))
         if self.print_deliveries:
             _emit(
                 {
@@ -154,7 +157,7 @@ class Node:
         return {
             "event": "stats",
             "delivered": self.delivered,
-            "digest": self.digest.hexdigest(),
+            "digest": f"{self.digest:08x}",
             "state": s.state.value,
             "view_id": str(s.view_id) if s.view_id else None,
             "counters": dataclasses.asdict(s.counters),
