@@ -606,11 +606,18 @@ def decode_changes(data: bytes) -> list[RowChange]:
                 RowShape(schema, table, tuple(columns), tuple(forms), tuple(charsets), pk, parts,
                          bool(flags & _SHAPE_SELF_REFERENCING))
             )
+        if len(set(shapes)) != len(shapes):
+            raise RowCodecError("a table shape is written twice")
         changes: list[RowChange] = []
+        used = 0  # shapes are numbered in the order changes first use them
         for _ in range(r.varint(CODEC_CHANGES_MAX)):
-            shape = shapes[r.varint(len(shapes) - 1)] if shapes else None
-            if shape is None:
+            if not shapes:
                 raise RowCodecError("a change refers to no table")
+            index = r.varint(len(shapes) - 1)
+            if index > used:
+                raise RowCodecError("table shapes out of order")
+            used = max(used, index + 1)
+            shape = shapes[index]
             flags = r.byte()
             if flags & ~(_OP_DELETE | _HAS_AFTER_KEY | _HAS_BEFORE_KEY):
                 raise RowCodecError(f"unknown change flags {flags:#x}")
@@ -630,6 +637,8 @@ def decode_changes(data: bytes) -> list[RowChange]:
         raise
     except (ValueError, TypeError) as exc:  # a constructor refused what was decoded
         raise RowCodecError(str(exc)) from exc
+    if used != len(shapes):
+        raise RowCodecError("a table shape is not used by any change")
     if r.pos != len(r.data):
         raise RowCodecError(f"{len(r.data) - r.pos} bytes after the last change")
     return changes
@@ -790,8 +799,6 @@ async def apply_changes(
     value did not store exactly) — the caller must roll back and stop applying; BackendError for
     a server error (duplicate key, foreign key violation: a divergence as well).
     """
-    from .protocol.errors import BackendError  # noqa: F401 - documented above; raised by conn
-
     mariadb = bool(conn.handshake and conn.handshake.is_mariadb)
     statements = [_ApplyStatement(APPLY_SESSION_SQL, "session", 0)]
     statements += _statements(changes, mariadb)
