@@ -12,7 +12,6 @@ Every wait is bounded; every process is killed at teardown. Nothing here measure
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
