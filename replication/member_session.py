@@ -14,8 +14,10 @@ the slow path here:
 * ROLLBACK / ROLLBACK TO SAVEPOINT drop the changes captured since;
 * DDL: implicit commit, then ordered through the group and run by every member's applier;
   temporary tables stay session-local;
-* CALL, multi-statement writes and writes through prepared statements are refused with 1235
-  (their effects cannot be captured faithfully yet), never replicated wrongly;
+* writes through server-side prepared statements are executed as the equivalent text with
+  exact literals (replication.protocol.params), then captured like any DML;
+* CALL, LOAD DATA and multi-statement writes are refused with 1235 (their effects cannot be
+  captured faithfully yet), never replicated wrongly;
 * `performance_schema.replication_group_members` is answered by grproxy.
 """
 
@@ -36,12 +38,14 @@ from replication.protocol.errors import (
     BackendError,
     CertificationConflict,
     HookError,
+    MalformedPacket,
     MySQLError,
     NotSupported,
     ParseError,
     SpecificAccessDenied,
 )
 from replication.protocol.packets import frame, ok_payload
+from replication.protocol.params import PreparedWrite, bind_execute
 from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
 from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
@@ -58,6 +62,8 @@ log = structlog.get_logger("grproxy.member_session")
 IN_TRANS = int(Status.IN_TRANS)
 AUTOCOMMIT = int(Status.AUTOCOMMIT)
 RECOVERY_PREFIX = b"/* grproxy */ "
+PREPARED_WRITES_MAX = 10_000  # prepared write statements per session
+LONG_DATA_BYTES_MAX = 1 << 30  # COM_STMT_SEND_LONG_DATA kept per prepared write
 RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
 AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
 TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
@@ -215,8 +221,10 @@ class MemberSession(RelaySession):
         self.capturer = capturer
         self.client_multi = client_multi
         self.txn: _Txn | None = None
-        self._prepared_writes: set[int] = set()
-        self._pending_prepare: Statement | None = None
+        self._prepared_writes: dict[int, PreparedWrite] = {}
+        self._prepared_refused: set[int] = set()
+        self._pending_prepare: tuple[Statement, str] | None = None
+        self._charset: str | None = None  # character_set_client, for prepared writes
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -233,21 +241,38 @@ class MemberSession(RelaySession):
                 self._spawn(self._group_members(sql.decode("utf-8", "surrogateescape")))
                 return
             stmt = classify(sql)
+            if stmt.kind is Kind.SET:
+                self._charset = None  # SET NAMES / character_set_client may change it
             if self._needs_member(stmt):
                 self._cmd_seq = last_seq
                 self._spawn(self._statement(stmt, sql.decode("utf-8", "surrogateescape")))
                 return
         elif cmd == Command.STMT_PREPARE:
-            self._pending_prepare = classify(raw[5:])
-        elif cmd == Command.STMT_EXECUTE and len(raw) >= 9:
-            if int.from_bytes(raw[5:9], "little") in self._prepared_writes:
+            self._pending_prepare = (classify(raw[5:]), raw[5:].decode("utf-8", "surrogateescape"))
+        elif cmd in (Command.STMT_EXECUTE, Command.STMT_SEND_LONG_DATA, Command.STMT_RESET, Command.STMT_CLOSE) \
+                and len(raw) >= 9:
+            stmt_id = int.from_bytes(raw[5:9], "little")
+            if stmt_id in self._prepared_refused and cmd == Command.STMT_EXECUTE:
                 self._cmd_seq = last_seq
                 self._spawn(self._refuse(NotSupported(
-                    "Writes through server-side prepared statements are not replicated by grproxy yet; "
-                    "use text statements (e.g. sysbench --db-ps-mode=disable)")))
+                    "This prepared statement cannot be replicated (CALL, DDL, LOAD DATA or several statements); "
+                    "send it as a text statement")))
                 return
-        elif cmd == Command.STMT_CLOSE and len(raw) >= 9:
-            self._prepared_writes.discard(int.from_bytes(raw[5:9], "little"))
+            write = self._prepared_writes.get(stmt_id)
+            if write is not None:
+                if cmd == Command.STMT_EXECUTE:
+                    self._cmd_seq = last_seq
+                    self._spawn(self._prepared_write(write, raw[5:]))
+                    return
+                if cmd == Command.STMT_SEND_LONG_DATA:
+                    self._long_data(write, raw[9:])
+                    self.link.command_done()  # no answer, as on a server
+                    return
+                if cmd == Command.STMT_RESET:
+                    write.long_data.clear()
+            if cmd == Command.STMT_CLOSE:
+                self._prepared_writes.pop(stmt_id, None)
+                self._prepared_refused.discard(stmt_id)
         if self.txn is not None and self.txn.local.doomed_by is not None and cmd in (Command.QUERY, Command.STMT_EXECUTE):
             self._cmd_seq = last_seq
             self._spawn(self._doomed())
@@ -255,10 +280,17 @@ class MemberSession(RelaySession):
         super().on_command(raw, last_seq)
 
     def _on_done(self, scanner: ResponseScanner) -> None:
-        if scanner.expect == Expect.PREPARE and scanner.prepared is not None:
-            stmt = self._pending_prepare
-            if stmt is not None and stmt.kind in (Kind.DML, Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA):
-                self._prepared_writes.add(scanner.prepared[0])
+        if scanner.expect == Expect.PREPARE and scanner.prepared is not None and self._pending_prepare is not None:
+            stmt, sql = self._pending_prepare
+            stmt_id, _, nparams = scanner.prepared
+            if stmt.kind is Kind.DML and not stmt.temporary_table:
+                if len(self._prepared_writes) < PREPARED_WRITES_MAX:
+                    self._prepared_writes[stmt_id] = PreparedWrite(sql, nparams)
+                else:
+                    self._prepared_refused.add(stmt_id)
+            elif stmt.kind in (Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA):
+                self._prepared_refused.add(stmt_id)
+            self._pending_prepare = None
         super()._on_done(scanner)
 
     def _needs_member(self, stmt: Statement) -> bool:
@@ -272,6 +304,28 @@ class MemberSession(RelaySession):
 
     async def _refuse(self, error: MySQLError) -> None:
         raise error
+
+    def _long_data(self, write: PreparedWrite, body: bytes) -> None:
+        if len(body) < 2:
+            return
+        param = int.from_bytes(body[:2], "little")
+        buf = write.long_data.setdefault(param, bytearray())
+        if sum(map(len, write.long_data.values())) + len(body) - 2 > LONG_DATA_BYTES_MAX:
+            write.long_data.clear()  # the EXECUTE then fails cleanly: parameters incomplete
+            write.long_data[param] = bytearray()
+            return
+        buf += body[2:]
+
+    async def _prepared_write(self, write: PreparedWrite, body: bytes) -> None:
+        """EXECUTE of a prepared DML: the same statement as text with exact literals, captured."""
+        if self._charset is None:
+            r = await self.backend.execute("SELECT @@character_set_client")
+            self._charset = (r.rows[0][0] or b"utf8mb4").decode("ascii")
+        try:
+            sql = bind_execute(write, body, self._charset)
+        except MalformedPacket as exc:
+            raise MalformedPacket(f"Malformed COM_STMT_EXECUTE: {exc.message}") from None
+        await self._statement(classify(sql), sql)
 
     # --- statements -----------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class PortGroup:
             config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port),
                             users=(UserConfig("root", "", admin=True),),
                             backends=())
-            server = FrontendServer(config, "10.11-grproxy-member", 0xFFFFFFFF, MemberSessionFactory(member, capturer))
+            server = FrontendServer(config, "10.11.0-MariaDB-grproxy", 0xFFFFFFFF, MemberSessionFactory(member, capturer))
             await server.start()
             self.gcs.append(gcs)
             self.members.append(member)
@@ -239,5 +239,48 @@ def test_multi_primary_conflict_gets_3101(backends: list[ServerHandle], loop: Lo
         assert len({backend_rows(b, "CHECKSUM TABLE app.ai")[0][1] for b in backends}) == 1
         c0.close()
         c1.close()
+    finally:
+        loop.run(group.stop())
+
+
+def test_prepared_statement_writes_replicate_exactly(backends: list[ServerHandle], loop: LoopThread) -> None:
+    """Writes through server-side prepared statements (mysql-connector's prepared cursor, the
+    binary protocol, long data for big values) replicate bit for bit."""
+    import datetime
+    import decimal
+
+    import mysql.connector
+
+    reset_backends(backends)
+    group = PortGroup(backends, single_primary=True)
+    loop.run(group.start())
+    try:
+        primary = next(i for i, m in enumerate(group.members) if m.may_write())
+        c = group.connect(primary)
+        with c.cursor() as cur:
+            cur.execute("CREATE DATABASE app")
+            cur.execute("CREATE TABLE app.p (id INT PRIMARY KEY, s VARCHAR(40), b MEDIUMBLOB, f DOUBLE, fl FLOAT, "
+                        "d DECIMAL(20,6), dt DATETIME(6), da DATE, t TIME(6), u BIGINT UNSIGNED, n INT)")
+        c.close()
+        conn = mysql.connector.connect(host="127.0.0.1", port=group.servers[primary].port, user="root", password="",
+                                       use_pure=True, autocommit=True, collation="utf8mb4_general_ci")
+        cur = conn.cursor(prepared=True)
+        rows = [
+            (1, "héllo 😀", bytes(range(256)) * 300, 0.1, 1.5, decimal.Decimal("12345.678901"),
+             datetime.datetime(2024, 2, 29, 23, 59, 58, 123456), datetime.date(1999, 12, 31),
+             datetime.timedelta(hours=-5, microseconds=7), 18446744073709551615, None),
+            (2, "it's \\ \"q\"", b"\x00\x00", -1e-300, -0.0, decimal.Decimal("-0.000001"),
+             datetime.datetime(1970, 1, 1), datetime.date(2000, 1, 1), datetime.timedelta(0), 0, -7),
+        ]
+        for r in rows:
+            cur.execute("INSERT INTO app.p VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", r)
+        cur.execute("UPDATE app.p SET n = ?, s = CONCAT(s, ?) WHERE id = ?", (99, "!", 2))
+        cur.execute("DELETE FROM app.p WHERE id = ? AND n = ?", (3, 1))  # matches nothing
+        conn.close()
+        loop.run(group.wait_converged())
+        sums = {backend_rows(b, "CHECKSUM TABLE app.p")[0][1] for b in backends}
+        assert len(sums) == 1, sums
+        got = backend_rows(backends[(primary + 1) % 3], "SELECT id, s, LENGTH(b), n FROM app.p ORDER BY id")
+        assert got == [(1, "héllo 😀", 256 * 300, None), (2, "it's \\ \"q\"!", 2, 99)]
     finally:
         loop.run(group.stop())
