@@ -671,7 +671,7 @@ class Core:
 
     def _config_known(self, slot: int) -> bool:
         """The configuration of `slot` is final once every slot <= slot - horizon is executed."""
-        return slot < self._next_slot + self._horizon
+        return bool(self._configs) and slot < self._next_slot + self._horizon
 
     def _latest_view_id(self) -> ViewId:
         return self._configs[-1].view_id
@@ -1073,9 +1073,8 @@ class Core:
                 ranges.pop(0)
             if not ranges and owner not in self._last_heard and owner != self.me:
                 del self._skips[owner]  # no longer a member: nothing more to learn from it
-        latest = self._configs[-1]
         for m in list(self._welcomes):
-            if m not in latest.member_set or self._peer_next.get(m, 0) >= self._first_start_with(m):
+            if not self._in_any_config(m) or self._peer_next.get(m, 0) >= self._first_start_with(m):
                 del self._welcomes[m]
 
     def _first_start_with(self, member: MemberId) -> int:
@@ -1096,6 +1095,13 @@ class Core:
                     self._on_welcome(sender, msg)
                 case JoinRefused(member=member, reason=reason) if member == self.me:
                     self._go_offline(GcsErrorCode.JOIN_REFUSED, f"{sender}: {reason}")
+                case Accept():
+                    # Our join may be decided and in effect before the welcome reaches us:
+                    # the group may need our vote. Acting as an acceptor is always safe
+                    # (proposers count only members of the slot's configuration).
+                    self._on_accept(sender, msg)
+                case Prepare():
+                    self._on_prepare(sender, msg)
                 case _:
                     pass
             return
@@ -1165,7 +1171,11 @@ class Core:
     # -- acceptor
 
     def _acc_slot(self, slot: int) -> _AcceptorSlot | None:
-        if slot >= self._next_slot + self.cfg.accept_ahead_slots_max:
+        if self._phase is Phase.JOINING:
+            # No position yet to measure "ahead" from: bound the number of slots instead.
+            if slot not in self._acc and len(self._acc) >= self.cfg.accept_ahead_slots_max:
+                return None
+        elif slot >= self._next_slot + self.cfg.accept_ahead_slots_max:
             return None  # too far ahead: bounded memory; the proposer retransmits later
         a = self._acc.get(slot)
         if a is None:
@@ -1424,7 +1434,7 @@ class Core:
             if existing[1] != value and ballot_epoch(existing[0]) == ballot_epoch(ballot):
                 raise InvariantViolation(f"slot {slot} decided twice with different values")
             return
-        if slot >= self._next_slot + self.cfg.accept_ahead_slots_max:
+        if slot >= self._next_slot + self.cfg.accept_ahead_slots_max or not self._configs:
             return
         self._decided[slot] = (ballot, value)
         if slot > self._frontier:
@@ -1502,7 +1512,8 @@ class Core:
         if self._phase is not Phase.MEMBER or self._leaving:
             return
         latest = self._configs[-1]
-        if joiner in latest.member_set:
+        if self._in_any_config(joiner):
+            # Already added (perhaps even removed again since): it missed its welcome.
             welcome = self._welcomes.get(joiner)
             if welcome is not None:
                 self._send(joiner, welcome)
@@ -1534,6 +1545,8 @@ class Core:
             return
         self._configs = configs
         self._next_slot = msg.next_slot
+        for slot in [s for s in self._acc if s < msg.next_slot]:
+            del self._acc[slot]  # accepted while joining, decided before our state begins
         self._origin_next = {o.origin: o.next_seq for o in msg.origins}
         self._own_next = msg.next_slot
         self._frontier = max(self._frontier, configs[-1].start - 1)
