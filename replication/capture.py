@@ -77,13 +77,17 @@ from .rowimage import (
     TransactionTooLarge,
     Value,
     canonical_bytes,
+    encode_changes,
     pk_predicate,
     qualified_name,
     quote_identifier,
+    write_set_keys,
 )
+from .certifier import KeyHash
 from .schema import CatalogSnapshot, Column, SchemaCatalog, TableMeta, TableName
 
 if TYPE_CHECKING:
+    from .member_session import Captured
     from .protocol.backend import BackendConnection
 
 # --- bounds -----------------------------------------------------------------------------------------
@@ -841,14 +845,20 @@ def _check_table(sql: str, meta: TableMeta) -> None:
         raise _refuse(sql, f"table {meta.schema}.{meta.table} cannot be captured")
 
 
-def _check_cascades(sql: str, meta: TableMeta, what: str) -> None:
-    cascading = meta.cascading_children()
-    if cascading:
-        c = cascading[0]
+def _check_cascades(sql: str, meta: TableMeta, what: str, *, deletes: bool, assigned: Iterable[str] = ()) -> None:
+    """3098 when the statement would fire a foreign key's cascading action on another table.
+
+    The cascaded changes happen inside the server and capture cannot see them (GR refuses such
+    tables in multi-primary mode for the same reason).
+    """
+    c = meta.cascade_on_delete() if deletes else None
+    if c is None:
+        c = meta.cascade_on_update(assigned)
+    if c is not None:
         raise _unfit(
             sql,
-            f"{what} {meta.schema}.{meta.table}, which foreign key {c.name} of {c.schema}.{c.table} "
-            f"references with a cascading action (ON UPDATE {c.update_rule} / ON DELETE {c.delete_rule})",
+            f"{what} {meta.schema}.{meta.table} would fire the cascading action of foreign key {c.name} of "
+            f"{c.schema}.{c.table} (ON UPDATE {c.update_rule} / ON DELETE {c.delete_rule})",
         )
 
 
@@ -883,8 +893,10 @@ def _plan_insert(parsed: Parsed, catalog: CatalogSnapshot, temps: set[TableName]
     if meta is None:
         return Plan(PlanKind.FAILS, parsed, why=f"table {name[0]}.{name[1]} is unknown")
     _check_table(sql, meta)
-    if parsed.replace or parsed.odku:
-        _check_cascades(sql, meta, "REPLACE / ON DUPLICATE KEY UPDATE writes")
+    if parsed.replace:
+        _check_cascades(sql, meta, "REPLACE into", deletes=True)
+    if parsed.odku:
+        _check_cascades(sql, meta, "ON DUPLICATE KEY UPDATE of", deletes=False, assigned=[a.column for a in parsed.odku])
     columns: list[str] = []
     if parsed.columns is None:
         columns = [c.name for c in meta.insertable_columns]
@@ -1121,7 +1133,7 @@ def _plan_update_delete(parsed: Parsed, catalog: CatalogSnapshot, temps: set[Tab
             return Plan(PlanKind.FAILS, parsed, why=f"table {name[0]}.{name[1]} is unknown")
     if not is_update:
         for meta in metas:
-            _check_cascades(sql, meta, "DELETE from")
+            _check_cascades(sql, meta, "DELETE from", deletes=True)
     quals = [t.qualifier for t in targets]
     if parsed.multi:
         if parsed.order is not None or parsed.limit is not None:
@@ -1186,12 +1198,8 @@ def _plan_update_delete(parsed: Parsed, catalog: CatalogSnapshot, temps: set[Tab
 def _check_update_cascades(parsed: Parsed, meta: TableMeta, ref: TableRef, catalog: CatalogSnapshot) -> None:
     if not meta.cascading_children():
         return
-    keyed = {p[0].lower() for k in meta.unique_keys for p in k.parts}
-    for a in parsed.assignments:
-        if parsed.multi and _resolve_column(parsed, a, catalog) != ref:
-            continue
-        if a.column.lower() in keyed:
-            _check_cascades(parsed.sql, meta, "UPDATE of a key of")
+    assigned = [a.column for a in parsed.assignments if not parsed.multi or _resolve_column(parsed, a, catalog) == ref]
+    _check_cascades(parsed.sql, meta, "UPDATE of", deletes=False, assigned=assigned)
 
 
 def _check_pk_expression(parsed: Parsed, a: Assignment, assigned: set[str], meta: TableMeta) -> None:
@@ -1651,6 +1659,22 @@ async def capture_statement(
         # The server then ignores database qualifiers: `db`.`t` silently means `t` of the current
         # database, for the client's statement and for capture's own reads alike.
         raise _refuse(sql, "the connection negotiated CLIENT_NO_SCHEMA, under which table names cannot be resolved")
+    result, changes, _ = await _capture(
+        conn, sql, default_schema, catalog, temporary_tables=temporary_tables, sql_mode=sql_mode, encoding=encoding
+    )
+    return result, changes
+
+
+async def _capture(
+    conn: "BackendConnection",
+    sql: str,
+    default_schema: str | None,
+    catalog: SchemaCatalog,
+    *,
+    temporary_tables: Collection[TableName],
+    sql_mode: str | None,
+    encoding: str,
+) -> tuple[ClientResult, list[RowChange], Plan]:
     runner = _Runner(conn, encoding)
     if sql_mode is None:
         answers = await _run(runner, ["SELECT @@SESSION.sql_mode"])
@@ -1664,7 +1688,66 @@ async def capture_statement(
     p = plan(parsed, default_schema, snapshot, temporary_tables=temporary_tables)
     execution = _Execution(runner, p, sql_mode, catalog)
     result, changes = await execution.run()
-    return result, changes
+    return result, changes, p
+
+
+def write_set(changes: Iterable[RowChange], tables: Iterable[TableMeta]) -> frozenset[KeyHash]:
+    """The write set of `changes` (rowimage.write_set_keys over each), given their tables' metadata."""
+    metas = {(m.schema, m.table): m for m in tables}
+    keys: set[KeyHash] = set()
+    for change in changes:
+        meta = metas.get((change.schema, change.table))
+        if meta is None:
+            raise ValueError(f"[BUG] no metadata for {change.schema}.{change.table} to compute its write set")
+        keys |= write_set_keys(change, meta)
+    return frozenset(keys)
+
+
+class RowCapturer:
+    """Capture as a member session uses it (replication.member_session.Capturer).
+
+    Owns the member's SchemaCatalog; `invalidate` is what DDL calls. One per member (it holds no
+    per-session state: sessions pass their own connection, schema and session facts).
+    """
+
+    def __init__(self, catalog: SchemaCatalog | None = None) -> None:
+        self.catalog = catalog if catalog is not None else SchemaCatalog()
+
+    async def capture(
+        self,
+        conn: "BackendConnection",
+        sql: str,
+        default_schema: str | None,
+        *,
+        temporary_tables: Collection[TableName] = frozenset(),
+        sql_mode: str | None = None,
+        encoding: str = "utf-8",
+    ) -> "Captured":
+        """capture_statement, plus the statement's write set, as the member session wants them."""
+        from .member_session import Captured, StatementResult  # the session module imports none of ours
+
+        result, changes, p = await _capture(
+            conn, sql, default_schema, self.catalog,
+            temporary_tables=temporary_tables, sql_mode=sql_mode, encoding=encoding,
+        )
+        keys = write_set(changes, p.tables)
+        return Captured(StatementResult(result.affected_rows, result.last_insert_id, result.warnings), tuple(changes), keys)
+
+    def encode(self, changes: Sequence[object]) -> bytes:
+        """The transaction's changes for the group (rowimage.encode_changes)."""
+        for change in changes:
+            if not isinstance(change, RowChange):
+                raise TypeError(f"[BUG] not a RowChange: {type(change).__name__}")
+        return encode_changes(changes)  # type: ignore[arg-type]
+
+    def invalidate(self, schema: str | None = None, table: str | None = None) -> None:
+        """Forget cached metadata: one table, one schema, or everything (the default)."""
+        if schema is not None and table is not None:
+            self.catalog.invalidate(schema, table)
+        elif schema is not None:
+            self.catalog.invalidate_schema(schema)
+        else:
+            self.catalog.invalidate_all()
 
 
 async def _run(runner: _Runner, statements: Sequence[str]) -> list[Answer]:
@@ -1714,7 +1797,8 @@ class _Execution:
         self.mode_mismatch = actual != SqlMode.parse(self.sql_mode)
 
     async def _undo(self) -> None:
-        if not self.savepoint_taken:
+        """Back to the savepoint taken before the statement (idempotent; the savepoint stays)."""
+        if not self.savepoint_taken or self.runner.conn.closed:
             return
         try:
             await self.runner.run([f"ROLLBACK TO SAVEPOINT {SAVEPOINT}"])
@@ -1746,6 +1830,21 @@ class _Execution:
     # --- dispatch ----------------------------------------------------------------------------------
 
     async def run(self) -> tuple[ClientResult, list[RowChange]]:
+        """Run the plan. Whatever goes wrong once the statement may have run is undone first."""
+        try:
+            return await self._run()
+        except BackendError:
+            raise  # undone where it was caught, or the statement itself failed
+        except (BackendLost, asyncio.CancelledError):
+            raise  # the connection is gone or poisoned: the transaction dies with it
+        except CaptureRefused:
+            await self._undo()
+            raise
+        except Exception as exc:  # a bug (a value that does not parse, an invariant)
+            await self._undo()
+            raise _refuse(self.sql, f"capture failed internally ({exc.__class__.__name__}: {exc})") from exc
+
+    async def _run(self) -> tuple[ClientResult, list[RowChange]]:
         kind = self.plan.kind
         if kind is PlanKind.NOT_DML:
             raise ValueError("[BUG] capture_statement on a statement that is not a write")

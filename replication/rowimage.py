@@ -840,3 +840,12 @@ def _check_applied(stmt: _ApplyStatement, result: object, batch: list[_ApplyStat
         bad = [r for r in rows if r[1] != b"1265"]
         if bad:
             raise ApplyError(f"applying a row image warned: {bad!r}")
+
+
+async def apply_encoded(conn: "BackendConnection", data: bytes) -> None:
+    """The applier's entry point (replication.applier.ApplyChanges): decode, then apply_changes.
+
+    Raises RowCodecError for bytes that are not a valid encoding (the member must stop: the
+    group delivered something no member should have sent).
+    """
+    await apply_changes(conn, decode_changes(data))

@@ -179,18 +179,27 @@ class ParentRef:
 
 @dataclass(frozen=True, slots=True)
 class ChildRef:
-    """A foreign key of another table pointing at this one."""
+    """A foreign key of another table pointing at this one (at its index `parent_index`)."""
 
     schema: str
     table: str
     name: str
     update_rule: str
     delete_rule: str
+    parent_index: str | None = None
 
     @property
     def cascades(self) -> bool:
         """A change to the parent changes the child (CASCADE, SET NULL, SET DEFAULT)."""
-        return self.update_rule not in _QUIET_RULES or self.delete_rule not in _QUIET_RULES
+        return self.update_cascades or self.delete_cascades
+
+    @property
+    def update_cascades(self) -> bool:
+        return self.update_rule not in _QUIET_RULES
+
+    @property
+    def delete_cascades(self) -> bool:
+        return self.delete_rule not in _QUIET_RULES
 
 
 _QUIET_RULES = frozenset({"RESTRICT", "NO ACTION"})
@@ -329,6 +338,24 @@ class TableMeta:
 
     def cascading_children(self) -> tuple[ChildRef, ...]:
         return tuple(c for c in self.children if c.cascades)
+
+    def cascade_on_delete(self) -> ChildRef | None:
+        """A foreign key whose action deleting a row of this table would fire, if any."""
+        return next((c for c in self.children if c.delete_cascades), None)
+
+    def cascade_on_update(self, columns: Iterable[str]) -> ChildRef | None:
+        """A foreign key whose action updating these columns would fire, if any.
+
+        A child references one of this table's unique keys; an unknown one counts as touched.
+        """
+        assigned = {c.lower() for c in columns}
+        for child in self.children:
+            if not child.update_cascades:
+                continue
+            key = next((k for k in self.unique_keys if k.name == child.parent_index), None)
+            if key is None or any(col.lower() in assigned for col, _ in key.parts):
+                return child
+        return None
 
     def image_select(self, qualifier: str) -> list[str]:
         """SELECT expressions: the image (shape columns), then the extra key-material columns."""
@@ -569,7 +596,8 @@ def _table_queries(schema: str, table: str) -> list[str]:
         "ORDER BY s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME, s.SEQ_IN_INDEX",
         # Foreign keys of other tables pointing at this one.
         "SELECT CAST(CONSTRAINT_SCHEMA AS BINARY), CAST(TABLE_NAME AS BINARY), CAST(CONSTRAINT_NAME AS BINARY), "
-        "CAST(UPDATE_RULE AS BINARY), CAST(DELETE_RULE AS BINARY), CAST(REFERENCED_TABLE_NAME AS BINARY) "
+        "CAST(UPDATE_RULE AS BINARY), CAST(DELETE_RULE AS BINARY), CAST(REFERENCED_TABLE_NAME AS BINARY), "
+        "CAST(UNIQUE_CONSTRAINT_NAME AS BINARY) "
         f"FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = {s} "
         f"AND REFERENCED_TABLE_NAME = {t}",
         "SELECT CAST(EVENT_OBJECT_TABLE AS BINARY) FROM information_schema.TRIGGERS "
@@ -659,7 +687,7 @@ def _meta_from_results(schema: str, table: str, results: Sequence["Result"]) -> 
                 break
         parents.append(ParentRef(name, ordered, pschema, ptable, chosen, rows[0][4], rows[0][5]))
     child_refs = [
-        ChildRef(_b(r[0]) or "", _b(r[1]) or "", _b(r[2]) or "", _b(r[3]) or "", _b(r[4]) or "")
+        ChildRef(_b(r[0]) or "", _b(r[1]) or "", _b(r[2]) or "", _b(r[3]) or "", _b(r[4]) or "", _b(r[6]))
         for r in children.rows
         if _b(r[5]) == table
     ]

@@ -33,7 +33,8 @@ def _tables() -> dict[tuple[str, str], TableMeta]:
     parent = TableMeta.build(
         DB, "parent", [make_column("id", 1, "int(11)"), make_column("code", 2, "varchar(5)"), make_column("x", 3, "int(11)")],
         primary_key=["id"], unique_keys=[UniqueKey("code", (("code", 0),))],
-        children=[ChildRef(DB, "child", "fk_c", "RESTRICT", "CASCADE")],
+        children=[ChildRef(DB, "child", "fk_c", "RESTRICT", "CASCADE", "PRIMARY"),
+                  ChildRef(DB, "child2", "fk_code", "CASCADE", "RESTRICT", "code")],
     )
     child = TableMeta.build(
         DB, "child", [make_column("id", 1, "int(11)"), make_column("pid", 2, "int(11)")], primary_key=["id"],
@@ -105,6 +106,8 @@ PLANS: list[tuple[str, PlanKind, int]] = [
     ("INSERT INTO t (id, u) VALUES (1)", PlanKind.FAILS, 0),
     ("INSERT INTO parent (id, code, x) VALUES (1, 'a', 2)", PlanKind.INSERT, 0),
     ("UPDATE parent SET x = 3 WHERE id = 1", PlanKind.UPDATE_BY_KEYS, 0),
+    ("UPDATE parent SET id = 2 WHERE id = 1", PlanKind.UPDATE, 1),  # fk_c cascades on delete only
+    ("INSERT INTO parent VALUES (1, 'a', 1) ON DUPLICATE KEY UPDATE x = 2", PlanKind.INSERT, 0),
     ("INSERT INTO child VALUES (1, 1)", PlanKind.INSERT, 0),
     ("SELECT * FROM t", PlanKind.NOT_DML, 0),
     ("SELECT * FROM t FOR UPDATE", PlanKind.NOT_DML, 0),
@@ -119,10 +122,10 @@ REFUSALS: list[tuple[str, int]] = [
     ("UPDATE nopk SET a = 2", 3098),
     ("UPDATE my SET id = 2 WHERE id = 1", 3098),
     ("DELETE FROM parent WHERE id = 1", 3098),
-    ("UPDATE parent SET id = 2 WHERE id = 1", 3098),
     ("UPDATE parent SET code = 'z' WHERE id = 1", 3098),
     ("REPLACE INTO parent VALUES (1, 'a', 1)", 3098),
-    ("INSERT INTO parent VALUES (1, 'a', 1) ON DUPLICATE KEY UPDATE x = 2", 3098),
+    ("INSERT INTO parent VALUES (1, 'a', 1) ON DUPLICATE KEY UPDATE code = 'b'", 3098),
+    ("DELETE parent FROM parent JOIN t ON parent.id = t.id", 3098),
     ("UPDATE trg SET id = 1 WHERE id = 1", 1235),
     ("INSERT INTO badfk VALUES (1, 1)", 1235),
     ("UPDATE vw SET id = 1", 1235),
