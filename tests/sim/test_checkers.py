@@ -116,3 +116,11 @@ def test_conflicting_decisions() -> None:
     checker.on_ready(nodes["a"], Ready(sends=[(B, Decide(Slot(4), Ballot(0), batch(A, 1)))]))  # type: ignore[arg-type]
     with pytest.raises(Violation, match="consensus"):
         checker.on_ready(nodes["b"], Ready(sends=[(A, Decide(Slot(4), Ballot(0x101), NOOP))]))  # type: ignore[arg-type]
+
+
+def test_a_violation_survives_pickling() -> None:
+    """Results cross process boundaries with --jobs."""
+    import pickle
+
+    v = pickle.loads(pickle.dumps(Violation("agreement", "position 3.0")))
+    assert (v.kind, v.detail, str(v)) == ("agreement", "position 3.0", "agreement: position 3.0")

@@ -43,6 +43,9 @@ class Violation(Exception):
         self.kind = kind
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[Violation], tuple[str, str]]:
+        return (Violation, (self.kind, self.detail))  # results cross processes (--jobs)
+
 
 @dataclass(slots=True)
 class IncarnationRecord:
