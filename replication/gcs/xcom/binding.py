@@ -13,8 +13,10 @@ The core only moves when stepped, so the binding steps it:
   returned synchronously); received messages are stepped by the driver, up to
   ``inbound_batch_max`` per wake-up;
 * on time: after every batch of inputs the driver steps ``Tick(now_ms)`` from the loop clock
-  (so a burst of broadcasts is proposed as one batch, at once, not at the next timer), and a
-  timer wakes it at ``Ready.next_tick_ms``, at the latest every ``tick_interval_ms_max``.
+  (whatever the inputs made due -- a retransmission, a batch waiting for a slot -- runs at
+  once, not at the next timer), and a timer wakes it at ``Ready.next_tick_ms``, at the latest
+  every ``tick_interval_ms_max``. A local input is preceded by a Tick when the clock moved, so
+  the core stamps it with the current time.
 
 Every :class:`Ready` is executed the same way: ``sends`` go to the transport right away (a
 message sent to several peers is encoded and compressed once; a message to ourselves is fed
@@ -31,9 +33,10 @@ a forced configuration all need messages from outside the current view); the bin
 messages from senders outside the view.
 
 Errors: a peer's undecodable message is dropped, counted and the peer reported (logged with
-its identity). An :class:`~replication.gcs.xcom.types.InvariantViolation` from the core is a
-bug: the member goes to ERROR (the core is no longer stepped, waiters fail, listeners get
-``GcsEvent(INTERNAL)``) -- it is never swallowed.
+its identity, counted per peer). A core that reports phase ERROR (an
+:class:`~replication.gcs.xcom.types.InvariantViolation` inside it), an exception escaping
+``Core.step`` and a bug in the driver itself all do the same: the member goes to ERROR (the core
+is no longer stepped, waiters fail, listeners get ``GcsEvent(INTERNAL)``) -- never swallowed.
 """
 
 from __future__ import annotations
@@ -563,7 +566,12 @@ class XcomGroup:
                 self._listener_failed(listener)
 
     def _on_error(self, err: GcsEvent) -> None:
-        level = self.log.warning if err.code is not GcsErrorCode.INTERNAL else self.log.error
+        if err.code in _BROADCAST_REFUSALS:
+            level = self.log.debug  # raised to the caller already; a full queue must not flood
+        elif err.code is GcsErrorCode.INTERNAL:
+            level = self.log.error
+        else:
+            level = self.log.warning
         level("gcs event", code=err.code.value, detail=err.detail, seqs=list(err.seqs)[:16])
         if err.code is GcsErrorCode.BROADCAST_DROPPED:
             for seq in err.seqs:
@@ -591,9 +599,9 @@ class XcomGroup:
 
     def _enter_error(self, exc: BaseException) -> None:
         self._failed = exc
-        self.log.critical("gcs core invariant violated: member goes to ERROR", error=str(exc))
-        self._fail_waiters(GcsErrorCode.INTERNAL, str(exc))
-        self._notify_event(GcsEvent(GcsErrorCode.INTERNAL, f"invariant violated: {exc}"))
+        self.log.critical("gcs member goes to ERROR", error=repr(exc), exc_info=exc)
+        self._fail_waiters(GcsErrorCode.INTERNAL, repr(exc))
+        self._notify_event(GcsEvent(GcsErrorCode.INTERNAL, f"member in ERROR: {exc!r}"))
 
     def _fail_waiters(self, code: GcsErrorCode, detail: str) -> None:
         for fut in self._waiters.values():
