@@ -1175,7 +1175,9 @@ def _plan_update_delete(parsed: Parsed, catalog: CatalogSnapshot, temps: set[Tab
     by_keys = probe is not None and not pk_change and (not is_update or not (many and unique_assigned))
     if by_keys:
         assert probe is not None
-        read = _image_sql(meta, q, from_text, probe)
+        # Primary-key order: the order the server visits the keys in, so deletes in a
+        # self-referencing table replay in an order its foreign key accepted.
+        read = _image_sql(meta, q, from_text, probe, order=_pk_list(meta, q))
         return Plan(
             PlanKind.UPDATE_BY_KEYS if is_update else PlanKind.DELETE_BY_KEYS, parsed, (meta,), (q,),
             extra_round_trips=0, pre_read=read, post_read=read, probe=probe,

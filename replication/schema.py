@@ -110,7 +110,7 @@ class Column:
     def pad_space(self) -> bool:
         """PAD SPACE collation: trailing spaces do not count in comparisons."""
         c = (self.collation or "").lower()
-        return not ("nopad" in c or "0900" in c or c.startswith("utf8mb4_uca1400") and "nopad" in c)
+        return not ("nopad" in c or "_0900_" in c)  # MariaDB *_nopad_*, MySQL 8's *_0900_* are NO PAD
 
     def image_expr(self, qualifier: str) -> str:
         """The SELECT expression that reads this column's value in its form's exact text."""

@@ -186,7 +186,7 @@ def test_sql_mode_changes_lexing() -> None:
 def test_key_probe_is_the_clients_own_text() -> None:
     p = plan("DELETE FROM s WHERE a = 1 AND b = 'x' AND v > 0", DB, CATALOG)
     assert p.probe == "a = 1 AND b = 'x'"
-    assert p.pre_read is not None and p.pre_read.endswith("WHERE a = 1 AND b = 'x' FOR UPDATE")
+    assert p.pre_read is not None and p.pre_read.endswith("WHERE a = 1 AND b = 'x' ORDER BY `s`.`a`, `s`.`b` FOR UPDATE")
     p = plan("UPDATE t SET n = 1 WHERE id = 1 AND n BETWEEN 1 AND 5", DB, CATALOG)
     assert p.probe == "id = 1"
     p = plan("UPDATE t AS x SET x.n = 2 WHERE x.id IN (1, 2, 3) AND x.n > 0", DB, CATALOG)
