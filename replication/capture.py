@@ -29,19 +29,27 @@ wrote it* — expressions are spliced, never regenerated. The executor then runs
 few round trips as the plan allows, with statements batched as one multi-statement:
 
     kind                                   round trips added to the statement's own
-    INSERT/REPLACE/IGNORE … VALUES|SET     0   (keys literal or AUTO_INCREMENT)
-    … ON DUPLICATE KEY UPDATE              0   (1 if it assigns a key column, or AUTO_INCREMENT
-                                                rows without a literal unique key)
+    INSERT/REPLACE/IGNORE … VALUES|SET     0   (keys literal or AUTO_INCREMENT; IGNORE: 1 for
+                                                AUTO_INCREMENT rows without a literal unique key)
+    … ON DUPLICATE KEY UPDATE              0   (1 if it assigns a unique-key column, or for
+                                                AUTO_INCREMENT rows without a literal unique key)
     INSERT … VALUES with computed keys     1   (the key expressions are evaluated first)
     INSERT … SELECT                        1   (the SELECT is materialised first)
     UPDATE / DELETE by literal keys        0
     UPDATE / DELETE other, multi-table     1   (locking pre-read, then the restricted statement)
 
 What cannot be captured exactly is refused before anything runs: 3098 for tables unfit for
-replication (no primary key, not InnoDB, foreign keys that cascade from the written table),
-1235 for statements (triggers, stored procedures and functions, sequences, LOAD DATA, CREATE
-… SELECT, views, multi-statements, RETURNING, what the planner cannot analyse). Writes to the
-session's temporary tables are run as they are and not replicated.
+replication (no primary key, not InnoDB, a write that would fire a foreign key's cascading
+action on another table), 1235 for statements (tables with triggers, stored procedures and
+functions, sequences, LOAD DATA, CREATE … SELECT, views and system-versioned tables,
+multi-statements, RETURNING, explicit and generated AUTO_INCREMENT values mixed in one INSERT,
+connections with CLIENT_NO_SCHEMA, what the planner cannot analyse). What only the server's
+answer can disprove is undone to the savepoint and refused with 1235. Writes to the session's
+temporary tables are run as they are and not replicated. `add_changes` turns a transaction
+over transaction_size_limit into 3100.
+
+`write_set` hashes a statement's changes into certification keys; `RowCapturer` packages all of
+this for the member session (replication.member_session.Capturer).
 
 Preconditions the caller guarantees: the connection is the member session's backend
 connection, inside an open transaction (the member begins one for autocommit statements),
@@ -167,12 +175,13 @@ class SqlMode:
     ansi_quotes: bool = False
     no_backslash_escapes: bool = False
     no_auto_value_on_zero: bool = False
+    oracle: bool = False  # MariaDB's Oracle-compatible grammar: not analysed, refused
 
     @classmethod
     def parse(cls, sql_mode: str) -> "SqlMode":
         flags = {f.strip().upper() for f in sql_mode.split(",")}
         ansi = "ANSI_QUOTES" in flags or "ANSI" in flags
-        return cls(ansi, "NO_BACKSLASH_ESCAPES" in flags, "NO_AUTO_VALUE_ON_ZERO" in flags)
+        return cls(ansi, "NO_BACKSLASH_ESCAPES" in flags, "NO_AUTO_VALUE_ON_ZERO" in flags, "ORACLE" in flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +372,8 @@ def parse_statement(sql: str, default_schema: str | None, *, sql_mode: str = "")
     if len(sql) > CAPTURE_STATEMENT_CHARS_MAX:
         raise _refuse(sql[:200], f"it is longer than {CAPTURE_STATEMENT_CHARS_MAX} characters")
     mode = SqlMode.parse(sql_mode)
+    if mode.oracle:
+        raise _refuse(sql, "sql_mode=ORACLE changes the SQL grammar capture analyses")
     toks = _tokenize(sql, mode)
     while toks and toks[-1].kind == "SEMICOLON":
         toks.pop()
@@ -651,6 +662,9 @@ def _parse_refs(sql: str, toks: Sequence[Tok], refs: Span, mode: SqlMode) -> tup
     text = sql[toks[refs.lo].start : toks[refs.hi - 1].end] if refs.lo < refs.hi else ""
     if not text:
         raise _refuse(sql, "the table reference could not be found")
+    simple = _simple_ref(toks, refs)
+    if simple is not None:
+        return (simple,), False
     try:
         tree = _dialect(mode)().parse(f"SELECT 1 FROM {text}")[0]
     except (SqlglotParseError, TokenError, ValueError, IndexError) as exc:
@@ -673,6 +687,34 @@ def _parse_refs(sql: str, toks: Sequence[Tok], refs: Span, mode: SqlMode) -> tup
             tables.append(TableRef(node.db or None, node.name, node.alias or None))
     multi = len(tables) > 1 or derived
     return tuple(tables), multi
+
+
+def _simple_ref(toks: Sequence[Tok], refs: Span) -> TableRef | None:
+    """`[schema.]table [[AS] alias]` read from the tokens (the common case, without sqlglot)."""
+    part = list(toks[refs.lo : refs.hi])
+    if part and part[0].kind != "IDENTIFIER" and part[0].upper in _REF_KEYWORDS:
+        return None
+    if len(part) >= 3 and part[1].kind == "DOT":
+        if not (_is_name(part[0]) and _is_name(part[2])):
+            return None
+        ref, rest = TableRef(part[0].text, part[2].text, None), part[3:]
+    elif part and _is_name(part[0]):
+        ref, rest = TableRef(None, part[0].text, None), part[1:]
+    else:
+        return None
+    if rest and rest[0].upper == "AS" and rest[0].kind != "IDENTIFIER":
+        rest = rest[1:]
+        if len(rest) != 1:
+            return None
+    if not rest:
+        return ref
+    if len(rest) == 1 and _is_name(rest[0]) and (rest[0].kind == "IDENTIFIER" or rest[0].upper not in _REF_KEYWORDS):
+        return TableRef(ref.schema, ref.table, rest[0].text)
+    return None
+
+
+_REF_KEYWORDS = frozenset({"JOIN", "INNER", "LEFT", "RIGHT", "CROSS", "STRAIGHT_JOIN", "NATURAL", "ON", "USING",
+                           "PARTITION", "USE", "FORCE", "IGNORE", "AS", "LATERAL", "SELECT", "WITH"})
 
 
 def _base_tables(node: exp.Expression) -> Iterable[exp.Table | None]:
@@ -809,7 +851,6 @@ def plan(
     TableUnfit (3098) for what cannot be captured; nothing has run then.
     """
     parsed = statement if isinstance(statement, Parsed) else parse_statement(statement, default_schema, sql_mode=sql_mode)
-    sql = parsed.sql
     _check_functions(parsed, catalog)
     if parsed.kind is StatementKind.OTHER:
         return Plan(PlanKind.NOT_DML, parsed)
@@ -827,11 +868,6 @@ def _check_functions(parsed: Parsed, catalog: CatalogSnapshot) -> None:
         functions = catalog.stored_functions(s)
         if functions is not None and name.lower() in functions:
             raise _refuse(parsed.sql, f"it calls the stored function {s}.{name}, whose writes cannot be captured")
-
-
-def _target_meta(parsed: Parsed, ref: TableRef, catalog: CatalogSnapshot) -> TableMeta | None:
-    name = ref.resolved(parsed.default_schema)
-    return catalog.table(*name) if name is not None else None
 
 
 def _check_table(sql: str, meta: TableMeta) -> None:

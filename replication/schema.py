@@ -205,7 +205,7 @@ class ChildRef:
 _QUIET_RULES = frozenset({"RESTRICT", "NO ACTION"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TableMeta:
     """Everything capture needs to know about one table. Build with `TableMeta.build`."""
 
@@ -405,12 +405,8 @@ class CatalogSnapshot:
     functions: Mapping[str, frozenset[str]] = field(default_factory=dict)  # schema → lower-case names
 
     def table(self, schema: str, table: str) -> TableMeta | None:
-        meta = self.tables.get((schema, table))
-        if meta is not None:
-            return meta
-        # Names are compared as the server does with lower_case_table_names=0 (exactly); a
-        # snapshot built by hand may hold another spelling only in tests.
-        return None
+        """The table's metadata (names compared exactly, as lower_case_table_names=0 does)."""
+        return self.tables.get((schema, table))
 
     def stored_functions(self, schema: str) -> frozenset[str] | None:
         return self.functions.get(schema)

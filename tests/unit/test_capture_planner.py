@@ -183,6 +183,11 @@ def test_sql_mode_changes_lexing() -> None:
     assert p.kind is PlanKind.UPDATE_BY_KEYS  # type: ignore[attr-defined]
 
 
+def test_oracle_mode_is_refused() -> None:
+    with pytest.raises(CaptureRefused):
+        _plan("UPDATE t SET n = 1 WHERE id = 1", sql_mode="PIPES_AS_CONCAT,ANSI_QUOTES,ORACLE")
+
+
 def test_key_probe_is_the_clients_own_text() -> None:
     p = plan("DELETE FROM s WHERE a = 1 AND b = 'x' AND v > 0", DB, CATALOG)
     assert p.probe == "a = 1 AND b = 'x'"
