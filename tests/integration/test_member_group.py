@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from grproxy.config import Config, FrontendConfig, UserConfig
+from grproxy.frontend import FrontendServer
 from grproxy.mysqld import ServerHandle, free_port
 from replication.certifier import KeyHash
 from replication.gcs.interface import MemberId, MemberState
@@ -19,6 +21,7 @@ from replication.gcs.xcom.binding import XcomGroup, new_incarnation
 from replication.gcs.xcom.core import CoreConfig
 from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
+from replication.member_session import MemberSessionFactory, RowCapturer
 from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.errors import CertificationConflict
 
@@ -39,6 +42,7 @@ class Group:
         self.single_primary = single_primary
         self.members: list[Member] = []
         self.gcs: list[XcomGroup] = []
+        self.servers: list[FrontendServer] = []
 
     async def start(self) -> None:
         ids = [MemberId(f"m{i}", f"127.0.0.1:{free_port()}", new_incarnation()) for i in range(len(self.backends))]
@@ -46,9 +50,17 @@ class Group:
         for i, (mid, b) in enumerate(zip(ids, self.backends)):
             gcs = XcomGroup(mid, fast, TransportConfig(group_name="grproxy-test"))
             await gcs.start()
+            port = free_port()  # joiners recover from a donor's member port
             cfg = MemberConfig(uuid=mid.uuid, backend=BackendAddress(b.host, b.port, b.user, b.password),
-                               single_primary=self.single_primary, stable_report_interval_s=0.2)
+                               single_primary=self.single_primary, stable_report_interval_s=0.2,
+                               member_address=f"127.0.0.1:{port}")
             member = Member(cfg, gcs, sql_apply)
+            config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port),
+                            users=(UserConfig("root", "", admin=True),), backends=())
+            server = FrontendServer(config, "10.11.0-MariaDB-grproxy", 0xFFFFFFFF,
+                                    MemberSessionFactory(member, RowCapturer()))
+            await server.start()
+            self.servers.append(server)
             self.gcs.append(gcs)
             self.members.append(member)
             await member.start(bootstrap=i == 0, seeds=(ids[0],))
@@ -64,6 +76,8 @@ class Group:
                 await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()
         for m in self.members:
             await m.stop()
         for g in self.gcs:
