@@ -2200,7 +2200,10 @@ class _Execution:
                 f"capture could not prove which rows it wrote (the server reported {dml.affected_rows} affected rows, "
                 f"capture expected {expected})"
             )
-        return self._result(dml, warned, warning_lists, a[-1]), changes
+        result = self._result(dml, warned, warning_lists, a[-1])
+        if parsed.source is not None:
+            result = _with_insert_id(result, _select_insert_id(parsed, rows, result))
+        return result, changes
 
     def _insert_changes(
         self, shape: RowShape, before: dict[tuple[bytes | None, ...], _Image], after: dict[tuple[bytes | None, ...], _Image]
@@ -2242,15 +2245,18 @@ class _Execution:
                 select += " LOCK IN SHARE MODE"
             # FLOAT results print with 6 digits: where the target column is FLOAT or DOUBLE the
             # server converts through a double anyway, so read those values as doubles (exact).
+            # Only then is the SELECT wrapped: unwrapped, the server picks the plan (and so the
+            # row order, which decides the insert id reported) it picks for INSERT … SELECT.
             names = [f"c{i}" for i in range(len(ip.columns))]
             outer = []
             for name, column in zip(names, ip.columns):
                 col = meta.column(column)
                 outer.append(f"({name} + 0E0)" if col is not None and col.form is Form.DOUBLE else name)
-            select = (
-                f"WITH `__grproxy_rows` ({', '.join(names)}) AS ({select}) "
-                f"SELECT {', '.join(outer)} FROM `__grproxy_rows`"
-            )
+            if outer != names:
+                select = (
+                    f"WITH `__grproxy_rows` ({', '.join(names)}) AS ({select}) "
+                    f"SELECT {', '.join(outer)} FROM `__grproxy_rows`"
+                )
         else:
             exprs = [parsed.text(parsed.rows[r][c]) for r, c in ip.materialise]
             select = "SELECT " + ", ".join(exprs)
@@ -2358,6 +2364,22 @@ class _Execution:
         if t == 6:
             return "NULL"
         raise _refuse(self.sql, f"a value of column type {t} could not be carried")
+
+
+def _select_insert_id(parsed: Parsed, rows: Sequence[InsertRow], result: ClientResult) -> int:
+    """The insert id the server reports for INSERT … SELECT, given what the VALUES form reported.
+
+    With a generated value both forms report the first one generated, and otherwise both report
+    the AUTO_INCREMENT value of the last row processed — except under ON DUPLICATE KEY UPDATE,
+    where INSERT … SELECT reports 0 (MariaDB's select_insert keeps no such value then).
+    """
+    if parsed.odku and not any(r.auto for r in rows):
+        return 0
+    return result.last_insert_id
+
+
+def _with_insert_id(result: ClientResult, insert_id: int) -> ClientResult:
+    return ClientResult(result.affected_rows, insert_id, result.warnings, result.status, result.warning_list, result.round_trips)
 
 
 def _simple_select(parsed: Parsed) -> bool:

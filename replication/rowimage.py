@@ -42,14 +42,14 @@ import math
 import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from .certifier import KeyHash
 
 if TYPE_CHECKING:
-    from .protocol.backend import BackendConnection
+    from .protocol.backend import BackendConnection, Result
 
 # --- bounds --------------------------------------------------------------------------------------
 
@@ -670,12 +670,10 @@ class TransactionChanges:
     """
 
     size_limit_bytes: int = TRANSACTION_SIZE_LIMIT_DEFAULT
-    changes: list[RowChange] | None = None
+    changes: list[RowChange] = field(default_factory=list)
     size_bytes: int = 0
 
     def add(self, changes: Iterable[RowChange]) -> None:
-        if self.changes is None:
-            self.changes = []
         for change in changes:
             self.size_bytes += change.size_bytes()
             self.changes.append(change)
@@ -685,10 +683,10 @@ class TransactionChanges:
             )
 
     def __iter__(self) -> Iterator[RowChange]:
-        return iter(self.changes or ())
+        return iter(self.changes)
 
     def __len__(self) -> int:
-        return len(self.changes or ())
+        return len(self.changes)
 
 
 # --- apply -------------------------------------------------------------------------------------------
@@ -824,20 +822,18 @@ async def apply_changes(
         if len(results) != len(batch):
             raise RowImageInvariant(f"{len(batch)} apply statements gave {len(results)} results")
         for stmt, result in zip(batch, results):
-            _check_applied(stmt, result, batch, results)
+            _check_applied(stmt, result)
     return round_trips
 
 
-def _check_applied(stmt: _ApplyStatement, result: object, batch: list[_ApplyStatement], results: list[object]) -> None:
-    affected = getattr(result, "affected_rows", 0)
-    warnings = getattr(result, "warnings", 0)
+def _check_applied(stmt: _ApplyStatement, result: "Result") -> None:
+    affected, warnings = result.affected_rows, result.warnings
     if stmt.kind == "delete" and affected != stmt.rows:
         raise ApplyError(f"delete by primary key removed {affected} of {stmt.rows} rows: {stmt.sql[:300]}")
     if stmt.kind == "upsert" and warnings and not stmt.enum_zero:
         raise ApplyError(f"applying a row image raised {warnings} warnings (value not stored exactly): {stmt.sql[:300]}")
     if stmt.kind == "warnings":
-        rows = getattr(result, "rows", [])
-        bad = [r for r in rows if r[1] != b"1265"]
+        bad = [r for r in result.rows if r[1] != b"1265"]
         if bad:
             raise ApplyError(f"applying a row image warned: {bad!r}")
 

@@ -444,6 +444,7 @@ class SchemaCatalog:
         self.function_schemas_max = function_schemas_max
         self._tables: OrderedDict[TableName, TableMeta] = OrderedDict()
         self._functions: OrderedDict[str, frozenset[str]] = OrderedDict()
+        # collation id → character set: bounded by the server's own list (a few hundred).
         self._charsets: dict[int, str] | None = None
         self.loads = 0  # round trips spent loading (observability and tests)
 

@@ -99,6 +99,16 @@ STATEMENTS: list[tuple[str, str, bool, int]] = [
     ("multi-update-comma", "UPDATE wide w, src s SET w.tx = 'joined' WHERE w.k = 'k1' AND s.id = 10", True, 1),
     ("multi-delete", "DELETE wide, src FROM wide JOIN src ON wide.id = src.id", True, 1),
     ("multi-delete-using", "DELETE FROM w USING wide AS w JOIN src ON w.id + 6 = src.id", True, 1),
+    ("insert-select-odku", "INSERT INTO wide (id, k, i8, vc) SELECT id, CONCAT('s', id), i8, vc FROM src "
+                           "ON DUPLICATE KEY UPDATE i8 = VALUES(i8), vc = 'dup'", True, 1),
+    ("insert-select-union", "INSERT INTO wide (id, k) SELECT 200, 'u1' UNION ALL SELECT 201, 'u2'", True, 1),
+    ("insert-select-empty", "INSERT INTO wide (id) SELECT id FROM src WHERE id > 1000", True, 0),  # no INSERT to run
+    ("insert-ignore-select", "INSERT IGNORE INTO wide (id, k) SELECT id, k FROM src", True, 1),
+    ("update-ignore-duplicate", "UPDATE IGNORE wide SET k = IF(id = 2, 'k1', 'fresh') WHERE id IN (2, 3)", True, 1),
+    ("delete-ignore", "DELETE IGNORE FROM wide WHERE i8 < 0", True, 1),
+    ("update-string-literal-key", "UPDATE wide SET i8 = 7 WHERE id = '1'", True, 0),
+    ("replace-set-two-conflicts", "REPLACE wide SET id = 3, k = 'k2', vc = 'both'", True, 0),
+    ("insert-expression-values", "INSERT INTO wide (id, k, dc, d, ts, bl) VALUES (60, 'e', 1/3, PI(), '2020-02-29 12:00:00', REPEAT(X'00', 3))", True, 0),
 ]
 @pytest.fixture(scope="module")
 def pair(backend_factory: Callable[..., ServerHandle]) -> Pair:
