@@ -965,6 +965,8 @@ def _plan_insert(parsed: Parsed, catalog: CatalogSnapshot, temps: set[TableName]
             PlanKind.INSERT, parsed, (meta,), (qualified_name(meta.schema, meta.table),),
             extra_round_trips=1 + (1 if two_phase else 0), insert=ip,
         )
+    if two_phase and len(parsed.rows) > 1:
+        raise _refuse(sql, _MOVING_UNIQUE)
     rows: list[InsertRow] = []
     materialise: list[tuple[int, int]] = []
     auto = meta.auto_increment_column
@@ -1041,6 +1043,11 @@ def _auto_rows_unprobed(meta: TableMeta, columns: Sequence[str], rows: Sequence[
             return True
     return False
 
+
+# Rows of one statement can pass a unique value from one to another (row 1 gives up 'x', row 2
+# takes it); replayed in another order, an upsert would meet the value still held and update
+# the wrong row through that unique key. A single row cannot.
+_MOVING_UNIQUE = "ON DUPLICATE KEY UPDATE assigns a unique-key column for several rows at once"
 
 _DEFAULT_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
 _DEFAULT_STRING = re.compile(r"'(?:[^'\\]|'')*'\Z")
@@ -2136,6 +2143,8 @@ class _Execution:
             warning_lists.append(mat_warn)
             if not rows:
                 return self._result(Answer(status=mat.status), warned, warning_lists, mat), []
+        if ip.two_phase and len(rows) > 1:
+            raise await self._refuse_after(_MOVING_UNIQUE)
         ip2 = InsertPlan(ip.columns, tuple(rows), (), ip.probe_unique, ip.prefetch, ip.two_phase, ip.auto_after)
         probe = _insert_probe(meta, ip2, parsed.mode)
         q = qualified_name(meta.schema, meta.table)

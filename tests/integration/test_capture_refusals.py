@@ -77,6 +77,10 @@ REFUSALS: list[tuple[str, list[str], str, int]] = [
     # increment of 7) that another session may take first: not provable, refused.
     ("auto-increment-mixed", ["CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY, n INT)", "INSERT INTO ai (n) VALUES (1)"],
      "INSERT INTO ai (id, n) VALUES (NULL, 1), (500, 2), (NULL, 3)", 1235),
+    ("odku-moves-unique-values", [T, T_ROWS],
+     "INSERT INTO t (id, u, v) VALUES (1, 'a', 0), (3, 'b', 0) ON DUPLICATE KEY UPDATE u = 'z'", 1235),
+    ("odku-select-moves-unique-values", [T, T_ROWS],
+     "INSERT INTO t (id, u, v) SELECT id, u, v FROM t ON DUPLICATE KEY UPDATE u = CONCAT(t.u, '!')", 1235),
     ("with-update", [T, T_ROWS], "WITH x AS (SELECT 1 AS id) UPDATE t JOIN x ON t.id = x.id SET t.v = 0", 1235),
 ]
 

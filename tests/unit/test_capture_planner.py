@@ -148,6 +148,7 @@ REFUSALS: list[tuple[str, int]] = [
     ("INSERT INTO t (u, n) VALUES ('x', 1) ON DUPLICATE KEY UPDATE id = 3", 1235),
     ("UPDATE t SET id = id + FLOOR(RAND() * 3)", 1235),
     ("UPDATE t SET n = 5, id = n WHERE id = 1", 1235),
+    ("INSERT INTO t (id, u) VALUES (1, 'a'), (2, 'b') ON DUPLICATE KEY UPDATE u = CONCAT(u, '!')", 1235),
     ("UPDATE tmp JOIN t ON tmp.a = t.id SET tmp.a = 1, t.n = 2", 1235),
     ("UPDATE t AS x JOIN t AS y ON x.id = y.n SET x.n = 1, y.n = 2", 1235),
     ("WITH c AS (SELECT 1 AS id) UPDATE t JOIN c ON t.id = c.id SET t.n = 1", 1235),
