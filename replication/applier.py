@@ -1,7 +1,8 @@
 """The applier: certified transactions of other members, and every DDL, onto this backend.
 
-Items arrive in delivery order (`submit`) and are applied in that order, each in one backend
-transaction that also records its seq (PositionStore.record_sql), so a crash never loses or
+Items arrive in delivery order (`submit`) and are applied in that order where it matters —
+transactions with disjoint write sets run in parallel on up to `workers` connections — each in
+one backend transaction that also records its seq (PositionStore.record_sql), so a crash never loses or
 repeats one: at start-up the applied set is read back and seqs already there are skipped.
 DDL runs in the same queue, so it takes effect at its place in the total order on every member
 (origin included); the session that asked for it awaits `ddl_outcome(seq)`.
@@ -30,6 +31,7 @@ log = structlog.get_logger("grproxy.applier")
 
 APPLIER_QUEUE_MAX = 100_000
 APPLY_RETRIES_MAX = 10
+APPLIER_WORKERS = 4  # transactions applied at once (disjoint write sets); connections kept
 _RETRYABLE = {1213, 1205}  # deadlock, lock wait timeout: local sessions held the rows
 
 ApplyChanges = Callable[[BackendConnection, bytes], Awaitable[None]]
@@ -60,6 +62,7 @@ class Applier:
         *,
         queue_max: int = APPLIER_QUEUE_MAX,
         retries_max: int = APPLY_RETRIES_MAX,
+        workers: int = APPLIER_WORKERS,
         after_ddl: Callable[[str, str], None] | None = None,
     ) -> None:
         self._connect = connect
@@ -72,7 +75,8 @@ class Applier:
         self._queue: deque[ApplyRemote | ExecuteDdl] = deque()
         self._wakeup = asyncio.Event()
         self._ddl: dict[int, asyncio.Future[DdlOutcome]] = {}
-        self._conn: BackendConnection | None = None
+        self.workers = workers
+        self._idle: list[BackendConnection] = []
         self.applied_count = 0
         self.retried_count = 0
 
@@ -96,27 +100,66 @@ class Applier:
         return fut
 
     async def run(self) -> None:
-        """Apply forever. Raises ApplierFailed when an item cannot be applied."""
-        while True:
-            while not self._queue:
+        """Apply forever. Raises ApplierFailed when an item cannot be applied.
+
+        Scheduling: items leave the queue in delivery order. A transaction starts as soon as
+        its write set is disjoint from every transaction still running (they touch different
+        rows, so their order does not matter); otherwise it — and everything behind it —
+        waits for the running ones to finish. DDL, and transactions whose write set is not
+        known (fetched by recovery), run alone.
+        """
+        running: dict[asyncio.Task[None], frozenset[int] | None] = {}
+        try:
+            while True:
+                while not self._queue and not running:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                while self._queue:
+                    item = self._queue[0]
+                    if item.seq in self.positions.applied:
+                        self._queue.popleft()  # already committed here (a restart, or our own commit)
+                        continue
+                    keys = frozenset(item.write_set) if isinstance(item, ApplyRemote) and item.write_set else None
+                    alone = keys is None
+                    if running and (alone or len(running) >= self.workers or any(
+                            k is None or not k.isdisjoint(keys) for k in running.values())):
+                        break
+                    self._queue.popleft()
+                    coro = self._run_ddl(item) if isinstance(item, ExecuteDdl) else self._apply(item)
+                    running[asyncio.get_running_loop().create_task(coro)] = keys
+                    if alone:
+                        break
+                if not running:
+                    continue
                 self._wakeup.clear()
-                await self._wakeup.wait()
-            item = self._queue[0]
-            if item.seq in self.positions.applied:
-                self._queue.popleft()  # already committed here (a restart, or our own commit)
-                continue
-            if isinstance(item, ExecuteDdl):
-                await self._run_ddl(item)
-            else:
-                await self._apply(item)
-            self._queue.popleft()
-            self.applied_count += 1
+                waker = asyncio.ensure_future(self._wakeup.wait())
+                done, _ = await asyncio.wait([*running, waker], return_when=asyncio.FIRST_COMPLETED)
+                if waker not in done:
+                    waker.cancel()
+                for task in done:
+                    if task is waker:
+                        continue
+                    running.pop(task)
+                    task.result()  # ApplierFailed propagates: the member goes to ERROR
+                    self.applied_count += 1
+        finally:
+            for task in running:
+                task.cancel()
 
     async def _connection(self) -> BackendConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await self._connect()
-            await self._conn.execute("SET SESSION time_zone = '+00:00'")
-        return self._conn
+        if self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        conn = await self._connect()
+        await conn.execute("SET SESSION time_zone = '+00:00'")
+        return conn
+
+    def _release(self, conn: BackendConnection) -> None:
+        if not conn.closed and len(self._idle) < self.workers:
+            self._idle.append(conn)
+        else:
+            conn.close()
 
     async def _apply(self, item: ApplyRemote) -> None:
         for attempt in range(self.retries_max + 1):
@@ -128,18 +171,27 @@ class Applier:
                 await conn.execute("COMMIT")
             except BackendError as exc:
                 await _rollback(conn)
+                self._release(conn)
                 if exc.backend_errno in _RETRYABLE and attempt < self.retries_max:
                     self.retried_count += 1
                     await asyncio.sleep(min(0.005 * 2**attempt, 0.5))
                     continue
                 raise ApplierFailed(f"cannot apply seq {item.seq} from {item.origin}: {exc}") from exc
             except BackendLost as exc:
+                conn.close()
                 raise ApplierFailed(f"backend lost while applying seq {item.seq}: {exc}") from exc
+            self._release(conn)
             self.positions.mark_applied(item.seq)
             return
 
     async def _run_ddl(self, item: ExecuteDdl) -> None:
         conn = await self._connection()
+        try:
+            await self._run_ddl_on(conn, item)
+        finally:
+            self._release(conn)
+
+    async def _run_ddl_on(self, conn: BackendConnection, item: ExecuteDdl) -> None:
         error: BackendError | None = None
         try:
             if item.schema:
@@ -162,8 +214,8 @@ class Applier:
             log.warning("ddl_failed_here", seq=item.seq, origin=item.origin, error=str(error))
 
     async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        while self._idle:
+            self._idle.pop().close()
 
 
 async def _rollback(conn: BackendConnection) -> None:
