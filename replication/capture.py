@@ -84,7 +84,9 @@ from .rowimage import (
     TransactionChanges,
     TransactionTooLarge,
     Value,
+    apply_changes,
     canonical_bytes,
+    decode_changes,
     encode_changes,
     pk_predicate,
     qualified_name,
@@ -1748,6 +1750,24 @@ def write_set(changes: Iterable[RowChange], tables: Iterable[TableMeta]) -> froz
     return frozenset(keys)
 
 
+@dataclass(frozen=True, slots=True)
+class StatementResult:
+    """What the client sees of a captured DML statement (its OK packet)."""
+
+    affected_rows: int
+    last_insert_id: int
+    warnings: int
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """One captured statement: its client result, row changes and write-set keys."""
+
+    result: StatementResult
+    changes: tuple[RowChange, ...]
+    keys: frozenset[KeyHash]
+
+
 class RowCapturer:
     """Capture as a member session uses it (replication.member_session.Capturer).
 
@@ -1769,8 +1789,6 @@ class RowCapturer:
         encoding: str = "utf-8",
     ) -> "Captured":
         """capture_statement, plus the statement's write set, as the member session wants them."""
-        from .member_session import Captured, StatementResult  # the session module imports none of ours
-
         result, changes, p = await _capture(
             conn, sql, default_schema, self.catalog,
             temporary_tables=temporary_tables, sql_mode=sql_mode, encoding=encoding,
@@ -1784,6 +1802,23 @@ class RowCapturer:
             if not isinstance(change, RowChange):
                 raise TypeError(f"[BUG] not a RowChange: {type(change).__name__}")
         return encode_changes(changes)  # type: ignore[arg-type]
+
+    async def apply(self, conn: "BackendConnection", payload: bytes) -> None:
+        """The applier's ApplyChanges: decode one transaction's changes and apply them."""
+        await apply_changes(conn, decode_changes(payload))
+
+    def on_ddl(self, schema: str, sql: str) -> None:
+        """DDL ran on this member's backend: forget the metadata of what it names."""
+        from .statements import classify
+
+        stmt = classify(sql)
+        if stmt.ddl_object in ("DATABASE", "SCHEMA") and stmt.schema:
+            self.catalog.invalidate_schema(stmt.schema)
+        elif stmt.tables:
+            for ref in stmt.tables:
+                self.catalog.invalidate(ref.schema or schema, ref.name)
+        else:
+            self.catalog.invalidate_all()
 
     def invalidate(self, schema: str | None = None, table: str | None = None) -> None:
         """Forget cached metadata: one table, one schema, or everything (the default)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,10 +50,8 @@ from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
 from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
-from .capture import capture_statement
+from .capture import Captured, RowCapturer  # noqa: F401 - RowCapturer: the Capturer members use
 from .certifier import KeyHash, Seq
-from .rowimage import apply_changes, decode_changes, encode_changes, write_set_keys
-from .schema import SchemaCatalog
 from .member import LocalTxn, Member
 from .statements import Kind, Statement, classify
 
@@ -62,7 +60,8 @@ log = structlog.get_logger("grproxy.member_session")
 IN_TRANS = int(Status.IN_TRANS)
 AUTOCOMMIT = int(Status.AUTOCOMMIT)
 RECOVERY_PREFIX = b"/* grproxy */ "
-PREPARED_WRITES_MAX = 10_000  # prepared write statements per session
+PREPARED_WRITES_MAX = 10_000
+TEMPORARY_TABLES_MAX = 10_000  # tracked per session (writes to them are not replicated)  # prepared write statements per session
 LONG_DATA_BYTES_MAX = 1 << 30  # COM_STMT_SEND_LONG_DATA kept per prepared write
 RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
 AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
@@ -107,77 +106,14 @@ def rewrite_group_members(sql: str, rows: list[tuple[object, ...]]) -> str:
     return _TABLE_REF_RE.sub(sub, sql)
 
 
-@dataclass(frozen=True, slots=True)
-class StatementResult:
-    """What the client sees of a captured DML statement (its OK packet)."""
-
-    affected_rows: int
-    last_insert_id: int
-    warnings: int
-
-
-@dataclass(frozen=True, slots=True)
-class Captured:
-    result: StatementResult
-    changes: tuple[object, ...]  # row changes, opaque here (encoded by the Capturer)
-    keys: frozenset[KeyHash]
-
-
 class Capturer(Protocol):
     """Capture of one DML statement on the session's connection (replication.capture)."""
 
-    async def capture(self, conn: BackendConnection, sql: str, default_schema: str | None) -> Captured: ...
+    async def capture(self, conn: BackendConnection, sql: str, default_schema: str | None, *,
+                      temporary_tables: Collection[tuple[str, str]] = frozenset(), sql_mode: str | None = None,
+                      encoding: str = "utf-8") -> Captured: ...
 
-    def encode(self, changes: list[object]) -> bytes: ...
-
-    def invalidate(self) -> None: ...
-
-
-class RowCapturer:
-    """The Capturer of replication.capture and replication.rowimage, with one schema catalog
-    per member (shared by its sessions; invalidated by DDL)."""
-
-    def __init__(self, catalog: SchemaCatalog | None = None) -> None:
-        self.catalog = catalog or SchemaCatalog()
-
-    async def capture(self, conn: BackendConnection, sql: str, default_schema: str | None) -> Captured:
-        result, changes = await capture_statement(conn, sql, default_schema, self.catalog)
-        keys: set[KeyHash] = set()
-        for change in changes:
-            name = (change.shape.schema, change.shape.table)
-            meta = self.catalog.get(*name)
-            if meta is None:  # invalidated (DDL elsewhere) or evicted since capture: reload
-                meta = (await self.catalog.snapshot(conn, [name])).table(*name)
-            try:
-                if meta is None:
-                    raise ValueError("table vanished")
-                keys |= write_set_keys(change, meta)
-            except ValueError as exc:
-                raise HookError("Error on observer while running replication hook 'before_commit'. "
-                                f"(the table changed during the transaction: {exc})") from exc
-        return Captured(StatementResult(result.affected_rows, result.last_insert_id, result.warnings),
-                        tuple(changes), frozenset(keys))
-
-    def encode(self, changes: list[object]) -> bytes:
-        return encode_changes(changes)  # type: ignore[arg-type]
-
-    def invalidate(self) -> None:
-        self.catalog.invalidate_all()
-
-    def on_ddl(self, schema: str, sql: str) -> None:
-        """DDL ran on this member's backend: forget the metadata of what it names."""
-        stmt = classify(sql)
-        if stmt.ddl_object in ("DATABASE", "SCHEMA") and stmt.schema:
-            self.catalog.invalidate_schema(stmt.schema)
-        elif stmt.tables:
-            for ref in stmt.tables:
-                self.catalog.invalidate(ref.schema or schema, ref.name)
-        else:
-            self.catalog.invalidate_all()
-
-    async def apply(self, conn: BackendConnection, payload: bytes) -> None:
-        """The applier's ApplyChanges: decode and apply one transaction's row changes."""
-        await apply_changes(conn, decode_changes(payload))
+    def encode(self, changes: Sequence[object]) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -200,7 +136,8 @@ class MemberSessionFactory:
     ) -> "MemberSession":
         # Capture sends multi-statements of its own: the backend connection always allows
         # them; the client's own multi-statements are refused unless it negotiated them.
-        caps = capabilities | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS
+        # CLIENT_NO_SCHEMA would make the backend ignore "db." qualifiers: capture refuses it.
+        caps = (capabilities | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS) & ~Cap.NO_SCHEMA
         backend = await BackendConnection.open(
             self.member.config.backend, capabilities=int(caps), collation=collation, database=database,
             connect_attrs=attrs, timeout_s=self.connect_timeout_s, mariadb_capabilities=mariadb_capabilities,
@@ -225,6 +162,8 @@ class MemberSession(RelaySession):
         self._prepared_refused: set[int] = set()
         self._pending_prepare: tuple[Statement, str] | None = None
         self._charset: str | None = None  # character_set_client, for prepared writes
+        self._sql_mode: str | None = None  # cached; forgotten after any SET
+        self._temporary: set[tuple[str, str]] = set()  # (schema, table) of this session's temp tables
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -243,6 +182,7 @@ class MemberSession(RelaySession):
             stmt = classify(sql)
             if stmt.kind is Kind.SET:
                 self._charset = None  # SET NAMES / character_set_client may change it
+                self._sql_mode = None
             if self._needs_member(stmt):
                 self._cmd_seq = last_seq
                 self._spawn(self._statement(stmt, sql.decode("utf-8", "surrogateescape")))
@@ -343,9 +283,6 @@ class MemberSession(RelaySession):
             await self._relay_packet_mode(sql)
             return
         if kind is Kind.DML:
-            if stmt.temporary_table:
-                await self._relay_packet_mode(sql)
-                return
             await self._dml(sql)
             return
         if kind is Kind.DDL:
@@ -399,8 +336,12 @@ class MemberSession(RelaySession):
                 r = await self.backend.execute("BEGIN")
                 self.status = r.status
             self.txn = _Txn(self.member.open_txn(on_doom=self._on_doom))
+        if self._sql_mode is None:
+            r = await self.backend.execute("SELECT @@SESSION.sql_mode")
+            self._sql_mode = (r.rows[0][0] or b"").decode("ascii", "replace")
         try:
-            captured = await self.capturer.capture(self.backend, sql, await self._schema())
+            captured = await self.capturer.capture(self.backend, sql, await self._schema(),
+                                                   temporary_tables=self._temporary, sql_mode=self._sql_mode)
         except BaseException:
             if autocommit:
                 await self._rollback_quietly()
@@ -445,6 +386,13 @@ class MemberSession(RelaySession):
     async def _ddl(self, stmt: Statement, sql: str) -> None:
         if stmt.temporary_table:
             await self._relay_packet_mode(sql)
+            schema = await self._schema() or ""
+            names = {(ref.schema or schema, ref.name) for ref in stmt.tables}
+            if stmt.verb.startswith("CREATE"):
+                if len(self._temporary) + len(names) <= TEMPORARY_TABLES_MAX:
+                    self._temporary |= names
+            else:
+                self._temporary -= names
             return
         self.member.check_writable()
         if self.txn is not None or self.status & IN_TRANS:
