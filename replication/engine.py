@@ -23,6 +23,7 @@ from replication.gcs.interface import MemberState, View
 
 from .certifier import Certifier, CertifierFull, KeyHash, Seq
 from .messages import (
+    AppliedAck,
     Announce,
     DdlMessage,
     Message,
@@ -77,6 +78,15 @@ class ApplyRemote:
     origin: str
     changes: bytes
     write_set: tuple[KeyHash, ...]
+    ack: bool = False  # report AppliedAck once applied (consistency AFTER)
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """`member` reported it has applied `seq`."""
+
+    member: str
+    seq: Seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +127,8 @@ class CertifierRefused:
     txn_id: int
 
 
-Action = LocalOutcome | ApplyRemote | ExecuteDdl | SyncReached | MembershipChanged | CertifierRefused
+Action = (LocalOutcome | ApplyRemote | ExecuteDdl | SyncReached | MembershipChanged | CertifierRefused
+          | AckReceived)
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -218,6 +229,8 @@ class Engine:
                 return []
             case SyncPoint():
                 return [SyncReached(msg.origin, msg.sync_id, self.certifier.last_seq)]
+            case AppliedAck():
+                return [AckReceived(msg.member, msg.seq)]
             case Announce():
                 record = self.members.get(msg.member)
                 if record is None:
@@ -245,7 +258,7 @@ class Engine:
             return [LocalOutcome(msg.txn_id, outcome.seq, outcome.conflict_seq, msg.changes if outcome.positive else b"")]
         if outcome.positive:
             assert outcome.seq is not None
-            return [ApplyRemote(outcome.seq, msg.origin, msg.changes, msg.write_set)]
+            return [ApplyRemote(outcome.seq, msg.origin, msg.changes, msg.write_set, msg.ack)]
         return []
 
 

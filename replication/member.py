@@ -46,6 +46,7 @@ from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
 from replication.protocol.errors import (
     BackendError,
     CertificationConflict,
+    HoldMemberStatus,
     HoldWaitTimeout,
     HookError,
     MySQLError,
@@ -54,7 +55,9 @@ from replication.protocol.errors import (
 
 from .applier import Applier, ApplierFailed, ApplierFull, ApplyChanges, DdlOutcome
 from .certifier import Certifier, KeyHash, Seq
+from .consistency import Level
 from .engine import (
+    AckReceived,
     Action,
     ApplyRemote,
     CertifierRefused,
@@ -67,7 +70,7 @@ from .engine import (
     Role,
     SyncReached,
 )
-from .messages import Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
+from .messages import AppliedAck, Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
 from .positions import Positions, PositionStore
 
 log = structlog.get_logger("grproxy.member")
@@ -95,6 +98,8 @@ class MemberConfig:
     recovery_password: str = ""
     recovery_timeout_s: float = 120.0
     recovery_buffer_max: int = 200_000  # deliveries buffered while recovering; more → ERROR
+    consistency: int = 0  # default group_replication_consistency of new sessions (Level value)
+    ack_waits_max: int = 10_000  # AFTER acknowledgements pending at once
 
 
 @dataclass(slots=True)
@@ -138,6 +143,13 @@ class Member:
         self._recovering: View | None = None
         self._buffer: list[View | Delivery] = []
         self._donors: dict[str, str] = {}  # uuid → member address, from announcements
+        # Consistency: the default level, AFTER acknowledgements, the new primary's backlog.
+        self.consistency = Level(config.consistency)
+        self._acks: dict[int, set[str]] = {}  # seq → members that acknowledged it
+        self._ack_txns: set[int] = set()  # local txn ids whose commit waits for acks
+        self._ack_waiters: dict[int, asyncio.Future[None]] = {}
+        self._ack_tasks = 0
+        self.failover_backlog: Seq | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -272,6 +284,8 @@ class Member:
                 case LocalOutcome():
                     if action.seq is not None:
                         self.cache.put(action.seq, CACHE_TXN, action.changes)
+                        if action.txn_id in self._ack_txns:
+                            self._acks[action.seq] = set()  # acks follow this point of the order
                     fut = self._pending.pop(action.txn_id, None)
                     self._pending_snapshots.pop(action.txn_id, None)
                     if fut is not None and not fut.done():
@@ -280,6 +294,13 @@ class Member:
                     self.cache.put(action.seq, CACHE_TXN, action.changes)
                     self._doom_conflicting(action)
                     self._submit(action)
+                    if action.ack:
+                        self._ack_when_applied(action.seq)
+                case AckReceived():
+                    acked = self._acks.get(action.seq)
+                    if acked is not None:
+                        acked.add(action.member)
+                        self._check_acks(action.seq)
                 case ExecuteDdl():
                     self.cache.put(action.seq, CACHE_DDL, _ddl_blob(action.schema, action.sql))
                     if action.local:
@@ -293,6 +314,13 @@ class Member:
                         if fut_sync is not None and not fut_sync.done():
                             fut_sync.set_result(action.seq)
                 case MembershipChanged():
+                    if (action.primary == self.config.uuid and action.previous_primary not in (None, self.config.uuid)
+                            and self.engine.single_primary):
+                        # A newly elected primary: BEFORE_ON_PRIMARY_FAILOVER holds new
+                        # transactions until everything ordered so far is applied here.
+                        self.failover_backlog = self.engine.certifier.last_seq
+                    for seq in list(self._acks):
+                        self._check_acks(seq)  # a member that left no longer owes an ack
                     for listener in self.on_membership:
                         listener(action)
                 case CertifierRefused():
@@ -428,7 +456,8 @@ class Member:
     def close_txn(self, txn: LocalTxn) -> None:
         self._open.pop(txn.txn_id, None)
 
-    async def certify_local(self, txn: LocalTxn, write_set: tuple[KeyHash, ...], changes: bytes) -> Seq:
+    async def certify_local(self, txn: LocalTxn, write_set: tuple[KeyHash, ...], changes: bytes,
+                            ack: bool = False) -> Seq:
         """Broadcast a local transaction and wait for the group's verdict.
 
         Returns its seq when it may commit: the caller then commits its backend transaction
@@ -452,7 +481,9 @@ class Member:
         self._pending[txn.txn_id] = fut
         self._pending_snapshots[txn.txn_id] = snapshot
         try:
-            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes)))
+            if ack:
+                self._ack_txns.add(txn.txn_id)
+            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes, ack)))
             async with asyncio.timeout(self.config.commit_timeout_s):
                 outcome = await fut
         except GcsError as exc:
@@ -464,6 +495,7 @@ class Member:
         finally:
             self._pending.pop(txn.txn_id, None)
             self._pending_snapshots.pop(txn.txn_id, None)
+            self._ack_txns.discard(txn.txn_id)
         if isinstance(outcome, CertifierRefused):
             raise HookError("Error on observer while running replication hook 'before_commit'. (certification database full)")
         if outcome.seq is None:
@@ -511,6 +543,74 @@ class Member:
             raise HoldWaitTimeout("Timeout exceeded for held statement while new Group Replication primary member is applying backlog or while waiting for the group.") from None
         finally:
             self._syncs.pop(sync_id, None)
+
+    # --- consistency --------------------------------------------------------------------------------
+
+    def _ack_when_applied(self, seq: Seq) -> None:
+        if self._ack_tasks >= self.config.ack_waits_max:
+            self._log.warning("ack_dropped", seq=seq)  # the origin's AFTER wait then times out
+            return
+        self._ack_tasks += 1
+
+        async def ack() -> None:
+            try:
+                await self.positions.wait_applied(seq, timeout_s=ACK_WAIT_S)
+                self.gcs.broadcast(encode(AppliedAck(self.config.uuid, seq)))
+            except (TimeoutError, GcsError, OverflowError) as exc:
+                self._log.warning("ack_failed", seq=seq, error=repr(exc))
+            finally:
+                self._ack_tasks -= 1
+
+        asyncio.get_running_loop().create_task(ack())
+
+    def _check_acks(self, seq: int) -> None:
+        acked = self._acks.get(seq)
+        waiter = self._ack_waiters.get(seq)
+        if acked is None or waiter is None or waiter.done():
+            return
+        online = {m.uuid for m in self.engine.members.values() if m.state is MemberState.ONLINE}
+        if online - {self.config.uuid} <= acked:
+            waiter.set_result(None)
+
+    async def wait_all_applied(self, seq: Seq, timeout_s: float) -> None:
+        """Consistency AFTER: until every ONLINE member has applied `seq` (this one included:
+        the caller committed it). Raises HoldWaitTimeout (3781)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_waiters[seq] = fut
+        self._acks.setdefault(seq, set())
+        self._check_acks(seq)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await fut
+        except TimeoutError:
+            raise HoldWaitTimeout("Timeout exceeded for held statement while waiting for the group to apply "
+                                  "the transaction (group_replication_consistency AFTER).") from None
+        finally:
+            self._ack_waiters.pop(seq, None)
+            self._acks.pop(seq, None)
+
+    async def hold_before(self, level: Level, timeout_s: float) -> None:
+        """What a transaction at `level` waits for before it starts (see replication.consistency).
+        Raises HoldMemberStatus (3783) when this member is not ONLINE, HoldWaitTimeout (3781)."""
+        if level is Level.EVENTUAL:
+            return
+        if self.state is not MemberState.ONLINE:
+            raise HoldMemberStatus("Held statement was aborted due to member being in error state, "
+                                   "while backlog is being applied during Group Replication primary election.")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            backlog = self.failover_backlog
+            if backlog is not None:
+                await self.positions.wait_applied(backlog, max(0.0, deadline - loop.time()))
+                if self.failover_backlog == backlog:
+                    self.failover_backlog = None
+            if level.waits_before:
+                target = await self.sync_point(max(0.001, deadline - loop.time()))
+                await self.positions.wait_applied(target, max(0.0, deadline - loop.time()))
+        except (TimeoutError, OverflowError):
+            raise HoldWaitTimeout("Timeout exceeded for held statement while new Group Replication primary "
+                                  "member is applying backlog.") from None
 
     def members(self) -> list[MemberRecord]:
         """The member table as this member sees it (UNREACHABLE overlaid from the detector)."""
@@ -561,6 +661,7 @@ class Member:
 
 
 
+ACK_WAIT_S = 3600.0  # how long a member waits to apply a transaction whose origin wants an ack
 RECOVERY_POINTS_MAX = 8  # engine states kept for joiners (one per view that admitted someone)
 RECOVERY_RETRY_S = 0.2
 RECOVERY_FETCH_SEQS_MAX = 1_000  # seqs asked for in one round trip

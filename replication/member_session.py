@@ -51,9 +51,11 @@ from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
 from .capture import Captured, RowCapturer  # noqa: F401 - RowCapturer: the Capturer members use
+from .consistency import VARIABLE as CONSISTENCY
+from .consistency import InvalidLevel, Level, parse_level
 from .certifier import KeyHash, Seq
 from .member import LocalTxn, Member
-from .statements import Kind, Statement, classify
+from .statements import Kind, Scope, Statement, classify
 
 log = structlog.get_logger("grproxy.member_session")
 
@@ -164,6 +166,8 @@ class MemberSession(RelaySession):
         self._charset: str | None = None  # character_set_client, for prepared writes
         self._sql_mode: str | None = None  # cached; forgotten after any SET
         self._temporary: set[tuple[str, str]] = set()  # (schema, table) of this session's temp tables
+        self._wait_timeout: float | None = None  # cached @@SESSION.wait_timeout (consistency waits)
+        self.consistency: Level = member.consistency
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -183,6 +187,21 @@ class MemberSession(RelaySession):
             if stmt.kind is Kind.SET:
                 self._charset = None  # SET NAMES / character_set_client may change it
                 self._sql_mode = None
+                self._wait_timeout = None
+                if any(a.name == CONSISTENCY for a in stmt.assignments):
+                    self._cmd_seq = last_seq
+                    self._spawn(self._set_consistency(stmt, sql.decode("utf-8", "surrogateescape")))
+                    return
+            if any(v.name == CONSISTENCY for v in stmt.system_variables):
+                self._cmd_seq = last_seq
+                self._spawn(self._hold_then(stmt, rewrite_consistency_reads(
+                    sql.decode("utf-8", "surrogateescape"), self.consistency, self.member.consistency)))
+                return
+            if (self.consistency is not Level.EVENTUAL and stmt.kind in _HELD_KINDS and not self.status & IN_TRANS
+                    and self.txn is None):
+                self._cmd_seq = last_seq
+                self._spawn(self._hold_then(stmt, sql.decode("utf-8", "surrogateescape")))
+                return
             if self._needs_member(stmt):
                 self._cmd_seq = last_seq
                 self._spawn(self._statement(stmt, sql.decode("utf-8", "surrogateescape")))
@@ -244,6 +263,49 @@ class MemberSession(RelaySession):
 
     async def _refuse(self, error: MySQLError) -> None:
         raise error
+
+    # --- consistency (replication.consistency) --------------------------------------------------------
+
+    async def _timeout_s(self) -> float:
+        """GR bounds consistency waits by the session's wait_timeout."""
+        if self._wait_timeout is None:
+            r = await self.backend.execute("SELECT @@SESSION.wait_timeout")
+            self._wait_timeout = float(r.rows[0][0] or 28800)
+        return self._wait_timeout
+
+    async def _hold_then(self, stmt: Statement, sql: str) -> None:
+        """Hold a statement that starts a transaction as its level requires, then run it."""
+        if not self.status & IN_TRANS and self.txn is None:
+            await self.member.hold_before(self.consistency, await self._timeout_s())
+        if self._needs_member(stmt):
+            await self._statement(stmt, sql)
+        else:
+            await self._relay_packet_mode(sql)
+
+    async def _set_consistency(self, stmt: Statement, sql: str) -> None:
+        rest = []
+        for a in stmt.assignments:
+            if a.name != CONSISTENCY:
+                rest.append(a)
+                continue
+            try:
+                level = parse_level(a.literal if a.literal is not None else a.value)
+            except InvalidLevel as exc:
+                raise WrongValueForVariable(str(exc)) from None
+            if a.scope in (Scope.GLOBAL, Scope.PERSIST, Scope.PERSIST_ONLY):
+                user = getattr(self.processes, "users", {}).get(self.link.username)
+                if user is None or not getattr(user, "admin", False):
+                    raise SpecificAccessDenied("Access denied; you need (at least one of) the SUPER, "
+                                               "SYSTEM_VARIABLES_ADMIN privilege(s) for this operation")
+                self.member.consistency = level
+            elif a.scope is Scope.SESSION:
+                self.consistency = level
+            else:
+                raise WrongValueForVariable(f"Variable '{CONSISTENCY}' cannot be set this way")
+        if rest:
+            await self._relay_packet_mode("SET " + ", ".join(_replay(a) for a in rest))
+        else:
+            self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
     def _long_data(self, write: PreparedWrite, body: bytes) -> None:
         if len(body) < 2:
@@ -366,8 +428,10 @@ class MemberSession(RelaySession):
             r = await self.backend.execute("COMMIT")
             self.status = r.status
             return
+        after = self.consistency.waits_after
         try:
-            seq = await self.member.certify_local(txn.local, tuple(txn.keys), self.capturer.encode(txn.changes))
+            seq = await self.member.certify_local(txn.local, tuple(txn.keys), self.capturer.encode(txn.changes),
+                                                  ack=after)
         except (CertificationConflict, HookError, MySQLError):
             await self._rollback_quietly()
             raise
@@ -382,6 +446,8 @@ class MemberSession(RelaySession):
         self.status = r.status
         self.member.committed(seq)
         self._drop_txn()
+        if after:
+            await self.member.wait_all_applied(seq, await self._timeout_s())
 
     async def _ddl(self, stmt: Statement, sql: str) -> None:
         if stmt.temporary_table:
@@ -480,6 +546,39 @@ class MemberSession(RelaySession):
     def close(self) -> None:
         self._drop_txn()
         super().close()
+
+
+class WrongValueForVariable(MySQLError):
+    errno = 1231  # ER_WRONG_VALUE_FOR_VAR
+    sqlstate = "42000"
+
+
+_HELD_KINDS = frozenset({Kind.SELECT, Kind.DML, Kind.BEGIN, Kind.CALL, Kind.DO, Kind.SHOW})
+_CONSISTENCY_READ_RE = re.compile(r"@@(?:(SESSION|LOCAL|GLOBAL)\.)?group_replication_consistency\b", re.IGNORECASE)
+
+
+def _replay(a: object) -> str:
+    """An assignment written back as SQL (for SETs that mix our variable with others)."""
+    scope, name, value = a.scope, a.name, a.value  # type: ignore[attr-defined]
+    if scope is Scope.USER:
+        return f"@{name} = {value}"
+    if name in ("names", "character set", "transaction"):
+        return f"{'' if scope is Scope.SESSION else scope.value + ' '}{name.upper()} {value}"
+    return f"{scope.value} {name} = {value}"
+
+
+def rewrite_consistency_reads(sql: str, session: Level, default: Level) -> str:
+    """@@[SESSION.|GLOBAL.]group_replication_consistency → its value as a string literal,
+    named as the server names the column when it stands alone in the select list."""
+    def sub(m: re.Match[str]) -> str:
+        level = default if (m.group(1) or "").upper() == "GLOBAL" else session
+        after = sql[m.end():].lstrip()
+        literal = f"'{level.name}'"
+        if not after or after[0] in ",;" or after[:4].upper() == "FROM":
+            return f"{literal} AS `{m.group(0)}`"
+        return literal
+
+    return _CONSISTENCY_READ_RE.sub(sub, sql)
 
 
 def _frame_query(sql: str) -> bytes:

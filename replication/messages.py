@@ -33,6 +33,7 @@ class TxnMessage:
     snapshot: Seq
     write_set: tuple[KeyHash, ...]
     changes: bytes  # encoded row changes (opaque here; see replication.capture)
+    ack: bool = False  # consistency AFTER: every member reports when it has applied it
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +73,17 @@ class Announce:
     version: str
 
 
-Message = TxnMessage | DdlMessage | StableReport | SyncPoint | Announce
+@dataclass(frozen=True, slots=True)
+class AppliedAck:
+    """`member` has committed `seq` on its backend (answers TxnMessage.ack)."""
 
-_KIND = {TxnMessage: 1, DdlMessage: 2, StableReport: 3, SyncPoint: 4, Announce: 5}
+    member: str
+    seq: Seq
+
+
+Message = TxnMessage | DdlMessage | StableReport | SyncPoint | Announce | AppliedAck
+
+_KIND = {TxnMessage: 1, DdlMessage: 2, StableReport: 3, SyncPoint: 4, Announce: 5, AppliedAck: 6}
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
 
@@ -95,7 +104,7 @@ def encode(msg: Message) -> bytes:
                 raise ValueError(f"write set of {len(msg.write_set)} keys is over {WRITE_SET_KEYS_MAX}")
             ws = struct.pack(f"<{len(msg.write_set)}Q", *msg.write_set)
             return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _Q.pack(msg.snapshot),
-                             _I.pack(len(msg.write_set)), ws, _bytes(msg.changes)))
+                             _I.pack(len(msg.write_set)), ws, _bytes(msg.changes), bytes((1 if msg.ack else 0,))))
         case DdlMessage():
             return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _text(msg.schema), _text(msg.sql)))
         case StableReport():
@@ -105,6 +114,8 @@ def encode(msg: Message) -> bytes:
         case Announce():
             return b"".join((head, _text(msg.member), _text(msg.state), _I.pack(msg.weight),
                              _text(msg.member_address), _text(msg.version)))
+        case AppliedAck():
+            return b"".join((head, _text(msg.member), _Q.pack(msg.seq)))
         case _:
             assert_never(msg)
 
@@ -161,7 +172,11 @@ def decode(payload: bytes) -> Message:
         if n > WRITE_SET_KEYS_MAX:
             raise ReplicationDecodeError("write set over its bound")
         ws = struct.unpack(f"<{n}Q", r.take(8 * n))
-        msg = TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in ws), r.blob())
+        changes = r.blob()
+        flag = r.take(1)[0]
+        if flag > 1:
+            raise ReplicationDecodeError(f"invalid ack flag {flag}")
+        msg = TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in ws), changes, bool(flag))
     elif kind == 2:
         msg = DdlMessage(r.text(), r.q(), r.text(), r.text())
     elif kind == 3:
@@ -170,6 +185,8 @@ def decode(payload: bytes) -> Message:
         msg = SyncPoint(r.text(), r.q())
     elif kind == 5:
         msg = Announce(r.text(), r.text(), r.i(), r.text(), r.text())
+    elif kind == 6:
+        msg = AppliedAck(r.text(), Seq(r.q()))
     else:
         raise ReplicationDecodeError(f"unknown message kind {kind}")
     r.end()

@@ -19,6 +19,7 @@ from replication.engine import (
 )
 from replication.gcs.interface import MemberId, MemberState, Slot, View, ViewId
 from replication.messages import (
+    AppliedAck,
     Announce,
     DdlMessage,
     ReplicationDecodeError,
@@ -129,7 +130,8 @@ def test_garbage_payload_is_an_invariant_violation() -> None:
 
 messages = st.one_of(
     st.builds(TxnMessage, st.text(max_size=8), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
-              st.lists(st.integers(0, 2**64 - 1), max_size=20).map(tuple), st.binary(max_size=64)),
+              st.lists(st.integers(0, 2**64 - 1), max_size=20).map(tuple), st.binary(max_size=64), st.booleans()),
+    st.builds(AppliedAck, st.text(max_size=8), st.integers(0, 2**64 - 1)),
     st.builds(DdlMessage, st.text(max_size=8), st.integers(0, 2**64 - 1), st.text(max_size=8), st.text(max_size=40)),
     st.builds(StableReport, st.text(max_size=8), st.integers(0, 2**64 - 1)),
     st.builds(SyncPoint, st.text(max_size=8), st.integers(0, 2**64 - 1)),
