@@ -168,11 +168,19 @@ class MemberSession(RelaySession):
         self._temporary: set[tuple[str, str]] = set()  # (schema, table) of this session's temp tables
         self._wait_timeout: float | None = None  # cached @@SESSION.wait_timeout (consistency waits)
         self.consistency: Level = member.consistency
+        self._schema_known = False
+        self._schema_value: str | None = None
 
     # --- dispatch -------------------------------------------------------------------------------
 
     def on_command(self, raw: bytes, last_seq: int = 0) -> None:
         cmd = raw[4] if len(raw) > 4 else -1
+        if cmd in (Command.INIT_DB, Command.RESET_CONNECTION):
+            self._schema_known = False
+            self._sql_mode = self._charset = self._wait_timeout = None
+            if cmd == Command.RESET_CONNECTION:
+                self._temporary.clear()
+                self.consistency = self.member.consistency
         if cmd == Command.QUERY:
             sql = raw[5:]
             if sql.startswith(RECOVERY_PREFIX):
@@ -184,6 +192,9 @@ class MemberSession(RelaySession):
                 self._spawn(self._group_members(sql.decode("utf-8", "surrogateescape")))
                 return
             stmt = classify(sql)
+            if stmt.kind is Kind.USE or stmt.kind is Kind.MULTI or (stmt.kind is Kind.DDL and stmt.ddl_object in
+                                                                   ("DATABASE", "SCHEMA")):
+                self._schema_known = False
             if stmt.kind is Kind.SET:
                 self._charset = None  # SET NAMES / character_set_client may change it
                 self._sql_mode = None
@@ -436,8 +447,8 @@ class MemberSession(RelaySession):
             await self._rollback_quietly()
             raise
         try:
-            await self.backend.execute(self.member.store.record_sql(seq))
-            r = await self.backend.execute("COMMIT")
+            # The position row and COMMIT in one round trip.
+            r = (await self.backend.execute_all(f"{self.member.store.record_sql(seq)};COMMIT"))[-1]
         except BaseException as exc:
             self.member.commit_failed(Seq(seq), exc)
             self._drop_txn()
@@ -470,9 +481,15 @@ class MemberSession(RelaySession):
         self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
     async def _schema(self) -> str | None:
+        """The session's default schema: asked once, and again after anything that may change
+        it (USE, COM_INIT_DB, DROP DATABASE, COM_CHANGE_USER, COM_RESET_CONNECTION)."""
+        if self._schema_known:
+            return self._schema_value
         r = await self.backend.execute("SELECT DATABASE()")
         value = r.rows[0][0] if r.rows else None
-        return value.decode("utf-8") if value is not None else None
+        self._schema_value = value.decode("utf-8") if value is not None else None
+        self._schema_known = True
+        return self._schema_value
 
     async def _doomed(self) -> None:
         await self._rollback_quietly()
@@ -542,6 +559,16 @@ class MemberSession(RelaySession):
             role = m.role.value if m.state.value == "ONLINE" else ""
             rows.append((m.uuid, host or None, int(port) if port.isdigit() else None, m.state.value, role, m.version))
         await self._relay_packet_mode(rewrite_group_members(sql, rows))
+
+    async def reset_for_user(self, database: str | None) -> None:
+        """COM_CHANGE_USER: a fresh session — no open transaction, nothing cached."""
+        if self.txn is not None:
+            self._drop_txn()
+        await super().reset_for_user(database)
+        self._schema_known = False
+        self._sql_mode = self._charset = self._wait_timeout = None
+        self._temporary.clear()
+        self.consistency = self.member.consistency
 
     def close(self) -> None:
         self._drop_txn()
