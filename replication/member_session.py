@@ -178,7 +178,8 @@ class MemberSession(RelaySession):
         if cmd in (Command.INIT_DB, Command.RESET_CONNECTION):
             self._schema_known = False
             self._sql_mode = self._charset = self._wait_timeout = None
-            if cmd == Command.RESET_CONNECTION:
+            if cmd == Command.RESET_CONNECTION:  # the backend rolls back: so do we
+                self._drop_txn()
                 self._temporary.clear()
                 self.consistency = self.member.consistency
         if cmd == Command.QUERY:
