@@ -76,7 +76,7 @@ from sqlglot.errors import TokenError
 
 from .protocol.constants import Cap, Command
 from .protocol.errors import BackendError, BackendLost, BeforeDmlValidation, HookError, MalformedPacket, NotSupported
-from .protocol.packets import parse_err, parse_ok, read_lenenc_int
+from .protocol.packets import parse_err, parse_ok, read_lenenc_int, text_row_values
 from .rowimage import (
     Form,
     RowChange,
@@ -1557,7 +1557,7 @@ class _Runner:
                         # Drain the rest so the connection stays usable, then refuse.
                         answer.rows.append(())
                         continue
-                    answer.rows.append(_text_row(row, ncols))
+                    answer.rows.append(text_row_values(row, ncols))
             answers.append(answer)
             if not answer.status & 0x0008:  # SERVER_MORE_RESULTS_EXISTS
                 return answers
@@ -1575,20 +1575,6 @@ def _column_def(coldef: bytes) -> ColumnDef:
     col_type = coldef[pos + 6]
     flags = coldef[pos + 7] | (coldef[pos + 8] << 8)
     return ColumnDef(values[4].decode("utf-8", "replace"), col_type, charset, flags)
-
-
-def _text_row(row: bytes, ncols: int) -> tuple[bytes | None, ...]:
-    out: list[bytes | None] = []
-    pos = 0
-    for _ in range(ncols):
-        if row[pos] == 0xFB:
-            out.append(None)
-            pos += 1
-            continue
-        n, pos = read_lenenc_int(row, pos)
-        out.append(row[pos : pos + n])
-        pos += n
-    return tuple(out)
 
 
 def _warnings(answer: Answer) -> tuple[ServerWarning, ...]:

@@ -30,6 +30,7 @@ from .packets import (
     parse_server_handshake,
     read_lenenc_int,
     scramble_native,
+    text_row_values,
     scramble_sha256,
 )
 from .scanner import Expect, ResponseScanner
@@ -419,7 +420,7 @@ class BackendConnection(asyncio.Protocol):
                     if len(result.rows) >= RESULT_ROWS_MAX:
                         self._poison(None)
                         raise BackendLost(f"result over {RESULT_ROWS_MAX} rows in packet mode")
-                    result.rows.append(_text_row(row, ncols))
+                    result.rows.append(text_row_values(row, ncols))
             results.append(result)
             if not result.status & 0x0008:  # SERVER_MORE_RESULTS_EXISTS
                 return results
@@ -455,20 +456,6 @@ def _column_name(coldef: bytes) -> str:
         values.append(coldef[pos : pos + n])
         pos += n
     return values[4].decode("utf-8", "replace")
-
-
-def _text_row(row: bytes, ncols: int) -> tuple[bytes | None, ...]:
-    out: list[bytes | None] = []
-    pos = 0
-    for _ in range(ncols):
-        if row[pos] == 0xFB:
-            out.append(None)
-            pos += 1
-            continue
-        n, pos = read_lenenc_int(row, pos)
-        out.append(row[pos : pos + n])
-        pos += n
-    return tuple(out)
 
 
 def _rsa_encrypt_password(password: str, nonce: bytes, pem: bytes) -> bytes:

@@ -67,6 +67,26 @@ def read_lenenc_int(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     raise MalformedPacket(f"invalid length-encoded integer prefix 0x{first:02x}")
 
 
+def text_row_values(row: bytes, ncols: int) -> tuple[bytes | None, ...]:
+    """The values of a text-protocol row (None for SQL NULL). Raises MalformedPacket."""
+    out: list[bytes | None] = []
+    pos = 0
+    try:
+        for _ in range(ncols):
+            if row[pos] == 0xFB:
+                out.append(None)
+                pos += 1
+                continue
+            n, pos = read_lenenc_int(row, pos)
+            if pos + n > len(row):
+                raise MalformedPacket("row value runs past the packet")
+            out.append(row[pos : pos + n])
+            pos += n
+    except IndexError:
+        raise MalformedPacket("truncated row") from None
+    return tuple(out)
+
+
 def ok_payload(status: int, affected_rows: int = 0, last_insert_id: int = 0, warnings: int = 0) -> bytes:
     return b"\x00" + lenenc_int(affected_rows) + lenenc_int(last_insert_id) + _u16.pack(status) + _u16.pack(warnings)
 
