@@ -6,7 +6,12 @@ foreign-key parents it depends on) and its *snapshot*: the low-water mark of the
 ran it — every seq at or below the snapshot was committed on that member's backend before the
 transaction's rows were locked, so it has seen them.
 
-    conflict  <=>  some key of the write set was last written by a seq > snapshot
+    conflict  <=>  some key of the write set was last written by a seq > snapshot that the
+                   transaction did not see
+
+(A member commits local transactions out of order, so besides its low-water mark a snapshot
+names the seqs already committed above it: a transaction that waited on a row lock has seen
+the writer that held it, even when an older seq is still committing.)
 
 A transaction that passes gets the next seq and becomes the last writer of its keys (first
 committer wins). The certification database maps key → last writer seq.
@@ -24,7 +29,7 @@ transactions (`CertifierFull`) rather than forgetting keys, which would be unsou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NewType
 
@@ -62,19 +67,23 @@ class Certifier:
     _reports: dict[str, Seq] = field(default_factory=dict)
     stable: Seq = Seq(0)
 
-    def certify(self, write_set: Iterable[KeyHash], snapshot: Seq) -> Outcome:
+    def certify(self, write_set: Iterable[KeyHash], snapshot: Seq, seen: Collection[Seq] = ()) -> Outcome:
         """Certify a transaction. Positive → its seq; its keys now point at that seq.
+
+        The transaction saw every seq up to `snapshot` and the seqs in `seen` (committed on its
+        member above the snapshot, out of order); it conflicts with a later writer of one of its
+        keys that it did not see.
 
         Raises ValueError for a snapshot from the future (a bug upstream), CertifierFull when
         admitting the keys would pass `keys_max`.
         """
-        if snapshot > self.last_seq:
-            raise ValueError(f"[BUG] snapshot {snapshot} is after the last certified seq {self.last_seq}")
+        if snapshot > self.last_seq or (seen and max(seen) > self.last_seq):
+            raise ValueError(f"[BUG] snapshot {snapshot} / seen seqs after the last certified seq {self.last_seq}")
         keys = write_set if isinstance(write_set, (set, frozenset, tuple, list)) else tuple(write_set)
         last_writer = self._last_writer
         for key in keys:
             writer = last_writer.get(key)
-            if writer is not None and writer > snapshot:
+            if writer is not None and writer > snapshot and writer not in seen:
                 return Outcome(False, None, key, writer)
         if len(last_writer) + len(keys) > self.keys_max:
             raise CertifierFull(f"certification database at its bound of {self.keys_max} keys")

@@ -245,13 +245,13 @@ class Engine:
         raise EngineInvariantError(f"unhandled message {type(msg).__name__}")
 
     def _on_txn(self, msg: TxnMessage) -> list[Action]:
-        if msg.snapshot > self.certifier.last_seq:
+        if msg.snapshot > self.certifier.last_seq or (msg.seen and max(msg.seen) > self.certifier.last_seq):
             raise EngineInvariantError(
                 f"transaction {msg.origin}:{msg.txn_id} has snapshot {msg.snapshot} after the last seq "
                 f"{self.certifier.last_seq}: members disagree on the order"
             )
         try:
-            outcome = self.certifier.certify(msg.write_set, msg.snapshot)
+            outcome = self.certifier.certify(msg.write_set, msg.snapshot, frozenset(msg.seen))
         except CertifierFull:
             return [CertifierRefused(msg.origin, msg.txn_id)]
         if msg.origin == self.me:

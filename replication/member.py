@@ -70,7 +70,7 @@ from .engine import (
     Role,
     SyncReached,
 )
-from .messages import AppliedAck, Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
+from .messages import SEEN_SEQS_MAX, AppliedAck, Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
 from .positions import Positions, PositionStore
 
 log = structlog.get_logger("grproxy.member")
@@ -477,13 +477,14 @@ class Member:
         if len(self._pending) >= self.config.local_txns_max:
             raise HookError("Error on observer while running replication hook 'before_commit'. (too many commits waiting)")
         snapshot = self.positions.lwm
+        seen = tuple(Seq(x) for x in self.positions.applied.above_lwm(SEEN_SEQS_MAX))
         fut: asyncio.Future[LocalOutcome | CertifierRefused] = asyncio.get_running_loop().create_future()
         self._pending[txn.txn_id] = fut
         self._pending_snapshots[txn.txn_id] = snapshot
         try:
             if ack:
                 self._ack_txns.add(txn.txn_id)
-            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes, ack)))
+            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes, ack, seen)))
             async with asyncio.timeout(self.config.commit_timeout_s):
                 outcome = await fut
         except GcsError as exc:

@@ -16,7 +16,8 @@ from typing import assert_never
 from .certifier import KeyHash, Seq
 
 VERSION = 1
-WRITE_SET_KEYS_MAX = 10_000_000  # per transaction; more is refused before broadcast
+WRITE_SET_KEYS_MAX = 10_000_000
+SEEN_SEQS_MAX = 10_000  # seqs above the snapshot a transaction names; beyond, fewer (safe: more conflicts)  # per transaction; more is refused before broadcast
 TEXT_BYTES_MAX = 1 << 24  # DDL text, member addresses
 
 
@@ -34,6 +35,7 @@ class TxnMessage:
     write_set: tuple[KeyHash, ...]
     changes: bytes  # encoded row changes (opaque here; see replication.capture)
     ack: bool = False  # consistency AFTER: every member reports when it has applied it
+    seen: tuple[Seq, ...] = ()  # seqs committed on the origin above `snapshot` (out of order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +105,12 @@ def encode(msg: Message) -> bytes:
             if len(msg.write_set) > WRITE_SET_KEYS_MAX:
                 raise ValueError(f"write set of {len(msg.write_set)} keys is over {WRITE_SET_KEYS_MAX}")
             ws = struct.pack(f"<{len(msg.write_set)}Q", *msg.write_set)
+            if len(msg.seen) > SEEN_SEQS_MAX:
+                raise ValueError(f"{len(msg.seen)} seen seqs is over {SEEN_SEQS_MAX}")
+            seen = struct.pack(f"<{len(msg.seen)}Q", *msg.seen)
             return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _Q.pack(msg.snapshot),
-                             _I.pack(len(msg.write_set)), ws, _bytes(msg.changes), bytes((1 if msg.ack else 0,))))
+                             _I.pack(len(msg.write_set)), ws, _bytes(msg.changes), bytes((1 if msg.ack else 0,)),
+                             _I.pack(len(msg.seen)), seen))
         case DdlMessage():
             return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _text(msg.schema), _text(msg.sql)))
         case StableReport():
@@ -176,7 +182,11 @@ def decode(payload: bytes) -> Message:
         flag = r.take(1)[0]
         if flag > 1:
             raise ReplicationDecodeError(f"invalid ack flag {flag}")
-        msg = TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in ws), changes, bool(flag))
+        m = r.i()
+        if m > SEEN_SEQS_MAX:
+            raise ReplicationDecodeError("seen seqs over their bound")
+        seen = tuple(Seq(x) for x in struct.unpack(f"<{m}Q", r.take(8 * m)))
+        msg = TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in ws), changes, bool(flag), seen)
     elif kind == 2:
         msg = DdlMessage(r.text(), r.q(), r.text(), r.text())
     elif kind == 3:

@@ -83,6 +83,17 @@ class AppliedSet:
         if len(starts) > INTERVALS_MAX:
             raise TooManyGaps(f"applied set has more than {INTERVALS_MAX} gaps")
 
+    def above_lwm(self, limit: int) -> tuple[int, ...]:
+        """Seqs in the set above the low-water mark (at most `limit`, the lowest first)."""
+        out: list[int] = []
+        start = 1 if self._starts and self._starts[0] == 1 else 0
+        for lo, hi in zip(self._starts[start:], self._ends[start:]):
+            for seq in range(lo, hi + 1):
+                if len(out) >= limit:
+                    return tuple(out)
+                out.append(seq)
+        return tuple(out)
+
     def intervals(self) -> Iterator[tuple[int, int]]:
         return zip(self._starts, self._ends)
 
