@@ -66,7 +66,8 @@ PREPARED_WRITES_MAX = 10_000
 TEMPORARY_TABLES_MAX = 10_000  # tracked per session (writes to them are not replicated)  # prepared write statements per session
 LONG_DATA_BYTES_MAX = 1 << 30  # COM_STMT_SEND_LONG_DATA kept per prepared write
 RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
-AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
+AUTO_INCREMENT_INCREMENT = 7
+ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back  # group_replication_auto_increment_increment's default
 TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
 _GROUP_MEMBERS_RE = re.compile(rb"replication_group_members", re.IGNORECASE)
 _TABLE_REF_RE = re.compile(
@@ -250,7 +251,39 @@ class MemberSession(RelaySession):
             return
         super().on_command(raw, last_seq)
 
+    async def _after_statement_error(self, errno: int) -> None:
+        """A statement failed inside our transaction: did the backend roll the whole
+        transaction back (deadlock always does; a lock wait timeout may)? Then the changes
+        captured so far never happened: forget them."""
+        if self.txn is None:
+            return
+        if errno == ER_LOCK_DEADLOCK:
+            self._drop_txn()
+            self.status &= ~IN_TRANS
+            return
+        r = await self.backend.execute("SELECT @@in_transaction")
+        if r.rows and r.rows[0][0] in (b"0", 0):
+            self._drop_txn()
+            self.status &= ~IN_TRANS
+
+    def _transaction_ended_under_us(self, scanner: ResponseScanner) -> None:
+        """After a relayed statement: the backend's answer says whether our transaction is
+        still open. If it is gone (deadlock, or a statement that committed or rolled back
+        implicitly), its captured changes are dropped — never certified."""
+        if self.txn is None:
+            return
+        if scanner.error is not None:
+            if scanner.error[0] == ER_LOCK_DEADLOCK:
+                self._drop_txn()
+            return
+        if not scanner.status & IN_TRANS:
+            if self.txn.changes:
+                log.warning("transaction_ended_outside_grproxy", conn_id=self.link.conn_id,
+                            changes=len(self.txn.changes))
+            self._drop_txn()
+
     def _on_done(self, scanner: ResponseScanner) -> None:
+        self._transaction_ended_under_us(scanner)
         if scanner.expect == Expect.PREPARE and scanner.prepared is not None and self._pending_prepare is not None:
             stmt, sql = self._pending_prepare
             stmt_id, _, nparams = scanner.prepared
@@ -288,11 +321,31 @@ class MemberSession(RelaySession):
     async def _hold_then(self, stmt: Statement, sql: str) -> None:
         """Hold a statement that starts a transaction as its level requires, then run it."""
         if not self.status & IN_TRANS and self.txn is None:
-            await self.member.hold_before(self.consistency, await self._timeout_s())
+            timeout_s = await self._timeout_s()
+            # The backend connection is idle while we hold, and the same wait_timeout is its
+            # idle limit: keep it alive meanwhile.
+            stop = asyncio.Event()
+            keepalive = asyncio.get_running_loop().create_task(self._keep_backend_alive(timeout_s / 3, stop))
+            try:
+                await self.member.hold_before(self.consistency, timeout_s)
+            finally:
+                stop.set()  # never cancel it mid-PING: that would poison the connection
+                try:
+                    await keepalive
+                except MySQLError:
+                    pass
         if self._needs_member(stmt):
             await self._statement(stmt, sql)
         else:
             await self._relay_packet_mode(sql)
+
+    async def _keep_backend_alive(self, interval_s: float, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), max(0.1, interval_s))
+                return
+            except TimeoutError:
+                await self.backend.command(Command.PING)
 
     async def _set_consistency(self, stmt: Statement, sql: str) -> None:
         rest = []
@@ -399,6 +452,7 @@ class MemberSession(RelaySession):
             return
         scanner = done.result()
         self.status = scanner.status
+        self._transaction_ended_under_us(scanner)
         if scanner.infile:
             raise NotSupported("LOAD DATA LOCAL is not replicated by grproxy yet")
 
@@ -416,6 +470,12 @@ class MemberSession(RelaySession):
         try:
             captured = await self.capturer.capture(self.backend, sql, await self._schema(),
                                                    temporary_tables=self._temporary, sql_mode=self._sql_mode)
+        except BackendError as exc:
+            if autocommit:
+                await self._rollback_quietly()
+            else:
+                await self._after_statement_error(exc.backend_errno)
+            raise
         except BaseException:
             if autocommit:
                 await self._rollback_quietly()

@@ -7,6 +7,7 @@ backend each); clients are PyMySQL connections in threads, as an application wou
 from __future__ import annotations
 
 import asyncio
+import time
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -282,5 +283,61 @@ def test_prepared_statement_writes_replicate_exactly(backends: list[ServerHandle
         assert len(sums) == 1, sums
         got = backend_rows(backends[(primary + 1) % 3], "SELECT id, s, LENGTH(b), n FROM app.p ORDER BY id")
         assert got == [(1, "héllo 😀", 256 * 300, None), (2, "it's \\ \"q\"!", 2, 99)]
+    finally:
+        loop.run(group.stop())
+
+
+def test_deadlock_victim_commit_replicates_nothing(backends: list[ServerHandle], loop: LoopThread) -> None:
+    """InnoDB rolls back a deadlock victim's whole transaction; if its client then sends
+    COMMIT, nothing it captured before the deadlock may be replicated (the backends diverged
+    before this was handled)."""
+    reset_backends(backends)
+    group = PortGroup(backends, single_primary=True)
+    loop.run(group.start())
+    try:
+        p = next(i for i, m in enumerate(group.members) if m.may_write())
+        a, b = group.connect(p), group.connect(p)
+        with a.cursor() as cur:
+            cur.execute("CREATE DATABASE app")
+            cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY, v INT)")
+            cur.execute("INSERT INTO app.t VALUES (1, 0), (2, 0), (3, 0)")
+        errors: list[int] = []
+
+        def second() -> None:
+            with b.cursor() as cur:
+                try:
+                    cur.execute("UPDATE app.t SET v = 20 WHERE id = 1")  # waits for a, then deadlocks or not
+                except pymysql.err.MySQLError as exc:
+                    errors.append(exc.args[0])
+                try:
+                    cur.execute("COMMIT")
+                except pymysql.err.MySQLError as exc:
+                    errors.append(exc.args[0])
+
+        with a.cursor() as ca, b.cursor() as cb:
+            ca.execute("BEGIN")
+            cb.execute("BEGIN")
+            cb.execute("UPDATE app.t SET v = 30 WHERE id = 3")  # b's first change
+            ca.execute("UPDATE app.t SET v = 10 WHERE id = 1")
+            cb.execute("UPDATE app.t SET v = 21 WHERE id = 2")
+            t = threading.Thread(target=second)
+            t.start()
+            time.sleep(0.5)
+            try:
+                ca.execute("UPDATE app.t SET v = 11 WHERE id = 2")  # closes the cycle
+                ca.execute("COMMIT")
+            except pymysql.err.MySQLError as exc:
+                errors.append(exc.args[0])
+                ca.execute("COMMIT")  # the victim's client commits anyway
+            t.join(30)
+        assert 1213 in errors, errors
+        loop.run(group.wait_converged())
+        rows = {tuple(backend_rows(bk, "SELECT id, v FROM app.t ORDER BY id")) for bk in backends}
+        assert len(rows) == 1, rows  # identical everywhere
+        (final,) = rows
+        # Exactly one of the two transactions survived, entirely.
+        assert final in (((1, 10), (2, 11), (3, 0)), ((1, 20), (2, 21), (3, 30))), final
+        a.close()
+        b.close()
     finally:
         loop.run(group.stop())
