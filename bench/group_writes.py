@@ -351,12 +351,23 @@ class Sandbox:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=30)
-        # Whatever it started and did not stop (it should have stopped everything).
+        # Whatever it started and did not stop (it should have stopped everything). PIDs wrap
+        # quickly on a busy machine (pid_max is 32768 here): kill a pid only if that process
+        # still runs out of this sandbox's directory, never a stranger that got its number.
         for pid in pids[1:]:
-            if _pid_alive(pid):
+            if _pid_alive(pid) and _runs_from(pid, self.base):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.proc = None
+
+
+def _runs_from(pid: int, base: Path) -> bool:
+    """Whether process `pid`'s command line names a path under `base`."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return str(base) in cmdline
 
 
 def _pid_alive(pid: int) -> bool:

@@ -500,6 +500,10 @@ class Member:
         if isinstance(outcome, CertifierRefused):
             raise HookError("Error on observer while running replication hook 'before_commit'. (certification database full)")
         if outcome.seq is None:
+            self._log.info("certification_conflict", txn_id=txn.txn_id, snapshot=snapshot, seen=len(seen),
+                           conflict_seq=outcome.conflict_seq,
+                           conflict_committed_here=outcome.conflict_seq in self.positions.applied,
+                           lwm_now=self.positions.lwm)
             raise CertificationConflict("Plugin instructed the server to rollback the current transaction.")
         return outcome.seq
 
