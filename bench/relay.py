@@ -48,6 +48,11 @@ async def main(listen_port: int, host: str, port: int) -> None:
                 assert self.transport is not None
                 self.transport.close()
                 return
+            assert self.transport is not None
+            if self.transport.is_closing():  # the client left before we were linked
+                assert back.transport is not None
+                back.transport.close()
+                return
             back.peer = self.transport
             self.peer = back.transport
             assert self.peer is not None
