@@ -19,14 +19,16 @@ from replication.protocol.errors import MySQLError
 
 from replication.gcs.interface import MemberId
 from replication.gcs.xcom.binding import XcomGroup, new_incarnation
+from replication.gcs.xcom.allowlist import IpAllowlist
 from replication.gcs.xcom.core import CoreConfig
+from replication.gcs.xcom.tls import SslMode, TlsConfig
 from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
 from replication.member_session import MemberSessionFactory, RowCapturer
 from replication.positions import PositionStore
 from replication.protocol.relay import RelayFactory, SessionFactory
 
-from .config import BackendConfig, Config
+from .config import BackendConfig, Config, MemberSection
 from .frontend import FrontendServer
 
 log = structlog.get_logger("grproxy")
@@ -102,8 +104,7 @@ class App:
         me = MemberId(uuid, m.group_address, new_incarnation())
         core = CoreConfig(member_expel_timeout_ms=int(m.member_expel_timeout_s * 1000),
                           paxos_single_leader=m.paxos_single_leader)
-        transport = TransportConfig(group_name=m.group_name, compression_threshold=m.compression_threshold,
-                                    communication_max_message_size=m.communication_max_message_size)
+        transport = transport_config(m)
         self.gcs = XcomGroup(me, core, transport)
         await self.gcs.start()
         capturer = RowCapturer()
@@ -137,6 +138,17 @@ class App:
             await self.member.stop()
         if self.gcs is not None:
             await self.gcs.close()
+
+
+def transport_config(m: MemberSection) -> TransportConfig:
+    """The group transport's settings from [member] (validated by the config loader)."""
+    return TransportConfig(
+        group_name=m.group_name,
+        compression_threshold=m.compression_threshold,
+        communication_max_message_size=m.communication_max_message_size,
+        ip_allowlist=IpAllowlist.parse(m.ip_allowlist),
+        tls=TlsConfig(SslMode.parse(m.ssl_mode), m.ssl_ca or None, m.ssl_cert or None, m.ssl_key or None),
+    )
 
 
 async def _member_uuid(address: BackendAddress) -> str:

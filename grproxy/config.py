@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from replication.gcs.xcom.allowlist import IpAllowlist
+from replication.gcs.xcom.tls import SslMode, TlsConfig
 from replication.protocol.packets import native_password_hash
 
 
@@ -73,6 +75,11 @@ class MemberSection:
     compression_threshold: int = 1_000_000
     communication_max_message_size: int = 10_485_760
     paxos_single_leader: bool = False
+    ip_allowlist: str = "AUTOMATIC"  # who may connect to the group port: AUTOMATIC or "cidr, addr, …"
+    ssl_mode: str = "DISABLED"  # group connections: DISABLED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY
+    ssl_ca: str = ""
+    ssl_cert: str = ""
+    ssl_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +194,23 @@ def parse_config(raw: dict[str, Any]) -> Config:
         if not 0 <= member.member_weight <= 100:
             raise ConfigError("member.member_weight", "must be between 0 and 100")
         _check_positive(member.member_expel_timeout_s, "member.member_expel_timeout_s")
+        try:
+            IpAllowlist.parse(member.ip_allowlist)
+        except ValueError as exc:
+            raise ConfigError("member.ip_allowlist", str(exc)) from None
+        try:
+            mode = SslMode.parse(member.ssl_mode)
+        except ValueError as exc:
+            raise ConfigError("member.ssl_mode", str(exc)) from None
+        for key in ("ssl_ca", "ssl_cert", "ssl_key"):
+            value = getattr(member, key)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"member.{key}", f"no such file: {value}")
+        try:
+            TlsConfig(mode, member.ssl_ca or None, member.ssl_cert or None, member.ssl_key or None)
+        except ValueError as exc:
+            key = "member.ssl_ca" if "ssl_ca" in str(exc) else "member.ssl_cert"
+            raise ConfigError(key, str(exc)) from None
         _check_positive(member.transaction_size_limit, "member.transaction_size_limit")
     return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log, member=member)
 

@@ -100,3 +100,32 @@ def test_member_section_defaults_and_checks() -> None:
         with pytest.raises(ConfigError) as info:
             parse_config({**GOOD, "member": raw})
         assert info.value.key == key, raw
+
+
+def test_member_group_security_settings(tmp_path: Path) -> None:
+    from grproxy.app import transport_config
+    from replication.gcs.xcom.tls import SslMode
+
+    for raw, key in [
+        ({"bootstrap_group": True, "ssl_mode": "SOMETIMES"}, "member.ssl_mode"),
+        ({"bootstrap_group": True, "ip_allowlist": "10.0.0.0/8, not-an-address"}, "member.ip_allowlist"),
+        ({"bootstrap_group": True, "ssl_mode": "REQUIRED"}, "member.ssl_cert"),
+        ({"bootstrap_group": True, "ssl_cert": str(tmp_path / "missing.pem")}, "member.ssl_cert"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config({**GOOD, "member": raw})
+        assert info.value.key == key, raw
+    cert, key_file, ca = (tmp_path / n for n in ("c.pem", "k.pem", "ca.pem"))
+    for f in (cert, key_file, ca):
+        f.write_text("x")
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, "member": {"bootstrap_group": True, "ssl_mode": "VERIFY_CA",
+                                         "ssl_cert": str(cert), "ssl_key": str(key_file)}})
+    assert info.value.key == "member.ssl_ca"
+    config = parse_config({**GOOD, "member": {"bootstrap_group": True, "ssl_mode": "verify_identity",
+                                              "ssl_cert": str(cert), "ssl_key": str(key_file), "ssl_ca": str(ca),
+                                              "ip_allowlist": "127.0.0.1, 10.1.0.0/16"}})
+    assert config.member is not None
+    transport = transport_config(config.member)
+    assert transport.tls.ssl_mode is SslMode.VERIFY_IDENTITY and transport.tls.ssl_ca == str(ca)
+    assert transport.group_name == "grproxy"
