@@ -24,7 +24,8 @@ from replication.gcs.xcom.core import CoreConfig
 from replication.gcs.xcom.tls import SslMode, TlsConfig
 from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
-from replication.member_session import MemberSessionFactory, RowCapturer
+from replication.capture import RowCapturer
+from replication.member_session import MemberSessionFactory
 from replication.positions import PositionStore
 from replication.protocol.relay import RelayFactory, SessionFactory
 

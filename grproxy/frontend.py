@@ -103,7 +103,6 @@ class ClientConnection(asyncio.Protocol):
         self._nonce = b""
         self._handshake_task: asyncio.Task[None] | None = None
         self._tls: TlsTransport | None = None
-        self._raw_transport: asyncio.Transport | None = None
         self._log = log
 
     # --- ClientLink (what a session uses) ------------------------------------------------
@@ -370,7 +369,6 @@ class ClientConnection(asyncio.Protocol):
             leftover = bytes(self._buf)
             self._buf.clear()
             tls = TlsTransport(self.transport, server.ssl_context)  # type: ignore[arg-type]
-            self._raw_transport = self._transport
             self._transport = tls  # type: ignore[assignment]
             self._tls = tls
             self.tls = True

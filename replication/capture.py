@@ -97,7 +97,6 @@ from .certifier import KeyHash
 from .schema import CatalogSnapshot, Column, SchemaCatalog, TableMeta, TableName
 
 if TYPE_CHECKING:
-    from .member_session import Captured
     from .protocol.backend import BackendConnection
 
 # --- bounds -----------------------------------------------------------------------------------------

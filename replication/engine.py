@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from replication.gcs.interface import MemberState, View
 
@@ -307,6 +307,4 @@ STATE_VERSION = 1
 
 
 def _replace(record: MemberRecord, **changes: object) -> MemberRecord:
-    from dataclasses import replace
-
     return replace(record, **changes)  # type: ignore[arg-type]

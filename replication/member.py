@@ -514,6 +514,7 @@ class Member:
     def commit_failed(self, seq: Seq, error: BaseException) -> None:
         """A certified local transaction could not commit on our backend: we now lack a
         transaction the group has — ERROR (distributed recovery would bring it back)."""
+        self._acks.pop(seq, None)  # nobody will wait for its acknowledgements
         self._fail(f"certified transaction {seq} failed to commit locally: {error}")
 
     async def run_ddl(self, schema: str, sql: str) -> DdlOutcome:

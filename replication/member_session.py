@@ -50,7 +50,7 @@ from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
 from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
-from .capture import Captured, RowCapturer  # noqa: F401 - RowCapturer: the Capturer members use
+from .capture import Captured
 from .consistency import VARIABLE as CONSISTENCY
 from .consistency import InvalidLevel, Level, parse_level
 from .certifier import KeyHash, Seq

@@ -84,7 +84,6 @@ class BackendConnection(asyncio.Protocol):
         self._buf = bytearray()
         self._waiter: asyncio.Future[None] | None = None
         self._lost_exc: BaseException | None = None
-        self._connected: asyncio.Future[None] | None = None
         # relay mode
         self._sink: Sink | None = None
         self._on_done: Callable[[ResponseScanner], None] | None = None
@@ -257,8 +256,6 @@ class BackendConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._connected is not None and not self._connected.done():
-            self._connected.set_result(None)
 
     def pause_writing(self) -> None:
         if self.on_pause_writing:

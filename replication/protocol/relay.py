@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 import structlog
@@ -276,5 +276,3 @@ class RelaySession:
         self.backend.close()
         self.link.close()
 
-
-KillHook = Callable[[int, bool], Awaitable[None]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -21,7 +21,8 @@ from replication.gcs.xcom.binding import XcomGroup, new_incarnation
 from replication.gcs.xcom.core import CoreConfig
 from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
-from replication.member_session import MemberSessionFactory, RowCapturer
+from replication.capture import RowCapturer
+from replication.member_session import MemberSessionFactory
 from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.errors import CertificationConflict
 

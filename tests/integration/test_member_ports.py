@@ -23,7 +23,8 @@ from replication.gcs.xcom.binding import XcomGroup, new_incarnation
 from replication.gcs.xcom.core import CoreConfig
 from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
-from replication.member_session import MemberSessionFactory, RowCapturer
+from replication.capture import RowCapturer
+from replication.member_session import MemberSessionFactory
 from replication.protocol.backend import BackendAddress
 
 
