@@ -28,8 +28,10 @@ from replication.capture import RowCapturer
 from replication.member_session import MemberSessionFactory
 from replication.positions import PositionStore
 from replication.protocol.relay import RelayFactory, SessionFactory
+from router.service import Router, RouterSettings
+from router.session import RouterFactory
 
-from .config import BackendConfig, Config, MemberSection
+from .config import BackendConfig, Config, MemberSection, RouterSection
 from .frontend import FrontendServer
 
 log = structlog.get_logger("grproxy")
@@ -68,18 +70,28 @@ class App:
         self.member_port: FrontendServer | None = None
         self.member: Member | None = None
         self.gcs: XcomGroup | None = None
+        self.router: Router | None = None
 
     def _backend_config(self) -> BackendConfig:
         name = self.config.member.backend if self.config.member else ""
         return next((b for b in self.config.backends if b.name == name), self.config.backends[0])
 
     async def start(self) -> None:
-        b = self._backend_config()
-        address = BackendAddress(b.host, b.port, b.user, b.password, b.name)
+        r = self.config.router
+        if r is not None:
+            addresses = [BackendAddress(h, int(p), r.user, r.password, f"member {h}:{p}")
+                         for h, _, p in (m.rpartition(":") for m in r.members)]
+            timeout_s = r.connect_timeout_s
+        else:
+            b = self._backend_config()
+            addresses = [BackendAddress(b.host, b.port, b.user, b.password, b.name)]
+            timeout_s = b.connect_timeout_s
         info: BackendInfo | None = None
+        address = addresses[0]
         for attempt in range(BACKEND_PROBE_ATTEMPTS_MAX):
+            address = addresses[attempt % len(addresses)]
             try:
-                info = await probe_backend(address, b.connect_timeout_s)
+                info = await probe_backend(address, timeout_s)
                 break
             except MySQLError as exc:
                 log.warning("backend_probe_failed", backend=str(address), attempt=attempt + 1, error=exc.message)
@@ -88,9 +100,15 @@ class App:
             raise SystemExit(f"grproxy: backend {address} did not answer; giving up")
         version = self.config.frontend.server_version or (
             info.version if info.version.endswith("-grproxy") else f"{info.version}-grproxy")
-        factory: SessionFactory = RelayFactory(address, b.connect_timeout_s)
-        if self.config.member is not None:
+        factory: SessionFactory
+        if r is not None:
+            self.router = Router(router_settings(r))
+            await self.router.start()
+            factory = RouterFactory(self.router)
+        elif self.config.member is not None:
             factory = await self._start_member(address, version, info)
+        else:
+            factory = RelayFactory(address, timeout_s)
         if self.config.frontend.enabled:
             self.frontend = FrontendServer(self.config, version, info.capabilities, factory,
                                            backend_mariadb_caps=info.mariadb_capabilities)
@@ -129,6 +147,8 @@ class App:
         for server in (self.frontend, self.member_port):
             if server is not None:
                 await server.stop()
+        if self.router is not None:
+            await self.router.stop()
         if self.gcs is not None and self.member is not None:
             try:
                 self.gcs.leave()  # others install a view without us at once, no expel wait
@@ -139,6 +159,17 @@ class App:
             await self.member.stop()
         if self.gcs is not None:
             await self.gcs.close()
+
+
+def router_settings(r: RouterSection) -> RouterSettings:
+    """The router's settings from [router] (validated by the config loader)."""
+    return RouterSettings(
+        seeds=tuple((h, int(p)) for h, _, p in (m.rpartition(":") for m in r.members)),
+        user=r.user, password=r.password, local_member=r.local_member or None, refresh_s=r.refresh_s,
+        down_hold_s=r.down_hold_s, connect_timeout_s=r.connect_timeout_s,
+        max_connections_per_member=r.max_connections_per_member,
+        idle_connections_per_member=r.idle_connections_per_member,
+    )
 
 
 def transport_config(m: MemberSection) -> TransportConfig:

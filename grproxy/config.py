@@ -83,6 +83,25 @@ class MemberSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RouterSection:
+    """[router]: the client port routes over a group's members (read/write split, consistency).
+
+    members: member ports ("host:port") to ask for the member table; the rest is discovered.
+    user / password: the account the router logs in with on member ports.
+    """
+
+    members: tuple[str, ...] = ()
+    user: str = "root"
+    password: str = ""
+    local_member: str = ""  # uuid of the member beside this router (multi-primary writes prefer it)
+    refresh_s: float = 0.5
+    down_hold_s: float = 2.0
+    connect_timeout_s: float = 5.0
+    max_connections_per_member: int = 512
+    idle_connections_per_member: int = 64
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     format: str = "console"
     level: str = "info"
@@ -95,6 +114,7 @@ class Config:
     backends: tuple[BackendConfig, ...] = ()
     log: LogConfig = field(default_factory=LogConfig)
     member: MemberSection | None = None
+    router: RouterSection | None = None
 
 
 _HASH_RE = re.compile(r"^\*[0-9A-Fa-f]{40}$")
@@ -114,7 +134,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
-    known = {"frontend", "users", "backends", "log", "member"}
+    known = {"frontend", "users", "backends", "log", "member", "router"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -163,8 +183,9 @@ def parse_config(raw: dict[str, Any]) -> Config:
         _check_port(backend.port, f"{where}.port")
         _check_positive(backend.connect_timeout_s, f"{where}.connect_timeout_s")
         backends.append(backend)
-    if not backends:
-        raise ConfigError("backends", "at least one [[backends]] entry is needed")
+    router = _router_section(raw["router"]) if "router" in raw else None
+    if not backends and router is None:
+        raise ConfigError("backends", "at least one [[backends]] entry is needed (or a [router] section)")
 
     log = _section(LogConfig, raw.get("log", {}), "log")
     if log.format not in ("console", "json"):
@@ -212,7 +233,30 @@ def parse_config(raw: dict[str, Any]) -> Config:
             key = "member.ssl_ca" if "ssl_ca" in str(exc) else "member.ssl_cert"
             raise ConfigError(key, str(exc)) from None
         _check_positive(member.transaction_size_limit, "member.transaction_size_limit")
-    return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log, member=member)
+    if member is not None and router is not None:
+        raise ConfigError("router", "a process hosts a [member] or a [router], not both (run two processes)")
+    return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log, member=member,
+                  router=router)
+
+
+def _router_section(value: Any) -> RouterSection:
+    section = dict(value) if isinstance(value, dict) else value
+    if isinstance(section, dict) and "members" in section:
+        members = section["members"]
+        if not isinstance(members, list) or not all(isinstance(x, str) for x in members):
+            raise ConfigError("router.members", "must be a list of \"host:port\" strings")
+        section["members"] = tuple(members)
+    router = _section(RouterSection, section, "router")
+    if not 1 <= len(router.members) <= 9:
+        raise ConfigError("router.members", "must list 1 to 9 member ports (\"host:port\")")
+    for i, value in enumerate(router.members):
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"router.members[{i}]", f"must be \"host:port\", not {value!r}")
+    for key in ("refresh_s", "down_hold_s", "connect_timeout_s", "max_connections_per_member",
+                "idle_connections_per_member"):
+        _check_positive(getattr(router, key), f"router.{key}")
+    return router
 
 
 def _table_list(value: Any, key: str) -> list[dict[str, Any]]:

@@ -3,8 +3,8 @@
 Starts N MariaDB/MySQL servers (datadirs under --base-dir, or a temporary directory removed at
 exit; free ports; loopback only), then one `grproxy serve` process per server hosting the
 member that owns it (the first bootstraps the group, the others join through it), waits until
-every member is ONLINE, then serves the router's client port in this process (it relays to
-the first member's member port: the primary in single-primary mode). Prints a line with `ready`
+every member is ONLINE, then serves the router's client port in this process (router/: reads
+to secondaries, writes to the primary, the session's consistency level carried to each member). Prints a line with `ready`
 and the command to connect, and writes --status-file (JSON, rewritten whenever it changes).
 SIGINT or SIGTERM stops everything; no process or port is left behind.
 """
@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from .app import App
-from .config import BackendConfig, Config, FrontendConfig, LogConfig, UserConfig
+from .config import Config, FrontendConfig, LogConfig, RouterSection, UserConfig
 from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
 from replication.protocol.errors import MySQLError
@@ -209,13 +209,12 @@ async def run_sandbox(args: argparse.Namespace) -> int:
             seeds = [f"127.0.0.1:{members[0].group_port}"]
             if stop.is_set():
                 return 130
-        first = members[0]
         config = Config(
             frontend=FrontendConfig(host="127.0.0.1", port=args.port),
             users=(UserConfig(name=SANDBOX_USER, password_hash="", admin=True),),
-            backends=(BackendConfig(name=first.id, host="127.0.0.1", port=first.member_port, user=SANDBOX_USER,
-                                    password=""),),
             log=LogConfig(format=args.log_format),
+            router=RouterSection(members=tuple(f"127.0.0.1:{m.member_port}" for m in members), user=SANDBOX_USER,
+                                 password=""),
         )
         app = App(config)
         try:

@@ -63,6 +63,10 @@ class TooManyConnections(MySQLError):
     sqlstate = "08004"
 
 
+class UnknownStatementHandler(MySQLError):
+    errno = 1243  # ER_UNKNOWN_STMT_HANDLER
+
+
 class HandshakeError(MySQLError):
     errno = 1043  # ER_HANDSHAKE_ERROR
     sqlstate = "08S01"

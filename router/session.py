@@ -1,0 +1,737 @@
+"""A client session spread over the group's members: the router's I/O shell (DESIGN §6, §7).
+
+Theory of operation
+-------------------
+
+Every client command is classified (`replication.statements.classify`, cached) and routed by the
+pure policy `router.routing.route(statement, state, topology)`. The decision names a member; the
+session sends the client's raw packet to its connection to that member and relays the answer back
+byte for byte (`BackendConnection.relay`), then feeds the outcome (ok or not, the server's status
+flags) to `SessionState.apply`. The hot path — a connection the session already holds, already in
+the session's state — is callbacks only, as in the plain relay.
+
+The slow path (a coroutine) runs when the member connection must first be made or brought up to
+date: a connection is taken from the member's pool (`router.pool`) and the session's settings are
+replayed on it (`SessionState.replay_sql(since=…)`, one statement at a time: the member sees each
+as the client would have sent it, so `SET group_replication_consistency` is enforced there). Each
+member connection remembers the state it was last brought to, so only what changed is replayed.
+
+Consistency levels are enforced by the members: the router only carries the session's level to
+every member connection it uses (DESIGN §7). A BEFORE read on a secondary therefore waits on that
+secondary for the group's sync point; AFTER makes the primary's COMMIT wait for every member.
+
+Failures:
+* a refusal of the policy (no primary, nothing ONLINE, the member holding the session's
+  transaction or pinned state has gone) is answered with its MySQL error; a refusal naming a lost
+  member also drops the session's connection there (`SessionState.member_gone`).
+* a member connection that cannot be opened marks the member down in the router for a short
+  while and, when nothing had been sent and the session has no state there, the statement is
+  routed again (at most `REROUTES_MAX` times). Nothing that was sent is ever re-sent: a statement
+  whose connection breaks before any answer gets 2013 and the session goes on; one whose answer
+  was partly relayed closes the client connection (its protocol state is unknown).
+
+Server-side prepared statements are virtualised: the client sees ids the router hands out; each
+member gets the statement prepared lazily the first time it runs there, and its own id is
+substituted in COM_STMT_EXECUTE / FETCH / CLOSE / RESET / SEND_LONG_DATA. Parameter types, sent by
+the client once, are re-sent to a member that has not seen them; long data is buffered (bounded)
+and sent before the execute to whichever member runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+import structlog
+
+from replication.protocol.backend import BackendConnection
+from replication.protocol.constants import MAX_PAYLOAD, Cap, Command, Status
+from replication.protocol.errors import (
+    BackendError,
+    BackendLost,
+    BackendUnavailable,
+    MySQLError,
+    NotSupported,
+    PacketTooLarge,
+    UnknownStatementHandler,
+)
+from replication.protocol.packets import eof_payload, frame, ok_payload, parse_err
+from replication.protocol.relay import _KILL_RE, EXPECT_BY_COMMAND, ClientLink, Processes, RelaySession
+from replication.protocol.scanner import Expect, ResponseScanner
+from replication.statements import Statement, classify
+
+from router.pool import MemberPool, PoolKey
+from router.routing import Decision, route
+from router.service import Router
+from router.state import RouterBug, SessionState
+from router.topology import MemberId
+
+__all__ = ["RouterFactory", "RouterSession", "PREPARED_STATEMENTS_MAX", "LONG_DATA_BYTES_MAX", "REROUTES_MAX"]
+
+PREPARED_STATEMENTS_MAX = 16_382  # per session, MySQL's max_prepared_stmt_count default
+LONG_DATA_BYTES_MAX = 64 << 20  # COM_STMT_SEND_LONG_DATA buffered per statement
+REROUTES_MAX = 2  # new routes for one statement after members refused a connection
+
+log = structlog.get_logger("grproxy.router.session")
+
+_COM_QUERY = int(Command.QUERY)
+_COM_STMT_EXECUTE = int(Command.STMT_EXECUTE)
+_CURSOR_TYPE_READ_ONLY = 0x01
+_LAST_PREPARED = 0xFFFFFFFF  # MariaDB: "the statement prepared last" (execute-direct)
+_IN_TRANS = int(Status.IN_TRANS)
+_READ = classify("SELECT 1")
+_COMMIT = classify("COMMIT")
+_u32 = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class _MemberConn:
+    """The session's connection to one member and the session state it was last brought to
+    (None: a connection fresh from the pool, at the server's defaults)."""
+
+    conn: BackendConnection
+    pool: MemberPool
+    synced: SessionState | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A client's prepared statement: its text, classification and each member's own id."""
+
+    sql: bytes
+    stmt: Statement
+    params: int
+    columns: int
+    ids: dict[MemberId, int] = field(default_factory=dict)
+    types: bytes | None = None  # the parameter-type block of the last execute that bound types
+    typed: set[MemberId] = field(default_factory=set)  # members whose copy has seen `types`
+    long_data: list[bytes] = field(default_factory=list)  # param id (2 bytes) + data, in order
+    long_bytes: int = 0
+    cursor: MemberId | None = None  # where the open cursor (COM_STMT_FETCH) lives
+
+
+def _same_settings(a: SessionState, b: SessionState) -> bool:
+    """Whether a connection brought to `a` is also in state `b` (SessionState.settings(), cheaper)."""
+    return (a.system_variables == b.system_variables and a.user_variables == b.user_variables
+            and a.schema == b.schema and a.charset == b.charset and a.autocommit == b.autocommit
+            and a.isolation == b.isolation and a.access_read_only == b.access_read_only
+            and a.consistency == b.consistency and a.role == b.role)
+
+
+class RouterFactory:
+    """Opens a `RouterSession` for each client that logs in on the router's client port."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def open_session(
+        self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
+        database: str | None, attrs: dict[str, str], mariadb_capabilities: int = 0,
+    ) -> "RouterSession":
+        # Member connections carry the client's own wire settings (answers are relayed as they
+        # are); the schema is set by replay, so pooled connections serve any schema.
+        caps = (capabilities | Cap.MULTI_RESULTS) & ~(Cap.NO_SCHEMA | Cap.CONNECT_WITH_DB)
+        key = PoolKey(int(caps), collation, mariadb_capabilities)
+        return await RouterSession.open(link, processes, self.router, key, database)
+
+
+class RouterSession(RelaySession):
+    """One client session over the group (see the module docstring)."""
+
+    @classmethod
+    async def open(cls, link: ClientLink, processes: Processes, router: Router, key: PoolKey,
+                   database: str | None) -> "RouterSession":
+        """Log in: one member connection (a read member's) is made at once, so that an unknown
+        database or an unreachable group fails the login. Raises MySQLError."""
+        self = cls.__new__(cls)
+        self._setup(link, processes, router, key, database)
+        for _ in range(REROUTES_MAX + 1):
+            d = route(_READ, self.state, router.topology, local=router.local, load=router.load,
+                      spread=link.conn_id)
+            if d.refusal is not None:
+                break
+            assert d.target is not None
+            try:
+                mc = await self._ready(d.target)
+            except BackendUnavailable:
+                continue
+            except BaseException:
+                self._release_all()
+                raise
+            self.backend = mc.conn
+            return self
+        self._release_all()
+        if router.topology.members:
+            raise BackendUnavailable("Can't connect to any ONLINE member of the group through grproxy")
+        raise BackendUnavailable(f"Can't connect to the group: grproxy has no member table yet "
+                                 f"({router.last_poll_error or 'no poll answered'})")
+
+    def _setup(self, link: ClientLink, processes: Processes, router: Router, key: PoolKey,
+               database: str | None) -> None:
+        self.link = link
+        self.processes = processes
+        self.router = router
+        self.key = key
+        self.status = int(Status.AUTOCOMMIT)
+        self.closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._cmd_seq = 0
+        self._log = log.bind(conn_id=link.conn_id)
+        self.state = SessionState().with_schema(database)
+        self.conns: dict[MemberId, _MemberConn] = {}
+        self.prepared: dict[int, _Prepared] = {}
+        self._next_stmt_id = 1
+        self._last_prepared = 0
+        self._set_option: bytes | None = None  # COM_SET_OPTION body, for connections made later
+        self._current: tuple[Statement | None, MemberId, _MemberConn] | None = None
+        self.backend: BackendConnection = None  # type: ignore[assignment]  # set by open()
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def on_command(self, raw: bytes, last_seq: int = 0) -> None:
+        self._cmd_seq = last_seq
+        cmd = raw[4] if len(raw) > 4 else -1
+        try:
+            if cmd == _COM_QUERY:
+                if len(raw) > 5 and raw[5] in b"kK/ \t\r\n":
+                    m = _KILL_RE.match(raw[5:4096])
+                    if m is not None:
+                        self._spawn(self._kill_statement(m))
+                        return
+                self._statement(classify(raw[5:]), raw, Expect.QUERY)
+            elif cmd == _COM_STMT_EXECUTE:
+                self._execute(raw)
+            elif cmd == Command.STMT_PREPARE:
+                self._spawn_routed(self._prepare(raw))
+            elif cmd == Command.STMT_FETCH:
+                self._fetch(raw)
+            elif cmd == Command.STMT_CLOSE:
+                self._close_statement(raw)
+            elif cmd == Command.STMT_SEND_LONG_DATA:
+                self._long_data(raw)
+            elif cmd == Command.STMT_RESET:
+                self._spawn(self._reset_statement(raw))
+            elif cmd == Command.INIT_DB:
+                name = raw[5:].decode("utf-8", "surrogateescape")
+                self._statement(classify("USE `" + name.replace("`", "``") + "`"), raw, Expect.SIMPLE)
+            elif cmd == Command.PING:
+                self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+                self.link.command_done()
+            elif cmd == Command.RESET_CONNECTION:
+                self._spawn(self._reset_connection())
+            elif cmd == Command.SET_OPTION:
+                self._spawn(self._set_option_command(raw))
+            elif cmd in (Command.CREATE_DB, Command.DROP_DB):
+                self._spawn(self._refuse_command(cmd))
+            elif cmd in EXPECT_BY_COMMAND:  # FIELD_LIST, STATISTICS, PROCESS_INFO, DEBUG, REFRESH
+                self._statement(_READ, raw, EXPECT_BY_COMMAND[cmd])
+            else:
+                self._spawn(self._local_command(cmd, raw))
+        except RouterBug as exc:
+            self._bug(exc)
+
+    def _statement(self, stmt: Statement, raw: bytes, expect: Expect) -> None:
+        """Route and run one client statement (hot path when its member connection is ready)."""
+        router = self.router
+        d = route(stmt, self.state, router.topology, local=router.local, load=router.load, spread=self.link.conn_id)
+        target = d.target
+        if target is None:
+            self._refuse(d)
+            return
+        mc = self.conns.get(target)
+        if mc is not None and d.finish_on is None and not mc.conn.closed and self._in_sync(mc):
+            self._relay(stmt, raw, expect, target, mc)
+            return
+        self._spawn_routed(self._statement_slow(stmt, raw, expect, d))
+
+    def _in_sync(self, mc: _MemberConn) -> bool:
+        synced = mc.synced
+        state = self.state
+        if synced is state:
+            return True
+        if synced is not None and _same_settings(synced, state):
+            mc.synced = state
+            return True
+        if synced is None and not state.replay_sql():
+            mc.synced = state
+            return True
+        return False
+
+    def _relay(self, stmt: Statement | None, raw: bytes, expect: Expect, target: MemberId, mc: _MemberConn) -> None:
+        self._current = (stmt, target, mc)
+        self.backend = mc.conn
+        load = self.router.load
+        load[target] = load.get(target, 0) + 1
+        mc.conn.relay(raw, expect, self.link.transport, self._on_done, self._on_lost)
+
+    def _on_done(self, scanner: ResponseScanner) -> None:
+        if scanner.infile:
+            self.link.begin_infile()
+            return
+        current = self._current
+        self._current = None
+        if current is None:
+            return
+        stmt, target, mc = current
+        self._unload(target)
+        self.status = scanner.status
+        error = scanner.error
+        if stmt is not None:
+            try:
+                before = self.state
+                self.state = before.apply(stmt, error is None, scanner.status, target)
+            except RouterBug as exc:
+                self._bug(exc)
+                return
+            if mc.synced is before or mc.synced is None:
+                mc.synced = self.state
+        if error is not None and error[0] in (1927, 1053):
+            # The member connection was killed or its member is shutting down.
+            self._drop(target, why=f"error {error[0]}")
+        self.link.command_done()
+
+    def _on_lost(self, relayed_any: bool) -> None:
+        current = self._current
+        self._current = None
+        if current is None:
+            return
+        _, target, _ = current
+        self._unload(target)
+        self._drop(target, why="connection lost during a statement")
+        self.router.mark_down(target, "connection lost during a statement")
+        self._log.warning("member_lost", member=target, mid_result=relayed_any)
+        if relayed_any:
+            self.close()  # part of an answer reached the client: its protocol state is unknown
+            return
+        self.link.send_error(BackendLost(
+            f"Lost connection to member {target} during query; the statement may or may not have run there "
+            "and was not retried (an open transaction there is rolled back)"), self._cmd_seq + 1)
+        self.link.command_done()
+
+    def _unload(self, target: MemberId) -> None:
+        load = self.router.load
+        n = load.get(target, 0)
+        if n > 1:
+            load[target] = n - 1
+        else:
+            load.pop(target, None)
+
+    def _refuse(self, d: Decision) -> None:
+        assert d.refusal is not None
+        if d.lost is not None:
+            self._drop(d.lost, why="member left the group")
+        self.link.send_packet(d.refusal.to_payload(), self._cmd_seq + 1)
+        self.link.command_done()
+
+    # --- slow path ------------------------------------------------------------------------------
+
+    def _spawn_routed(self, coro: Awaitable[bool]) -> None:
+        """Run a slow-path coroutine. It returns True once it has started a relay (whose
+        callbacks finish the command), False when it answered the client itself."""
+
+        async def run() -> None:
+            try:
+                relaying = await coro
+            except MySQLError as exc:
+                self.link.send_error(exc, self._cmd_seq + 1)
+                relaying = False
+            except RouterBug as exc:
+                self._bug(exc)
+                return
+            except asyncio.CancelledError:
+                return
+            except Exception:  # noqa: BLE001 - a bug must not take the process down
+                self._log.exception("router_session_error")
+                self.link.send_error(MySQLError("grproxy internal error; see the proxy log"), self._cmd_seq + 1)
+                self.close()
+                return
+            finally:
+                self._task = None
+            if not relaying and not self.closed:
+                self.link.command_done()
+
+        self._task = asyncio.get_running_loop().create_task(run())
+
+    async def _statement_slow(self, stmt: Statement, raw: bytes, expect: Expect, d: Decision) -> bool:
+        for attempt in range(REROUTES_MAX + 1):
+            if d.refusal is not None:
+                if d.lost is not None:
+                    self._drop(d.lost, why="member left the group")
+                self.link.send_packet(d.refusal.to_payload(), self._cmd_seq + 1)
+                return False
+            if d.finish_on is not None:
+                await self._finish_on(d.finish_on)
+            assert d.target is not None
+            try:
+                mc = await self._ready(d.target)
+            except BackendUnavailable:
+                if attempt == REROUTES_MAX:
+                    raise
+                d = self._route(stmt)
+                continue
+            self._relay(stmt, raw, expect, d.target, mc)
+            return True
+        return False
+
+    def _route(self, stmt: Statement) -> Decision:
+        r = self.router
+        return route(stmt, self.state, r.topology, local=r.local, load=r.load, spread=self.link.conn_id)
+
+    async def _finish_on(self, member: MemberId) -> None:
+        """Commit the session's read-only transaction on `member` (Decision.finish_on)."""
+        mc = self.conns.get(member)
+        if mc is None or mc.conn.closed:
+            self._drop(member, why="connection gone")
+            return
+        result = await mc.conn.execute("COMMIT")
+        before = self.state
+        self.state = before.apply(_COMMIT, True, result.status, member)
+        if mc.synced is before:
+            mc.synced = self.state
+
+    async def _ready(self, target: MemberId) -> _MemberConn:
+        """The session's connection to `target`, made if needed and brought to the session's
+        state. Raises BackendUnavailable (the member is marked down) when a new connection
+        cannot be made, BackendLost when the connection holding the session's transaction or
+        pinned state there is gone, or the member's error for a replayed setting."""
+        mc = self.conns.get(target)
+        if mc is not None and mc.conn.closed:
+            had_state = self._has_state_on(target)
+            self._drop(target, why="connection closed while idle")
+            if had_state:
+                raise BackendLost(f"Lost connection to member {target}: the session's transaction or "
+                                  "connection-local state there is gone; the session must start over")
+            mc = None
+        if mc is None:
+            info = self.router.topology.member(target)
+            if info is None:
+                raise BackendUnavailable(f"member {target} is not in the group")
+            pool = self.router.pool(info)
+            try:
+                conn = await pool.acquire(self.key)
+            except BackendUnavailable as exc:
+                self.router.mark_down(target, exc.message)
+                raise
+            conn.on_pause_writing = lambda: self.link.pause_reading("backend")
+            conn.on_resume_writing = lambda: self.link.unpause_reading("backend")
+            mc = _MemberConn(conn, pool)
+            self.conns[target] = mc
+            if self.closed:  # the client left while we waited
+                self._release_all()
+                raise BackendLost("client gone")
+            if self._set_option is not None:
+                await conn.command(Command.SET_OPTION, self._set_option)
+        if mc.synced is not self.state:
+            state = self.state
+            for sql in state.replay_sql(since=mc.synced):
+                try:
+                    await mc.conn.execute(sql)
+                except BackendError:
+                    self._drop(target, why="replay failed")
+                    raise
+            mc.synced = state
+        return mc
+
+    def _has_state_on(self, member: MemberId) -> bool:
+        s = self.state
+        return ((s.transaction is not None and s.transaction.member == member)
+                or (s.pin is not None and s.pin.member == member)
+                or (s.next_transaction is not None and s.next_transaction.member == member))
+
+    def _drop(self, member: MemberId, *, why: str) -> None:
+        """Close the session's connection to `member`; what lived there is gone."""
+        mc = self.conns.pop(member, None)
+        if mc is not None:
+            mc.pool.release(mc.conn, self.key, reusable=False)
+            self._log.info("member_connection_dropped", member=member, why=why)
+        for p in self.prepared.values():
+            p.ids.pop(member, None)
+            p.typed.discard(member)
+            if p.cursor == member:
+                p.cursor = None
+        self.state = self.state.member_gone(member)
+
+    def _bug(self, exc: RouterBug) -> None:
+        self._log.error("router_bug", error=str(exc))
+        self.link.send_error(MySQLError(f"grproxy internal error: {exc}"), self._cmd_seq + 1)
+        self.close()
+
+    # --- prepared statements --------------------------------------------------------------------
+
+    async def _prepare(self, raw: bytes) -> bool:
+        if len(raw) - 4 >= MAX_PAYLOAD:
+            raise PacketTooLarge("grproxy does not prepare statements of 16 MiB or more")
+        if len(self.prepared) >= PREPARED_STATEMENTS_MAX:
+            raise MySQLError(f"Can't create more than max_prepared_stmt_count statements (current value: "
+                             f"{PREPARED_STATEMENTS_MAX})")
+        sql = raw[5:]
+        stmt = classify(sql)
+        d = self._route(stmt)
+        if d.target is None:  # preparing changes nothing: any member that can run it will do
+            d = self._route(_READ)
+        if d.refusal is not None:
+            self._refuse_packet(d)
+            return False
+        assert d.target is not None
+        mc = await self._ready(d.target)
+        payloads = await _prepare_on(mc.conn, sql)
+        first = payloads[0]
+        if first[:1] == b"\xff":
+            for i, p in enumerate(payloads):
+                self.link.send_packet(p, self._cmd_seq + 1 + i)
+            return False
+        real, columns, params = _u32.unpack_from(first, 1)[0], *struct.unpack_from("<HH", first, 5)
+        vid = self._next_stmt_id
+        self._next_stmt_id = vid + 1 if vid < 0xFFFFFFFE else 1
+        self.prepared[vid] = _Prepared(bytes(sql), stmt, params, columns, ids={d.target: real})
+        self._last_prepared = vid
+        payloads[0] = first[:1] + _u32.pack(vid) + first[5:]
+        for i, p in enumerate(payloads):
+            self.link.send_packet(p, self._cmd_seq + 1 + i)
+        return False
+
+    def _refuse_packet(self, d: Decision) -> None:
+        assert d.refusal is not None
+        if d.lost is not None:
+            self._drop(d.lost, why="member left the group")
+        self.link.send_packet(d.refusal.to_payload(), self._cmd_seq + 1)
+
+    def _statement_of(self, raw: bytes, command: str) -> tuple[int, _Prepared]:
+        if len(raw) < 9:
+            raise UnknownStatementHandler(f"Unknown prepared statement handler given to {command}")
+        vid = _u32.unpack_from(raw, 5)[0]
+        if vid == _LAST_PREPARED:
+            vid = self._last_prepared
+        p = self.prepared.get(vid)
+        if p is None:
+            raise UnknownStatementHandler(f"Unknown prepared statement handler ({vid}) given to {command}")
+        return vid, p
+
+    def _execute(self, raw: bytes) -> None:
+        try:
+            _, p = self._statement_of(raw, "mysqld_stmt_execute")
+        except MySQLError as exc:
+            self.link.send_error(exc, self._cmd_seq + 1)
+            self.link.command_done()
+            return
+        bound_at = 14 + (p.params + 7) // 8  # the new-params-bound flag's offset in `raw`
+        binds = p.params > 0 and len(raw) > bound_at and raw[bound_at] == 1
+        if binds:
+            p.types = raw[bound_at + 1:bound_at + 1 + 2 * p.params]
+        d = self._route(p.stmt)
+        target = d.target
+        if target is None:
+            self._refuse(d)
+            return
+        mc = self.conns.get(target)
+        real = p.ids.get(target)
+        if (mc is not None and real is not None and d.finish_on is None and not mc.conn.closed and not p.long_data
+                and (binds or p.params == 0 or target in p.typed) and self._in_sync(mc)):
+            self._run_execute(p, raw, real, target, mc, binds)
+            return
+        self._spawn_routed(self._execute_slow(p, raw, d, binds))
+
+    def _run_execute(self, p: _Prepared, raw: bytes, real: int, target: MemberId, mc: _MemberConn,
+                     binds: bool) -> None:
+        if binds:
+            p.typed.add(target)
+        if raw[9] & _CURSOR_TYPE_READ_ONLY:
+            p.cursor = target
+        self._relay(p.stmt, raw[:5] + _u32.pack(real) + raw[9:], Expect.EXECUTE, target, mc)
+
+    async def _execute_slow(self, p: _Prepared, raw: bytes, d: Decision, binds: bool) -> bool:
+        for attempt in range(REROUTES_MAX + 1):
+            if d.refusal is not None:
+                self._refuse_packet(d)
+                return False
+            if d.finish_on is not None:
+                await self._finish_on(d.finish_on)
+            target = d.target
+            assert target is not None
+            try:
+                mc = await self._ready(target)
+            except BackendUnavailable:
+                if attempt == REROUTES_MAX:
+                    raise
+                d = self._route(p.stmt)
+                continue
+            real = p.ids.get(target)
+            if real is None:
+                payloads = await _prepare_on(mc.conn, p.sql)
+                if payloads[0][:1] == b"\xff":
+                    errno, sqlstate, message = parse_err(payloads[0])
+                    raise BackendError(errno, sqlstate, message)
+                real = _u32.unpack_from(payloads[0], 1)[0]
+                p.ids[target] = real
+            if p.long_data:
+                if p.long_bytes > LONG_DATA_BYTES_MAX:
+                    p.long_data.clear()
+                    p.long_bytes = 0
+                    raise PacketTooLarge(f"grproxy buffers at most {LONG_DATA_BYTES_MAX} bytes of long data per "
+                                         "statement")
+                for chunk in p.long_data:
+                    mc.conn.write_packet(bytes((Command.STMT_SEND_LONG_DATA,)) + _u32.pack(real) + chunk, 0)
+                p.long_data.clear()
+                p.long_bytes = 0
+            if p.params and not binds and target not in p.typed:
+                raw = self._with_types(p, raw)
+                binds = True
+            self._run_execute(p, raw, real, target, mc, binds)
+            return True
+        return False
+
+    def _with_types(self, p: _Prepared, raw: bytes) -> bytes:
+        """The execute packet with the statement's parameter types bound (for a member whose copy
+        of the statement has not received them)."""
+        if p.types is None or len(raw) - 4 >= MAX_PAYLOAD:
+            raise MySQLError("grproxy cannot send this statement's parameter types to another member "
+                             "(re-execute it with its types bound)")
+        bound_at = 14 + (p.params + 7) // 8
+        payload = raw[4:bound_at] + b"\x01" + p.types + raw[bound_at + 1:]
+        return frame(payload, 0)
+
+    def _fetch(self, raw: bytes) -> None:
+        try:
+            _, p = self._statement_of(raw, "mysqld_stmt_fetch")
+            member = p.cursor
+            mc = self.conns.get(member) if member is not None else None
+            real = p.ids.get(member) if member is not None else None
+            if member is None or mc is None or real is None or mc.conn.closed:
+                raise MySQLError("The statement has no open cursor (or the member holding it is gone)")
+        except MySQLError as exc:
+            self.link.send_error(exc, self._cmd_seq + 1)
+            self.link.command_done()
+            return
+        self._relay(None, raw[:5] + _u32.pack(real) + raw[9:], Expect.FETCH, member, mc)
+
+    def _close_statement(self, raw: bytes) -> None:
+        vid = _u32.unpack_from(raw, 5)[0] if len(raw) >= 9 else 0
+        p = self.prepared.pop(vid, None)
+        if p is not None:
+            for member, real in p.ids.items():
+                mc = self.conns.get(member)
+                if mc is not None and not mc.conn.closed and not mc.conn.busy:
+                    mc.conn.write_packet(bytes((Command.STMT_CLOSE,)) + _u32.pack(real), 0)
+        self.link.command_done()  # COM_STMT_CLOSE has no answer
+
+    def _long_data(self, raw: bytes) -> None:
+        vid = _u32.unpack_from(raw, 5)[0] if len(raw) >= 9 else 0
+        p = self.prepared.get(vid)
+        if p is not None:  # no answer either way; an unknown statement fails at execute
+            p.long_bytes += len(raw) - 9
+            if p.long_bytes <= LONG_DATA_BYTES_MAX:
+                p.long_data.append(raw[9:])
+        self.link.command_done()
+
+    async def _reset_statement(self, raw: bytes) -> None:
+        _, p = self._statement_of(raw, "mysqld_stmt_reset")
+        p.long_data.clear()
+        p.long_bytes = 0
+        for member, real in list(p.ids.items()):
+            mc = self.conns.get(member)
+            if mc is not None and not mc.conn.closed:
+                await mc.conn.command(Command.STMT_RESET, _u32.pack(real))
+        if p.cursor is not None:
+            p.cursor = None
+        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+
+    # --- session commands -----------------------------------------------------------------------
+
+    async def _reset_connection(self) -> None:
+        """COM_RESET_CONNECTION: every member connection is reset; the schema stays."""
+        await self._reset_all()
+        self.state = SessionState().with_schema(self.state.schema)
+        self.status = int(Status.AUTOCOMMIT)
+        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+
+    async def reset_for_user(self, database: str | None) -> None:
+        """COM_CHANGE_USER: a fresh session state on every member connection, then `database`."""
+        await self._reset_all()
+        self.state = SessionState().with_schema(database)
+        self.status = int(Status.AUTOCOMMIT)
+        if database and self.conns:
+            member = next(iter(self.conns))
+            await self._ready(member)  # an unknown database fails here, as on a server
+
+    async def _reset_all(self) -> None:
+        self.prepared.clear()
+        for member, mc in list(self.conns.items()):
+            try:
+                await mc.conn.command(Command.RESET_CONNECTION)
+            except (MySQLError, OSError):
+                self._drop(member, why="reset failed")
+                continue
+            schema = mc.synced.schema if mc.synced is not None else None
+            mc.synced = SessionState().with_schema(schema)
+        self.state = SessionState().with_schema(self.state.schema)
+
+    async def _set_option_command(self, raw: bytes) -> None:
+        """COM_SET_OPTION (multi-statements on/off) applies to every member connection."""
+        body = raw[5:]
+        for member, mc in list(self.conns.items()):
+            if not mc.conn.closed:
+                await mc.conn.command(Command.SET_OPTION, body)
+        self._set_option = body
+        self.link.send_packet(eof_payload(self.status), self._cmd_seq + 1)
+
+    async def _refuse_command(self, cmd: int) -> None:
+        raise NotSupported(f"grproxy does not route {Command(cmd).name}; use CREATE DATABASE / DROP DATABASE")
+
+    def on_infile_packet(self, raw: bytes, last: bool) -> None:
+        current = self._current
+        if current is None:
+            return
+        conn = current[2].conn
+        conn.relay_more(raw)
+        if last:
+            conn.resume_after_infile(self.link.transport, self._on_done, self._on_lost)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        if self._current is not None:
+            self._unload(self._current[1])
+            self._current = None
+        self._release_all()
+        self.link.close()
+
+    def _release_all(self) -> None:
+        """Member connections go back to their pools, except those holding a transaction or
+        pinned state (closed: the rule of router.pool)."""
+        state = self.state
+        for member, mc in list(self.conns.items()):
+            reusable = not self._has_state_on(member) and not mc.conn.busy
+            mc.pool.release(mc.conn, self.key, reusable=reusable)
+        self.conns.clear()
+        del state
+
+
+async def _prepare_on(conn: BackendConnection, sql: bytes) -> list[bytes]:
+    """COM_STMT_PREPARE in packet mode: every payload of the answer (an ERR, or the prepare OK
+    followed by parameter and column definitions, each list ended by an EOF)."""
+    if conn.busy:
+        raise RouterBug("[BUG] prepare on a member connection with a command in flight")
+    try:
+        conn.write_packet(bytes((Command.STMT_PREPARE,)) + sql, 0)
+        _, first = await conn.read_packet()
+        payloads = [first]
+        if first[:1] != b"\x00":
+            return payloads
+        columns, params = struct.unpack_from("<HH", first, 5)
+        for count in (params, columns):
+            if count:
+                for _ in range(count + 1):  # definitions, then EOF
+                    _, p = await conn.read_packet()
+                    payloads.append(p)
+        return payloads
+    except BaseException:
+        conn.close()
+        raise
+
