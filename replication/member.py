@@ -100,6 +100,8 @@ class MemberConfig:
     recovery_buffer_max: int = 200_000  # deliveries buffered while recovering; more → ERROR
     consistency: int = 0  # default group_replication_consistency of new sessions (Level value)
     ack_waits_max: int = 10_000  # AFTER acknowledgements pending at once
+    # BEFORE callers answered by one sync point; a batch that fills up is broadcast at once.
+    sync_batch_waiters_max: int = 1_000
 
 
 @dataclass(slots=True)
@@ -110,6 +112,20 @@ class LocalTxn:
     keys: set[KeyHash] = field(default_factory=set)
     doomed_by: Seq | None = None
     on_doom: Callable[[], None] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class SyncBatch:
+    """`sync_point` callers answered by one SyncPoint message (see `Member.sync_point`).
+
+    `outcome` holds the seq reached at its delivery, or the GcsError that refused its broadcast
+    (a result, not an exception: nobody may be left to retrieve it). It is shared, so callers
+    wait on it through `asyncio.shield`: one caller's timeout or cancellation must not cancel it.
+    """
+
+    outcome: asyncio.Future[Seq | GcsError]
+    waiters: int = 0
+    sync_id: int | None = None  # set once broadcast
 
 
 class Member:
@@ -131,7 +147,13 @@ class Member:
         self._pending: dict[int, asyncio.Future[LocalOutcome | CertifierRefused]] = {}
         self._pending_snapshots: dict[int, Seq] = {}
         self._ddl_pending: dict[int, asyncio.Future[ExecuteDdl]] = {}
-        self._syncs: dict[int, asyncio.Future[Seq]] = {}
+        # Consistency BEFORE (see sync_point): broadcast sync points not yet delivered, by
+        # sync_id; the latest one broadcast (it gates the pending batch); callers that came
+        # while it was in flight.
+        self._syncs: dict[int, SyncBatch] = {}
+        self._sync_inflight: SyncBatch | None = None
+        self._sync_pending: SyncBatch | None = None
+        self.stats_sync_broadcasts = 0  # SyncPoint messages this member broadcast
         self._open: dict[int, LocalTxn] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_report: Seq | None = None
@@ -310,9 +332,7 @@ class Member:
                     self._submit(action)
                 case SyncReached():
                     if action.origin == self.config.uuid:
-                        fut_sync = self._syncs.pop(action.sync_id, None)
-                        if fut_sync is not None and not fut_sync.done():
-                            fut_sync.set_result(action.seq)
+                        self._sync_reached(action.sync_id, action.seq)
                 case MembershipChanged():
                     if (action.primary == self.config.uuid and action.previous_primary not in (None, self.config.uuid)
                             and self.engine.single_primary):
@@ -536,19 +556,98 @@ class Member:
             self._ddl_pending.pop(txn_id, None)
 
     async def sync_point(self, timeout_s: float) -> Seq:
-        """Consistency BEFORE: a marker through the total order; returns the seq everything
-        before it reached. Raises HoldWaitTimeout (3781)."""
+        """Consistency BEFORE: returns a seq that every transaction committed anywhere in the
+        group before this call has reached (the caller then waits until it is applied here).
+
+        The seq comes from a SyncPoint marker through the total order, broadcast after this
+        call began. Concurrent callers share markers, so a batch of them costs one group round
+        trip: with no sync point of this member in flight, one is broadcast at once for this
+        caller; while one is in flight, the caller joins the pending batch (not the in-flight
+        marker: it may be ordered before transactions that committed after it was sent but
+        before this call), which is broadcast as one marker when the in-flight one is
+        delivered, or when its last caller left (timed out or cancelled: a marker lost with a
+        view change gates the batch at most until the longest timeout of its callers). A
+        pending batch that reaches `config.sync_batch_waiters_max` callers is broadcast at once
+        and becomes the in-flight one; later callers start a new batch.
+
+        Raises HoldWaitTimeout (3781) after `timeout_s` or when the marker could not be
+        broadcast (GcsError). A caller that leaves (timeout, cancellation) leaves its batch;
+        the others still get their answer.
+        """
+        batch = self._sync_join()
+        try:
+            async with asyncio.timeout(timeout_s):
+                outcome = await asyncio.shield(batch.outcome)
+        except TimeoutError:
+            raise HoldWaitTimeout(SYNC_TIMEOUT_MESSAGE) from None
+        finally:
+            self._sync_leave(batch)
+        if isinstance(outcome, GcsError):
+            raise HoldWaitTimeout(SYNC_TIMEOUT_MESSAGE) from None
+        return outcome
+
+    def _sync_join(self) -> SyncBatch:
+        """The batch that answers a caller arriving now (see sync_point)."""
+        if self._sync_inflight is None:
+            batch = SyncBatch(asyncio.get_running_loop().create_future(), waiters=1)
+            self._sync_broadcast(batch)
+            return batch
+        if self._sync_pending is None:
+            self._sync_pending = SyncBatch(asyncio.get_running_loop().create_future())
+        batch = self._sync_pending
+        batch.waiters += 1
+        if batch.waiters >= self.config.sync_batch_waiters_max:
+            self._sync_pending = None
+            self._sync_broadcast(batch)
+        return batch
+
+    def _sync_broadcast(self, batch: SyncBatch) -> None:
+        """Order `batch`'s marker now; it becomes the in-flight one (a previous one still
+        answers its own callers when delivered, it just no longer gates the pending batch)."""
         sync_id = next(self._txn_ids)
-        fut: asyncio.Future[Seq] = asyncio.get_running_loop().create_future()
-        self._syncs[sync_id] = fut
+        previous = self._sync_inflight
+        # Registered before broadcasting: a binding may deliver from inside broadcast().
+        batch.sync_id = sync_id
+        self._syncs[sync_id] = batch
+        self._sync_inflight = batch
         try:
             self.gcs.broadcast(encode(SyncPoint(self.config.uuid, sync_id)))
-            async with asyncio.timeout(timeout_s):
-                return await fut
-        except (GcsError, TimeoutError):
-            raise HoldWaitTimeout("Timeout exceeded for held statement while new Group Replication primary member is applying backlog or while waiting for the group.") from None
-        finally:
-            self._syncs.pop(sync_id, None)
+        except GcsError as exc:
+            del self._syncs[sync_id]
+            batch.sync_id = None
+            self._sync_inflight = previous
+            batch.outcome.set_result(exc)
+            return
+        self.stats_sync_broadcasts += 1
+
+    def _sync_reached(self, sync_id: int, seq: Seq) -> None:
+        """Our marker `sync_id` was delivered: answer its batch, then order the pending one."""
+        batch = self._syncs.pop(sync_id, None)
+        if batch is None:
+            return  # every caller of it left
+        batch.outcome.set_result(seq)
+        if batch is self._sync_inflight:
+            self._sync_release()
+
+    def _sync_leave(self, batch: SyncBatch) -> None:
+        """A caller is done with `batch` (answered, failed, timed out or cancelled)."""
+        batch.waiters -= 1
+        if batch.waiters > 0:
+            return
+        if batch is self._sync_pending:
+            self._sync_pending = None  # nobody left to answer: never broadcast
+            return
+        if batch.sync_id is not None:
+            self._syncs.pop(batch.sync_id, None)
+        if batch is self._sync_inflight:
+            self._sync_release()  # not delivered while anyone waited: it may be lost
+
+    def _sync_release(self) -> None:
+        """The in-flight marker no longer gates: broadcast the pending batch, if any."""
+        self._sync_inflight = None
+        pending, self._sync_pending = self._sync_pending, None
+        if pending is not None:
+            self._sync_broadcast(pending)
 
     # --- consistency --------------------------------------------------------------------------------
 
@@ -667,6 +766,8 @@ class Member:
 
 
 
+SYNC_TIMEOUT_MESSAGE = ("Timeout exceeded for held statement while new Group Replication primary member is "
+                        "applying backlog or while waiting for the group.")
 ACK_WAIT_S = 3600.0  # how long a member waits to apply a transaction whose origin wants an ack
 RECOVERY_POINTS_MAX = 8  # engine states kept for joiners (one per view that admitted someone)
 RECOVERY_RETRY_S = 0.2

@@ -1,8 +1,10 @@
 """GR consistency levels on member ports, with one member's applier held back by
-`LOCK TABLES t READ` on its backend (as MySQL's gr_consistent_reads_before test does)."""
+`LOCK TABLES t READ` on its backend (as MySQL's gr_consistent_reads_before test does); and
+BEFORE's sync points shared by concurrent waits on a real group."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -120,4 +122,35 @@ def test_levels_with_a_held_applier(backends: list[ServerHandle], loop: LoopThre
     finally:
         if locker is not None:
             locker.close()
+        loop.run(group.stop())
+
+
+def test_concurrent_before_waits_share_sync_points(backends: list[ServerHandle], loop: LoopThread) -> None:
+    """20 BEFORE waits at once on a member cost 2 group round trips (the first caller's sync
+    point, then one for everybody who came while it was in flight), and each still sees a
+    transaction committed before it asked."""
+    reset_backends(backends)
+    group = PortGroup(backends, single_primary=True)
+    loop.run(group.start())
+    try:
+        p = next(i for i, m in enumerate(group.members) if m.may_write())
+        secondary = group.members[(p + 1) % 3]
+        primary = group.connect(p)
+        with primary.cursor() as cur:
+            cur.execute("CREATE DATABASE app")
+            cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY, v INT)")
+            cur.execute("INSERT INTO app.t VALUES (1, 0)")
+        primary.close()
+
+        async def burst() -> tuple[int, list[int], int]:
+            committed = group.members[p].engine.certifier.last_seq  # the INSERT's seq or later
+            before = secondary.stats_sync_broadcasts
+            # All 20 join in one turn of the loop, before the first sync point can come back.
+            seqs = await asyncio.gather(*(secondary.sync_point(30) for _ in range(20)))
+            return committed, list(seqs), secondary.stats_sync_broadcasts - before
+
+        committed, seqs, broadcasts = loop.run(burst())
+        assert committed >= 3 and all(seq >= committed for seq in seqs)
+        assert broadcasts == 2
+    finally:
         loop.run(group.stop())
