@@ -335,10 +335,24 @@ def route(
     Raises ValueError for a negative load.
     """
     load = load if load is not None else {}
-    for member_id, outstanding in load.items():
-        if outstanding < 0:
-            raise ValueError(f"load of member {member_id} is {outstanding} < 0")
+    if load and min(load.values()) < 0:
+        member_id = min(load, key=lambda m: load[m])
+        raise ValueError(f"load of member {member_id} is {load[member_id]} < 0")
     picker = _Picker(topology, load, state.last_member, spread, local)
+    if (state.transaction is None and state.pin is None and state.next_transaction is None and state.autocommit
+            and _is_plain_read(stmt)):
+        # The common case, decided without the general rules (same result: a property test
+        # compares the two): a read that touches no session state, in a free session.
+        chosen = picker.reader()
+        if chosen is None:
+            return picker.no_member(Rule.READ)
+        return _read_decision(chosen[0], chosen[1])
+    return _route_by_rules(stmt, state, topology, picker, local, load, spread)
+
+
+def _route_by_rules(stmt: Statement, state: SessionState, topology: Topology, picker: _Picker,
+                    local: MemberId | None, load: Mapping[MemberId, int], spread: int) -> Decision:
+    """`route` without its plain-read shortcut: the rules of the module docstring, in order."""
     write = is_write(stmt)
     needs_writer = write or _begins_read_write(stmt, state)
     pins = state.pins_for(stmt)
@@ -429,6 +443,27 @@ def _route_free(stmt: Statement, state: SessionState, picker: _Picker, flags: _T
     if _begins_read_write(stmt, state):  # a read-only text that opens a read-write transaction
         return to_writer(Rule.BEGIN, fallback=False)
     return to_reader(Rule.READ)
+
+
+def _is_plain_read(stmt: Statement) -> bool:
+    """A SELECT that writes nothing, locks nothing and reads or sets no session state."""
+    return (stmt.kind is Kind.SELECT and stmt.is_read_only and not stmt.session_functions
+            and not stmt.assigns_user_variables and not stmt.uses_locking_functions and not stmt.temporary_table
+            and not stmt.locking_read)
+
+
+_READ_DECISIONS: dict[tuple[MemberId, Pick], Decision] = {}
+_READ_DECISIONS_MAX = 1024  # (member, pick) pairs: a few per member, members come and go
+
+
+def _read_decision(target: MemberId, pick: Pick) -> Decision:
+    """Decisions are immutable: the plain-read ones are made once per (member, pick)."""
+    d = _READ_DECISIONS.get((target, pick))
+    if d is None:
+        if len(_READ_DECISIONS) >= _READ_DECISIONS_MAX:
+            _READ_DECISIONS.clear()
+        d = _READ_DECISIONS[(target, pick)] = Decision(target, Rule.READ, pick)
+    return d
 
 
 def _write_rule(stmt: Statement) -> Rule:

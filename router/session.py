@@ -186,12 +186,15 @@ class RouterSession(RelaySession):
         self._last_prepared = 0
         self._set_option: bytes | None = None  # COM_SET_OPTION body, for connections made later
         self._current: tuple[Statement | None, MemberId, _MemberConn] | None = None
+        self._retry: tuple[bytes, Expect] | None = None  # the current text, while a retry is allowed
+        self._retries = 0  # retries of the current command
         self.backend: BackendConnection = None  # type: ignore[assignment]  # set by open()
 
     # --- dispatch -------------------------------------------------------------------------------
 
     def on_command(self, raw: bytes, last_seq: int = 0) -> None:
         self._cmd_seq = last_seq
+        self._retries = 0
         cmd = raw[4] if len(raw) > 4 else -1
         try:
             if cmd == _COM_QUERY:
@@ -261,6 +264,7 @@ class RouterSession(RelaySession):
 
     def _relay(self, stmt: Statement | None, raw: bytes, expect: Expect, target: MemberId, mc: _MemberConn) -> None:
         self._current = (stmt, target, mc)
+        self._retry = (raw, expect) if expect is Expect.QUERY else None
         self.backend = mc.conn
         load = self.router.load
         load[target] = load.get(target, 0) + 1
@@ -297,13 +301,22 @@ class RouterSession(RelaySession):
         self._current = None
         if current is None:
             return
-        _, target, _ = current
+        stmt, target, _ = current
+        retry = self._retry
+        self._retry = None
         self._unload(target)
+        had_state = self._has_state_on(target)
         self._drop(target, why="connection lost during a statement")
         self.router.mark_down(target, "connection lost during a statement")
         self._log.warning("member_lost", member=target, mid_result=relayed_any)
         if relayed_any:
             self.close()  # part of an answer reached the client: its protocol state is unknown
+            return
+        if retry is not None and stmt is not None and stmt.is_read_only and not had_state and self._retries < REROUTES_MAX:
+            # A read with no answer yet, outside any transaction or pinned state: running it
+            # again elsewhere cannot change anything (a write is never retried).
+            self._retries += 1
+            self._statement(stmt, *retry)
             return
         self.link.send_error(BackendLost(
             f"Lost connection to member {target} during query; the statement may or may not have run there "

@@ -860,3 +860,33 @@ def test_property_single_primary(steps: list[tuple[str, object, bool]], spread: 
 @given(_steps, st.sampled_from([None, A, C]), st.integers(0, 3))
 def test_property_multi_primary(steps: list[tuple[str, object, bool]], local: MemberId | None, spread: int) -> None:
     _check_run(steps, MP_TOPOLOGIES, local, spread)
+
+
+# --- the plain-read shortcut decides exactly as the rules do ---------------------------------
+
+_SHORTCUT_SQL = [
+    "SELECT 1", "SELECT c FROM sbtest1 WHERE id = 5", "select * from t for update", "SELECT * FROM t LOCK IN SHARE MODE",
+    "SELECT LAST_INSERT_ID()", "SELECT @x := 1", "SELECT GET_LOCK('a', 1)", "SELECT @@warning_count",
+    "SELECT a INTO @v FROM t", "SELECT FOUND_ROWS()", "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW WARNINGS",
+    "SELECT 1; SELECT 2", "(SELECT 1) UNION (SELECT 2)", "SELECT * FROM t WHERE id = ?", "SELECT NEXTVAL(s)",
+    "SELECT @x", "SELECT * FROM t INTO OUTFILE '/tmp/x'", "INSERT INTO t VALUES (1)", "BEGIN",
+]
+_SHORTCUT_STATES = [FRESH, LAST_S1, LAST_P, AC0, TXN_P, TXN_P_IMPLICIT, RO_TXN_S1, RO_TXN_P, PINNED_P, PINNED_S1,
+                    SessionState(next_transaction=NextTransaction(S1, True, None), last_member=S1),
+                    SessionState(access_read_only=True)]
+_SHORTCUT_TOPOLOGIES = [SP, SP_NO_SECONDARY, SP_PRIMARY_UNREACHABLE, SP_NOTHING_ONLINE, SP_SWITCHED, SP_WITHOUT_P, MP,
+                        MP_A_UNREACHABLE, MP_NOTHING_ONLINE]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_SHORTCUT_SQL), st.sampled_from(_SHORTCUT_STATES), st.sampled_from(_SHORTCUT_TOPOLOGIES),
+       st.sampled_from([None, SP_LOAD, MP_LOAD, {S2: 3}]), st.integers(0, 3), st.sampled_from([None, A, S1]))
+def test_plain_read_shortcut_matches_the_rules(sql: str, state: SessionState, topology: Topology,
+                                               load: dict[MemberId, int] | None, spread: int,
+                                               local: MemberId | None) -> None:
+    from router.routing import _Picker, _route_by_rules
+
+    stmt = classify(sql)
+    fast = route(stmt, state, topology, local=local, load=load, spread=spread)
+    picker = _Picker(topology, load or {}, state.last_member, spread, local)
+    assert fast == _route_by_rules(stmt, state, topology, picker, local, load or {}, spread)
