@@ -109,6 +109,12 @@ def rewrite_group_members(sql: str, rows: list[tuple[object, ...]]) -> str:
     return _TABLE_REF_RE.sub(sub, sql)
 
 
+def member_auto_increment_sql(member: Member) -> str:
+    """Multi-primary: members' auto-increment values never collide (GR's default step 7)."""
+    return (f"SET SESSION auto_increment_increment = {AUTO_INCREMENT_INCREMENT}, "
+            f"auto_increment_offset = {member.auto_increment_offset()}")
+
+
 class Capturer(Protocol):
     """Capture of one DML statement on the session's connection (replication.capture)."""
 
@@ -147,8 +153,7 @@ class MemberSessionFactory:
         )
         if not self.member.engine.single_primary:
             # Multi-primary: members' auto-increment values never collide (GR's default step 7).
-            await backend.execute(f"SET SESSION auto_increment_increment = {AUTO_INCREMENT_INCREMENT}, "
-                                  f"auto_increment_offset = {self.member.auto_increment_offset()}")
+            await backend.execute(member_auto_increment_sql(self.member))
         return MemberSession(link, backend, processes, self.member, self.capturer,
                              client_multi=bool(capabilities & Cap.MULTI_STATEMENTS))
 
@@ -183,6 +188,10 @@ class MemberSession(RelaySession):
                 self._drop_txn()
                 self._temporary.clear()
                 self.consistency = self.member.consistency
+                if not self.member.engine.single_primary:
+                    self._cmd_seq = last_seq
+                    self._spawn(self._reset_connection())
+                    return
         if cmd == Command.QUERY:
             sql = raw[5:]
             if sql.startswith(RECOVERY_PREFIX):
@@ -621,11 +630,25 @@ class MemberSession(RelaySession):
             rows.append((m.uuid, host or None, int(port) if port.isdigit() else None, m.state.value, role, m.version))
         await self._relay_packet_mode(rewrite_group_members(sql, rows))
 
+    async def _reset_connection(self) -> None:
+        """COM_RESET_CONNECTION in multi-primary mode: the reset puts auto_increment_increment /
+        offset back to the server's globals, so the member's own are set again (else members
+        would hand out colliding auto-increment values)."""
+        await self.backend.command(Command.RESET_CONNECTION)
+        await self._member_auto_increment()
+        self.status = AUTOCOMMIT
+        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+
+    async def _member_auto_increment(self) -> None:
+        await self.backend.execute(member_auto_increment_sql(self.member))
+
     async def reset_for_user(self, database: str | None) -> None:
         """COM_CHANGE_USER: a fresh session — no open transaction, nothing cached."""
         if self.txn is not None:
             self._drop_txn()
         await super().reset_for_user(database)
+        if not self.member.engine.single_primary:
+            await self._member_auto_increment()
         self._schema_known = False
         self._sql_mode = self._charset = self._wait_timeout = None
         self._temporary.clear()

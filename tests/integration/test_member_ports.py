@@ -222,6 +222,20 @@ def test_multi_primary_conflict_gets_3101(backends: list[ServerHandle], loop: Lo
                 b.execute("INSERT INTO app.ai (who) VALUES ('b')")
             a.execute("SELECT @@auto_increment_increment")
             assert a.fetchone() == (7,)
+        # COM_RESET_CONNECTION (what pools send) keeps the member's own increment and offset.
+        import mysql.connector
+        mc = mysql.connector.connect(host=c0.host, port=c0.port, user="root", password="",
+                                     collation="utf8mb4_general_ci", use_pure=True)
+        try:
+            cur = mc.cursor()
+            cur.execute("SELECT @@auto_increment_increment, @@auto_increment_offset")
+            before = cur.fetchall()
+            mc.cmd_reset_connection()
+            cur = mc.cursor()
+            cur.execute("SELECT @@auto_increment_increment, @@auto_increment_offset")
+            assert cur.fetchall() == before and before[0][0] == 7
+        finally:
+            mc.close()
         loop.run(group.wait_converged())
         for backend in backends:
             ids = [r[0] for r in backend_rows(backend, "SELECT id FROM app.ai")]
