@@ -129,3 +129,21 @@ def test_member_group_security_settings(tmp_path: Path) -> None:
     transport = transport_config(config.member)
     assert transport.tls.ssl_mode is SslMode.VERIFY_IDENTITY and transport.tls.ssl_ca == str(ca)
     assert transport.group_name == "grproxy"
+
+
+def test_router_section() -> None:
+    from grproxy.config import parse_config
+
+    config = parse_config({"router": {"members": ["127.0.0.1:3310", "db2:3311"], "refresh_s": 1}})
+    assert config.router is not None and config.router.members == ("127.0.0.1:3310", "db2:3311")
+    assert config.router.refresh_s == 1.0 and config.backends == ()
+    for bad, key in (({"members": []}, "router.members"), ({"members": ["nohost"]}, "router.members[0]"),
+                     ({"members": ["h:1"], "refresh_s": 0}, "router.refresh_s"),
+                     ({"members": "h:1"}, "router.members")):
+        with pytest.raises(ConfigError) as exc:
+            parse_config({"router": bad})
+        assert exc.value.key == key
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"router": {"members": ["h:1"]}, "member": {"bootstrap_group": True},
+                      "backends": [{"name": "b"}]})
+    assert exc.value.key == "router"
