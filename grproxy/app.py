@@ -169,6 +169,7 @@ def router_settings(r: RouterSection) -> RouterSettings:
         down_hold_s=r.down_hold_s, connect_timeout_s=r.connect_timeout_s,
         max_connections_per_member=r.max_connections_per_member,
         idle_connections_per_member=r.idle_connections_per_member,
+        read_user=r.read_user, read_password=r.read_password,
     )
 
 

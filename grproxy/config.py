@@ -99,6 +99,8 @@ class RouterSection:
     connect_timeout_s: float = 5.0
     max_connections_per_member: int = 512
     idle_connections_per_member: int = 64
+    read_user: str = ""  # account on the members' backends for direct EVENTUAL reads ("" = never)
+    read_password: str = ""
 
 
 @dataclass(frozen=True, slots=True)

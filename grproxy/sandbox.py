@@ -214,7 +214,7 @@ async def run_sandbox(args: argparse.Namespace) -> int:
             users=(UserConfig(name=SANDBOX_USER, password_hash="", admin=True),),
             log=LogConfig(format=args.log_format),
             router=RouterSection(members=tuple(f"127.0.0.1:{m.member_port}" for m in members), user=SANDBOX_USER,
-                                 password=""),
+                                 password="", read_user=BACKEND_USER, read_password=BACKEND_PASSWORD),
         )
         app = App(config)
         try:

@@ -593,13 +593,25 @@ class MemberSession(RelaySession):
             self.txn = None
 
     async def _recovery_command(self, text: str) -> None:
-        """Donor side of distributed recovery (admin logins only):
+        """grproxy's own commands (admin logins only). `ROUTER ENDPOINT` → this member's id, its
+        backend's host and port, its default consistency level and its state. Donor side of
+        distributed recovery:
         `RECOVERY STATE <epoch> <number>` → one row with the engine state taken at that view;
         `RECOVERY TRANSACTIONS <seq>,<seq>,…` → (seq, kind, payload) of each cached seq."""
         user = getattr(self.processes, "users", {}).get(self.link.username)
         if user is None or not getattr(user, "admin", False):
             raise SpecificAccessDenied("Access denied; you need (at least one of) the grproxy admin privilege(s) for this operation")
         words = text.split()
+        if words == ["ROUTER", "ENDPOINT"]:
+            # For routers: where this member's backend can be read directly (EVENTUAL reads
+            # need no member-side enforcement), and the level new sessions here start with.
+            b = self.member.config.backend
+            cols = [Column("MEMBER_ID", length=255), Column("BACKEND_HOST", length=255),
+                    Column("BACKEND_PORT", TYPE_LONGLONG, 20), Column("CONSISTENCY", length=64),
+                    Column("MEMBER_STATE", length=64)]
+            row = (self.member.config.uuid, b.host, b.port, self.member.consistency.name, self.member.state.value)
+            self.link.transport.write(text_resultset(cols, [row], self.status, seq=self._cmd_seq + 1))
+            return
         if len(words) == 4 and words[:2] == ["RECOVERY", "STATE"] and words[2].isdigit() and words[3].isdigit():
             state = self.member.recovery_state(ViewId(int(words[2]), int(words[3])))
             if state is None:

@@ -18,6 +18,11 @@ One `Router` serves every client session of a client port. It
   whenever what the routing policy sees changes.
 * keeps one `MemberPool` per member address and the **load**: statements in flight per member,
   which the routing policy's "least loaded" pick reads.
+* learns each ONLINE member's **read endpoint** (with `read_user` configured): its backend's
+  address and the consistency level new sessions there start with, from the member's
+  `/* grproxy */ ROUTER ENDPOINT` (refreshed on every poll). Sessions read plain EVENTUAL reads
+  straight from that backend (one hop instead of two); everything the member must see or
+  enforce still goes through the member port.
 
 Sessions read `router.topology` on every statement (an attribute read; never awaits).
 """
@@ -32,6 +37,7 @@ import structlog
 
 from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
+from replication.consistency import Level, parse_level
 from replication.protocol.errors import MySQLError
 
 from router.pool import POOL_CONNECTIONS_MAX, POOL_IDLE_MAX, MemberPool
@@ -45,12 +51,23 @@ from router.topology import (
     parse_group_members,
 )
 
-__all__ = ["RouterSettings", "Router", "SEEDS_MAX"]
+__all__ = ["RouterSettings", "Router", "Endpoint", "SEEDS_MAX", "ENDPOINT_QUERY"]
 
 SEEDS_MAX = 9  # a group has at most 9 members; more seeds than that is a configuration mistake
 POLL_TIMEOUT_S = 2.0  # one poll of one member (connect + query)
 
+ENDPOINT_QUERY = "/* grproxy */ ROUTER ENDPOINT"
+
 log = structlog.get_logger("grproxy.router")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a member's backend can be read directly, and the member's default level."""
+
+    host: str
+    port: int
+    level: Level
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +90,8 @@ class RouterSettings:
     connect_timeout_s: float = 5.0
     max_connections_per_member: int = POOL_CONNECTIONS_MAX
     idle_connections_per_member: int = POOL_IDLE_MAX
+    read_user: str = ""  # account for reading members' backends directly; "" = never
+    read_password: str = ""
 
     def __post_init__(self) -> None:
         if not self.seeds or len(self.seeds) > SEEDS_MAX:
@@ -96,12 +115,18 @@ class Router:
         self._version = 0
         self.polls = 0
         self.last_poll_error: str | None = None
+        self.endpoints: dict[MemberId, Endpoint] = {}
+        self._control: dict[MemberId, BackendConnection] = {}
+        self._direct_pools: dict[MemberId, MemberPool] = {}
+        self.direct_reads = bool(settings.read_user)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Poll once (so the first client sees the group), then keep polling in the background."""
         await self.refresh()
+        if self.direct_reads:
+            await self.refresh_endpoints()
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
@@ -115,7 +140,9 @@ class Router:
         if self._probe is not None:
             self._probe.close()
             self._probe = None
-        for pool in self._pools.values():
+        for conn in self._control.values():
+            conn.close()
+        for pool in (*self._pools.values(), *self._direct_pools.values()):
             pool.close()
 
     async def _watch(self) -> None:
@@ -123,6 +150,8 @@ class Router:
             await asyncio.sleep(self.settings.refresh_s)
             try:
                 await self.refresh()
+                if self.direct_reads:
+                    await self.refresh_endpoints()
             except Exception:  # noqa: BLE001 - the watcher must outlive any one bad poll
                 log.exception("topology_poll_failed")
 
@@ -188,14 +217,58 @@ class Router:
         self._probe_address = None
 
     def _install(self, table: Topology) -> None:
-        if table.same_members(self._table) and table.version == self._table.version:
-            self._table = table
-        else:
-            if not table.same_members(self._table):
-                log.info("topology_changed", members=[(m.member_id, m.state.value, m.role.value)
-                                                      for m in table.members])
-            self._table = table
+        if not table.same_members(self._table):
+            log.info("topology_changed", members=[(m.member_id, m.state.value, m.role.value) for m in table.members])
+        self._table = table
         self._recompute()
+
+    async def refresh_endpoints(self) -> None:
+        """Ask every ONLINE member for its read endpoint (see the module docstring). A member
+        that does not answer has none until it does: its reads go through its member port."""
+        for m in self._table.online():
+            conn = self._control.get(m.member_id)
+            try:
+                if conn is None or conn.closed:
+                    s = self.settings
+                    conn = await BackendConnection.open(
+                        BackendAddress(m.host or "127.0.0.1", m.port, s.user, s.password, name="endpoint poll"),
+                        capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
+                        timeout_s=min(POLL_TIMEOUT_S, s.connect_timeout_s))
+                    self._control[m.member_id] = conn
+                async with asyncio.timeout(POLL_TIMEOUT_S):
+                    result = await conn.execute(ENDPOINT_QUERY)
+                member_id, host, port, level = (v.decode() if v is not None else "" for v in result.rows[0][:4])
+                if member_id != m.member_id or not port.isdigit():
+                    raise ValueError(f"endpoint answer {result.rows[0]!r} from member {m.member_id}")
+                self.endpoints[m.member_id] = Endpoint(host or "127.0.0.1", int(port), parse_level(level))
+            except (MySQLError, OSError, TimeoutError, ValueError, IndexError) as exc:
+                if self.endpoints.pop(m.member_id, None) is not None or m.member_id not in self._control:
+                    log.warning("read_endpoint_unknown", member=m.member_id, error=str(exc))
+                bad = self._control.pop(m.member_id, None)
+                if bad is not None:
+                    bad.close()
+        for member_id in list(self._control):
+            if not self._table.is_online(member_id):
+                self._control.pop(member_id).close()
+                self.endpoints.pop(member_id, None)
+
+    def direct_pool(self, member: MemberId) -> MemberPool | None:
+        """The pool of direct read connections to `member`'s backend, or None (no endpoint)."""
+        endpoint = self.endpoints.get(member)
+        if endpoint is None:
+            return None
+        pool = self._direct_pools.get(member)
+        if pool is None or (pool.address.host, pool.address.port) != (endpoint.host, endpoint.port):
+            if pool is not None:
+                pool.close()
+            s = self.settings
+            pool = MemberPool(BackendAddress(endpoint.host, endpoint.port, s.read_user, s.read_password,
+                                             name=f"{member} backend"),
+                              max_connections=s.max_connections_per_member,
+                              idle_max=s.idle_connections_per_member, connect_timeout_s=s.connect_timeout_s,
+                              acquire_timeout_s=s.connect_timeout_s)
+            self._direct_pools[member] = pool
+        return pool
 
     # --- local failure marks --------------------------------------------------------------------
 
@@ -219,10 +292,11 @@ class Router:
             self._version += 1
             routed = Topology(members, self._table.mode, self._version)
         self.topology = routed
-        for member_id, pool in list(self._pools.items()):
-            if self._table.member(member_id) is None:
-                pool.close()
-                del self._pools[member_id]
+        for pools in (self._pools, self._direct_pools):
+            for member_id, pool in list(pools.items()):
+                if self._table.member(member_id) is None:
+                    pool.close()
+                    del pools[member_id]
 
     # --- pools ----------------------------------------------------------------------------------
 

@@ -30,22 +30,33 @@ Failures:
   whose connection breaks before any answer gets 2013 and the session goes on; one whose answer
   was partly relayed closes the client connection (its protocol state is unknown).
 
+Direct reads: a plain read (`Rule.READ`) whose effective consistency level needs nothing from
+the member (EVENTUAL, AFTER; BEFORE_ON_PRIMARY_FAILOVER on a secondary) and that does not name
+what members answer themselves (replication_group_members, group_replication_* variables) is
+read straight from the chosen member's backend when the router knows its read endpoint
+(`Router.endpoints`): one hop instead of two. The member owns every write to its backend; a
+read changes nothing, so it may bypass the member. Such connections replay the session's
+settings except the consistency level (a plain server has no such variable). If the backend
+cannot be reached the read goes through the member port.
+
 Server-side prepared statements are virtualised: the client sees ids the router hands out; each
-member gets the statement prepared lazily the first time it runs there, and its own id is
+connection gets the statement prepared lazily the first time it runs there, and its own id is
 substituted in COM_STMT_EXECUTE / FETCH / CLOSE / RESET / SEND_LONG_DATA. Parameter types, sent by
-the client once, are re-sent to a member that has not seen them; long data is buffered (bounded)
-and sent before the execute to whichever member runs it.
+the client once, are re-sent to a connection that has not seen them; long data is buffered
+(bounded) and sent before the execute to whichever connection runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import structlog
 
+from replication.consistency import Level
 from replication.protocol.backend import BackendConnection
 from replication.protocol.constants import MAX_PAYLOAD, Cap, Command, Status
 from replication.protocol.errors import (
@@ -55,6 +66,7 @@ from replication.protocol.errors import (
     MySQLError,
     NotSupported,
     PacketTooLarge,
+    TooManyConnections,
     UnknownStatementHandler,
 )
 from replication.protocol.packets import eof_payload, frame, ok_payload, parse_err
@@ -63,10 +75,10 @@ from replication.protocol.scanner import Expect, ResponseScanner
 from replication.statements import Statement, classify
 
 from router.pool import MemberPool, PoolKey
-from router.routing import Decision, route
+from router.routing import Decision, Rule, route
 from router.service import Router
 from router.state import RouterBug, SessionState
-from router.topology import MemberId
+from router.topology import MemberId, MemberRole
 
 __all__ = ["RouterFactory", "RouterSession", "PREPARED_STATEMENTS_MAX", "LONG_DATA_BYTES_MAX", "REROUTES_MAX"]
 
@@ -84,6 +96,10 @@ _IN_TRANS = int(Status.IN_TRANS)
 _READ = classify("SELECT 1")
 _COMMIT = classify("COMMIT")
 _u32 = struct.Struct("<I")
+# Texts members answer themselves: never read from a backend directly.
+_MEMBER_ANSWERED_RE = re.compile(rb"replication_group|group_replication", re.IGNORECASE)
+_TEXT_SCAN_BYTES = 16_384  # how much of a statement is searched for them; longer → via the member
+_DIRECT_LEVELS = frozenset({Level.EVENTUAL, Level.AFTER})  # levels with nothing to do before a read
 
 
 @dataclass(slots=True)
@@ -94,30 +110,38 @@ class _MemberConn:
     conn: BackendConnection
     pool: MemberPool
     synced: SessionState | None = None
+    direct: bool = False  # a member's backend, read directly (no consistency variable there)
+    prepared: dict[int, int] = field(default_factory=dict)  # client statement id → this connection's
+    typed: set[int] = field(default_factory=set)  # client statement ids whose types were sent here
 
 
 @dataclass(slots=True)
 class _Prepared:
-    """A client's prepared statement: its text, classification and each member's own id."""
+    """A client's prepared statement: its text and classification (each connection keeps its
+    own id for it in `_MemberConn.prepared`)."""
 
     sql: bytes
     stmt: Statement
     params: int
     columns: int
-    ids: dict[MemberId, int] = field(default_factory=dict)
+    direct_text: bool  # nothing in the text that only a member answers
     types: bytes | None = None  # the parameter-type block of the last execute that bound types
-    typed: set[MemberId] = field(default_factory=set)  # members whose copy has seen `types`
     long_data: list[bytes] = field(default_factory=list)  # param id (2 bytes) + data, in order
     long_bytes: int = 0
-    cursor: MemberId | None = None  # where the open cursor (COM_STMT_FETCH) lives
+    cursor: tuple[MemberId, _MemberConn] | None = None  # where the open cursor (COM_STMT_FETCH) lives
 
 
-def _same_settings(a: SessionState, b: SessionState) -> bool:
-    """Whether a connection brought to `a` is also in state `b` (SessionState.settings(), cheaper)."""
+def _same_settings(a: SessionState, b: SessionState, direct: bool) -> bool:
+    """Whether a connection brought to `a` is also in state `b` (SessionState.settings(), cheaper;
+    the consistency level does not count on a direct connection)."""
     return (a.system_variables == b.system_variables and a.user_variables == b.user_variables
             and a.schema == b.schema and a.charset == b.charset and a.autocommit == b.autocommit
             and a.isolation == b.isolation and a.access_read_only == b.access_read_only
-            and a.consistency == b.consistency and a.role == b.role)
+            and (direct or a.consistency == b.consistency) and a.role == b.role)
+
+
+def _direct_text(sql: bytes, start: int = 0) -> bool:
+    return len(sql) - start <= _TEXT_SCAN_BYTES and _MEMBER_ANSWERED_RE.search(sql, start) is None
 
 
 class RouterFactory:
@@ -180,7 +204,8 @@ class RouterSession(RelaySession):
         self._cmd_seq = 0
         self._log = log.bind(conn_id=link.conn_id)
         self.state = SessionState().with_schema(database)
-        self.conns: dict[MemberId, _MemberConn] = {}
+        self.conns: dict[MemberId, _MemberConn] = {}  # member ports
+        self.direct: dict[MemberId, _MemberConn] = {}  # members' backends, for direct reads
         self.prepared: dict[int, _Prepared] = {}
         self._next_stmt_id = 1
         self._last_prepared = 0
@@ -243,21 +268,35 @@ class RouterSession(RelaySession):
         if target is None:
             self._refuse(d)
             return
-        mc = self.conns.get(target)
+        direct = d.rule is Rule.READ and router.direct_reads and self._direct_ok(target) and _direct_text(raw, 5)
+        mc = (self.direct if direct else self.conns).get(target)
         if mc is not None and d.finish_on is None and not mc.conn.closed and self._in_sync(mc):
             self._relay(stmt, raw, expect, target, mc)
             return
-        self._spawn_routed(self._statement_slow(stmt, raw, expect, d))
+        self._spawn_routed(self._statement_slow(stmt, raw, expect, d, direct))
+
+    def _direct_ok(self, target: MemberId) -> bool:
+        """Whether the session's level lets a plain read on `target` skip the member."""
+        endpoint = self.router.endpoints.get(target)
+        if endpoint is None:
+            return False
+        level = self.state.consistency if self.state.consistency is not None else endpoint.level
+        if level in _DIRECT_LEVELS:
+            return True
+        if level is Level.BEFORE_ON_PRIMARY_FAILOVER:  # only a new primary holds anything
+            info = self.router.topology.member(target)
+            return info is not None and info.role is MemberRole.SECONDARY
+        return False
 
     def _in_sync(self, mc: _MemberConn) -> bool:
         synced = mc.synced
         state = self.state
         if synced is state:
             return True
-        if synced is not None and _same_settings(synced, state):
+        if synced is not None and _same_settings(synced, state, mc.direct):
             mc.synced = state
             return True
-        if synced is None and not state.replay_sql():
+        if synced is None and not state.replay_sql(consistency=not mc.direct):
             mc.synced = state
             return True
         return False
@@ -301,13 +340,17 @@ class RouterSession(RelaySession):
         self._current = None
         if current is None:
             return
-        stmt, target, _ = current
+        stmt, target, mc = current
         retry = self._retry
         self._retry = None
         self._unload(target)
-        had_state = self._has_state_on(target)
-        self._drop(target, why="connection lost during a statement")
-        self.router.mark_down(target, "connection lost during a statement")
+        if mc.direct:
+            had_state = False
+            self._drop_direct(target, why="backend connection lost during a read")
+        else:
+            had_state = self._has_state_on(target)
+            self._drop(target, why="connection lost during a statement")
+            self.router.mark_down(target, "connection lost during a statement")
         self._log.warning("member_lost", member=target, mid_result=relayed_any)
         if relayed_any:
             self.close()  # part of an answer reached the client: its protocol state is unknown
@@ -367,7 +410,8 @@ class RouterSession(RelaySession):
 
         self._task = asyncio.get_running_loop().create_task(run())
 
-    async def _statement_slow(self, stmt: Statement, raw: bytes, expect: Expect, d: Decision) -> bool:
+    async def _statement_slow(self, stmt: Statement, raw: bytes, expect: Expect, d: Decision,
+                              direct: bool) -> bool:
         for attempt in range(REROUTES_MAX + 1):
             if d.refusal is not None:
                 if d.lost is not None:
@@ -378,7 +422,7 @@ class RouterSession(RelaySession):
                 await self._finish_on(d.finish_on)
             assert d.target is not None
             try:
-                mc = await self._ready(d.target)
+                mc = await self._ready(d.target, direct=direct)
             except BackendUnavailable:
                 if attempt == REROUTES_MAX:
                     raise
@@ -404,11 +448,17 @@ class RouterSession(RelaySession):
         if mc.synced is before:
             mc.synced = self.state
 
-    async def _ready(self, target: MemberId) -> _MemberConn:
-        """The session's connection to `target`, made if needed and brought to the session's
+    async def _ready(self, target: MemberId, *, direct: bool = False) -> _MemberConn:
+        """The session's connection to `target` (`direct`: to its backend, falling back to the
+        member port when that cannot be had), made if needed and brought to the session's
         state. Raises BackendUnavailable (the member is marked down) when a new connection
         cannot be made, BackendLost when the connection holding the session's transaction or
         pinned state there is gone, or the member's error for a replayed setting."""
+        if direct:
+            try:
+                return await self._ready_direct(target)
+            except (BackendUnavailable, TooManyConnections, BackendError) as exc:
+                self._log.info("direct_read_unavailable", member=target, error=exc.message)
         mc = self.conns.get(target)
         if mc is not None and mc.conn.closed:
             had_state = self._has_state_on(target)
@@ -447,6 +497,45 @@ class RouterSession(RelaySession):
             mc.synced = state
         return mc
 
+    async def _ready_direct(self, target: MemberId) -> _MemberConn:
+        mc = self.direct.get(target)
+        if mc is not None and mc.conn.closed:
+            self._drop_direct(target, why="connection closed while idle")
+            mc = None
+        if mc is None:
+            pool = self.router.direct_pool(target)
+            if pool is None:
+                raise BackendUnavailable(f"no read endpoint known for member {target}")
+            conn = await pool.acquire(self.key)
+            conn.on_pause_writing = lambda: self.link.pause_reading("backend")
+            conn.on_resume_writing = lambda: self.link.unpause_reading("backend")
+            mc = _MemberConn(conn, pool, direct=True)
+            self.direct[target] = mc
+            if self.closed:
+                self._release_all()
+                raise BackendLost("client gone")
+            if self._set_option is not None:
+                await conn.command(Command.SET_OPTION, self._set_option)
+        if mc.synced is not self.state:
+            state = self.state
+            for sql in state.replay_sql(since=mc.synced, consistency=False):
+                try:
+                    await mc.conn.execute(sql)
+                except BackendError:
+                    self._drop_direct(target, why="replay failed")
+                    raise
+            mc.synced = state
+        return mc
+
+    def _drop_direct(self, member: MemberId, *, why: str) -> None:
+        mc = self.direct.pop(member, None)
+        if mc is not None:
+            mc.pool.release(mc.conn, self.key, reusable=False)
+            self._log.info("backend_connection_dropped", member=member, why=why)
+            for p in self.prepared.values():
+                if p.cursor is not None and p.cursor[1] is mc:
+                    p.cursor = None
+
     def _has_state_on(self, member: MemberId) -> bool:
         s = self.state
         return ((s.transaction is not None and s.transaction.member == member)
@@ -459,11 +548,10 @@ class RouterSession(RelaySession):
         if mc is not None:
             mc.pool.release(mc.conn, self.key, reusable=False)
             self._log.info("member_connection_dropped", member=member, why=why)
-        for p in self.prepared.values():
-            p.ids.pop(member, None)
-            p.typed.discard(member)
-            if p.cursor == member:
-                p.cursor = None
+            for p in self.prepared.values():
+                if p.cursor is not None and p.cursor[1] is mc:
+                    p.cursor = None
+        self._drop_direct(member, why=why)
         self.state = self.state.member_gone(member)
 
     def _bug(self, exc: RouterBug) -> None:
@@ -495,10 +583,12 @@ class RouterSession(RelaySession):
             for i, p in enumerate(payloads):
                 self.link.send_packet(p, self._cmd_seq + 1 + i)
             return False
-        real, columns, params = _u32.unpack_from(first, 1)[0], *struct.unpack_from("<HH", first, 5)
+        real = _u32.unpack_from(first, 1)[0]
+        columns, params = struct.unpack_from("<HH", first, 5)
         vid = self._next_stmt_id
         self._next_stmt_id = vid + 1 if vid < 0xFFFFFFFE else 1
-        self.prepared[vid] = _Prepared(bytes(sql), stmt, params, columns, ids={d.target: real})
+        self.prepared[vid] = _Prepared(bytes(sql), stmt, params, columns, _direct_text(sql))
+        mc.prepared[vid] = real
         self._last_prepared = vid
         payloads[0] = first[:1] + _u32.pack(vid) + first[5:]
         for i, p in enumerate(payloads):
@@ -522,9 +612,12 @@ class RouterSession(RelaySession):
             raise UnknownStatementHandler(f"Unknown prepared statement handler ({vid}) given to {command}")
         return vid, p
 
+    def _all_conns(self) -> list[_MemberConn]:
+        return [*self.conns.values(), *self.direct.values()]
+
     def _execute(self, raw: bytes) -> None:
         try:
-            _, p = self._statement_of(raw, "mysqld_stmt_execute")
+            vid, p = self._statement_of(raw, "mysqld_stmt_execute")
         except MySQLError as exc:
             self.link.send_error(exc, self._cmd_seq + 1)
             self.link.command_done()
@@ -533,28 +626,31 @@ class RouterSession(RelaySession):
         binds = p.params > 0 and len(raw) > bound_at and raw[bound_at] == 1
         if binds:
             p.types = raw[bound_at + 1:bound_at + 1 + 2 * p.params]
-        d = self._route(p.stmt)
+        router = self.router
+        d = route(p.stmt, self.state, router.topology, local=router.local, load=router.load, spread=self.link.conn_id)
         target = d.target
         if target is None:
             self._refuse(d)
             return
-        mc = self.conns.get(target)
-        real = p.ids.get(target)
-        if (mc is not None and real is not None and d.finish_on is None and not mc.conn.closed and not p.long_data
-                and (binds or p.params == 0 or target in p.typed) and self._in_sync(mc)):
-            self._run_execute(p, raw, real, target, mc, binds)
-            return
-        self._spawn_routed(self._execute_slow(p, raw, d, binds))
+        direct = d.rule is Rule.READ and router.direct_reads and p.direct_text and self._direct_ok(target)
+        mc = (self.direct if direct else self.conns).get(target)
+        if mc is not None and d.finish_on is None and not p.long_data and not mc.conn.closed:
+            real = mc.prepared.get(vid)
+            if (real is not None and (binds or p.params == 0 or vid in mc.typed) and self._in_sync(mc)):
+                self._run_execute(vid, p, raw, real, target, mc, binds)
+                return
+        self._spawn_routed(self._execute_slow(vid, p, raw, d, binds, direct))
 
-    def _run_execute(self, p: _Prepared, raw: bytes, real: int, target: MemberId, mc: _MemberConn,
+    def _run_execute(self, vid: int, p: _Prepared, raw: bytes, real: int, target: MemberId, mc: _MemberConn,
                      binds: bool) -> None:
         if binds:
-            p.typed.add(target)
+            mc.typed.add(vid)
         if raw[9] & _CURSOR_TYPE_READ_ONLY:
-            p.cursor = target
+            p.cursor = (target, mc)
         self._relay(p.stmt, raw[:5] + _u32.pack(real) + raw[9:], Expect.EXECUTE, target, mc)
 
-    async def _execute_slow(self, p: _Prepared, raw: bytes, d: Decision, binds: bool) -> bool:
+    async def _execute_slow(self, vid: int, p: _Prepared, raw: bytes, d: Decision, binds: bool,
+                            direct: bool) -> bool:
         for attempt in range(REROUTES_MAX + 1):
             if d.refusal is not None:
                 self._refuse_packet(d)
@@ -564,20 +660,20 @@ class RouterSession(RelaySession):
             target = d.target
             assert target is not None
             try:
-                mc = await self._ready(target)
+                mc = await self._ready(target, direct=direct)
             except BackendUnavailable:
                 if attempt == REROUTES_MAX:
                     raise
                 d = self._route(p.stmt)
                 continue
-            real = p.ids.get(target)
+            real = mc.prepared.get(vid)
             if real is None:
                 payloads = await _prepare_on(mc.conn, p.sql)
                 if payloads[0][:1] == b"\xff":
                     errno, sqlstate, message = parse_err(payloads[0])
                     raise BackendError(errno, sqlstate, message)
                 real = _u32.unpack_from(payloads[0], 1)[0]
-                p.ids[target] = real
+                mc.prepared[vid] = real
             if p.long_data:
                 if p.long_bytes > LONG_DATA_BYTES_MAX:
                     p.long_data.clear()
@@ -588,16 +684,16 @@ class RouterSession(RelaySession):
                     mc.conn.write_packet(bytes((Command.STMT_SEND_LONG_DATA,)) + _u32.pack(real) + chunk, 0)
                 p.long_data.clear()
                 p.long_bytes = 0
-            if p.params and not binds and target not in p.typed:
+            if p.params and not binds and vid not in mc.typed:
                 raw = self._with_types(p, raw)
                 binds = True
-            self._run_execute(p, raw, real, target, mc, binds)
+            self._run_execute(vid, p, raw, real, target, mc, binds)
             return True
         return False
 
     def _with_types(self, p: _Prepared, raw: bytes) -> bytes:
-        """The execute packet with the statement's parameter types bound (for a member whose copy
-        of the statement has not received them)."""
+        """The execute packet with the statement's parameter types bound (for a connection whose
+        copy of the statement has not received them)."""
         if p.types is None or len(raw) - 4 >= MAX_PAYLOAD:
             raise MySQLError("grproxy cannot send this statement's parameter types to another member "
                              "(re-execute it with its types bound)")
@@ -607,25 +703,24 @@ class RouterSession(RelaySession):
 
     def _fetch(self, raw: bytes) -> None:
         try:
-            _, p = self._statement_of(raw, "mysqld_stmt_fetch")
-            member = p.cursor
-            mc = self.conns.get(member) if member is not None else None
-            real = p.ids.get(member) if member is not None else None
-            if member is None or mc is None or real is None or mc.conn.closed:
+            vid, p = self._statement_of(raw, "mysqld_stmt_fetch")
+            cursor = p.cursor
+            real = cursor[1].prepared.get(vid) if cursor is not None else None
+            if cursor is None or real is None or cursor[1].conn.closed:
                 raise MySQLError("The statement has no open cursor (or the member holding it is gone)")
         except MySQLError as exc:
             self.link.send_error(exc, self._cmd_seq + 1)
             self.link.command_done()
             return
-        self._relay(None, raw[:5] + _u32.pack(real) + raw[9:], Expect.FETCH, member, mc)
+        self._relay(None, raw[:5] + _u32.pack(real) + raw[9:], Expect.FETCH, cursor[0], cursor[1])
 
     def _close_statement(self, raw: bytes) -> None:
         vid = _u32.unpack_from(raw, 5)[0] if len(raw) >= 9 else 0
-        p = self.prepared.pop(vid, None)
-        if p is not None:
-            for member, real in p.ids.items():
-                mc = self.conns.get(member)
-                if mc is not None and not mc.conn.closed and not mc.conn.busy:
+        if self.prepared.pop(vid, None) is not None:
+            for mc in self._all_conns():
+                real = mc.prepared.pop(vid, None)
+                mc.typed.discard(vid)
+                if real is not None and not mc.conn.closed and not mc.conn.busy:
                     mc.conn.write_packet(bytes((Command.STMT_CLOSE,)) + _u32.pack(real), 0)
         self.link.command_done()  # COM_STMT_CLOSE has no answer
 
@@ -639,15 +734,14 @@ class RouterSession(RelaySession):
         self.link.command_done()
 
     async def _reset_statement(self, raw: bytes) -> None:
-        _, p = self._statement_of(raw, "mysqld_stmt_reset")
+        vid, p = self._statement_of(raw, "mysqld_stmt_reset")
         p.long_data.clear()
         p.long_bytes = 0
-        for member, real in list(p.ids.items()):
-            mc = self.conns.get(member)
-            if mc is not None and not mc.conn.closed:
+        for mc in self._all_conns():
+            real = mc.prepared.get(vid)
+            if real is not None and not mc.conn.closed:
                 await mc.conn.command(Command.STMT_RESET, _u32.pack(real))
-        if p.cursor is not None:
-            p.cursor = None
+        p.cursor = None
         self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
     # --- session commands -----------------------------------------------------------------------
@@ -669,8 +763,15 @@ class RouterSession(RelaySession):
             await self._ready(member)  # an unknown database fails here, as on a server
 
     async def _reset_all(self) -> None:
+        """Reset every member connection; direct connections go back to their pools (which
+        reset them) and are taken afresh when needed."""
         self.prepared.clear()
+        for member, mc in list(self.direct.items()):
+            del self.direct[member]
+            mc.pool.release(mc.conn, self.key, reusable=True)
         for member, mc in list(self.conns.items()):
+            mc.prepared.clear()
+            mc.typed.clear()
             try:
                 await mc.conn.command(Command.RESET_CONNECTION)
             except (MySQLError, OSError):
@@ -683,7 +784,7 @@ class RouterSession(RelaySession):
     async def _set_option_command(self, raw: bytes) -> None:
         """COM_SET_OPTION (multi-statements on/off) applies to every member connection."""
         body = raw[5:]
-        for member, mc in list(self.conns.items()):
+        for mc in self._all_conns():
             if not mc.conn.closed:
                 await mc.conn.command(Command.SET_OPTION, body)
         self._set_option = body
@@ -717,13 +818,14 @@ class RouterSession(RelaySession):
 
     def _release_all(self) -> None:
         """Member connections go back to their pools, except those holding a transaction or
-        pinned state (closed: the rule of router.pool)."""
-        state = self.state
+        pinned state (closed: the rule of router.pool). Direct connections only ever read."""
         for member, mc in list(self.conns.items()):
             reusable = not self._has_state_on(member) and not mc.conn.busy
             mc.pool.release(mc.conn, self.key, reusable=reusable)
+        for mc in self.direct.values():
+            mc.pool.release(mc.conn, self.key, reusable=not mc.conn.busy)
         self.conns.clear()
-        del state
+        self.direct.clear()
 
 
 async def _prepare_on(conn: BackendConnection, sql: bytes) -> list[bytes]:

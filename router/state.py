@@ -457,12 +457,14 @@ class SessionState:
 
     # --- replay -------------------------------------------------------------------------------
 
-    def replay_sql(self, since: SessionState | None = None) -> list[str]:
+    def replay_sql(self, since: SessionState | None = None, *, consistency: bool = True) -> list[str]:
         """The statements that bring a member connection to this state's settings.
 
         Args:
             since: the state the connection was last brought to (an earlier state of this same
                 session, with no reset() in between), or None for a fresh connection.
+            consistency: False for a connection to a plain server (a member's backend, read
+                directly), which has no group_replication_consistency to set.
         Returns: SQL texts to run in order (each a single statement; the I/O side may join
             them with ';' on a connection with CLIENT_MULTI_STATEMENTS). Empty when nothing
             differs. Pins, transactions and pending one-shot characteristics are never replayed:
@@ -493,7 +495,7 @@ class SessionState:
             out.append(f"SET SESSION TRANSACTION ISOLATION LEVEL {self.isolation}")
         if self.access_read_only is not None and self.access_read_only != base.access_read_only:
             out.append(f"SET SESSION TRANSACTION {'READ ONLY' if self.access_read_only else 'READ WRITE'}")
-        if self.consistency != base.consistency:
+        if consistency and self.consistency != base.consistency:
             value = "DEFAULT" if self.consistency is None else f"'{self.consistency.name}'"
             out.append(f"SET SESSION {CONSISTENCY_VARIABLE} = {value}")
         if self.role is not None and self.role != base.role:
