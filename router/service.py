@@ -252,6 +252,19 @@ class Router:
                 self._control.pop(member_id).close()
                 self.endpoints.pop(member_id, None)
 
+    def default_level_set(self, member: MemberId, literal: object) -> None:
+        """A `SET GLOBAL group_replication_consistency` succeeded on `member`: use the new
+        default at once rather than from the next poll (direct reads depend on it)."""
+        endpoint = self.endpoints.get(member)
+        if endpoint is None:
+            return
+        try:
+            level = Level.EVENTUAL if literal == "DEFAULT" else parse_level(literal)
+        except ValueError:
+            self.endpoints.pop(member, None)  # not known: no direct reads until the next poll
+            return
+        self.endpoints[member] = replace(endpoint, level=level)
+
     def direct_pool(self, member: MemberId) -> MemberPool | None:
         """The pool of direct read connections to `member`'s backend, or None (no endpoint)."""
         endpoint = self.endpoints.get(member)

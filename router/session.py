@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from replication.consistency import VARIABLE as CONSISTENCY
 from replication.consistency import Level
 from replication.protocol.backend import BackendConnection
 from replication.protocol.constants import MAX_PAYLOAD, Cap, Command, Status
@@ -63,6 +64,7 @@ from replication.protocol.errors import (
     BackendError,
     BackendLost,
     BackendUnavailable,
+    HoldMemberStatus,
     MySQLError,
     NotSupported,
     PacketTooLarge,
@@ -72,7 +74,7 @@ from replication.protocol.errors import (
 from replication.protocol.packets import eof_payload, frame, ok_payload, parse_err
 from replication.protocol.relay import _KILL_RE, EXPECT_BY_COMMAND, ClientLink, Processes, RelaySession
 from replication.protocol.scanner import Expect, ResponseScanner
-from replication.statements import Statement, classify
+from replication.statements import Kind, Scope, Statement, classify
 
 from router.pool import MemberPool, PoolKey
 from router.routing import Decision, Rule, route
@@ -138,6 +140,10 @@ def _same_settings(a: SessionState, b: SessionState, direct: bool) -> bool:
             and a.schema == b.schema and a.charset == b.charset and a.autocommit == b.autocommit
             and a.isolation == b.isolation and a.access_read_only == b.access_read_only
             and (direct or a.consistency == b.consistency) and a.role == b.role)
+
+
+def _sets_group_default(stmt: Statement) -> bool:
+    return any(a.name == CONSISTENCY and a.scope in (Scope.GLOBAL, Scope.PERSIST) for a in stmt.assignments)
 
 
 def _direct_text(sql: bytes, start: int = 0) -> bool:
@@ -213,6 +219,7 @@ class RouterSession(RelaySession):
         self._current: tuple[Statement | None, MemberId, _MemberConn] | None = None
         self._retry: tuple[bytes, Expect] | None = None  # the current text, while a retry is allowed
         self._retries = 0  # retries of the current command
+        self._last_direct = False  # the previous statement ran on a direct (backend) connection
         self.backend: BackendConnection = None  # type: ignore[assignment]  # set by open()
 
     # --- dispatch -------------------------------------------------------------------------------
@@ -228,7 +235,11 @@ class RouterSession(RelaySession):
                     if m is not None:
                         self._spawn(self._kill_statement(m))
                         return
-                self._statement(classify(raw[5:]), raw, Expect.QUERY)
+                stmt = classify(raw[5:])
+                if stmt.kind is Kind.SET and _sets_group_default(stmt):
+                    self._spawn(self._set_group_default(stmt, raw[5:]))
+                    return
+                self._statement(stmt, raw, Expect.QUERY)
             elif cmd == _COM_STMT_EXECUTE:
                 self._execute(raw)
             elif cmd == Command.STMT_PREPARE:
@@ -268,7 +279,10 @@ class RouterSession(RelaySession):
         if target is None:
             self._refuse(d)
             return
-        direct = d.rule is Rule.READ and router.direct_reads and self._direct_ok(target) and _direct_text(raw, 5)
+        if d.rule is Rule.DIAGNOSTICS:  # SHOW WARNINGS & co: the very connection of the previous statement
+            direct = self._last_direct and target == self.state.last_member
+        else:
+            direct = d.rule is Rule.READ and router.direct_reads and self._direct_ok(target) and _direct_text(raw, 5)
         mc = (self.direct if direct else self.conns).get(target)
         if mc is not None and d.finish_on is None and not mc.conn.closed and self._in_sync(mc):
             self._relay(stmt, raw, expect, target, mc)
@@ -303,6 +317,7 @@ class RouterSession(RelaySession):
 
     def _relay(self, stmt: Statement | None, raw: bytes, expect: Expect, target: MemberId, mc: _MemberConn) -> None:
         self._current = (stmt, target, mc)
+        self._last_direct = mc.direct
         self._retry = (raw, expect) if expect is Expect.QUERY else None
         self.backend = mc.conn
         load = self.router.load
@@ -789,6 +804,29 @@ class RouterSession(RelaySession):
                 await mc.conn.command(Command.SET_OPTION, body)
         self._set_option = body
         self.link.send_packet(eof_payload(self.status), self._cmd_seq + 1)
+
+    async def _set_group_default(self, stmt: Statement, sql: bytes) -> None:
+        """`SET GLOBAL group_replication_consistency = …` through the router sets the default of
+        every ONLINE member (in GR it is per member; through a router it is the group's). The
+        members check the privilege; the first refusal is the answer."""
+        if len(stmt.assignments) != 1:
+            raise NotSupported("Set the global group_replication_consistency in a SET statement of its own")
+        text = sql.decode("utf-8", "surrogateescape")
+        done: list[str] = []
+        for info in self.router.topology.online():
+            mc = await self._ready(info.member_id)
+            try:
+                result = await mc.conn.execute(text)
+            except BackendError as exc:
+                if done:
+                    exc.message += f" (already set on member(s) {', '.join(done)})"
+                raise
+            done.append(info.member_id)
+            self.status = result.status
+            self.router.default_level_set(info.member_id, stmt.assignments[0].literal)
+        if not done:
+            raise HoldMemberStatus("No member of the group is ONLINE: the default level was not set")
+        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
     async def _refuse_command(self, cmd: int) -> None:
         raise NotSupported(f"grproxy does not route {Command(cmd).name}; use CREATE DATABASE / DROP DATABASE")
