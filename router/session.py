@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import structlog
@@ -243,7 +242,7 @@ class RouterSession(RelaySession):
             elif cmd == _COM_STMT_EXECUTE:
                 self._execute(raw)
             elif cmd == Command.STMT_PREPARE:
-                self._spawn_routed(self._prepare(raw))
+                self._spawn(self._prepare(raw))
             elif cmd == Command.STMT_FETCH:
                 self._fetch(raw)
             elif cmd == Command.STMT_CLOSE:
@@ -287,7 +286,7 @@ class RouterSession(RelaySession):
         if mc is not None and d.finish_on is None and not mc.conn.closed and self._in_sync(mc):
             self._relay(stmt, raw, expect, target, mc)
             return
-        self._spawn_routed(self._statement_slow(stmt, raw, expect, d, direct))
+        self._spawn(self._statement_slow(stmt, raw, expect, d, direct))
 
     def _direct_ok(self, target: MemberId) -> bool:
         """Whether the session's level lets a plain read on `target` skip the member."""
@@ -361,7 +360,7 @@ class RouterSession(RelaySession):
         self._unload(target)
         if mc.direct:
             had_state = False
-            self._drop_direct(target, why="backend connection lost during a read")
+            self._forget(target, direct=True, why="backend connection lost during a read")
         else:
             had_state = self._has_state_on(target)
             self._drop(target, why="connection lost during a statement")
@@ -397,33 +396,6 @@ class RouterSession(RelaySession):
         self.link.command_done()
 
     # --- slow path ------------------------------------------------------------------------------
-
-    def _spawn_routed(self, coro: Awaitable[bool]) -> None:
-        """Run a slow-path coroutine. It returns True once it has started a relay (whose
-        callbacks finish the command), False when it answered the client itself."""
-
-        async def run() -> None:
-            try:
-                relaying = await coro
-            except MySQLError as exc:
-                self.link.send_error(exc, self._cmd_seq + 1)
-                relaying = False
-            except RouterBug as exc:
-                self._bug(exc)
-                return
-            except asyncio.CancelledError:
-                return
-            except Exception:  # noqa: BLE001 - a bug must not take the process down
-                self._log.exception("router_session_error")
-                self.link.send_error(MySQLError("grproxy internal error; see the proxy log"), self._cmd_seq + 1)
-                self.close()
-                return
-            finally:
-                self._task = None
-            if not relaying and not self.closed:
-                self.link.command_done()
-
-        self._task = asyncio.get_running_loop().create_task(run())
 
     async def _statement_slow(self, stmt: Statement, raw: bytes, expect: Expect, d: Decision,
                               direct: bool) -> bool:
@@ -471,18 +443,48 @@ class RouterSession(RelaySession):
         pinned state there is gone, or the member's error for a replayed setting."""
         if direct:
             try:
-                return await self._ready_direct(target)
+                return await self._connection(target, direct=True)
             except (BackendUnavailable, TooManyConnections, BackendError) as exc:
                 self._log.info("direct_read_unavailable", member=target, error=exc.message)
-        mc = self.conns.get(target)
+        return await self._connection(target, direct=False)
+
+    async def _connection(self, target: MemberId, *, direct: bool) -> _MemberConn:
+        conns = self.direct if direct else self.conns
+        mc = conns.get(target)
         if mc is not None and mc.conn.closed:
-            had_state = self._has_state_on(target)
-            self._drop(target, why="connection closed while idle")
+            had_state = not direct and self._has_state_on(target)
+            self._forget(target, direct=direct, why="connection closed while idle")
             if had_state:
                 raise BackendLost(f"Lost connection to member {target}: the session's transaction or "
                                   "connection-local state there is gone; the session must start over")
             mc = None
         if mc is None:
+            mc = await self._acquire(target, direct)
+            conns[target] = mc
+            if self.closed:  # the client left while we waited
+                self._release_all()
+                raise BackendLost("client gone")
+            if self._set_option is not None:
+                await mc.conn.command(Command.SET_OPTION, self._set_option)
+        if mc.synced is not self.state:
+            state = self.state
+            for sql in state.replay_sql(since=mc.synced, consistency=not direct):
+                try:
+                    await mc.conn.execute(sql)
+                except BackendError:
+                    self._forget(target, direct=direct, why="replay failed")
+                    raise
+            mc.synced = state
+        return mc
+
+    async def _acquire(self, target: MemberId, direct: bool) -> _MemberConn:
+        """A connection from the pool: to `target`'s member port, or to its backend (`direct`)."""
+        if direct:
+            pool = self.router.direct_pool(target)
+            if pool is None:
+                raise BackendUnavailable(f"no read endpoint known for member {target}")
+            conn = await pool.acquire(self.key)
+        else:
             info = self.router.topology.member(target)
             if info is None:
                 raise BackendUnavailable(f"member {target} is not in the group")
@@ -492,64 +494,21 @@ class RouterSession(RelaySession):
             except BackendUnavailable as exc:
                 self.router.mark_down(target, exc.message)
                 raise
-            conn.on_pause_writing = lambda: self.link.pause_reading("backend")
-            conn.on_resume_writing = lambda: self.link.unpause_reading("backend")
-            mc = _MemberConn(conn, pool)
-            self.conns[target] = mc
-            if self.closed:  # the client left while we waited
-                self._release_all()
-                raise BackendLost("client gone")
-            if self._set_option is not None:
-                await conn.command(Command.SET_OPTION, self._set_option)
-        if mc.synced is not self.state:
-            state = self.state
-            for sql in state.replay_sql(since=mc.synced):
-                try:
-                    await mc.conn.execute(sql)
-                except BackendError:
-                    self._drop(target, why="replay failed")
-                    raise
-            mc.synced = state
-        return mc
+        conn.on_pause_writing = lambda: self.link.pause_reading("backend")
+        conn.on_resume_writing = lambda: self.link.unpause_reading("backend")
+        return _MemberConn(conn, pool, direct=direct)
 
-    async def _ready_direct(self, target: MemberId) -> _MemberConn:
-        mc = self.direct.get(target)
-        if mc is not None and mc.conn.closed:
-            self._drop_direct(target, why="connection closed while idle")
-            mc = None
+    def _forget(self, member: MemberId, *, direct: bool, why: str) -> None:
+        """Close the session's connection to `member` (member port or backend)."""
+        mc = (self.direct if direct else self.conns).pop(member, None)
         if mc is None:
-            pool = self.router.direct_pool(target)
-            if pool is None:
-                raise BackendUnavailable(f"no read endpoint known for member {target}")
-            conn = await pool.acquire(self.key)
-            conn.on_pause_writing = lambda: self.link.pause_reading("backend")
-            conn.on_resume_writing = lambda: self.link.unpause_reading("backend")
-            mc = _MemberConn(conn, pool, direct=True)
-            self.direct[target] = mc
-            if self.closed:
-                self._release_all()
-                raise BackendLost("client gone")
-            if self._set_option is not None:
-                await conn.command(Command.SET_OPTION, self._set_option)
-        if mc.synced is not self.state:
-            state = self.state
-            for sql in state.replay_sql(since=mc.synced, consistency=False):
-                try:
-                    await mc.conn.execute(sql)
-                except BackendError:
-                    self._drop_direct(target, why="replay failed")
-                    raise
-            mc.synced = state
-        return mc
-
-    def _drop_direct(self, member: MemberId, *, why: str) -> None:
-        mc = self.direct.pop(member, None)
-        if mc is not None:
-            mc.pool.release(mc.conn, self.key, reusable=False)
-            self._log.info("backend_connection_dropped", member=member, why=why)
-            for p in self.prepared.values():
-                if p.cursor is not None and p.cursor[1] is mc:
-                    p.cursor = None
+            return
+        mc.pool.release(mc.conn, self.key, reusable=False)
+        self._log.info("backend_connection_dropped" if direct else "member_connection_dropped", member=member,
+                       why=why)
+        for p in self.prepared.values():
+            if p.cursor is not None and p.cursor[1] is mc:
+                p.cursor = None
 
     def _has_state_on(self, member: MemberId) -> bool:
         s = self.state
@@ -559,14 +518,8 @@ class RouterSession(RelaySession):
 
     def _drop(self, member: MemberId, *, why: str) -> None:
         """Close the session's connection to `member`; what lived there is gone."""
-        mc = self.conns.pop(member, None)
-        if mc is not None:
-            mc.pool.release(mc.conn, self.key, reusable=False)
-            self._log.info("member_connection_dropped", member=member, why=why)
-            for p in self.prepared.values():
-                if p.cursor is not None and p.cursor[1] is mc:
-                    p.cursor = None
-        self._drop_direct(member, why=why)
+        self._forget(member, direct=False, why=why)
+        self._forget(member, direct=True, why=why)
         self.state = self.state.member_gone(member)
 
     def _bug(self, exc: RouterBug) -> None:
@@ -654,7 +607,7 @@ class RouterSession(RelaySession):
             if (real is not None and (binds or p.params == 0 or vid in mc.typed) and self._in_sync(mc)):
                 self._run_execute(vid, p, raw, real, target, mc, binds)
                 return
-        self._spawn_routed(self._execute_slow(vid, p, raw, d, binds, direct))
+        self._spawn(self._execute_slow(vid, p, raw, d, binds, direct))
 
     def _run_execute(self, vid: int, p: _Prepared, raw: bytes, real: int, target: MemberId, mc: _MemberConn,
                      binds: bool) -> None:

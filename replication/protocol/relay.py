@@ -211,16 +211,18 @@ class RelaySession:
 
     # --- slow path ------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[bool | None]) -> None:
+        """Run a slow-path command. The coroutine answers the client itself and the command is
+        then done — unless it returns True: it has started a relay, whose callbacks finish the
+        command. A MySQLError it raises is the answer; any other exception is a bug: the client
+        gets an internal error and the session is closed."""
+
         async def run() -> None:
             try:
-                await coro
+                relaying = await coro
             except MySQLError as exc:
                 self.link.send_error(exc, self._cmd_seq + 1)
-            except BackendLost as exc:
-                self.link.send_error(exc, self._cmd_seq + 1)
-                self.close()
-                return
+                relaying = False
             except Exception:  # noqa: BLE001 - a bug must not take the process down
                 self._log.exception("session_error")
                 self.link.send_error(MySQLError("grproxy internal error; see the proxy log"), self._cmd_seq + 1)
@@ -228,7 +230,7 @@ class RelaySession:
                 return
             finally:
                 self._task = None
-            if not self.closed:
+            if relaying is not True and not self.closed:
                 self.link.command_done()
 
         self._task = asyncio.get_running_loop().create_task(run())
