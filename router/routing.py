@@ -44,10 +44,12 @@ and if not, *what kind* of member may run it (the rule), then *which one* (the p
    - a read that pins (LAST_INSERT_ID(), SELECT … INTO @x, PREPARE) → the write member;
    - any other read → a read member.
 
-3. **Picks.** The *write member*: the ONLINE primary (single-primary); in multi-primary mode the
-   `local` member if it is ONLINE, else the least loaded ONLINE member. A *read member*: the
-   least loaded ONLINE secondary, or the ONLINE primary when no secondary is ONLINE (any ONLINE
-   member in multi-primary mode). "Least loaded" compares `load` (outstanding statements per
+3. **Picks.** The *write member*: the ONLINE primary (single-primary). A *read member*: the
+   least loaded ONLINE secondary, or the ONLINE primary when no secondary is ONLINE. In
+   multi-primary mode both are the *session's member*: the previous statement's member if it is
+   ONLINE, else the `local` member if it is ONLINE, else the least loaded ONLINE member. (Spread
+   across members from one session, its second write could reach a member that has not applied
+   its first, and fail certification against itself; sessions are spread when they start.) "Least loaded" compares `load` (outstanding statements per
    member; absent = 0); a tie goes to the previous statement's member (its connection is already
    in sync), else to the `spread`-th of the tied members in id order (the driver passes e.g. its
    connection id, so idle sessions spread out). Where the rule allows it, a statement that may
@@ -262,16 +264,25 @@ class _Picker:
             return None
         if self.topology.mode is Mode.SINGLE_PRIMARY:
             return writers[0].member_id, Pick.PRIMARY
-        if self.local is not None and self.topology.member(self.local) in writers:
+        return self.session_member(writers, Pick.LEAST_LOADED_WRITER)
+
+    def session_member(self, candidates: tuple[MemberInfo, ...], fallback: Pick) -> tuple[MemberId, Pick]:
+        """Multi-primary: the member the session already uses (the previous statement's), else
+        the local one, else the least loaded. A session's statements stay on one member, so its
+        writes never certify against its own earlier writes that the member has not applied yet,
+        and it reads what it wrote (what one connection to a GR member gives)."""
+        if self.last is not None and self.topology.member(self.last) in candidates:
+            return self.last, Pick.LAST_MEMBER
+        if self.local is not None and self.topology.member(self.local) in candidates:
             return self.local, Pick.LOCAL
-        return self.least_loaded(writers), Pick.LEAST_LOADED_WRITER
+        return self.least_loaded(candidates), fallback
 
     def reader(self) -> tuple[MemberId, Pick] | None:
         online = self.topology.online()
         if not online:
             return None
         if self.topology.mode is Mode.MULTI_PRIMARY:
-            return self.least_loaded(online), Pick.LEAST_LOADED_MEMBER
+            return self.session_member(online, Pick.LEAST_LOADED_MEMBER)
         secondaries = self.topology.online_secondaries()
         if secondaries:
             return self.least_loaded(secondaries), Pick.LEAST_LOADED_SECONDARY
