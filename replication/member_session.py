@@ -55,7 +55,7 @@ from .consistency import VARIABLE as CONSISTENCY
 from .consistency import InvalidLevel, Level, parse_level
 from .certifier import KeyHash, Seq
 from .member import LocalTxn, Member
-from .statements import Kind, Scope, Statement, classify
+from .statements import Kind, Scope, Statement, classify, replace_call
 
 log = structlog.get_logger("grproxy.member_session")
 
@@ -70,6 +70,7 @@ AUTO_INCREMENT_INCREMENT = 7
 ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back  # group_replication_auto_increment_increment's default
 TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
 _GROUP_MEMBERS_RE = re.compile(rb"replication_group_members", re.IGNORECASE)
+_ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
 _TABLE_REF_RE = re.compile(
     r"(?:`?performance_schema`?\s*\.\s*)?`?replication_group_members`?"
     r"(?P<alias>\s+(?:AS\s+)?(?!(?:WHERE|ORDER|GROUP|LIMIT|JOIN|LEFT|RIGHT|INNER|CROSS|STRAIGHT_JOIN|NATURAL|UNION"
@@ -176,11 +177,17 @@ class MemberSession(RelaySession):
         self.consistency: Level = member.consistency
         self._schema_known = False
         self._schema_value: str | None = None
+        self._row_count: int | None = None  # ROW_COUNT() of the client's previous statement, when captured
 
     # --- dispatch -------------------------------------------------------------------------------
 
     def on_command(self, raw: bytes, last_seq: int = 0) -> None:
         cmd = raw[4] if len(raw) > 4 else -1
+        row_count, self._row_count = self._row_count, None
+        if row_count is not None and cmd == Command.QUERY and _ROW_COUNT_RE.search(raw, 5, 5 + 16_384):
+            # The backend's ROW_COUNT() now describes capture's last statement: answer the
+            # client's own (its write's affected rows).
+            raw = frame(b"\x03" + replace_call(raw[5:], "ROW_COUNT", row_count), 0)
         if cmd in (Command.INIT_DB, Command.RESET_CONNECTION):
             self._schema_known = False
             self._sql_mode = self._charset = self._wait_timeout = None
@@ -499,6 +506,7 @@ class MemberSession(RelaySession):
         if autocommit:
             await self._commit()
         r = captured.result
+        self._row_count = r.affected_rows
         self.link.send_packet(ok_payload(self.status, r.affected_rows, r.last_insert_id, r.warnings), self._cmd_seq + 1)
 
     async def _commit(self) -> None:

@@ -76,6 +76,7 @@ NO_BACKSLASH_ESCAPES) and double quotes as string delimiters (not ANSI_QUOTES).
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -83,6 +84,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = [
+    "replace_call",
     "STATEMENT_CACHE_ENTRIES_MAX",
     "STATEMENT_CACHE_CHARS_MAX",
     "STATEMENT_CACHED_TEXT_CHARS_MAX",
@@ -2083,3 +2085,32 @@ class Classifier:
 # both the router and the member share its hits. Components that want their own bounds or
 # counters construct a Classifier.
 classify = Classifier()
+
+
+_SELECT_ITEM_BEFORE_RE = re.compile(rb"(?:\bSELECT|,)\s*$", re.IGNORECASE)
+_SELECT_ITEM_AFTER_RE = re.compile(rb"\s*(?:,|;|$|FROM\b|INTO\b|LIMIT\b)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=8)
+def _call_re(function: str) -> re.Pattern[bytes]:
+    return re.compile(rb"\b" + re.escape(function.encode("ascii")) + rb"\s*\(\s*\)", re.IGNORECASE)
+
+
+def replace_call(sql: bytes, function: str, value: int) -> bytes:
+    """`sql` with every argument-less call `function()` (any case) replaced by the literal
+    `value`; a select-list item keeps its column name (`value AS \`function()\``).
+
+    A text-level rewrite for session functions whose answer the proxy knows better than the
+    server it relays to (CONNECTION_ID() through the router, ROW_COUNT() after a captured write).
+    A string literal containing the call is rewritten too, so callers rewrite only statements
+    the classifier says call a session function. Returns `sql` itself when there is no call.
+    """
+    pattern = _call_re(function)
+
+    def sub(m: re.Match[bytes]) -> bytes:
+        item = (_SELECT_ITEM_BEFORE_RE.search(sql, 0, m.start()) is not None
+                and _SELECT_ITEM_AFTER_RE.match(sql, m.end()) is not None)
+        literal = str(value).encode("ascii")
+        return literal + b" AS `" + m.group(0) + b"`" if item else literal
+
+    return pattern.sub(sub, sql)

@@ -73,7 +73,7 @@ from replication.protocol.errors import (
 from replication.protocol.packets import eof_payload, frame, ok_payload, parse_err
 from replication.protocol.relay import _KILL_RE, EXPECT_BY_COMMAND, ClientLink, Processes, RelaySession
 from replication.protocol.scanner import Expect, ResponseScanner
-from replication.statements import Kind, Scope, Statement, classify
+from replication.statements import Kind, Scope, Statement, classify, replace_call
 
 from router.pool import MemberPool, PoolKey
 from router.routing import Decision, Rule, route
@@ -139,6 +139,9 @@ def _same_settings(a: SessionState, b: SessionState, direct: bool) -> bool:
             and a.schema == b.schema and a.charset == b.charset and a.autocommit == b.autocommit
             and a.isolation == b.isolation and a.access_read_only == b.access_read_only
             and (direct or a.consistency == b.consistency) and a.role == b.role)
+
+
+_CONNECTION_ID_RE = re.compile(rb"\bCONNECTION_ID\s*\(", re.IGNORECASE)
 
 
 def _sets_group_default(stmt: Statement) -> bool:
@@ -238,6 +241,9 @@ class RouterSession(RelaySession):
                 if stmt.kind is Kind.SET and _sets_group_default(stmt):
                     self._spawn(self._set_group_default(stmt, raw[5:]))
                     return
+                if stmt.session_functions and len(raw) < _TEXT_SCAN_BYTES and _CONNECTION_ID_RE.search(raw, 5):
+                    # CONNECTION_ID() is the id the client saw in the handshake: what KILL takes here.
+                    raw = frame(b"\x03" + replace_call(raw[5:], "CONNECTION_ID", self.link.conn_id), 0)
                 self._statement(stmt, raw, Expect.QUERY)
             elif cmd == _COM_STMT_EXECUTE:
                 self._execute(raw)

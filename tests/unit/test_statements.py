@@ -1033,3 +1033,20 @@ def test_bulk_prefilter_covers_every_trigger(trigger: str) -> None:
         assert S._bulk_hazard(variant), variant
         flags = S._scanned(S._P(variant, S._tokenize(variant), 0), 0)
         assert flags.writes or flags.session, variant
+
+
+@pytest.mark.parametrize("sql, expected", [
+    (b"SELECT CONNECTION_ID()", b"SELECT 42 AS `CONNECTION_ID()`"),
+    (b"select connection_id( ), 1", b"select 42 AS `connection_id( )`, 1"),
+    (b"SELECT 1, CONNECTION_ID() FROM t", b"SELECT 1, 42 AS `CONNECTION_ID()` FROM t"),
+    (b"SELECT * FROM p WHERE id = CONNECTION_ID()", b"SELECT * FROM p WHERE id = 42"),
+    (b"SELECT CONNECTION_ID() AS c", b"SELECT 42 AS c"),
+    (b"SELECT CONNECTION_ID()+1", b"SELECT 42+1"),
+    (b"KILL QUERY CONNECTION_ID()", b"KILL QUERY 42"),
+    (b"SELECT MY_CONNECTION_ID()", b"SELECT MY_CONNECTION_ID()"),  # another function
+    (b"SELECT CONNECTION_ID(1)", b"SELECT CONNECTION_ID(1)"),  # not an argument-less call
+])
+def test_replace_call(sql: bytes, expected: bytes) -> None:
+    from replication.statements import replace_call
+
+    assert replace_call(sql, "CONNECTION_ID", 42) == expected
