@@ -224,7 +224,8 @@ class Router:
 
     async def refresh_endpoints(self) -> None:
         """Ask every ONLINE member for its read endpoint (see the module docstring). A member
-        that does not answer has none until it does: its reads go through its member port."""
+        that never answered has none: its reads go through its member port. One that stops
+        answering keeps its last endpoint while the group lists it ONLINE."""
         for m in self._table.online():
             conn = self._control.get(m.member_id)
             try:
@@ -242,15 +243,19 @@ class Router:
                     raise ValueError(f"endpoint answer {result.rows[0]!r} from member {m.member_id}")
                 self.endpoints[m.member_id] = Endpoint(host or "127.0.0.1", int(port), parse_level(level))
             except (MySQLError, OSError, TimeoutError, ValueError, IndexError) as exc:
-                if self.endpoints.pop(m.member_id, None) is not None or m.member_id not in self._control:
-                    log.warning("read_endpoint_unknown", member=m.member_id, error=str(exc))
+                # The last answer stays good while the group lists the member ONLINE (a backend
+                # does not move; a member that is gone leaves the table and its endpoint with it).
+                log.warning("read_endpoint_poll_failed", member=m.member_id, error=str(exc),
+                            known=m.member_id in self.endpoints)
                 bad = self._control.pop(m.member_id, None)
                 if bad is not None:
                     bad.close()
         for member_id in list(self._control):
             if not self._table.is_online(member_id):
                 self._control.pop(member_id).close()
-                self.endpoints.pop(member_id, None)
+        for member_id in list(self.endpoints):
+            if not self._table.is_online(member_id):
+                del self.endpoints[member_id]
 
     def default_level_set(self, member: MemberId, literal: object) -> None:
         """A `SET GLOBAL group_replication_consistency` succeeded on `member`: use the new
