@@ -457,9 +457,7 @@ def test_found_rows_and_row_count(sp: Sandbox) -> None:
         assert one(c, "SELECT FOUND_ROWS()")[0] == 3
         cur.execute("UPDATE rt.ids SET n = n + 10 WHERE worker = 98")
         assert cur.rowcount == 3
-        assert one(c, "SELECT ROW_COUNT()")[0] == 3, \
-            "ROW_COUNT() after an UPDATE of 3 rows (the member port answers 0 too: its capture's statements " \
-            "run after the UPDATE on the backend connection)"
+        assert one(c, "SELECT ROW_COUNT()")[0] == 3, "ROW_COUNT() after an UPDATE of 3 rows"
 
 
 def test_mysql_connector_lastrowid(sp: Sandbox) -> None:
@@ -747,9 +745,11 @@ def test_kill_query_from_another_connection(sp: Sandbox) -> None:
 
 
 def test_kill_query_with_the_id_connection_id_returns(sp: Sandbox) -> None:
-    """README: CONNECTION_ID() returns a backend thread id, not the handshake's; both work with KILL."""
+    """A user takes the id from CONNECTION_ID() and kills with it (README: through the router it
+    is the handshake's id, which KILL takes)."""
     victim = sp.connect()
     from_sql = one(victim, "SELECT CONNECTION_ID()")[0]
+    assert from_sql == victim.thread_id(), "CONNECTION_ID() through the router is not the handshake's id"
     sleeper = Background(lambda: rows(victim, "SELECT SLEEP(30)"))
     time.sleep(0.5)
     with contextlib.closing(sp.connect()) as killer:
@@ -757,7 +757,7 @@ def test_kill_query_with_the_id_connection_id_returns(sp: Sandbox) -> None:
             rows(killer, f"KILL QUERY {int(from_sql)}")
         except pymysql.err.MySQLError as exc:
             raise AssertionError(f"KILL QUERY <CONNECTION_ID() of the victim = {from_sql}> through the router "
-                                 f"failed: {exc!r} (the README says both ids work with KILL)") from None
+                                 f"failed: {exc!r}") from None
     assert sleeper.done.wait(15), "KILL QUERY <CONNECTION_ID()> did not stop SELECT SLEEP(30)"
     assert sleeper.error is not None and errno_of(sleeper.error) == ER_QUERY_INTERRUPTED, \
         f"the victim got {sleeper.result!r} / {sleeper.error!r}, expected error 1317"
