@@ -169,6 +169,7 @@ class MemberSession(RelaySession):
         self.txn: _Txn | None = None
         self._prepared_writes: dict[int, PreparedWrite] = {}
         self._prepared_refused: set[int] = set()
+        self._prepared_held: set[int] = set()  # prepared reads a consistency level holds (ids)
         self._pending_prepare: tuple[Statement, str] | None = None
         self._charset: str | None = None  # character_set_client, for prepared writes
         self._sql_mode: str | None = None  # cached; forgotten after any SET
@@ -195,6 +196,8 @@ class MemberSession(RelaySession):
                 self._drop_txn()
                 self._temporary.clear()
                 self.consistency = self.member.consistency
+                for ids in (self._prepared_writes, self._prepared_refused, self._prepared_held):
+                    ids.clear()  # the backend deallocated them
                 if not self.member.engine.single_primary:
                     self._cmd_seq = last_seq
                     self._spawn(self._reset_connection())
@@ -247,6 +250,13 @@ class MemberSession(RelaySession):
                     "send it as a text statement")))
                 return
             write = self._prepared_writes.get(stmt_id)
+            if (cmd == Command.STMT_EXECUTE and self.consistency is not Level.EVENTUAL
+                    and (write is not None or stmt_id in self._prepared_held)
+                    and not self.status & IN_TRANS and self.txn is None):
+                # A prepared statement starts a transaction as a text one does: held first.
+                self._cmd_seq = last_seq
+                self._spawn(self._hold_then_execute(raw, write))
+                return
             if write is not None:
                 if cmd == Command.STMT_EXECUTE:
                     self._cmd_seq = last_seq
@@ -260,6 +270,7 @@ class MemberSession(RelaySession):
                     write.long_data.clear()
             if cmd == Command.STMT_CLOSE:
                 self._prepared_writes.pop(stmt_id, None)
+                self._prepared_held.discard(stmt_id)
                 self._prepared_refused.discard(stmt_id)
         if self.txn is not None and self.txn.local.doomed_by is not None and cmd in (Command.QUERY, Command.STMT_EXECUTE):
             self._cmd_seq = last_seq
@@ -310,6 +321,8 @@ class MemberSession(RelaySession):
                     self._prepared_refused.add(stmt_id)
             elif stmt.kind in (Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA):
                 self._prepared_refused.add(stmt_id)
+            elif stmt.kind in _HELD_KINDS and len(self._prepared_held) < PREPARED_WRITES_MAX:
+                self._prepared_held.add(stmt_id)
             self._pending_prepare = None
         super()._on_done(scanner)
 
@@ -336,6 +349,24 @@ class MemberSession(RelaySession):
 
     async def _hold_then(self, stmt: Statement, sql: str) -> None:
         """Hold a statement that starts a transaction as its level requires, then run it."""
+        await self._hold()
+        if self._needs_member(stmt):
+            await self._statement(stmt, sql)
+        else:
+            await self._relay_packet_mode(sql)
+
+    async def _hold_then_execute(self, raw: bytes, write: PreparedWrite | None) -> bool:
+        """COM_STMT_EXECUTE of a prepared statement its level holds: hold, then run it (a write
+        with capture; a read relayed, whose answer then finishes the command)."""
+        await self._hold()
+        if write is not None:
+            await self._prepared_write(write, raw[5:])
+            return False
+        self.backend.relay(raw, Expect.EXECUTE, self.link.transport, self._on_done, self._on_lost)
+        return True
+
+    async def _hold(self) -> None:
+        """What the session's level waits for before a transaction starts (nothing inside one)."""
         if not self.status & IN_TRANS and self.txn is None:
             timeout_s = await self._timeout_s()
             # The backend connection is idle while we hold, and the same wait_timeout is its
@@ -350,10 +381,6 @@ class MemberSession(RelaySession):
                     await keepalive
                 except MySQLError:
                     pass
-        if self._needs_member(stmt):
-            await self._statement(stmt, sql)
-        else:
-            await self._relay_packet_mode(sql)
 
     async def _keep_backend_alive(self, interval_s: float, stop: asyncio.Event) -> None:
         while True:

@@ -276,6 +276,19 @@ class Sandbox:
         Refuses (AssertionError) unless the process is this sandbox's child running from this
         sandbox's directory: a recycled process id is never signalled.
         """
+        pid = self.signal_member(member, sig)
+        self._killed.add(member.id)
+        deadline = time.monotonic() + MEMBER_EXIT_TIMEOUT_S
+        while not _exited(pid):  # a zombie until the sandbox reaps it: the id stays its own
+            assert time.monotonic() < deadline, f"{member.id} (pid {pid}) survived signal {sig}"
+            time.sleep(0.02)
+
+    def signal_member(self, member: MemberInfo, sig: int) -> int:
+        """Send `sig` (e.g. SIGSTOP / SIGCONT) to a member's grproxy process; returns its pid.
+
+        Refuses (AssertionError) unless the process is this sandbox's child running from this
+        sandbox's directory: a recycled process id is never signalled.
+        """
         assert self.alive(), "the sandbox is not running"
         assert self.process is not None
         pid = member.pid
@@ -288,11 +301,7 @@ class Sandbox:
         assert ppid == self.process.pid and str(self.base_dir) in cmdline and "grproxy" in cmdline, (
             f"pid {pid} is not {member.id} of this sandbox (ppid {ppid}, cmdline {cmdline!r})")
         os.kill(pid, sig)
-        self._killed.add(member.id)
-        deadline = time.monotonic() + MEMBER_EXIT_TIMEOUT_S
-        while not _exited(pid):  # a zombie until the sandbox reaps it: the id stays its own
-            assert time.monotonic() < deadline, f"{member.id} (pid {pid}) survived signal {sig}"
-            time.sleep(0.02)
+        return pid
 
     # --- diagnostics -----------------------------------------------------------------------------
 

@@ -81,6 +81,25 @@ def test_levels_with_a_held_applier(backends: list[ServerHandle], loop: LoopThre
                 cur.execute("SELECT v FROM app.t WHERE id = 1")
             assert info.value.args[0] == 3781
             cur.execute("SET SESSION wait_timeout = 30")
+        # The same through a server-side prepared statement (COM_STMT_EXECUTE, what sysbench
+        # and mysql-connector's prepared cursors send): EVENTUAL reads the old value, BEFORE
+        # is held and times out.
+        import mysql.connector
+
+        mc = mysql.connector.connect(host="127.0.0.1", port=group.servers[s].port, user="root", password="",
+                                     collation="utf8mb4_general_ci", autocommit=True, use_pure=True)
+        try:
+            prepared = mc.cursor(prepared=True)
+            prepared.execute("SELECT v FROM app.t WHERE id = ?", (1,))
+            assert prepared.fetchall() == [(0,)]
+            plain = mc.cursor()
+            plain.execute("SET SESSION group_replication_consistency = 'BEFORE', wait_timeout = 1")
+            with pytest.raises(mysql.connector.Error) as prepared_info:
+                prepared.execute("SELECT v FROM app.t WHERE id = ?", (1,))
+                prepared.fetchall()
+            assert prepared_info.value.errno == 3781
+        finally:
+            mc.close()
 
         # BEFORE waits until the lock goes, then reads the new value.
         result: list[Any] = []
