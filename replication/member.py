@@ -154,6 +154,7 @@ class Member:
         self._sync_inflight: SyncBatch | None = None
         self._sync_pending: SyncBatch | None = None
         self.stats_sync_broadcasts = 0  # SyncPoint messages this member broadcast
+        self.stats_sync_requests = 0  # sync_point calls (BEFORE statements waiting for a marker)
         self._open: dict[int, LocalTxn] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_report: Seq | None = None
@@ -574,6 +575,7 @@ class Member:
         broadcast (GcsError). A caller that leaves (timeout, cancellation) leaves its batch;
         the others still get their answer.
         """
+        self.stats_sync_requests += 1
         batch = self._sync_join()
         try:
             async with asyncio.timeout(timeout_s):

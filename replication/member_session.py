@@ -629,7 +629,8 @@ class MemberSession(RelaySession):
 
     async def _recovery_command(self, text: str) -> None:
         """grproxy's own commands (admin logins only). `ROUTER ENDPOINT` → this member's id, its
-        backend's host and port, its default consistency level and its state. Donor side of
+        backend's host and port, its default consistency level and its state. `MEMBER STATS` →
+        BEFORE sync points asked for and broadcast (their ratio is the batching). Donor side of
         distributed recovery:
         `RECOVERY STATE <epoch> <number>` → one row with the engine state taken at that view;
         `RECOVERY TRANSACTIONS <seq>,<seq>,…` → (seq, kind, payload) of each cached seq."""
@@ -637,6 +638,12 @@ class MemberSession(RelaySession):
         if user is None or not getattr(user, "admin", False):
             raise SpecificAccessDenied("Access denied; you need (at least one of) the grproxy admin privilege(s) for this operation")
         words = text.split()
+        if words == ["MEMBER", "STATS"]:
+            m = self.member
+            cols = [Column("SYNC_POINT_REQUESTS", TYPE_LONGLONG, 20), Column("SYNC_POINT_BROADCASTS", TYPE_LONGLONG, 20)]
+            row = (m.stats_sync_requests, m.stats_sync_broadcasts)
+            self.link.transport.write(text_resultset(cols, [row], self.status, seq=self._cmd_seq + 1))
+            return
         if words == ["ROUTER", "ENDPOINT"]:
             # For routers: where this member's backend can be read directly (EVENTUAL reads
             # need no member-side enforcement), and the level new sessions here start with.
