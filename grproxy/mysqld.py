@@ -287,6 +287,15 @@ def _render(options: Mapping[str, str | None]) -> list[str]:
     return args
 
 
+def _tmpdir(datadir: Path) -> Path:
+    """The server's own temporary directory, beside its datadir (not inside: a directory there
+    would show as a database). Servers sharing /tmp have collided on temporary file names while
+    mariadb-install-db ran ("Could not remove temporary table '/tmp/#sql-temptable-…'")."""
+    path = datadir.parent / f"{datadir.name}.tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _is_initialised(datadir: Path) -> bool:
     return (datadir / "mysql").is_dir()
 
@@ -300,6 +309,7 @@ def _initialise(binary: ServerBinary, datadir: Path, timeout_s: float) -> None:
             str(binary.install_db),
             "--no-defaults",
             f"--datadir={datadir}",
+            f"--tmpdir={_tmpdir(datadir)}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
             "--skip-name-resolve",
@@ -461,6 +471,7 @@ def _start_once(
     options.update(
         {
             "datadir": str(datadir),
+            "tmpdir": str(_tmpdir(datadir)),
             "port": str(port),
             "bind-address": "127.0.0.1",
             "socket": str(sock),
