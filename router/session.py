@@ -351,8 +351,11 @@ class RouterSession(RelaySession):
             if mc.synced is before or mc.synced is None:
                 mc.synced = self.state
         if error is not None and error[0] in (1927, 1053):
-            # The member connection was killed or its member is shutting down.
-            self._drop(target, why=f"error {error[0]}")
+            # The connection was killed or its server is shutting down.
+            if mc.direct:
+                self._forget(target, direct=True, why=f"error {error[0]}")
+            else:
+                self._drop(target, why=f"error {error[0]}")
         self.link.command_done()
 
     def _on_lost(self, relayed_any: bool) -> None:
@@ -379,7 +382,10 @@ class RouterSession(RelaySession):
             # A read with no answer yet, outside any transaction or pinned state: running it
             # again elsewhere cannot change anything (a write is never retried).
             self._retries += 1
-            self._statement(stmt, *retry)
+            try:
+                self._statement(stmt, *retry)
+            except RouterBug as exc:
+                self._bug(exc)
             return
         self.link.send_error(BackendLost(
             f"Lost connection to member {target} during query; the statement may or may not have run there "
