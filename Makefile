@@ -53,6 +53,7 @@ bench-deps: install
 
 bench: bench-deps
 	$(BIN)/python -m bench.proxy_overhead
+	$(BIN)/python -m bench.read_scaling
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

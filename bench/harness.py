@@ -8,6 +8,8 @@
 - `Sandbox` runs `python -m grproxy sandbox` in its own process group, reads its --status-file
   and stops it with SIGTERM; it kills a leftover process only if that process still runs out of
   the sandbox's directory (pids wrap quickly here).
+- `FrontEnd` runs the front end of issue [A] (`grproxy serve --config F`: one [[backends]], no
+  [member], no [router]) in front of one backend, as bench/proxy_overhead.py does.
 - `cpu_by_pid` / `cpu_seconds` read user + system CPU from /proc; `wait_consistent` waits until
   every backend has the same CHECKSUM TABLE of the sbtest tables.
 
@@ -22,19 +24,25 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymysql
 
+from grproxy.mysqld import free_port
+
 SYSBENCH_TABLES = 4
 SYSBENCH_TABLE_SIZE = 10000
 SANDBOX_START_TIMEOUT_S = 180.0
 SANDBOX_STOP_TIMEOUT_S = 60.0
+FRONT_END_START_TIMEOUT_S = 30.0
+FRONT_END_START_ATTEMPTS = 2
 CATCH_UP_TIMEOUT_S = 60.0
 TABLES = [f"sbtest{i}" for i in range(1, SYSBENCH_TABLES + 1)]
 
@@ -53,6 +61,16 @@ local gw_orig_done = thread_done
 function thread_done(...)
    for e, n in pairs(gw_errnos) do io.write(string.format("GW_ERRNO %s %d\\n", tostring(e), n)) end
    if gw_orig_done then return gw_orig_done(...) end
+end
+"""
+# Appended when a run gives session statements: each thread runs them once on its connection,
+# after the test's own thread_init (oltp_common's connection is the global `con`).
+LUA_SESSION_SQL = """local gw_session_sql = {{ {statements} }}
+local gw_orig_init = thread_init
+function thread_init(...)
+   local r = gw_orig_init(...)
+   for _, q in ipairs(gw_session_sql) do con:query(q) end
+   return r
 end
 """
 
@@ -151,18 +169,24 @@ class Sysbench:
         self.procs: list[subprocess.Popen[str]] = []
         workdir.mkdir(parents=True, exist_ok=True)
 
-    def script(self, test: str) -> str:
-        path = self.workdir / f"errnos_{test}.lua"
+    def script(self, test: str, session_sql: tuple[str, ...] = ()) -> str:
+        tag = f"_{zlib.crc32(chr(0).join(session_sql).encode()):08x}" if session_sql else ""
+        path = self.workdir / f"errnos_{test}{tag}.lua"
         if not path.exists():
-            path.write_text(LUA_WRAPPER.format(test=test))
+            text = LUA_WRAPPER.format(test=test)
+            if session_sql:
+                text += LUA_SESSION_SQL.format(statements=", ".join(f"[==[{q}]==]" for q in session_sql))
+            path.write_text(text)
         return str(path)
 
     def command(self, test: str, port: int, threads: int, action: str, extra: tuple[str, ...] = (),
-                ps_mode: str = "disable", user: str = "root", password: str = "") -> list[str]:
+                ps_mode: str = "disable", user: str = "root", password: str = "",
+                session_sql: tuple[str, ...] = ()) -> list[str]:
         """ps_mode: sysbench's --db-ps-mode, `auto` (server-side prepared statements, sysbench's
-        own default) or `disable` (text protocol)."""
+        own default) or `disable` (text protocol). session_sql: statements every thread runs
+        once on its connection before its first event (for example SET SESSION …)."""
         return [
-            "sysbench", self.script(test) if action == "run" else test,
+            "sysbench", self.script(test, session_sql) if action == "run" else test,
             "--db-driver=mysql", "--mysql-host=127.0.0.1", f"--mysql-port={port}", f"--mysql-user={user}",
             f"--mysql-password={password}", "--mysql-db=sbtest", f"--tables={SYSBENCH_TABLES}",
             f"--table-size={SYSBENCH_TABLE_SIZE}", f"--threads={threads}", f"--db-ps-mode={ps_mode}", *extra, action,
@@ -181,14 +205,14 @@ class Sysbench:
             raise StartFailure(f"sysbench prepare on port {port} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
 
     def run(self, test: str, ports_threads: list[tuple[int, int]], ps_mode: str = "disable", user: str = "root",
-            password: str = "", extra: tuple[str, ...] = ()) -> RunResult:
+            password: str = "", extra: tuple[str, ...] = (), session_sql: tuple[str, ...] = ()) -> RunResult:
         """Run `test` against every (port, threads) at the same time; merged result."""
         extra = (f"--time={self.seconds}", "--mysql-ignore-errors=all", "--histogram=on", "--percentile=95",
                  "--report-interval=0", *extra)
         self.procs = []
         for port, threads in ports_threads:
             self.procs.append(subprocess.Popen(
-                self.command(test, port, threads, "run", extra, ps_mode, user, password),
+                self.command(test, port, threads, "run", extra, ps_mode, user, password, session_sql),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, stdin=subprocess.DEVNULL,
             ))
@@ -349,6 +373,75 @@ class Sandbox:
             if _pid_alive(pid) and _runs_from(pid, self.base):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        self.proc = None
+
+
+class FrontEnd:
+    """The front end of issue [A] in a child process (its own process group): `grproxy serve
+    --config F` relaying to one backend (a status-file backend record), no [member], no
+    [router]; clients log in as root with an empty password, as on the sandboxes' ports."""
+
+    def __init__(self, base: Path, backend: dict) -> None:
+        self.base = base
+        self.backend = backend
+        self.log = base / "front_end.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, FRONT_END_START_ATTEMPTS + 1):
+            self.port = free_port()  # may be taken before grproxy binds it: one retry
+            conf = self.base / "grproxy.toml"
+            conf.write_text(
+                f'[frontend]\nport = {self.port}\n[[users]]\nname = "root"\npassword = ""\n'
+                f'[[backends]]\nname = "db1"\nhost = "{self.backend["host"]}"\nport = {int(self.backend["port"])}\n'
+                f'user = "{self.backend["user"]}"\npassword = "{self.backend["password"]}"\n'
+                '[log]\nlevel = "warning"\n'
+            )
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen([sys.executable, "-m", "grproxy", "serve", "--config", str(conf)],
+                                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                             start_new_session=True, preexec_fn=_set_pdeathsig_term)
+            deadline = time.monotonic() + FRONT_END_START_TIMEOUT_S
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    time.sleep(0.1)
+            self.stop()
+            if attempt == FRONT_END_START_ATTEMPTS:
+                raise StartFailure(f"grproxy serve (front end on port {self.port}) did not open its port:\n"
+                                   f"{self.tail()}")
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def dead(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SANDBOX_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:  # still our unreaped child: its group is ours
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=30)
         self.proc = None
 
 

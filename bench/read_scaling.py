@@ -26,23 +26,41 @@ its targets (--rounds times):
    `LOCK TABLES sbtest1 READ` on their backends, a row is updated on the primary, and a fresh
    router session (wait_timeout 2 s) reads it. At EVENTUAL it reads the old value (the check
    can see stale reads); at BEFORE it must wait (3781 at wait_timeout) or read the new value.
+   The level is the group's default, set with `SET GLOBAL group_replication_consistency` on
+   every member port (root is an admin there); the router learns it from its next poll of the
+   members, so the benchmark waits LEVEL_SETTLE_S after setting it. It ends at EVENTUAL.
    Needs mysql-connector-python (the test extra) for the binary protocol.
-3. Consistency cost: oltp_point_select through the 3-member router with the group's default
-   level EVENTUAL, then BEFORE (direct backend and member port again as references). sysbench
-   cannot set session variables, so the level is set with `SET GLOBAL
-   group_replication_consistency` on every member port (root is an admin there): a member
-   session takes the global default when it opens or is reset (the router resets pooled
-   connections), and the router learns it from its next poll of the members, so the benchmark
-   waits LEVEL_SETTLE_S after setting it, then checks it on a fresh session of every member
-   port and through the router (a mismatch is printed as a note). The level goes back to
-   EVENTUAL after each BEFORE run and on the way out. Printed: QPS, p95 and the ratios BEFORE /
-   EVENTUAL. The number of sync points broadcast is not reported: the members count them
-   (`Member.stats_sync_broadcasts`) but publish the counter nowhere a client can read it.
+3. Point selects, oltp_point_select: the router against the front end of issue [A] (`grproxy
+   serve` relaying to one backend: no [member], no [router]), whose figure the issue's target
+   is ("EVENTUAL point selects through the router within 10 % of the front end from [A]"); and
+   the consistency cost, the 3-member router at the group's default level EVENTUAL, then
+   BEFORE. Per cell, in this order (direct backend and member port again as references):
+   - "router, 1 member", then "front end [A], g1 member1": a front end in front of the
+     1-member group's only backend, which that router also reads directly;
+   - "router, 3 members EVENTUAL", then "front end [A], g3 member2": a front end in front of
+     one secondary's backend (the router spreads EVENTUAL reads over both secondaries);
+   - "router, 3 members BEFORE".
+   Router and front end run back to back (alternating with --rounds), so that load drift
+   touches both alike; printed: their QPS ratios. The group's default stays EVENTUAL; for the
+   BEFORE rows every sysbench connection runs `SET SESSION group_replication_consistency =
+   'BEFORE'` once before its first read (a line added to the Lua wrapper), which the router
+   replays on each member connection the session uses. Not `SET GLOBAL` on the member ports,
+   as this benchmark did first: the router's pooled member-port connections keep the default
+   of their last reset, so new router sessions that take one after the change run at the old
+   level (the BEFORE figures were partly EVENTUAL; see the note printed when the counts below
+   show it). Printed: QPS, p95 and the ratios BEFORE / EVENTUAL; and the batching of sync
+   points (the target: "BEFORE costs at most one group round trip per batch of concurrent
+   statements"): every member port answers `/* grproxy */ MEMBER STATS` (admin) with the sync
+   points asked for (one per held BEFORE statement) and broadcast (one group round trip each)
+   since it started; read on every member port before and after each 3-member run, printed as
+   the deltas, requests per broadcast, and requests per query (1.00 when every read was held).
 
 sysbench's --db-ps-mode: the --ps-modes given (default `auto`). When a router run with `auto`
 fails or has errors, the read-scaling cells are measured again with `disable`; when the check
-finds BEFORE not honoured in one protocol, the consistency cells are measured in the other one
-too, and the unenforced BEFORE rows are flagged.
+does not find BEFORE honoured in one protocol (an old value, or no clear answer), the
+point-select cells are measured in the other one too, and the unenforced BEFORE rows are
+flagged. The check stays when both are enforced: it guards against regressions (server-side
+prepared statements were not held on member ports before commit c613065).
 
 On a 2-core machine the 3-member group runs on the same two cores as the 1-member group, so
 "scaling" here measures what the extra members and the routing cost rather than added
@@ -72,6 +90,7 @@ from bench.harness import (
     SYSBENCH_TABLE_SIZE,
     SYSBENCH_TABLES,
     RunResult,
+    FrontEnd,
     Sandbox,
     StartFailure,
     Sysbench,
@@ -91,6 +110,8 @@ LEVELS = ("EVENTUAL", "BEFORE")
 LEVEL_SETTLE_S = 2.0
 CHECK_WAIT_TIMEOUT_S = 2  # the check's session wait_timeout: how long a held read may wait
 PROTOCOLS = {"text": "disable", "prepared": "auto"}  # check protocol -> the sysbench --db-ps-mode it stands for
+MEMBER_STATS = "/* grproxy */ MEMBER STATS"  # admin; the comment is the command's prefix (keep it)
+TARGET_RATIO = 0.9  # the issue's target: router EVENTUAL point selects within 10 % of the front end
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +146,9 @@ class Measure:
     rounds: int = 0
     client_cpu_s: float = 0.0
     selects: Counter[str] = field(default_factory=Counter)  # backend label -> Com_select delta
+    sync_requests: Counter[str] = field(default_factory=Counter)  # member -> MEMBER STATS deltas
+    sync_broadcasts: Counter[str] = field(default_factory=Counter)
+    sync_read: bool = False  # MEMBER STATS answered before and after every round
 
     @property
     def qps(self) -> float:
@@ -199,6 +223,25 @@ def set_group_consistency(sandbox: Sandbox, level: str) -> list[str]:
     return seen
 
 
+def member_stats(sandbox: Sandbox) -> dict[str, tuple[int, int]]:
+    """(SYNC_POINT_REQUESTS, SYNC_POINT_BROADCASTS) of every member, by member id."""
+    out = {}
+    for m in sandbox.status["members"]:  # type: ignore[index]
+        row = query_one(int(m["member_port"]), MEMBER_STATS)
+        out[str(m["id"])] = (int(row[0]), int(row[1]))
+    return out
+
+
+def sync_summary(m: Measure) -> str:
+    requests, broadcasts = sum(m.sync_requests.values()), sum(m.sync_broadcasts.values())
+    per = f"{requests / broadcasts:.1f} requests per broadcast" if broadcasts else "no broadcast"
+    by_member = ", ".join(f"{k} {m.sync_requests[k]}/{m.sync_broadcasts[k]}" for k in sorted(m.sync_requests))
+    per_query = (f"; per query: {requests / m.result.queries:.2f} requests, {broadcasts / m.result.queries:.3f} "
+                 "broadcasts") if m.result.queries else ""
+    return (f"{requests} requested, {broadcasts} broadcast: {per}{per_query} "
+            f"(requested/broadcast by member: {by_member})")
+
+
 def read_check(sandbox: Sandbox, protocol: str) -> tuple[str, bool | None]:
     """Is the group's current default level enforced for a read through the router?
 
@@ -261,13 +304,14 @@ def read_check(sandbox: Sandbox, protocol: str) -> tuple[str, bool | None]:
 # runs
 
 
-def measure(sb: Sysbench, w: Workload, target: Target, threads: int, ps_mode: str, into: Measure) -> RunResult:
+def measure(sb: Sysbench, w: Workload, target: Target, threads: int, ps_mode: str, into: Measure,
+            session_sql: tuple[str, ...] = ()) -> RunResult:
     """One sysbench run against `target`, added into `into`."""
     selects0 = com_select(target.backends)
     cpu0 = cpu_by_pid(target.processes)
     client0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # sysbench: the sandboxes have not exited
     r = sb.run(w.test, [(target.port, threads)], ps_mode=ps_mode, user=target.user, password=target.password,
-               extra=w.extra)
+               extra=w.extra, session_sql=session_sql)
     client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1 = cpu_by_pid(target.processes)
     r.cpu_by_process = Counter({k: cpu1[k] - cpu0[k] for k in target.processes})
@@ -331,6 +375,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))  # short: unix socket paths
     sb = Sysbench(work / "lua", args.seconds)
     groups: dict[int, Sandbox] = {}
+    front_ends: list[FrontEnd] = []
     notes: list[str] = []
     cells: dict[CellKey, Measure] = {}
     read_modes: list[str] = []  # ps modes measured, by section
@@ -365,27 +410,59 @@ def main() -> int:
         ]
         router1 = Target("router, 1 member", g1.router_port, "root", "", g1.processes(), tuple(g1.backends()))
         router3 = Target("router, 3 members", g3.router_port, "root", "", g3.processes(), tuple(g3.backends()))
+        # [A]'s front end before the 1-member group's only backend (the one its router reads
+        # directly), and before one secondary's backend of the 3-member group (member1 is the
+        # primary: the sandbox bootstraps it).
+        front = {}
+        for g, member in ((g1, member1), (g3, g3.status["members"][1])):  # type: ignore[index]
+            fe = FrontEnd(work / f"front_g{len(g.member_ports)}", member["backend"])
+            fe.start()
+            front_ends.append(fe)
+            front[g] = Target(f"front end [A], g{len(g.member_ports)} {member['id']}", fe.port, "root", "",
+                              {"front-end": fe.pid, f"{member['id']}-db": int(member["backend"]["pid"])},
+                              (member["backend"],))
+            print(f"front end [A] (grproxy serve) on port {fe.port} before the {len(g.member_ports)}-member group's "
+                  f"{member['id']} backend (port {member['backend']['port']})", flush=True)
+        front1, front3 = front[g1], front[g3]
 
-        def run(w: Workload, ps_mode: str, threads: int, target: Target, label: str | None = None) -> None:
+        def run(w: Workload, ps_mode: str, threads: int, target: Target, label: str | None = None,
+                session_sql: tuple[str, ...] = ()) -> Measure:
             key = (w.label, ps_mode, threads, label or target.label)
-            r = measure(sb, w, target, threads, ps_mode, cells.setdefault(key, Measure()))
+            into = cells.setdefault(key, Measure())
+            r = measure(sb, w, target, threads, ps_mode, into, session_sql)
             print(f"  {' '.join(map(str, key))}: {r.qps:.0f} QPS, p95 {fmt_num(p95(r.histogram), '.2f')} ms, "
                   f"errors {describe_errors(r)}" + (f"  FAILED: {'; '.join(r.failures)[:300]}" if r.failures else ""),
                   flush=True)
-            if dead := g1.dead_processes() + g3.dead_processes():
-                raise StartFailure(f"grproxy processes died: {', '.join(dead)}\n{g1.tail()}\n{g3.tail()}")
+            dead = g1.dead_processes() + g3.dead_processes() + [f"front end [A] on port {fe.port} (exit "
+                                                                f"{fe.proc.returncode})" for fe in front_ends
+                                                                if fe.dead() and fe.proc is not None]
+            if dead:
+                raise StartFailure(f"grproxy processes died: {', '.join(dead)}\n{g1.tail()}\n{g3.tail()}\n"
+                                   + "\n".join(fe.tail() for fe in front_ends if fe.dead()))
+            return into
+
+        def stats_or_none(when: str) -> dict[str, tuple[int, int]] | None:
+            try:
+                return member_stats(g3)
+            except (pymysql.err.MySQLError, OSError, ValueError, IndexError) as exc:
+                notes.append(f"{MEMBER_STATS} {when}: {exc}")
+                return None
 
         def run_at_level(ps_mode: str, threads: int, level: str) -> None:
-            seen = set_group_consistency(g3, level)
-            via_router = str(query_one(g3.router_port, f"SELECT @@{CONSISTENCY}")[0])
-            if set(seen) != {level} or via_router != level:
-                notes.append(f"ps={ps_mode} {threads} thr: after SET GLOBAL {CONSISTENCY} = '{level}' on the member "
-                             f"ports, fresh member sessions report {seen}, a fresh router session {via_router!r}")
-            try:
-                run(POINT_SELECT, ps_mode, threads, router3, f"router, 3 members {level}")
-            finally:
-                if level != "EVENTUAL":
-                    set_group_consistency(g3, "EVENTUAL")
+            """oltp_point_select through the 3-member router, EVENTUAL as the group's default,
+            another level set by every sysbench connection (SET SESSION) before its first read."""
+            session_sql = () if level == "EVENTUAL" else (f"SET SESSION {CONSISTENCY} = '{level}'",)
+            stats0 = stats_or_none(f"before a {level} run")
+            into = run(POINT_SELECT, ps_mode, threads, router3, f"router, 3 members {level}", session_sql)
+            stats1 = stats_or_none(f"after a {level} run")
+            if stats0 is not None and stats1 is not None:
+                into.sync_read = into.sync_read or into.rounds == 1
+                for member, (requests, broadcasts) in stats1.items():
+                    into.sync_requests[member] += requests - stats0.get(member, (0, 0))[0]
+                    into.sync_broadcasts[member] += broadcasts - stats0.get(member, (0, 0))[1]
+                print(f"    sync points (cell total): {sync_summary(into)}", flush=True)
+            else:
+                into.sync_read = False
 
         # 1. read scaling
         while ps_modes:
@@ -414,23 +491,36 @@ def main() -> int:
                 for protocol in PROTOCOLS:
                     checks[(level, protocol)] = read_check(g3, protocol)
                     print(f"  check {level} {protocol}: {checks[(level, protocol)][0]}", flush=True)
+        for protocol in PROTOCOLS:
+            if checks and checks.get(("EVENTUAL", protocol), ("", None))[1] is not False:
+                notes.append(f"the check did not read an old value at EVENTUAL ({protocol}): it cannot tell whether "
+                             "BEFORE is enforced")
         for protocol, ps_mode in PROTOCOLS.items():
-            if checks.get(("BEFORE", protocol), ("", None))[1] is False and ps_mode in point_modes:
+            verdict = checks.get(("BEFORE", protocol), ("", None))[1]
+            if checks and verdict is not True and ps_mode in point_modes:
                 other = next(m for p, m in PROTOCOLS.items() if p != protocol)
                 also = "" if other in point_modes else f"; --db-ps-mode={other} measured as well"
-                notes.append(f"BEFORE is not enforced for {protocol} reads through the router (the check read the old "
-                             f"value): the BEFORE figures with --db-ps-mode={ps_mode} measure no consistency{also}")
+                why = "the check read the old value" if verdict is False else "the check had no clear answer"
+                notes.append(f"BEFORE is not shown enforced for {protocol} reads through the router ({why}): the "
+                             f"BEFORE figures with --db-ps-mode={ps_mode} may measure no consistency{also}")
                 if other not in point_modes:
                     point_modes.append(other)
 
-        # 3. consistency cost
+        # 3. point selects: router vs [A]'s front end (back to back), and the consistency cost
+        seen = [str(query_one(port, f"SELECT @@{CONSISTENCY}")[0]) for port in g3.member_ports]
+        if set(seen) != {"EVENTUAL"}:
+            notes.append(f"the group's default level before the point selects is {seen} on the member ports, not "
+                         "EVENTUAL: the EVENTUAL rows may measure another level")
         for ps_mode in point_modes:
             for threads in thread_counts:
                 for _ in range(args.rounds):
                     for target in refs:
                         run(POINT_SELECT, ps_mode, threads, target)
-                    for level in LEVELS:
-                        run_at_level(ps_mode, threads, level)
+                    run(POINT_SELECT, ps_mode, threads, router1)
+                    run(POINT_SELECT, ps_mode, threads, front1)
+                    run_at_level(ps_mode, threads, "EVENTUAL")
+                    run(POINT_SELECT, ps_mode, threads, front3)
+                    run_at_level(ps_mode, threads, "BEFORE")
     except StartFailure as exc:
         print(f"read_scaling: {exc}", file=sys.stderr)
         return 1
@@ -439,6 +529,8 @@ def main() -> int:
         return 130
     finally:
         sb.kill_all()
+        for fe in front_ends:
+            fe.stop()
         g3 = groups.get(3)
         if g3 is not None and g3.proc is not None and g3.proc.poll() is None:
             with contextlib.suppress(pymysql.err.MySQLError, OSError):
@@ -480,8 +572,10 @@ def report(cells: dict[CellKey, Measure], read_modes: list[str], point_modes: li
                 if q1 and q3:
                     print(f"{'':<32}router 3 members / 1 member: QPS {ratio(q3, q1)}, p95 {ratio(p3, p1)}")
     print()
-    print("Consistency cost: oltp_point_select through the 3-member router, group default EVENTUAL vs BEFORE "
-          "(SET GLOBAL on every member port)")
+    print("Point selects: oltp_point_select through the routers vs the front end of [A] (grproxy serve relaying to "
+          "one backend: g1 member1 = the 1-member group's only backend, g3 member2 = a secondary's of the 3-member "
+          "group), run back to back; and the 3-member router at EVENTUAL (the group's default) vs BEFORE (SET SESSION "
+          "by every sysbench connection)")
     print(HEADER)
     print("-" * len(HEADER))
     enforced = {ps_mode: checks.get(("BEFORE", protocol), ("", None))[1] for protocol, ps_mode in PROTOCOLS.items()}
@@ -491,15 +585,37 @@ def report(cells: dict[CellKey, Measure], read_modes: list[str], point_modes: li
                 flag = "  <- BEFORE NOT ENFORCED (see check)" if key[3].endswith("BEFORE") and enforced.get(
                     ps_mode) is False else ""
                 print(line(key, m) + flag)
+            fronts = {k[3][len("front end [A], "):][:2]: k[3] for k, _ in rows(POINT_SELECT, ps_mode, threads)
+                      if k[3].startswith("front end [A], ")}  # "g1" / "g3" -> label
+            for router_label, group in (("router, 1 member", "g1"), ("router, 3 members EVENTUAL", "g3")):
+                front_label = fronts.get(group, "")
+                (qr, pr), (qf, pf) = (qps_p95(POINT_SELECT, ps_mode, threads, lb) for lb in (router_label, front_label))
+                if qr and qf:
+                    print(f"{'':<32}{router_label} / {front_label}: QPS {ratio(qr, qf)}, p95 {ratio(pr, pf)}")
+                    if qr < TARGET_RATIO * qf:
+                        notes.append(f"ps={ps_mode} {threads} thr: {router_label} at {ratio(qr, qf)} of {front_label}"
+                                     f" (QPS): outside the issue's target (within 10 % of the front end from [A])")
             (qe, pe), (qb, pb) = (qps_p95(POINT_SELECT, ps_mode, threads, f"router, 3 members {lv}") for lv in LEVELS)
             if qe and qb:
                 print(f"{'':<32}BEFORE / EVENTUAL: QPS {ratio(qb, qe)}, p95 {ratio(pb, pe)}")
-                if qb >= 0.9 * qe:
-                    notes.append(f"ps={ps_mode} {threads} thr: BEFORE within 10 % of EVENTUAL: was it in effect?")
             qm, _ = qps_p95(POINT_SELECT, ps_mode, threads, "member port")
             if qe and qm:
                 print(f"{'':<32}router 3 members EVENTUAL / member port: QPS {ratio(qe, qm)}")
-    print("sync points broadcast: not reported (Member.stats_sync_broadcasts is not readable from outside a member)")
+            for level in LEVELS:
+                m = cells.get((POINT_SELECT.label, ps_mode, threads, f"router, 3 members {level}"))
+                if m is None:
+                    continue
+                if not m.sync_read:
+                    print(f"{'':<32}sync points, {level}: not read (see notes)")
+                    continue
+                print(f"{'':<32}sync points, {level}: {sync_summary(m)}")
+                requests = sum(m.sync_requests.values())
+                if level == "BEFORE" and m.result.queries and requests < 0.99 * m.result.queries:
+                    notes.append(f"ps={ps_mode} {threads} thr: {requests} sync points requested for "
+                                 f"{m.result.queries} point selects under BEFORE: "
+                                 f"{100 * (1 - requests / m.result.queries):.0f} % of them ran without one (not held)")
+                elif level == "BEFORE" and qe and qb and qb >= 0.9 * qe:
+                    notes.append(f"ps={ps_mode} {threads} thr: BEFORE within 10 % of EVENTUAL: was it in effect?")
     if checks:
         print()
         print("Check: the secondaries' appliers held (LOCK TABLES sbtest1 READ on their backends), a row updated on the "
