@@ -193,13 +193,21 @@ class MemberPool:
         self._open -= 1
         self._released.set()
 
-    def close(self) -> None:
-        """Close every idle connection; connections in use are closed when released."""
-        self._closed = True
+    def drop_idle(self) -> int:
+        """Close every idle connection (their session defaults are stale, e.g. after a change of
+        the member's global consistency level); returns how many."""
+        dropped = 0
         for idle in self._idle.values():
             while idle:
                 _, conn = idle.popleft()
                 self._idle_count -= 1
                 self._discard(conn)
+                dropped += 1
+        return dropped
+
+    def close(self) -> None:
+        """Close every idle connection; connections in use are closed when released."""
+        self._closed = True
+        self.drop_idle()
         for task in list(self._resets):
             task.cancel()

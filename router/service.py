@@ -241,7 +241,7 @@ class Router:
                 member_id, host, port, level = (v.decode() if v is not None else "" for v in result.rows[0][:4])
                 if member_id != m.member_id or not port.isdigit():
                     raise ValueError(f"endpoint answer {result.rows[0]!r} from member {m.member_id}")
-                self.endpoints[m.member_id] = Endpoint(host or "127.0.0.1", int(port), parse_level(level))
+                self._set_endpoint(m.member_id, Endpoint(host or "127.0.0.1", int(port), parse_level(level)))
             except (MySQLError, OSError, TimeoutError, ValueError, IndexError) as exc:
                 # The last answer stays good while the group lists the member ONLINE (a backend
                 # does not move; a member that is gone leaves the table and its endpoint with it).
@@ -268,7 +268,16 @@ class Router:
         except ValueError:
             self.endpoints.pop(member, None)  # not known: no direct reads until the next poll
             return
-        self.endpoints[member] = replace(endpoint, level=level)
+        self._set_endpoint(member, replace(endpoint, level=level))
+
+    def _set_endpoint(self, member: MemberId, endpoint: Endpoint) -> None:
+        old = self.endpoints.get(member)
+        self.endpoints[member] = endpoint
+        if old is not None and old.level is not endpoint.level and member in self._pools:
+            # Idle pooled connections were reset under the old default: new sessions must
+            # start at the new one, as new sessions on a GR member do.
+            dropped = self._pools[member].drop_idle()
+            log.info("default_level_changed", member=member, level=endpoint.level.name, idle_dropped=dropped)
 
     def direct_pool(self, member: MemberId) -> MemberPool | None:
         """The pool of direct read connections to `member`'s backend, or None (no endpoint)."""

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 
 READ_TIMEOUT_S = 10  # a read that went through the frozen member port would wait forever
 ROUNDS = 15
+ROUTER_NOTICES_S = 2.0  # the router polls each member's default level every 0.5 s
 
 
 def test_eventual_reads_do_not_need_the_member_process(sandbox_factory: Callable[..., Sandbox]) -> None:
@@ -66,3 +67,36 @@ def test_show_warnings_reads_the_connection_of_the_previous_read(sandbox: Sandbo
             assert [(w[0], w[1]) for w in warnings] == [("Warning", 1292)], warnings
             cur.execute("SELECT @@warning_count")
             assert cur.fetchone() == (1,)
+
+
+def test_new_sessions_start_at_a_changed_global_level(sandbox: Sandbox) -> None:
+    """`SET GLOBAL group_replication_consistency` on the member ports (not through the router):
+    new router sessions start at the new level, although the router's pooled member connections
+    were made (and reset) under the old one."""
+    import time
+
+    def level_of_a_new_session() -> str:
+        with contextlib.closing(sandbox.connect()) as c, c.cursor() as cur:
+            cur.execute("SELECT @@group_replication_consistency")
+            level = cur.fetchone()[0]
+        time.sleep(0.3)  # the router resets the session's connections and pools them again
+        return level
+
+    def set_global(level: str) -> None:
+        for m in sandbox.members:
+            with contextlib.closing(sandbox.connect_member(m)) as c, c.cursor() as cur:
+                cur.execute(f"SET GLOBAL group_replication_consistency = '{level}'")
+
+    for _ in range(4):  # pooled member connections at EVENTUAL
+        assert level_of_a_new_session() == "EVENTUAL"
+    set_global("BEFORE")
+    try:
+        time.sleep(ROUTER_NOTICES_S)
+        # Every new session now: a pooled connection reset under EVENTUAL must not serve one.
+        assert [level_of_a_new_session() for _ in range(6)] == ["BEFORE"] * 6
+    finally:
+        set_global("EVENTUAL")
+    deadline = time.monotonic() + 10
+    while level_of_a_new_session() != "EVENTUAL":
+        assert time.monotonic() < deadline, "new router sessions kept BEFORE after it was set back"
+        time.sleep(0.2)

@@ -132,3 +132,20 @@ def test_unreachable_member_is_2003() -> None:
         assert exc.value.errno == 2003 and pool.open_connections == 0
 
     asyncio.run(run())
+
+
+def test_drop_idle_closes_only_idle_connections(backend: ServerHandle) -> None:
+    async def run() -> None:
+        pool = MemberPool(_address(backend))
+        idle, in_use = await pool.acquire(KEY), await pool.acquire(KEY)
+        pool.release(idle, KEY, reusable=True)
+        await _settle()
+        assert pool.drop_idle() == 1 and idle.closed and not in_use.closed
+        assert pool.open_connections == 1 and pool.idle_connections == 0
+        fresh = await pool.acquire(KEY)
+        assert fresh.thread_id not in (idle.thread_id, in_use.thread_id)
+        for conn in (in_use, fresh):
+            pool.release(conn, KEY, reusable=False)
+        pool.close()
+
+    asyncio.run(run())
