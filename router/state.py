@@ -64,7 +64,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from replication.consistency import VARIABLE as CONSISTENCY_VARIABLE
 from replication.consistency import InvalidLevel, Level, parse_level
@@ -541,13 +541,20 @@ class SessionState:
         if (
             stmt.kind not in _CONTROL_KINDS
             and not stmt.implicit_commit
-            and self.last_member == target
             and self.next_transaction is None
             and (status_flags & (_IN_TRANS | _AUTOCOMMIT | _DB_DROPPED))
             == ((_IN_TRANS if self.transaction is not None else 0) | (_AUTOCOMMIT if self.autocommit else 0))
             and not changes_session(stmt)
         ):
-            return self  # the hot path: a read or write that leaves everything as it was
+            # The hot path: a read or write that leaves everything as it was, but maybe where
+            # the previous statement ran (no invariant depends on that: no re-check).
+            if self.last_member == target:
+                return self
+            moved = object.__new__(SessionState)
+            for name in _FIELD_NAMES:
+                object.__setattr__(moved, name, getattr(self, name))
+            object.__setattr__(moved, "last_member", target)
+            return moved
         draft = _Draft(self)
         parts = stmt.parts if stmt.kind is Kind.MULTI else (stmt,)
         for part in parts:
@@ -610,6 +617,9 @@ class SessionState:
         if nxt is not None and nxt.member != target:
             raise RouterBug(f"[BUG] next transaction's characteristics are on {nxt.member} but a statement ran "
                             f"on {target}")
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(SessionState))
 
 
 def _implicitly_commits(stmt: Statement) -> bool:
