@@ -104,6 +104,10 @@ class ClientConnection(asyncio.Protocol):
         self._handshake_task: asyncio.Task[None] | None = None
         self._tls: TlsTransport | None = None
         self._log = log
+        # MariaDB Connector/C (the mariadb CLI, and drivers built on it) reports an ERR packet
+        # carrying a client-side code (2000-2999: 2003, 2006, 2013) as "2027 Received malformed
+        # packet"; such clients get a server-side code for the same condition instead.
+        self._client_errors_refused = False
 
     # --- ClientLink (what a session uses) ------------------------------------------------
 
@@ -114,6 +118,8 @@ class ClientConnection(asyncio.Protocol):
 
     def send_packet(self, payload: bytes, seq: int) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            if self._client_errors_refused and payload[:1] == b"\xff":
+                payload = server_range_error(payload)
             self._transport.write(frame(payload, seq))
 
     def send_error(self, error: MySQLError, seq: int) -> None:
@@ -394,6 +400,7 @@ class ClientConnection(asyncio.Protocol):
             return False
         self._log = self._log.bind(user=self.username)
         attrs = dict(response.connect_attrs or {})
+        self._client_errors_refused = attrs.get("_client_name") == "libmariadb"
         attrs["_proxy"] = "grproxy"
         attrs["_proxy_client_host"] = self.host
         try:
@@ -565,6 +572,26 @@ class FrontendServer:
             admin.close()
         if not query_only:
             victim.close()
+
+
+# Client-side error codes a proxy sends, and the server-side code libmariadb clients get instead.
+_SERVER_RANGE_ERRORS = {
+    2003: (1105, b"HY000"),  # can't connect to the backend / member → ER_UNKNOWN_ERROR
+    2006: (1927, b"70100"),  # gone away → ER_CONNECTION_KILLED
+    2013: (1927, b"70100"),  # lost during a statement → ER_CONNECTION_KILLED
+}
+
+
+def server_range_error(payload: bytes) -> bytes:
+    """An ERR payload with a client-side code (2000-2999) rewritten to a server-side one; the
+    message keeps the original code in front, so nothing is lost."""
+    if len(payload) < 9 or payload[3:4] != b"#":
+        return payload
+    errno = int.from_bytes(payload[1:3], "little")
+    if not 2000 <= errno < 3000:
+        return payload
+    code, sqlstate = _SERVER_RANGE_ERRORS.get(errno, (1105, b"HY000"))
+    return b"\xff" + code.to_bytes(2, "little") + b"#" + sqlstate + f"({errno}) ".encode() + payload[9:]
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from compat_support import (
     tcp_accepts,
     wait_until,
 )
-from grproxy.mysqld import ServerHandle, start_server
+from grproxy.mysqld import ServerHandle, find_client_binary, start_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -207,6 +208,12 @@ def test_backend_killed_mid_statement(
             down = exc.args
         assert down != "served with the backend down"
         assert time.monotonic() - started < 2 * ERROR_LATENCY_S_MAX + 1
+        # The mariadb client too. MariaDB Connector/C calls an ERR packet with a client-side code
+        # (2003) "malformed": it gets a server-side code with the original in the message.
+        cli = subprocess.run([str(find_client_binary()), f"-h{host}", f"-P{port}", "-uroot", "-e", "SELECT 1"],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode != 0 and "(2003) Can't connect" in cli.stderr, cli.stderr
+        assert "malformed" not in cli.stderr, cli.stderr
         # Backend back on the same port: grproxy serves new clients again.
         restarted = start_server(doomed.datadir, port=doomed.port, die_with_parent=True, binary=doomed.binary)
         assert wait_until(lambda: _serves(t), timeout_s=20, interval_s=0.2), "grproxy did not recover"
