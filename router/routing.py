@@ -49,10 +49,12 @@ and if not, *what kind* of member may run it (the rule), then *which one* (the p
    multi-primary mode both are the *session's member*: the previous statement's member if it is
    ONLINE, else the `local` member if it is ONLINE, else the least loaded ONLINE member. (Spread
    across members from one session, its second write could reach a member that has not applied
-   its first, and fail certification against itself; sessions are spread when they start.) "Least loaded" compares `load` (outstanding statements per
-   member; absent = 0); a tie goes to the previous statement's member (its connection is already
-   in sync), else to the `spread`-th of the tied members in id order (the driver passes e.g. its
-   connection id, so idle sessions spread out). Where the rule allows it, a statement that may
+   its first, and fail certification against itself; sessions are spread when they start.)
+   "Least loaded" compares `load` (outstanding statements per member; absent = 0). The previous
+   statement's member keeps the pick while it has at most LOAD_SLACK more outstanding than the
+   least loaded (its connection is already in sync, and a session flipping between members on
+   every statement costs CPU for nothing); otherwise the `spread`-th of the least loaded members
+   in id order wins (the driver passes e.g. its connection id, so idle sessions spread out). Where the rule allows it, a statement that may
    run on a read member falls back to one when no write member is ONLINE. Only ONLINE members
    are ever picked: a RECOVERING member is behind, the others cannot be relied on.
 
@@ -85,6 +87,7 @@ __all__ = [
 ]
 
 ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION = 1792
+LOAD_SLACK = 1  # the previous member stays the pick while it has at most this many more in flight
 _READ_ONLY_TRANSACTION_SQLSTATE = "25006"
 _SUPER_READ_ONLY = "The MySQL server is running with the --super-read-only option so it cannot execute this statement"
 
@@ -252,10 +255,12 @@ class _Picker:
     def least_loaded(self, candidates: tuple[MemberInfo, ...]) -> MemberId:
         if len(candidates) == 1:
             return candidates[0].member_id
-        best = min(self.load.get(m.member_id, 0) for m in candidates)
-        tied = sorted(m.member_id for m in candidates if self.load.get(m.member_id, 0) == best)
-        if self.last is not None and self.last in tied:
-            return self.last
+        load = self.load
+        best = min(load.get(m.member_id, 0) for m in candidates)
+        last = self.last
+        if last is not None and load.get(last, 0) <= best + LOAD_SLACK and any(m.member_id == last for m in candidates):
+            return last
+        tied = sorted(m.member_id for m in candidates if load.get(m.member_id, 0) == best)
         return tied[self.spread % len(tied)]
 
     def writer(self) -> tuple[MemberId, Pick] | None:

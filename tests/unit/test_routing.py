@@ -447,7 +447,8 @@ def test_reason_names_rule_and_pick() -> None:
         (None, 1, None, S2),
         (None, 2, None, S1),
         (None, 1, S1, S1),  # tie → the previous statement's member (its connection is in sync)
-        ({S1: 0, S2: 1}, 1, S2, S1),  # least loaded beats the previous member
+        ({S1: 0, S2: 1}, 1, S2, S2),  # the previous member stays while at most LOAD_SLACK (1) more loaded
+        ({S1: 0, S2: 2}, 1, S2, S1),  # least loaded beats the previous member beyond the slack
         ({S1: 3}, 0, S1, S2),  # absent load counts as 0
         (None, 0, P, S1),  # the previous member is not a candidate
     ],
