@@ -317,30 +317,48 @@ EXPECTED_STATE = (42, "utf8mb4_bin", "+05:00", "ANSI_QUOTES", "rt", "READ-COMMIT
 
 
 class Load:
-    """Reads of a few concurrent sessions (SELECT SLEEP(0.02) in a loop), so that another
-    session finds the secondaries unevenly loaded from one statement to the next and its reads
-    move between them (the router sends a read to the least loaded secondary)."""
+    """Makes the secondaries busy in turn, so that a session reading meanwhile finds one of them
+    clearly busier than the other and its reads move (the router keeps a session's reads on its
+    previous member unless that one has more than one statement more in flight).
 
-    def __init__(self, sandbox: Sandbox, sessions: int = 4) -> None:
+    `per_member` sessions per secondary hold a read-only transaction there (which keeps them on
+    it); in turns, all of one secondary's run SELECT SLEEP(0.3) at once."""
+
+    def __init__(self, sandbox: Sandbox, per_member: int = 3) -> None:
+        self.by_port: dict[int, list[pymysql.connections.Connection]] = {
+            p: [] for p in backend_ports(sandbox.secondaries())}
+        for _ in range(100):
+            if all(len(v) >= per_member for v in self.by_port.values()):
+                break
+            conn = sandbox.connect()
+            rows(conn, "START TRANSACTION READ ONLY")
+            port = one(conn, "SELECT @@port")[0]
+            if len(self.by_port[port]) < per_member:
+                self.by_port[port].append(conn)
+            else:
+                conn.rollback()
+                conn.close()
+        assert all(len(v) >= per_member for v in self.by_port.values()), \
+            f"read-only transactions did not spread over the secondaries: { {p: len(v) for p, v in self.by_port.items()} }"
         self.stop = threading.Event()
-        self.statements = Counter[int]()
-        self._lock = threading.Lock()
-        self.workers = [Background(lambda: self._run(sandbox)) for _ in range(sessions)]
-        deadline = time.monotonic() + 10
-        while sum(self.statements.values()) < sessions and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self.turns = 0
+        self.worker = Background(self._run)
 
-    def _run(self, sandbox: Sandbox) -> None:
-        with contextlib.closing(sandbox.connect()) as conn:
-            while not self.stop.is_set():
-                port = one(conn, "SELECT @@port, SLEEP(0.02)")[0]
-                with self._lock:
-                    self.statements[port] += 1
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for conns in self.by_port.values():
+                sleepers = [Background(lambda c=c: one(c, "SELECT SLEEP(0.3)")) for c in conns]
+                for b in sleepers:
+                    b.join()
+                self.turns += 1
 
     def close(self) -> None:
         self.stop.set()
-        for w in self.workers:
-            w.join()
+        self.worker.join()
+        for conns in self.by_port.values():
+            for conn in conns:
+                conn.rollback()
+                conn.close()
 
 
 def test_session_state_follows_the_session_over_members(sp: Sandbox) -> None:
