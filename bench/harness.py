@@ -75,6 +75,14 @@ end
 """
 
 
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last `lines` lines of a log file, or "(no log)"."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
 class StartFailure(Exception):
     """A target could not be started: the benchmark exits non-zero."""
 
@@ -307,10 +315,7 @@ class Sandbox:
             time.sleep(0.2)
 
     def tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, lines)
 
     @property
     def router_port(self) -> int:
@@ -416,10 +421,7 @@ class FrontEnd:
                                    f"{self.tail()}")
 
     def tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, lines)
 
     @property
     def pid(self) -> int:

@@ -196,22 +196,14 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError("log.level", f"must be debug, info, warning or error, not {log.level!r}")
     member = None
     if "member" in raw:
-        section = dict(raw["member"]) if isinstance(raw["member"], dict) else raw["member"]
-        if isinstance(section, dict) and "group_seeds" in section:
-            seeds = section["group_seeds"]
-            if not isinstance(seeds, list) or not all(isinstance(x, str) for x in seeds):
-                raise ConfigError("member.group_seeds", "must be a list of \"host:port\" strings")
-            section["group_seeds"] = tuple(seeds)
-        member = _section(MemberSection, section, "member")
+        member = _section(MemberSection, _with_address_list(raw["member"], "group_seeds", "member"), "member")
         names = [b.name for b in backends]
         if member.backend and member.backend not in names:
             raise ConfigError("member.backend", f"no [[backends]] entry named {member.backend!r} (have {names})")
         _check_port(member.port, "member.port", allow_zero=True)
-        for key in ("group_address", *(f"group_seeds[{i}]" for i in range(len(member.group_seeds)))):
-            value = member.group_address if key == "group_address" else member.group_seeds[int(key[12:-1])]
-            host, _, port = value.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(f"member.{key}", f"must be \"host:port\", not {value!r}")
+        _check_address(member.group_address, "member.group_address")
+        for i, value in enumerate(member.group_seeds):
+            _check_address(value, f"member.group_seeds[{i}]")
         if not member.bootstrap_group and not member.group_seeds:
             raise ConfigError("member.group_seeds", "needed unless bootstrap_group = true")
         if not 0 <= member.member_weight <= 100:
@@ -242,23 +234,32 @@ def parse_config(raw: dict[str, Any]) -> Config:
 
 
 def _router_section(value: Any) -> RouterSection:
-    section = dict(value) if isinstance(value, dict) else value
-    if isinstance(section, dict) and "members" in section:
-        members = section["members"]
-        if not isinstance(members, list) or not all(isinstance(x, str) for x in members):
-            raise ConfigError("router.members", "must be a list of \"host:port\" strings")
-        section["members"] = tuple(members)
-    router = _section(RouterSection, section, "router")
+    router = _section(RouterSection, _with_address_list(value, "members", "router"), "router")
     if not 1 <= len(router.members) <= 9:
         raise ConfigError("router.members", "must list 1 to 9 member ports (\"host:port\")")
-    for i, value in enumerate(router.members):
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"router.members[{i}]", f"must be \"host:port\", not {value!r}")
+    for i, address in enumerate(router.members):
+        _check_address(address, f"router.members[{i}]")
     for key in ("refresh_s", "down_hold_s", "connect_timeout_s", "max_connections_per_member",
                 "idle_connections_per_member"):
         _check_positive(getattr(router, key), f"router.{key}")
     return router
+
+
+def _with_address_list(section: Any, key: str, where: str) -> Any:
+    """`section` with its list of "host:port" strings under `key` as a tuple (checked: a list
+    of strings)."""
+    if not isinstance(section, dict) or key not in section:
+        return section
+    values = section[key]
+    if not isinstance(values, list) or not all(isinstance(x, str) for x in values):
+        raise ConfigError(f"{where}.{key}", "must be a list of \"host:port\" strings")
+    return {**section, key: tuple(values)}
+
+
+def _check_address(value: str, key: str) -> None:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(key, f"must be \"host:port\", not {value!r}")
 
 
 def _table_list(value: Any, key: str) -> list[dict[str, Any]]:
