@@ -256,11 +256,16 @@ class _Picker:
         if len(candidates) == 1:
             return candidates[0].member_id
         load = self.load
-        best = min(load.get(m.member_id, 0) for m in candidates)
+        loads = [load.get(m.member_id, 0) for m in candidates] if load else [0] * len(candidates)
+        best = min(loads)
         last = self.last
-        if last is not None and load.get(last, 0) <= best + LOAD_SLACK and any(m.member_id == last for m in candidates):
-            return last
-        tied = sorted(m.member_id for m in candidates if load.get(m.member_id, 0) == best)
+        if last is not None and (load.get(last, 0) if load else 0) <= best + LOAD_SLACK:
+            for m in candidates:
+                if m.member_id == last:
+                    return last
+        tied = [m.member_id for m, n in zip(candidates, loads) if n == best]
+        if len(tied) > 1:
+            tied.sort()
         return tied[self.spread % len(tied)]
 
     def writer(self) -> tuple[MemberId, Pick] | None:

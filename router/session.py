@@ -100,7 +100,6 @@ _u32 = struct.Struct("<I")
 # Texts members answer themselves: never read from a backend directly.
 _MEMBER_ANSWERED_RE = re.compile(rb"replication_group|group_replication", re.IGNORECASE)
 _TEXT_SCAN_BYTES = 16_384  # how much of a statement is searched for them; longer → via the member
-_DIRECT_LEVELS = frozenset({Level.EVENTUAL, Level.AFTER})  # levels with nothing to do before a read
 
 
 @dataclass(slots=True)
@@ -300,7 +299,7 @@ class RouterSession(RelaySession):
         if endpoint is None:
             return False
         level = self.state.consistency if self.state.consistency is not None else endpoint.level
-        if level in _DIRECT_LEVELS:
+        if level is Level.EVENTUAL or level is Level.AFTER:  # nothing to wait for before a read
             return True
         if level is Level.BEFORE_ON_PRIMARY_FAILOVER:  # only a new primary holds anything
             info = self.router.topology.member(target)
