@@ -78,10 +78,11 @@ class App:
 
     async def start(self) -> None:
         r = self.config.router
-        if r is not None:
-            addresses = [BackendAddress(h, int(p), r.user, r.password, f"member {h}:{p}")
-                         for h, _, p in (m.rpartition(":") for m in r.members)]
-            timeout_s = r.connect_timeout_s
+        settings = router_settings(r) if r is not None else None
+        if settings is not None:
+            addresses = [BackendAddress(h, p, settings.user, settings.password, f"member {h}:{p}")
+                         for h, p in settings.seeds]
+            timeout_s = settings.connect_timeout_s
         else:
             b = self._backend_config()
             addresses = [BackendAddress(b.host, b.port, b.user, b.password, b.name)]
@@ -101,8 +102,8 @@ class App:
         version = self.config.frontend.server_version or (
             info.version if info.version.endswith("-grproxy") else f"{info.version}-grproxy")
         factory: SessionFactory
-        if r is not None:
-            self.router = Router(router_settings(r))
+        if settings is not None:
+            self.router = Router(settings)
             await self.router.start()
             factory = RouterFactory(self.router)
         elif self.config.member is not None:

@@ -4,8 +4,9 @@ Starts N MariaDB/MySQL servers (datadirs under --base-dir, or a temporary direct
 exit; free ports; loopback only), then one `grproxy serve` process per server hosting the
 member that owns it (the first bootstraps the group, the others join through it), waits until
 every member is ONLINE, then serves the router's client port in this process (router/: reads
-to secondaries, writes to the primary, the session's consistency level carried to each member). Prints a line with `ready`
-and the command to connect, and writes --status-file (JSON, rewritten whenever it changes).
+to secondaries, writes to the primary, the session's consistency level carried to each
+member). Prints a line with `ready` and the command to connect, and writes --status-file
+(JSON, rewritten whenever it changes).
 SIGINT or SIGTERM stops everything; no process or port is left behind.
 """
 

@@ -71,6 +71,7 @@ ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back  # group_repl
 TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
 _GROUP_MEMBERS_RE = re.compile(rb"replication_group_members", re.IGNORECASE)
 _ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
+ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after a captured write
 _TABLE_REF_RE = re.compile(
     r"(?:`?performance_schema`?\s*\.\s*)?`?replication_group_members`?"
     r"(?P<alias>\s+(?:AS\s+)?(?!(?:WHERE|ORDER|GROUP|LIMIT|JOIN|LEFT|RIGHT|INNER|CROSS|STRAIGHT_JOIN|NATURAL|UNION"
@@ -169,7 +170,9 @@ class MemberSession(RelaySession):
         self.txn: _Txn | None = None
         self._prepared_writes: dict[int, PreparedWrite] = {}
         self._prepared_refused: set[int] = set()
-        self._prepared_held: set[int] = set()  # prepared reads a consistency level holds (ids)
+        # Prepared statements a consistency level need not hold (SET, …); every other one is held,
+        # so at this set's bound a statement is held rather than let through.
+        self._prepared_unheld: set[int] = set()
         self._pending_prepare: tuple[Statement, str] | None = None
         self._charset: str | None = None  # character_set_client, for prepared writes
         self._sql_mode: str | None = None  # cached; forgotten after any SET
@@ -185,7 +188,7 @@ class MemberSession(RelaySession):
     def on_command(self, raw: bytes, last_seq: int = 0) -> None:
         cmd = raw[4] if len(raw) > 4 else -1
         row_count, self._row_count = self._row_count, None
-        if row_count is not None and cmd == Command.QUERY and _ROW_COUNT_RE.search(raw, 5, 5 + 16_384):
+        if row_count is not None and cmd == Command.QUERY and _ROW_COUNT_RE.search(raw, 5, 5 + ROW_COUNT_SCAN_BYTES):
             # The backend's ROW_COUNT() now describes capture's last statement: answer the
             # client's own (its write's affected rows).
             raw = frame(b"\x03" + replace_call(raw[5:], "ROW_COUNT", row_count), 0)
@@ -196,7 +199,7 @@ class MemberSession(RelaySession):
                 self._drop_txn()
                 self._temporary.clear()
                 self.consistency = self.member.consistency
-                for ids in (self._prepared_writes, self._prepared_refused, self._prepared_held):
+                for ids in (self._prepared_writes, self._prepared_refused, self._prepared_unheld):
                     ids.clear()  # the backend deallocated them
                 if not self.member.engine.single_primary:
                     self._cmd_seq = last_seq
@@ -251,8 +254,7 @@ class MemberSession(RelaySession):
                 return
             write = self._prepared_writes.get(stmt_id)
             if (cmd == Command.STMT_EXECUTE and self.consistency is not Level.EVENTUAL
-                    and (write is not None or stmt_id in self._prepared_held)
-                    and not self.status & IN_TRANS and self.txn is None):
+                    and stmt_id not in self._prepared_unheld and not self.status & IN_TRANS and self.txn is None):
                 # A prepared statement starts a transaction as a text one does: held first.
                 self._cmd_seq = last_seq
                 self._spawn(self._hold_then_execute(raw, write))
@@ -270,7 +272,7 @@ class MemberSession(RelaySession):
                     write.long_data.clear()
             if cmd == Command.STMT_CLOSE:
                 self._prepared_writes.pop(stmt_id, None)
-                self._prepared_held.discard(stmt_id)
+                self._prepared_unheld.discard(stmt_id)
                 self._prepared_refused.discard(stmt_id)
         if self.txn is not None and self.txn.local.doomed_by is not None and cmd in (Command.QUERY, Command.STMT_EXECUTE):
             self._cmd_seq = last_seq
@@ -321,8 +323,8 @@ class MemberSession(RelaySession):
                     self._prepared_refused.add(stmt_id)
             elif stmt.kind in (Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA):
                 self._prepared_refused.add(stmt_id)
-            elif stmt.kind in _HELD_KINDS and len(self._prepared_held) < PREPARED_WRITES_MAX:
-                self._prepared_held.add(stmt_id)
+            elif stmt.kind not in _HELD_KINDS and len(self._prepared_unheld) < PREPARED_WRITES_MAX:
+                self._prepared_unheld.add(stmt_id)
             self._pending_prepare = None
         super()._on_done(scanner)
 

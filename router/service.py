@@ -166,8 +166,7 @@ class Router:
         for m in ordered:
             out.append((m.host or "127.0.0.1", m.port))
         out.extend(self.settings.seeds)
-        seen: set[tuple[str, int]] = set()
-        return [a for a in out if not (a in seen or seen.add(a))]  # type: ignore[func-returns-value]
+        return list(dict.fromkeys(out))  # first occurrence of each, in order
 
     async def refresh(self) -> None:
         """One poll of the member table (see the module docstring)."""
@@ -200,15 +199,18 @@ class Router:
     async def _ask(self, address: tuple[str, int]) -> Topology:
         if self._probe is None or self._probe.closed or self._probe_address != address:
             self._drop_probe()
-            s = self.settings
-            self._probe = await BackendConnection.open(
-                BackendAddress(address[0], address[1], s.user, s.password, name="group poll"),
-                capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
-                timeout_s=min(POLL_TIMEOUT_S, s.connect_timeout_s))
+            self._probe = await self._control_connection(address[0], address[1], "group poll")
             self._probe_address = address
         async with asyncio.timeout(POLL_TIMEOUT_S):
             result = await self._probe.execute(GROUP_MEMBERS_QUERY)
         return parse_group_members(result.rows, previous=self._table)
+
+    async def _control_connection(self, host: str, port: int, name: str) -> BackendConnection:
+        """A connection of the router's own to a member port (polls); raises MySQLError."""
+        s = self.settings
+        return await BackendConnection.open(BackendAddress(host, port, s.user, s.password, name=name),
+                                            capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
+                                            timeout_s=min(POLL_TIMEOUT_S, s.connect_timeout_s))
 
     def _drop_probe(self) -> None:
         if self._probe is not None:
@@ -230,11 +232,7 @@ class Router:
             conn = self._control.get(m.member_id)
             try:
                 if conn is None or conn.closed:
-                    s = self.settings
-                    conn = await BackendConnection.open(
-                        BackendAddress(m.host or "127.0.0.1", m.port, s.user, s.password, name="endpoint poll"),
-                        capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI,
-                        timeout_s=min(POLL_TIMEOUT_S, s.connect_timeout_s))
+                    conn = await self._control_connection(m.host or "127.0.0.1", m.port, "endpoint poll")
                     self._control[m.member_id] = conn
                 async with asyncio.timeout(POLL_TIMEOUT_S):
                     result = await conn.execute(ENDPOINT_QUERY)

@@ -71,7 +71,7 @@ from replication.protocol.errors import (
     UnknownStatementHandler,
 )
 from replication.protocol.packets import eof_payload, frame, ok_payload, parse_err
-from replication.protocol.relay import _KILL_RE, EXPECT_BY_COMMAND, ClientLink, Processes, RelaySession
+from replication.protocol.relay import EXPECT_BY_COMMAND, ClientLink, Processes, RelaySession, kill_statement
 from replication.protocol.scanner import Expect, ResponseScanner
 from replication.statements import Kind, Scope, Statement, classify, replace_call
 
@@ -124,20 +124,10 @@ class _Prepared:
     stmt: Statement
     params: int
     columns: int
-    direct_text: bool  # nothing in the text that only a member answers
     types: bytes | None = None  # the parameter-type block of the last execute that bound types
     long_data: list[bytes] = field(default_factory=list)  # param id (2 bytes) + data, in order
     long_bytes: int = 0
     cursor: tuple[MemberId, _MemberConn] | None = None  # where the open cursor (COM_STMT_FETCH) lives
-
-
-def _same_settings(a: SessionState, b: SessionState, direct: bool) -> bool:
-    """Whether a connection brought to `a` is also in state `b` (SessionState.settings(), cheaper;
-    the consistency level does not count on a direct connection)."""
-    return (a.system_variables == b.system_variables and a.user_variables == b.user_variables
-            and a.schema == b.schema and a.charset == b.charset and a.autocommit == b.autocommit
-            and a.isolation == b.isolation and a.access_read_only == b.access_read_only
-            and (direct or a.consistency == b.consistency) and a.role == b.role)
 
 
 _CONNECTION_ID_RE = re.compile(rb"\bCONNECTION_ID\s*\(", re.IGNORECASE)
@@ -231,11 +221,10 @@ class RouterSession(RelaySession):
         cmd = raw[4] if len(raw) > 4 else -1
         try:
             if cmd == _COM_QUERY:
-                if len(raw) > 5 and raw[5] in b"kK/ \t\r\n":
-                    m = _KILL_RE.match(raw[5:4096])
-                    if m is not None:
-                        self._spawn(self._kill_statement(m))
-                        return
+                m = kill_statement(raw)
+                if m is not None:
+                    self._spawn(self._kill_statement(m))
+                    return
                 stmt = classify(raw[5:])
                 if stmt.kind is Kind.SET and _sets_group_default(stmt):
                     self._spawn(self._set_group_default(stmt, raw[5:]))
@@ -283,15 +272,19 @@ class RouterSession(RelaySession):
         if target is None:
             self._refuse(d)
             return
-        if d.rule is Rule.DIAGNOSTICS:  # SHOW WARNINGS & co: the very connection of the previous statement
-            direct = self._last_direct and target == self.state.last_member
-        else:
-            direct = d.rule is Rule.READ and router.direct_reads and self._direct_ok(target) and _direct_text(raw, 5)
-        mc = (self.direct if direct else self.conns).get(target)
+        mc = (self.direct if self._wants_direct(d, raw, 5) else self.conns).get(target)
         if mc is not None and d.finish_on is None and not mc.conn.closed and self._in_sync(mc):
             self._relay(stmt, raw, expect, target, mc)
             return
-        self._spawn(self._statement_slow(stmt, raw, expect, d, direct))
+        self._spawn(self._statement_slow(stmt, raw, expect, d))
+
+    def _wants_direct(self, d: Decision, text: bytes, start: int) -> bool:
+        """Whether decision `d` runs on the target's backend directly (see the module
+        docstring). `text[start:]` is the statement's SQL, checked for what only members answer."""
+        if d.rule is Rule.DIAGNOSTICS:  # SHOW WARNINGS & co: the very connection of the previous statement
+            return self._last_direct and d.target == self.state.last_member
+        return (d.rule is Rule.READ and self.router.direct_reads and d.target is not None
+                and self._direct_ok(d.target) and _direct_text(text, start))
 
     def _direct_ok(self, target: MemberId) -> bool:
         """Whether the session's level lets a plain read on `target` skip the member."""
@@ -311,7 +304,7 @@ class RouterSession(RelaySession):
         state = self.state
         if synced is state:
             return True
-        if synced is not None and _same_settings(synced, state, mc.direct):
+        if synced is not None and synced.same_settings(state, consistency=not mc.direct):
             mc.synced = state
             return True
         if synced is None and not state.replay_sql(consistency=not mc.direct):
@@ -400,35 +393,38 @@ class RouterSession(RelaySession):
             load.pop(target, None)
 
     def _refuse(self, d: Decision) -> None:
-        assert d.refusal is not None
-        if d.lost is not None:
-            self._drop(d.lost, why="member left the group")
-        self.link.send_packet(d.refusal.to_payload(), self._cmd_seq + 1)
+        self._refuse_packet(d)
         self.link.command_done()
 
     # --- slow path ------------------------------------------------------------------------------
 
-    async def _statement_slow(self, stmt: Statement, raw: bytes, expect: Expect, d: Decision,
-                              direct: bool) -> bool:
+    async def _statement_slow(self, stmt: Statement, raw: bytes, expect: Expect, d: Decision) -> bool:
+        got = await self._connect_routed(stmt, d, raw, 5)
+        if got is None:
+            return False
+        self._relay(stmt, raw, expect, *got)
+        return True
+
+    async def _connect_routed(self, stmt: Statement, d: Decision, text: bytes,
+                              start: int) -> tuple[MemberId, _MemberConn] | None:
+        """The connection decision `d` runs on, made ready (`_ready`); a member that refuses a
+        new connection has the statement routed again, at most REROUTES_MAX times (nothing was
+        sent). None when the decision (or a new one) is a refusal: the ERR is sent. `text` and
+        `start` as for `_wants_direct`."""
         for attempt in range(REROUTES_MAX + 1):
             if d.refusal is not None:
-                if d.lost is not None:
-                    self._drop(d.lost, why="member left the group")
-                self.link.send_packet(d.refusal.to_payload(), self._cmd_seq + 1)
-                return False
+                self._refuse_packet(d)
+                return None
             if d.finish_on is not None:
                 await self._finish_on(d.finish_on)
             assert d.target is not None
             try:
-                mc = await self._ready(d.target, direct=direct)
+                return d.target, await self._ready(d.target, direct=self._wants_direct(d, text, start))
             except BackendUnavailable:
                 if attempt == REROUTES_MAX:
                     raise
                 d = self._route(stmt)
-                continue
-            self._relay(stmt, raw, expect, d.target, mc)
-            return True
-        return False
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _route(self, stmt: Statement) -> Decision:
         r = self.router
@@ -566,7 +562,7 @@ class RouterSession(RelaySession):
         columns, params = struct.unpack_from("<HH", first, 5)
         vid = self._next_stmt_id
         self._next_stmt_id = vid + 1 if vid < 0xFFFFFFFE else 1
-        self.prepared[vid] = _Prepared(bytes(sql), stmt, params, columns, _direct_text(sql))
+        self.prepared[vid] = _Prepared(bytes(sql), stmt, params, columns)
         mc.prepared[vid] = real
         self._last_prepared = vid
         payloads[0] = first[:1] + _u32.pack(vid) + first[5:]
@@ -611,14 +607,13 @@ class RouterSession(RelaySession):
         if target is None:
             self._refuse(d)
             return
-        direct = d.rule is Rule.READ and router.direct_reads and p.direct_text and self._direct_ok(target)
-        mc = (self.direct if direct else self.conns).get(target)
+        mc = (self.direct if self._wants_direct(d, p.sql, 0) else self.conns).get(target)
         if mc is not None and d.finish_on is None and not p.long_data and not mc.conn.closed:
             real = mc.prepared.get(vid)
             if (real is not None and (binds or p.params == 0 or vid in mc.typed) and self._in_sync(mc)):
                 self._run_execute(vid, p, raw, real, target, mc, binds)
                 return
-        self._spawn(self._execute_slow(vid, p, raw, d, binds, direct))
+        self._spawn(self._execute_slow(vid, p, raw, d, binds))
 
     def _run_execute(self, vid: int, p: _Prepared, raw: bytes, real: int, target: MemberId, mc: _MemberConn,
                      binds: bool) -> None:
@@ -628,47 +623,33 @@ class RouterSession(RelaySession):
             p.cursor = (target, mc)
         self._relay(p.stmt, raw[:5] + _u32.pack(real) + raw[9:], Expect.EXECUTE, target, mc)
 
-    async def _execute_slow(self, vid: int, p: _Prepared, raw: bytes, d: Decision, binds: bool,
-                            direct: bool) -> bool:
-        for attempt in range(REROUTES_MAX + 1):
-            if d.refusal is not None:
-                self._refuse_packet(d)
-                return False
-            if d.finish_on is not None:
-                await self._finish_on(d.finish_on)
-            target = d.target
-            assert target is not None
-            try:
-                mc = await self._ready(target, direct=direct)
-            except BackendUnavailable:
-                if attempt == REROUTES_MAX:
-                    raise
-                d = self._route(p.stmt)
-                continue
-            real = mc.prepared.get(vid)
-            if real is None:
-                payloads = await _prepare_on(mc.conn, p.sql)
-                if payloads[0][:1] == b"\xff":
-                    errno, sqlstate, message = parse_err(payloads[0])
-                    raise BackendError(errno, sqlstate, message)
-                real = _u32.unpack_from(payloads[0], 1)[0]
-                mc.prepared[vid] = real
-            if p.long_data:
-                if p.long_bytes > LONG_DATA_BYTES_MAX:
-                    p.long_data.clear()
-                    p.long_bytes = 0
-                    raise PacketTooLarge(f"grproxy buffers at most {LONG_DATA_BYTES_MAX} bytes of long data per "
-                                         "statement")
-                for chunk in p.long_data:
-                    mc.conn.write_packet(bytes((Command.STMT_SEND_LONG_DATA,)) + _u32.pack(real) + chunk, 0)
+    async def _execute_slow(self, vid: int, p: _Prepared, raw: bytes, d: Decision, binds: bool) -> bool:
+        got = await self._connect_routed(p.stmt, d, p.sql, 0)
+        if got is None:
+            return False
+        target, mc = got
+        real = mc.prepared.get(vid)
+        if real is None:
+            payloads = await _prepare_on(mc.conn, p.sql)
+            if payloads[0][:1] == b"\xff":
+                errno, sqlstate, message = parse_err(payloads[0])
+                raise BackendError(errno, sqlstate, message)
+            real = _u32.unpack_from(payloads[0], 1)[0]
+            mc.prepared[vid] = real
+        if p.long_data:
+            if p.long_bytes > LONG_DATA_BYTES_MAX:
                 p.long_data.clear()
                 p.long_bytes = 0
-            if p.params and not binds and vid not in mc.typed:
-                raw = self._with_types(p, raw)
-                binds = True
-            self._run_execute(vid, p, raw, real, target, mc, binds)
-            return True
-        return False
+                raise PacketTooLarge(f"grproxy buffers at most {LONG_DATA_BYTES_MAX} bytes of long data per statement")
+            for chunk in p.long_data:
+                mc.conn.write_packet(bytes((Command.STMT_SEND_LONG_DATA,)) + _u32.pack(real) + chunk, 0)
+            p.long_data.clear()
+            p.long_bytes = 0
+        if p.params and not binds and vid not in mc.typed:
+            raw = self._with_types(p, raw)
+            binds = True
+        self._run_execute(vid, p, raw, real, target, mc, binds)
+        return True
 
     def _with_types(self, p: _Prepared, raw: bytes) -> bytes:
         """The execute packet with the statement's parameter types bound (for a connection whose

@@ -455,6 +455,18 @@ class SessionState:
         return (self.schema, self.charset, frozenset(self.system_variables), frozenset(self.user_variables),
                 self.autocommit, self.isolation, self.access_read_only, self.consistency, self.role)
 
+    def same_settings(self, other: SessionState, *, consistency: bool = True) -> bool:
+        """Whether `other` puts a connection in the same state, without building `settings()`
+        (the router asks on every statement that moves between member connections). True
+        implies equal settings; variables set in another order compare unequal (then a replay
+        finds nothing to send). `consistency` False: the level does not count (a connection to
+        a plain server, which has none; see replay_sql)."""
+        return (self.system_variables == other.system_variables and self.user_variables == other.user_variables
+                and self.schema == other.schema and self.charset == other.charset
+                and self.autocommit == other.autocommit and self.isolation == other.isolation
+                and self.access_read_only == other.access_read_only and self.role == other.role
+                and (not consistency or self.consistency == other.consistency))
+
     # --- replay -------------------------------------------------------------------------------
 
     def replay_sql(self, since: SessionState | None = None, *, consistency: bool = True) -> list[str]:

@@ -74,6 +74,14 @@ _KILL_RE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _MAYBE_KILL = frozenset(b"kK/ \t\r\n")
+
+
+def kill_statement(raw: bytes) -> re.Match[bytes] | None:
+    """The KILL statement in a COM_QUERY packet `raw` (header included), or None: grproxy
+    answers KILL itself, with the client-visible connection ids."""
+    if len(raw) > 5 and raw[5] in _MAYBE_KILL:
+        return _KILL_RE.match(raw[5:4096])
+    return None
 _COM_QUERY = int(Command.QUERY)
 
 
@@ -168,8 +176,8 @@ class RelaySession:
         `last_seq` is the sequence id of its last packet (0 unless it was over 16 MiB)."""
         cmd = raw[4] if len(raw) > 4 else -1
         self._cmd_seq = last_seq
-        if cmd == _COM_QUERY and len(raw) > 5 and raw[5] in _MAYBE_KILL:
-            m = _KILL_RE.match(raw[5:4096])
+        if cmd == _COM_QUERY:
+            m = kill_statement(raw)
             if m is not None:
                 self._spawn(self._kill_statement(m))
                 return

@@ -528,3 +528,17 @@ def test_property_replay_round_trip(sqls: list[str], cut: int) -> None:
     assert run(state.replay_sql()).settings() == state.settings()
     assert run(state.replay_sql(since=older), older).settings() == state.settings()
     assert state.replay_sql(since=state) == []
+
+
+def test_same_settings() -> None:
+    from dataclasses import replace as _replace
+
+    from replication.consistency import Level
+
+    a = SessionState(schema="x", user_variables=(("a", "1"),))
+    assert a.same_settings(_replace(a, last_member=MemberId("s1")))  # where it ran is no setting
+    assert not a.same_settings(_replace(a, schema="y"))
+    assert not a.same_settings(_replace(a, user_variables=(("a", "2"),)))
+    b = _replace(a, consistency=Level.BEFORE)
+    assert not a.same_settings(b) and a.same_settings(b, consistency=False)
+    assert a.same_settings(b, consistency=False) and a.settings() != b.settings()
