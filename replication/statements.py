@@ -81,6 +81,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = [
@@ -1295,17 +1296,13 @@ def _lock(p: _P, j: int) -> Statement:
         return Statement(Kind.ADMIN, "LOCK INSTANCE", False)
     if what not in ("TABLE", "TABLES"):
         return _other("LOCK")
-    tables: list[TableRef] = []
-    k = j + 2
-    while k < p.n:
-        table, k = p.table(k)
-        if table is None:
-            return _other("LOCK")
-        if table not in tables:
-            tables.append(table)
+
+    def past_lock_type(k: int) -> int:  # [[AS] alias] READ [LOCAL] | [LOW_PRIORITY] WRITE, then ","
         while k < p.n and p.key(k) != ",":
             k += 1
-        k += 1
+        return k + 1
+
+    tables = _distinct_tables(p, j + 2, past_lock_type)
     if not tables:
         return _other("LOCK")
     return Statement(Kind.LOCK_TABLES, "LOCK TABLES", False, implicit_commit=True, tables=tuple(tables))
@@ -1707,19 +1704,34 @@ def _rename(p: _P, j: int) -> Statement:
         return Statement(Kind.ACCOUNT, "RENAME USER", False, implicit_commit=True)
     if what not in ("TABLE", "TABLES"):
         return _other("RENAME")
+
+    def past_separator(k: int) -> int | None:  # a TO b, c TO d
+        if p.key(k) in ("TO", ","):
+            return k + 1
+        return None if k < p.n else k
+
+    tables = _distinct_tables(p, j + 2, past_separator)
+    if tables is None:
+        return _other("RENAME")
+    return _ddl(p, "RENAME", "TABLE", tables=tuple(tables))
+
+
+def _distinct_tables(p: _P, k: int, advance: Callable[[int], int | None]) -> list[TableRef] | None:
+    """The distinct tables of a list starting at token `k` (LOCK TABLES, RENAME TABLE), in
+    order; `advance(k)` skips what follows a table name up to the next one (None: malformed).
+    None when a table name or separator is not understood."""
     tables: list[TableRef] = []
-    k = j + 2
     while k < p.n:
         table, k = p.table(k)
         if table is None:
-            return _other("RENAME")
+            return None
         if table not in tables:
             tables.append(table)
-        if p.key(k) in ("TO", ","):
-            k += 1
-        elif k < p.n:
-            return _other("RENAME")
-    return _ddl(p, "RENAME", "TABLE", tables=tuple(tables))
+        after = advance(k)
+        if after is None:
+            return None
+        k = after
+    return tables
 
 
 def _truncate(p: _P, j: int) -> Statement:
