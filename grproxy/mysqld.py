@@ -257,6 +257,10 @@ def _default_options(
         "character-set-server": "utf8mb4",
         "log-bin": "binlog",
         "binlog_format": "ROW",
+        # What capture from the binary log needs (DESIGN §5): full before/after images, and the
+        # table map carrying column names, signedness, charsets and the primary key.
+        "binlog_row_image": "FULL",
+        "binlog_row_metadata": "FULL",
         "server_id": str(server_id),
         "log_slave_updates": "ON",
         # Tests and the sandbox trade durability for speed; a crash test that needs every
@@ -374,7 +378,7 @@ def start_server(
     datadir: Path,
     *,
     port: int | None = None,
-    server_id: int = 1,
+    server_id: int | None = None,
     user: str = "grproxy",
     password: str = "grproxy",
     extra_options: Mapping[str, str | None] | None = None,
@@ -389,7 +393,8 @@ def start_server(
         datadir: created if missing; holds the socket, the error log and the binlogs too.
         port: TCP port on 127.0.0.1; None picks a free one (retried if another process takes
             it between the pick and the bind).
-        server_id: the server's server_id (binlog origin).
+        server_id: the server's server_id (binlog origin); None takes the port, unique among
+            the servers of one host (a binlog reader tells servers apart by it).
         user, password: the account created with ALL PRIVILEGES WITH GRANT OPTION.
         extra_options: server options that override the defaults, e.g.
             {"innodb_buffer_pool_size": "128M"}; a value of "" passes `--key` alone, None removes
@@ -419,7 +424,7 @@ def start_server(
                 binary,
                 datadir,
                 port=chosen_port,
-                server_id=server_id,
+                server_id=server_id if server_id is not None else chosen_port,
                 user=user,
                 password=password,
                 extra_options=extra_options or {},
