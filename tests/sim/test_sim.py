@@ -1,6 +1,7 @@
 """The xcom core under the deterministic simulator (DESIGN §12, STYLE 18-19).
 
 - 2,000 seeds (four chunks of 500) with every fault on must show no violation;
+- seeds that once failed (REGRESSION_SEEDS) must pass, each with the reason it failed;
 - a broken core (a taker that ignores values reported by promises, Bug #28966455) must be
   caught within 200 seeds, by a safety checker, and its seed must replay the same failure;
 - a seed replays exactly, whatever PYTHONHASHSEED;
@@ -25,6 +26,13 @@ CHUNK = 500
 SAFETY_KINDS = {"consensus", "agreement", "total-order", "integrity", "safe-delivery", "view-synchrony", "invariant"}
 
 
+# Seeds that found a bug, and the bug. Each replays with the command replay_command() prints.
+REGRESSION_SEEDS: dict[int, str] = {
+    33803: "after a clock jump a dead member looked freshly heard from: an expel of a live member "
+    "left a configuration without a live majority (no restarted incarnation could join)",
+}
+
+
 def _failures(seeds: range, options: SimOptions, stop_after: int = 5) -> list[str]:
     found = []
     for seed in seeds:
@@ -43,6 +51,15 @@ def _failures(seeds: range, options: SimOptions, stop_after: int = 5) -> list[st
 def test_seeds_without_violation(start: int) -> None:
     failures = _failures(range(start, start + CHUNK), SimOptions())
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("seed", sorted(REGRESSION_SEEDS))
+def test_regression_seeds(seed: int) -> None:
+    result = run_seed(seed, SimOptions())
+    assert result.violation is None, (
+        f"{result.violation}\n  once failed because: {REGRESSION_SEEDS[seed]}\n"
+        f"  replay: {replay_command(seed, SimOptions())}"
+    )
 
 
 def test_the_mutant_is_caught_within_200_seeds() -> None:

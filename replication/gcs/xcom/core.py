@@ -487,7 +487,10 @@ class Core:
 
         # Failure detector.
         self._peers: tuple[MemberId, ...] = ()
-        self._last_heard: dict[MemberId, int] = {}
+        self._last_heard: dict[MemberId, int] = {}  # for suspicion: shifted over our own pauses
+        # When a message from the peer really arrived (never shifted): the only evidence that
+        # counts as "alive now" when deciding whether an expel leaves a live majority.
+        self._heard_ms: dict[MemberId, int] = {}
         self._suspected: dict[MemberId, int] = {}  # member -> suspected since (ms)
         self._peer_next: dict[MemberId, int] = {}
         self._hb_due_ms = 0
@@ -693,6 +696,7 @@ class Core:
         for m in list(self._last_heard):
             if m not in seen:
                 del self._last_heard[m]
+                self._heard_ms.pop(m, None)
                 self._peer_next.pop(m, None)
                 self._suspected.pop(m, None)  # no longer a member: reachability is moot
         self._expel_queued &= set(seen)
@@ -947,20 +951,29 @@ class Core:
                 self._arm(now + self.cfg.heartbeat_interval_ms)  # look again later
 
     def _fresh_count(self, members: Iterable[MemberId]) -> int:
-        """Members (us included) heard from within the freshness window."""
+        """Members (us included) heard from within the freshness window.
+
+        Uses the arrival times of messages, not `_last_heard`: after a pause of ours (a clock
+        jump) `_last_heard` is shifted forward so that peers are not blamed for a silence we
+        did not observe, which makes a peer that died meanwhile look just heard from. Counted
+        as alive, such a peer let an expel through that left a configuration without a live
+        majority (seed 33803: the dead n1 and n2 kept, the live n3 expelled).
+        """
         window = max(2 * self.cfg.heartbeat_interval_ms, self.cfg.suspicion_timeout_ms // 2)
         since = self._now_ms - window
+        heard = self._heard_ms
         count = 0
         for m in members:
             if m == self.me:
                 count += 1
-            elif m not in self._suspected and self._last_heard.get(m, -_NEVER) >= since:
+            elif m not in self._suspected and heard.get(m, -_NEVER) >= since:
                 count += 1
         return count
 
     def _heard_from(self, sender: MemberId) -> None:
         if sender in self._last_heard:
             self._last_heard[sender] = self._now_ms
+            self._heard_ms[sender] = self._now_ms
             if sender in self._suspected:
                 del self._suspected[sender]
                 self._expel_queued.discard(sender)
