@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,33 @@ PROXY_STOP_TIMEOUT_S = 5
 APP_USER = "app"
 APP_PASSWORD = "apppw"
 FRONTEND_USERS: tuple[tuple[str, str], ...] = (("root", ""), (APP_USER, APP_PASSWORD))
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulator seeds chosen fresh for each run (tests/sim/test_sim.py): the first seed is random,
+# or SIM_START_SEED when set, and is shown in the report header so a failure replays.
+
+SIM_FRESH_SEEDS = 300
+_SIM_START_SEED = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    fixed = os.environ.get("SIM_START_SEED")
+    config.stash[_SIM_START_SEED] = int(fixed) if fixed else random.SystemRandom().randrange(10**6, 10**9)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    start = config.stash[_SIM_START_SEED]
+    return (
+        f"sim fresh seeds: {SIM_FRESH_SEEDS} from {start} (SIM_START_SEED={start} reruns them; "
+        f"python -m replication.gcs.sim --seeds {SIM_FRESH_SEEDS} --start-seed {start})"
+    )
+
+
+@pytest.fixture(scope="session")
+def sim_fresh_seeds(pytestconfig: pytest.Config) -> range:
+    start = pytestconfig.stash[_SIM_START_SEED]
+    return range(start, start + SIM_FRESH_SEEDS)
 
 
 @pytest.fixture(scope="session")

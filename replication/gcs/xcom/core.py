@@ -1177,7 +1177,11 @@ class Core:
         if sender not in self._last_heard:
             return  # not a peer of ours
         self._forgotten_by.add(sender)
-        live = [m for m in self._peers if m not in self._suspected]
+        # A peer that has not executed past our next slot cannot hold it either: waiting for
+        # it would deadlock two laggards on each other (both expelled at a slot neither could
+        # fetch any more, seed 104510295). A peer whose progress we do not know yet may help.
+        me = self._next_slot
+        live = [m for m in self._peers if m not in self._suspected and self._peer_next.get(m, _NEVER) > me]
         if live and all(m in self._forgotten_by for m in live):
             self._go_offline(GcsErrorCode.BEHIND, f"no live peer holds slot {self._next_slot} any more")
 
