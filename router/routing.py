@@ -59,7 +59,9 @@ and if not, *what kind* of member may run it (the rule), then *which one* (the p
    are ever picked: a RECOVERING member is behind, the others cannot be relied on.
 
 4. **Refusals** carry the error a MySQL client already handles: 1290 (super-read-only wording)
-   when a write finds no ONLINE primary, 3783 when no member at all is ONLINE, 2013 when the
+   when a write finds no ONLINE primary, or when the table shows two PRIMARY members in
+   single-primary mode (the primary is ambiguous: no write goes anywhere, even inside an open
+   transaction, until one remains; reads still go to secondaries), 3783 when no member at all is ONLINE, 2013 when the
    member holding the session's transaction or pinned state is not ONLINE, 1792 for a write in a
    read-only transaction.
 """
@@ -135,6 +137,7 @@ class Pick(enum.Enum):
     PRIMARY_NO_SECONDARY = "the primary (no ONLINE secondary)"
     LEAST_LOADED_MEMBER = "the least loaded ONLINE member"
     REFUSED_NO_PRIMARY = "refused: no ONLINE primary"
+    REFUSED_AMBIGUOUS_PRIMARY = "refused: several members say PRIMARY in single-primary mode"
     REFUSED_NOTHING_ONLINE = "refused: no ONLINE member"
     REFUSED_MEMBER_LOST = "refused: the member holding the session's state is not ONLINE"
     REFUSED_READ_ONLY_TRANSACTION = "refused: write in a read-only transaction"
@@ -302,7 +305,10 @@ class _Picker:
         return None
 
     def no_member(self, rule: Rule) -> Decision:
-        """The refusal when no member fits: 3783 if nothing is ONLINE, else 1290 (no writer)."""
+        """The refusal when no member fits: 3783 if nothing is ONLINE, else 1290 (no writer, or
+        an ambiguous primary)."""
+        if self.topology.ambiguous_primary:
+            return _ambiguous(rule, self.topology)
         if not self.topology.online():
             return _refused(rule, Pick.REFUSED_NOTHING_ONLINE, HoldMemberStatus.errno, HoldMemberStatus.sqlstate,
                             "No member of the group is ONLINE: grproxy cannot run the statement anywhere")
@@ -313,6 +319,13 @@ class _Picker:
 def _refused(rule: Rule, pick: Pick, errno: int, sqlstate: str, message: str, *,
              lost: MemberId | None = None) -> Decision:
     return Decision(None, rule, pick, refusal=Refusal(errno, sqlstate, message), lost=lost)
+
+
+def _ambiguous(rule: Rule, topology: Topology) -> Decision:
+    ids = ", ".join(m.member_id for m in topology.primaries())
+    return _refused(rule, Pick.REFUSED_AMBIGUOUS_PRIMARY, ReadOnly.errno, ReadOnly.sqlstate,
+                    f"{_SUPER_READ_ONLY} (the primary is ambiguous: members {ids} are all PRIMARY in a "
+                    "single-primary group; writes wait until one remains)")
 
 
 def _lost(rule: Rule, member: MemberId, topology: Topology, what: str, *, connection_lost: bool = False) -> Decision:
@@ -378,6 +391,8 @@ def _route_by_rules(stmt: Statement, state: SessionState, topology: Topology, pi
     needs_writer = write or _begins_read_write(stmt, state)
     pins = state.pins_for(stmt)
     flags = _TransactionFlags(stmt, state)
+    if needs_writer and topology.ambiguous_primary:
+        return _ambiguous(_write_rule(stmt) if write else Rule.BEGIN, topology)
 
     txn = state.transaction
     if txn is not None:

@@ -17,6 +17,15 @@ membership, and a consumer can tell "the group changed" from a number.
 Only ONLINE members serve statements. A RECOVERING member has not caught up (its reads would be
 stale and it refuses writes), and ERROR / UNREACHABLE / OFFLINE members cannot be relied on.
 
+Which answers are trusted (`distrust`, DESIGN §8): the router polls `ROUTER_MEMBERS_QUERY`, the
+member table plus, from the member that answered, whether it is ONLINE in a view whose majority
+it can reach (VIEW_HAS_QUORUM) and the group's mode. A table is installed only from a member that
+is ONLINE in it, says its view has quorum, and whose table agrees (more than half of its rows
+reachable); an empty table never is. A member cut off in a minority still answers from its last
+view, in which everyone may look ONLINE: routing on it would send writes nowhere useful and reads
+to stale data. In single-primary mode a table with two PRIMARY rows is kept but makes
+`ambiguous_primary` true: the routing policy then refuses writes (1290) until one remains.
+
 This module does no I/O; it knows nothing of Paxos (DESIGN §2): the member table is all it reads.
 """
 
@@ -39,6 +48,10 @@ __all__ = [
     "Topology",
     "TopologyError",
     "parse_group_members",
+    "ROUTER_MEMBERS_QUERY",
+    "PolledTable",
+    "parse_router_members",
+    "distrust",
 ]
 
 GROUP_MEMBERS_MAX = 9  # GR's limit (DESIGN §11, 3191); a larger table is refused, not routed over
@@ -50,6 +63,10 @@ GROUP_MEMBERS_QUERY = (
     "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_PORT, MEMBER_STATE, MEMBER_ROLE "
     "FROM performance_schema.replication_group_members"
 )
+
+# grproxy's poll: replication_group_members' first five columns, then IS_SELF, VIEW_HAS_QUORUM and
+# SINGLE_PRIMARY_MODE (replication.admin.router_members answers it; no admin login needed).
+ROUTER_MEMBERS_QUERY = "/* grproxy */ ROUTER MEMBERS"
 
 MemberId = NewType("MemberId", str)  # MEMBER_ID: the member's server UUID
 
@@ -115,8 +132,9 @@ class Topology:
     """A snapshot of the group. Members keep the order they were given in.
 
     Invariants (checked at construction, TopologyError otherwise): member ids are unique; at most
-    GROUP_MEMBERS_MAX members; in single-primary mode at most one member has the PRIMARY role;
-    `version` >= 0.
+    GROUP_MEMBERS_MAX members; `version` >= 0. Several PRIMARY rows in single-primary mode are
+    a fact to route around, not a bad table: `ambiguous_primary` is then true and `writers()`
+    is empty (no write may go to either).
     """
 
     members: tuple[MemberInfo, ...]
@@ -127,6 +145,7 @@ class Topology:
     _online: tuple[MemberInfo, ...] = field(init=False, repr=False, compare=False)
     _writers: tuple[MemberInfo, ...] = field(init=False, repr=False, compare=False)
     _online_secondaries: tuple[MemberInfo, ...] = field(init=False, repr=False, compare=False)
+    ambiguous_primary: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.version < 0:
@@ -138,13 +157,13 @@ class Topology:
             if m.member_id in seen:
                 raise TopologyError(f"member {m.member_id} listed twice")
             seen.add(m.member_id)
-        if self.mode is Mode.SINGLE_PRIMARY and len(self.primaries()) > 1:
-            ids = ", ".join(m.member_id for m in self.primaries())
-            raise TopologyError(f"single-primary group with several primaries: {ids}")
+        ambiguous = self.mode is Mode.SINGLE_PRIMARY and len(self.primaries()) > 1
         online = tuple(m for m in self.members if m.online)
+        object.__setattr__(self, "ambiguous_primary", ambiguous)
         object.__setattr__(self, "_by_id", {m.member_id: m for m in self.members})
         object.__setattr__(self, "_online", online)
-        object.__setattr__(self, "_writers", tuple(m for m in online if m.role is MemberRole.PRIMARY))
+        object.__setattr__(self, "_writers",
+                           () if ambiguous else tuple(m for m in online if m.role is MemberRole.PRIMARY))
         object.__setattr__(self, "_online_secondaries", tuple(m for m in online if m.role is MemberRole.SECONDARY))
 
     def member(self, member_id: MemberId) -> MemberInfo | None:
@@ -168,7 +187,7 @@ class Topology:
         return tuple(m for m in self.members if m.role is MemberRole.SECONDARY)
 
     def writers(self) -> tuple[MemberInfo, ...]:
-        """Members that may take writes now: ONLINE primaries."""
+        """Members that may take writes now: ONLINE primaries (none while the primary is ambiguous)."""
         return self._writers
 
     def online_secondaries(self) -> tuple[MemberInfo, ...]:
@@ -262,3 +281,54 @@ def parse_group_members(
         return topology
     version = previous.version if topology.same_members(previous) else previous.version + 1
     return Topology(topology.members, mode, version)
+
+
+@dataclass(frozen=True, slots=True)
+class PolledTable:
+    """One member's answer to ROUTER_MEMBERS_QUERY: its table, which row is its own (None: it
+    is not in its own table), whether its view has quorum, and the mode it applies."""
+
+    table: Topology
+    self_id: MemberId | None
+    quorum: bool
+
+
+def parse_router_members(rows: Iterable[Sequence[object]], *, previous: Topology | None = None) -> PolledTable:
+    """Parse an answer to ROUTER_MEMBERS_QUERY (rows of MEMBER_ID, MEMBER_HOST, MEMBER_PORT,
+    MEMBER_STATE, MEMBER_ROLE, IS_SELF, VIEW_HAS_QUORUM, SINGLE_PRIMARY_MODE). The mode is the
+    member's word, never inferred from roles (two PRIMARY rows in single-primary mode must read
+    as an ambiguous primary, not as multi-primary). Raises TopologyError as parse_group_members."""
+    rows = list(rows)
+    quorum = False
+    single = True
+    self_id: MemberId | None = None
+    members: list[Sequence[object]] = []
+    for row_no, row in enumerate(rows):
+        if len(row) != 8:
+            raise TopologyError(f"row {row_no}: expected 8 columns, got {len(row)}")
+        flags = [_int(row[i], name, row_no) for i, name in
+                 ((5, "IS_SELF"), (6, "VIEW_HAS_QUORUM"), (7, "SINGLE_PRIMARY_MODE"))]
+        if flags[0]:
+            self_id = MemberId(_text(row[0], "MEMBER_ID", row_no).strip())
+        quorum, single = bool(flags[1]), bool(flags[2])  # the same on every row
+        members.append(row[:5])
+    mode = Mode.SINGLE_PRIMARY if single else Mode.MULTI_PRIMARY
+    return PolledTable(parse_group_members(members, mode=mode, previous=previous), self_id, quorum)
+
+
+def distrust(polled: PolledTable) -> str | None:
+    """Why the router must not install this answer, or None when it may (see the module
+    docstring): an empty table; a member not ONLINE in its own table; a view without quorum by
+    the member's word or by its own table (half or more of its rows UNREACHABLE)."""
+    table = polled.table
+    if not table.members:
+        return "an empty member table"
+    me = table.member(polled.self_id) if polled.self_id is not None else None
+    if me is None:
+        return "a member that is not in its own member table"
+    if not me.online:
+        return f"a member that is {me.state.value}"
+    reachable = sum(1 for m in table.members if m.state is not MemberState.UNREACHABLE)
+    if not polled.quorum or reachable * 2 <= len(table.members):
+        return "a member whose view has no quorum (it cannot reach a majority of its group)"
+    return None

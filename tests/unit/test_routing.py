@@ -30,6 +30,9 @@ from router.topology import (
     Topology,
     TopologyError,
     parse_group_members,
+    parse_router_members,
+    PolledTable,
+    distrust,
 )
 
 M = MemberId
@@ -51,6 +54,8 @@ SP_PRIMARY_RECOVERING = topo(("p", REC, PRI), ("s1", ON, SEC), ("s2", ON, SEC))
 SP_NOTHING_ONLINE = topo(("p", ERR, PRI), ("s1", OFF, MemberRole.NONE), ("s2", UNR, SEC))
 SP_SWITCHED = topo(("p", ON, SEC), ("s1", ON, PRI), ("s2", ON, SEC))  # p demoted, s1 elected
 SP_WITHOUT_P = topo(("s1", ON, PRI), ("s2", ON, SEC))  # p left the group
+SP_TWO_PRIMARIES = topo(("p", ON, PRI), ("s1", ON, PRI), ("s2", ON, SEC))  # ambiguous primary
+SP_TWO_PRIMARIES_NO_SECONDARY = topo(("p", ON, PRI), ("s1", ON, PRI), ("s2", UNR, SEC))
 MP = topo(("a", ON, PRI), ("b", ON, PRI), ("c", ON, PRI), mode=Mode.MULTI_PRIMARY)
 MP_A_UNREACHABLE = topo(("a", UNR, PRI), ("b", ON, PRI), ("c", ON, PRI), mode=Mode.MULTI_PRIMARY)
 MP_NOTHING_ONLINE = topo(("a", UNR, PRI), ("b", ERR, PRI), ("c", OFF, PRI), mode=Mode.MULTI_PRIMARY)
@@ -395,6 +400,19 @@ CASES: dict[str, Case] = {
                                               Pk.REFUSED_MEMBER_LOST, errno=2013, lost=A),
     "MP: nothing ONLINE → 3783": Case(INS, FRESH, MP_NOTHING_ONLINE, None, R.WRITE, Pk.REFUSED_NOTHING_ONLINE,
                                       errno=3783, local=A),
+    "SP, two primaries: write → 1290": Case(INS, FRESH, SP_TWO_PRIMARIES, None, R.WRITE,
+                                            Pk.REFUSED_AMBIGUOUS_PRIMARY, errno=1290),
+    "SP, two primaries: BEGIN → 1290": Case("BEGIN", FRESH, SP_TWO_PRIMARIES, None, R.BEGIN,
+                                            Pk.REFUSED_AMBIGUOUS_PRIMARY, errno=1290),
+    "SP, two primaries: write in an open txn → 1290": Case(INS, TXN_P, SP_TWO_PRIMARIES, None, R.WRITE,
+                                                           Pk.REFUSED_AMBIGUOUS_PRIMARY, errno=1290),
+    "SP, two primaries: COMMIT of the open txn → its member": Case("COMMIT", TXN_P, SP_TWO_PRIMARIES, P,
+                                                                   R.IN_TRANSACTION, Pk.TRANSACTION_MEMBER,
+                                                                   ends=True),
+    "SP, two primaries: read → a secondary": Case(SEL, FRESH, SP_TWO_PRIMARIES, S2, R.READ,
+                                                  Pk.LEAST_LOADED_SECONDARY),
+    "SP, two primaries, no secondary: read → 1290": Case(SEL, FRESH, SP_TWO_PRIMARIES_NO_SECONDARY, None, R.READ,
+                                                         Pk.REFUSED_AMBIGUOUS_PRIMARY, errno=1290),
 }
 
 
@@ -541,10 +559,68 @@ def test_parse_group_members_refuses_bad_rows(rows: list[tuple[object, ...]], me
         parse_group_members(rows)
 
 
-def test_single_primary_with_two_primaries_is_refused() -> None:
-    rows = [("a", "h", 1, "ONLINE", "PRIMARY"), ("b", "h", 2, "ONLINE", "PRIMARY")]
-    with pytest.raises(TopologyError, match="several primaries: a, b"):
-        parse_group_members(rows, mode=Mode.SINGLE_PRIMARY)
+def test_single_primary_with_two_primaries_has_no_writer() -> None:
+    rows = [("a", "h", 1, "ONLINE", "PRIMARY"), ("b", "h", 2, "ONLINE", "PRIMARY"), ("c", "h", 3, "ONLINE", "SECONDARY")]
+    t = parse_group_members(rows, mode=Mode.SINGLE_PRIMARY)
+    assert t.ambiguous_primary and t.writers() == ()
+    assert [m.member_id for m in t.primaries()] == ["a", "b"]
+    d = route(classify(INS), FRESH, t)
+    assert d.refusal is not None and d.refusal.errno == 1290 and "primary is ambiguous" in d.refusal.message
+    assert "a, b" in d.refusal.message
+    # Once one remains, writes go to it.
+    after = parse_group_members([rows[0], ("b", "h", 2, "ONLINE", "SECONDARY"), rows[2]], mode=Mode.SINGLE_PRIMARY)
+    assert not after.ambiguous_primary and route(classify(INS), FRESH, after).target == "a"
+    # Multi-primary: several primaries are the point.
+    assert not parse_group_members(rows, mode=Mode.MULTI_PRIMARY).ambiguous_primary
+
+
+# --- which member answers the router trusts (router.topology.distrust) ----------------------------
+
+
+def polled(rows: list[tuple[object, ...]], *, me: str | None, quorum: bool = True, single: bool = True) -> PolledTable:
+    return parse_router_members([(*r, int(r[0] == me), int(quorum), int(single)) for r in rows])
+
+
+GROUP3 = [("a", "h", 1, "ONLINE", "PRIMARY"), ("b", "h", 2, "ONLINE", "SECONDARY"), ("c", "h", 3, "ONLINE", "SECONDARY")]
+
+
+def test_router_members_answer_parses_mode_quorum_and_self() -> None:
+    p = polled(GROUP3, me="b")
+    assert p.self_id == "b" and p.quorum and p.table.mode is Mode.SINGLE_PRIMARY
+    assert distrust(p) is None
+    mp = polled([(u, h, port, st, "PRIMARY") for u, h, port, st, _ in GROUP3], me="a", single=False)
+    assert mp.table.mode is Mode.MULTI_PRIMARY and not mp.table.ambiguous_primary
+    # The mode is the member's word: two PRIMARY rows in single-primary mode are not multi-primary.
+    two = polled([GROUP3[0], ("b", "h", 2, "ONLINE", "PRIMARY"), GROUP3[2]], me="c")
+    assert two.table.mode is Mode.SINGLE_PRIMARY and two.table.ambiguous_primary
+    assert distrust(two) is None  # installed: it stops writes rather than guessing a primary
+    with pytest.raises(TopologyError, match="expected 8 columns"):
+        parse_router_members([("a", "h", 1, "ONLINE", "PRIMARY")])
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (polled([], me=None), "empty member table"),
+        (polled(GROUP3, me="a", quorum=False), "no quorum"),
+        # The member says quorum, but its own table shows a majority unreachable.
+        (polled([GROUP3[0], ("b", "h", 2, "UNREACHABLE", "SECONDARY"), ("c", "h", 3, "UNREACHABLE", "SECONDARY")],
+                me="a"), "no quorum"),
+        (polled([("a", "h", 1, "ONLINE", "PRIMARY"), ("b", "h", 2, "UNREACHABLE", "SECONDARY")], me="a"), "no quorum"),
+        (polled(GROUP3, me=None), "not in its own member table"),
+        (polled([("a", "h", 1, "RECOVERING", ""), *GROUP3[1:]], me="a"), "RECOVERING"),
+        (polled([("a", "h", 1, "ERROR", ""), *GROUP3[1:]], me="a", quorum=False), "ERROR"),
+    ],
+)
+def test_router_distrusts(answer: PolledTable, why: str) -> None:
+    reason = distrust(answer)
+    assert reason is not None and why in reason
+
+
+def test_router_trusts_a_majority_with_one_member_unreachable() -> None:
+    p = polled([GROUP3[0], GROUP3[1], ("c", "h", 3, "UNREACHABLE", "SECONDARY")], me="a")
+    assert distrust(p) is None
+    assert distrust(polled([("a", "h", 1, "ONLINE", "PRIMARY")], me="a")) is None  # a group of one
 
 
 # --- a naive server, and a driver that plays the I/O side -----------------------------------------
