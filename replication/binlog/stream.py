@@ -7,7 +7,8 @@ itself as a checksum-aware MariaDB replica (`@master_binlog_checksum`, `@mariadb
 is given, and sends COM_BINLOG_DUMP. From then on the server pushes one packet per event
 (0x00 + event; an ERR or EOF packet ends the dump). `next_event()` returns the next event
 decoded (events.decode_event), its CRC32 verified, the format description and the file
-position tracked across ROTATE events.
+position tracked across ROTATE events. Once a replica has announced `@master_binlog_checksum`,
+the server checksums every event it sends, the artificial ROTATE and heartbeats included.
 
 Bounded buffering: the connection pauses reading from the socket once `STREAM_BUFFER_BYTES_MAX`
 bytes of complete packets wait unread, and resumes when the consumer has read them, so a slow
@@ -32,7 +33,6 @@ from ..protocol.errors import BackendError, BackendLost, BackendUnavailable, Mal
 from ..protocol.packets import parse_err
 from .events import (
     EVENT_BYTES_MAX, BinlogDecodeError, BinlogError, Event, FormatDescription, Heartbeat, Rotate, decode_event,
-    decode_header,
 )
 
 STREAM_BUFFER_BYTES_MAX = 4 << 20  # complete packets buffered unread before the socket is paused
@@ -230,7 +230,7 @@ class BinlogStream:
             raise self._break(f"unexpected packet 0x{payload[0]:02x} in the binlog stream")
         raw = memoryview(payload)[1:]
         try:
-            event = decode_event(raw, self._fde, checksum=self._checksum and not self._artificial_without_crc(raw))
+            event = decode_event(raw, self._fde, checksum=self._checksum)
         except BinlogDecodeError as exc:
             raise self._break(f"binlog event at {self.position}: {exc}") from exc
         self.events_read += 1
@@ -242,21 +242,6 @@ class BinlogStream:
         elif event.header.log_pos and not isinstance(event, Heartbeat):
             self.position = BinlogPosition(self.position.file, event.header.log_pos)
         return event
-
-    def _artificial_without_crc(self, raw: memoryview) -> bool:
-        # Before the first FORMAT_DESCRIPTION nothing says whether the server checksums the
-        # artificial ROTATE it sends first: accept it either way (its CRC is checked when present).
-        if self._fde is not None:
-            return False
-        try:
-            header = decode_header(raw)
-        except BinlogDecodeError:
-            return False
-        if header.type_code != 4 or header.log_pos != 0:
-            return False
-        from .events import checksum_ok
-
-        return not checksum_ok(bytes(raw))
 
     def _break(self, message: str, errno: int = 0) -> BinlogStreamBroken:
         self._broken = BinlogStreamBroken(message, errno)
