@@ -190,6 +190,7 @@ class GcsErrorCode(enum.Enum):
     FORCE_FAILED = "force_failed"  # a listed member did not answer in time
     JOIN_FAILED = "join_failed"  # no seed let us in within the join timeout
     JOIN_REFUSED = "join_refused"  # the group is full or the request was invalid
+    GROUP_EXISTS = "group_exists"  # bootstrap refused: a live member of the group answered
     EXPELLED = "expelled"  # the group removed this incarnation
     BEHIND = "behind"  # peers no longer hold the slots this member needs to catch up
     INVALID_REQUEST = "invalid_request"  # an event that makes no sense in this phase
@@ -296,7 +297,20 @@ class GcsControl(Protocol):
     @property
     def me(self) -> MemberId: ...
 
-    def bootstrap(self, members: tuple[MemberId, ...]) -> None: ...
+    def bootstrap(self, members: tuple[MemberId, ...], seeds: tuple[MemberId, ...] = ()) -> None:
+        """Start a new group whose first view is `members` (usually just `(me,)`).
+
+        One group, one lineage: two groups with the same name must never run at once (their
+        views and positions would collide, and members would hop between them). So with
+        `seeds` (only their addresses matter: the configured group seeds and former peers) the
+        binding first asks them whether a group is running; if a live member of a group
+        answers, the bootstrap is refused: GcsEvent(GROUP_EXISTS) reaches the event listeners,
+        this incarnation goes OFFLINE and never installs a view, and the caller should join
+        instead. Only when nobody answers within the probe time does the bootstrap view arrive.
+        Without seeds the caller vouches that no group is running (a whole-group start where
+        every member is listed, or a group restarted after every member stopped).
+        """
+        ...
 
     def join(self, seeds: tuple[MemberId, ...]) -> None: ...
 

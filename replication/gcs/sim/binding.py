@@ -87,8 +87,13 @@ class SimGcs:
 
     # -- control
 
-    def bootstrap(self, members: tuple[MemberId, ...]) -> None:
-        self._world.start(self._node, Bootstrap(members))
+    def bootstrap(self, members: tuple[MemberId, ...], seeds: tuple[MemberId, ...] | None = None) -> None:
+        """GcsControl.bootstrap. `seeds` default to every other simulated node (the group
+        seeds a real member is configured with): a live group among them refuses the
+        bootstrap (GcsEvent GROUP_EXISTS) within the probe time. Pass () to skip the probe."""
+        if seeds is None:
+            seeds = self._world.seeds_for(self._node)
+        self._world.start(self._node, Bootstrap(members, seeds))
 
     def join(self, seeds: tuple[MemberId, ...]) -> None:
         self._world.start(self._node, Join(seeds))

@@ -15,8 +15,23 @@ Decide messages on the wire. Every incarnation is tracked separately.
 - view synchrony: a view id means the same members and start slot everywhere, and between
   two views (and from its last view to where it stopped) an incarnation delivered exactly
   the messages of those slots (no holes: every log is a prefix of one sequence);
+- one group: a group has one lineage of views, from one bootstrap. Two lineages may follow
+  each other (every member stopped, then the group was bootstrapped again), but two with
+  live members at once are two groups under one name: a violation;
 - liveness (end of run): every broadcast of a live incarnation was delivered to it, the
   dead were expelled, and all live members share one view.
+
+Branches: force_members is the DBA's override of a lost majority; decisions only the lost
+majority knew are gone (DESIGN §3). Its configuration has a higher epoch and forks the history
+at its start slot: the dead may have delivered other messages at the same positions. So a
+position is checked per (lineage, epoch of the view it was delivered in), and at the end an
+incarnation owes only the messages that some incarnation of its branch (one that installed a
+view at least as recent in epoch) delivered too; the survivors' branch stays checked in full.
+
+Lineages: an incarnation that bootstraps starts one (named by its Bootstrap members); one that
+is welcomed belongs to its welcomer's. Slots, positions and view ids restart with each
+bootstrap, so everything above is checked per lineage; what an acceptor accepted belongs to
+the lineage of the proposer whose Accept it answered (a joining acceptor has none yet).
 """
 
 from __future__ import annotations
@@ -25,14 +40,16 @@ import bisect
 from dataclasses import dataclass, field
 
 from replication.gcs.interface import Delivery, GcsErrorCode, MemberId, Position, View, ViewId
-from replication.gcs.xcom.core import Ready
-from replication.gcs.xcom.messages import Batch, Decide, Value
+from replication.gcs.xcom.core import Bootstrap, Event, Phase, Ready, Received
+from replication.gcs.xcom.messages import Accept, Batch, Decide, Value, Welcome
 from replication.gcs.xcom.quorum import majority
 from replication.gcs.xcom.types import ballot_epoch
 
 from .world import Observer, SimNode
 
-__all__ = ["Violation", "Checker", "IncarnationRecord"]
+__all__ = ["Violation", "Checker", "IncarnationRecord", "Lineage"]
+
+Lineage = tuple[MemberId, ...] | None  # the Bootstrap members that started it; None: unknown
 
 
 class Violation(Exception):
@@ -55,19 +72,23 @@ class IncarnationRecord:
     delivered: set[tuple[MemberId, int]] = field(default_factory=set)
     broadcasts: dict[int, bytes] = field(default_factory=dict)
     final_next_slot: int | None = None  # set when the incarnation stops
+    lineage: Lineage = None
 
 
 class Checker(Observer):
     def __init__(self) -> None:
         self.records: dict[MemberId, IncarnationRecord] = {}
         self.broadcasts: dict[tuple[MemberId, int], bytes] = {}
-        self.global_order: dict[Position, tuple[MemberId, int]] = {}
-        self.message_position: dict[tuple[MemberId, int], Position] = {}
-        self.decided: dict[tuple[int, int], Value] = {}
-        # slot -> ballot -> (value, acceptors)
-        self.accepted_by: dict[int, dict[int, tuple[Value, set[MemberId]]]] = {}
-        self.safe_slots: set[tuple[int, MemberId, int]] = set()
-        self.views: dict[ViewId, tuple[tuple[MemberId, ...], int]] = {}
+        # (lineage, epoch of the delivering view, position) -> message; and back
+        self.global_order: dict[tuple[Lineage, int, Position], tuple[MemberId, int]] = {}
+        self.message_position: dict[tuple[Lineage, int, MemberId, int], Position] = {}
+        self.decided: dict[tuple[Lineage, int, int], Value] = {}
+        # (lineage, slot) -> ballot -> (value, acceptors)
+        self.accepted_by: dict[tuple[Lineage, int], dict[int, tuple[Value, set[MemberId]]]] = {}
+        self.safe_slots: set[tuple[Lineage, int, MemberId, int]] = set()
+        self.views: dict[tuple[Lineage, ViewId], tuple[tuple[MemberId, ...], int]] = {}
+        self.bootstrapping: dict[MemberId, tuple[MemberId, ...]] = {}  # asked, no view yet
+        self.in_group: dict[Lineage, set[MemberId]] = {}  # live incarnations in phase MEMBER
         self.deliveries = 0
 
     def _record(self, member: MemberId) -> IncarnationRecord:
@@ -87,20 +108,63 @@ class Checker(Observer):
 
     def on_stop(self, node: SimNode) -> None:
         if node.core is not None and node.member is not None:
-            self._record(node.member).final_next_slot = node.core.next_slot
+            rec = self._record(node.member)
+            rec.final_next_slot = node.core.next_slot
+            self.in_group.get(rec.lineage, set()).discard(node.member)
 
-    def on_ready(self, node: SimNode, ready: Ready) -> None:
+    def _lineage_step(self, rec: IncarnationRecord, ready: Ready, event: Event | None) -> None:
+        """Learn `rec`'s lineage from the event that started it, and watch for two groups."""
+        member = rec.member
+        match event:
+            case Bootstrap(members=members):
+                self.bootstrapping[member] = members
+            case Received(sender=sender, msg=Welcome()) if rec.lineage is None and ready.phase is Phase.CATCHING_UP:
+                rec.lineage = self._record(sender).lineage
+            case _:
+                pass
+        if rec.lineage is None and ready.views and member in self.bootstrapping:
+            rec.lineage = self.bootstrapping.pop(member)
+        if rec.lineage is None:
+            return
+        live = self.in_group.setdefault(rec.lineage, set())
+        if ready.phase is not Phase.MEMBER:
+            live.discard(member)
+            return
+        if member in live:
+            return
+        live.add(member)
+        for other, members in self.in_group.items():
+            if other != rec.lineage and members:
+                raise Violation(
+                    "one-group",
+                    f"two groups live at once: {member} in the group bootstrapped by {_lineage(rec.lineage)}, "
+                    f"{sorted(str(m) for m in members)} in the one bootstrapped by {_lineage(other)}",
+                )
+
+    def on_ready(self, node: SimNode, ready: Ready, event: Event | None = None) -> None:
         member = node.member
         assert member is not None
         for err in ready.errors:
             if err.code is GcsErrorCode.INTERNAL:
                 raise Violation("invariant", f"{member}: {err.detail}")
+        rec = self._record(member)
+        if event is not None or rec.lineage is not None:
+            self._lineage_step(rec, ready, event)
+        lineage = rec.lineage
         if ready.accepted:
             accepted_by = self.accepted_by
+            # An Accept answered belongs to its proposer's lineage; our own proposals to ours.
+            theirs: Accept | None = None
+            their_lineage: Lineage = None
+            if type(event) is Received and type(event.msg) is Accept:
+                theirs = event.msg
+                their_lineage = self._record(event.sender).lineage
             for av in ready.accepted:
-                ballots = accepted_by.get(av.slot)
+                key = (their_lineage if theirs is not None and av.slot == theirs.slot and av.value is theirs.value
+                       else lineage, av.slot)
+                ballots = accepted_by.get(key)
                 if ballots is None:
-                    ballots = accepted_by[av.slot] = {}
+                    ballots = accepted_by[key] = {}
                 entry = ballots.get(av.ballot)
                 if entry is None:
                     ballots[av.ballot] = (av.value, {member})
@@ -110,7 +174,7 @@ class Checker(Observer):
                     entry[1].add(member)
         for _to, msg in ready.sends:
             if type(msg) is Decide:
-                key = (ballot_epoch(msg.ballot), msg.slot)
+                key = (lineage, ballot_epoch(msg.ballot), msg.slot)
                 known = self.decided.get(key)
                 if known is None:
                     self.decided[key] = msg.value
@@ -135,10 +199,11 @@ class Checker(Observer):
             vi += 1
 
     def _on_view(self, rec: IncarnationRecord, view: View) -> None:
-        known = self.views.get(view.view_id)
+        key = (rec.lineage, view.view_id)
+        known = self.views.get(key)
         shape = (view.members, view.start_slot)
         if known is None:
-            self.views[view.view_id] = shape
+            self.views[key] = shape
         elif known != shape:
             raise Violation("view-synchrony", f"view {view.view_id} differs: {known} vs {shape} at {rec.member}")
         if rec.views and view.start_slot <= rec.views[-1].start_slot:
@@ -164,27 +229,28 @@ class Checker(Observer):
         if not rec.views or d.view_id != rec.views[-1].view_id:
             raise Violation("view-synchrony", f"{rec.member} delivered {pos} outside its current view")
         rec.positions.append(pos)
-        at = self.global_order.get(pos)
+        epoch = d.view_id.epoch
+        at = self.global_order.get((rec.lineage, epoch, pos))
         if at is None:
-            self.global_order[pos] = msg_id
+            self.global_order[(rec.lineage, epoch, pos)] = msg_id
         elif at != msg_id:
             raise Violation("agreement", f"position {pos}: {_id(at)} and {_id(msg_id)} ({rec.member})")
-        where = self.message_position.get(msg_id)
+        where = self.message_position.get((rec.lineage, epoch, *msg_id))
         if where is None:
-            self.message_position[msg_id] = pos
+            self.message_position[(rec.lineage, epoch, *msg_id)] = pos
         elif where != pos:
             raise Violation("agreement", f"{_id(msg_id)} delivered at {where} and at {pos}")
         self._check_safe(rec, d)
 
     def _check_safe(self, rec: IncarnationRecord, d: Delivery) -> None:
         slot = d.position.slot
-        key = (slot, d.origin, d.origin_seq)
+        key = (rec.lineage, slot, d.origin, d.origin_seq)
         if key in self.safe_slots:
             return
         view = rec.views[-1]
         quorum = majority(len(view.members))
         members = view.members
-        for value, acceptors in self.accepted_by.get(slot, {}).values():
+        for value, acceptors in self.accepted_by.get((rec.lineage, slot), {}).values():
             if _contains(value, d.origin, d.origin_seq) and sum(1 for m in members if m in acceptors) >= quorum:
                 self.safe_slots.add(key)
                 return
@@ -200,15 +266,35 @@ class Checker(Observer):
         for node in live:
             if node.core is not None and node.member is not None:
                 self._record(node.member).final_next_slot = node.core.next_slot
-        ordered = sorted(self.global_order)
+        # (lineage, epoch, position) -> the highest final epoch among those who delivered it
+        reach: dict[tuple[Lineage, int, Position], int] = {}
+        for rec in self.records.values():
+            if not rec.views:
+                continue
+            final_epoch = rec.views[-1].view_id.epoch
+            for pos in rec.positions:
+                key = (rec.lineage, _epoch_at(rec.views, pos.slot), pos)
+                if reach.get(key, -1) < final_epoch:
+                    reach[key] = final_epoch
+        by_lineage: dict[Lineage, list[tuple[Position, int, int]]] = {}
+        for (lineage, epoch, pos), final_epoch in reach.items():
+            by_lineage.setdefault(lineage, []).append((pos, epoch, final_epoch))
+        for entries in by_lineage.values():
+            entries.sort()
         for rec in self.records.values():
             if not rec.views or rec.final_next_slot is None:
                 continue
+            entries = by_lineage.get(rec.lineage, [])
             first = rec.views[0].start_slot
             end = rec.final_next_slot
-            lo = bisect.bisect_left(ordered, Position(first, -1))  # type: ignore[arg-type]
-            hi = bisect.bisect_left(ordered, Position(end, -1))  # type: ignore[arg-type]
-            expected = ordered[lo:hi]
+            final_epoch = rec.views[-1].view_id.epoch
+            lo = bisect.bisect_left(entries, (Position(first, -1),))  # type: ignore[arg-type]
+            hi = bisect.bisect_left(entries, (Position(end, -1),))  # type: ignore[arg-type]
+            expected = [
+                pos
+                for pos, epoch, reached in entries[lo:hi]
+                if reached >= final_epoch and epoch == _epoch_at(rec.views, pos.slot)
+            ]
             if rec.positions != expected:
                 missing = [p for p in expected if p not in set(rec.positions)]
                 raise Violation(
@@ -264,6 +350,20 @@ def _contains(value: Value, origin: MemberId, seq: int) -> bool:
         if run.origin == origin and run.first_seq <= seq < run.first_seq + len(run.payloads):
             return True
     return False
+
+
+def _epoch_at(views: list[View], slot: int) -> int:
+    """The epoch of the view (of an incarnation's list, in slot order) in effect at `slot`."""
+    epoch = views[0].view_id.epoch
+    for view in views:
+        if view.start_slot > slot:
+            break
+        epoch = view.view_id.epoch
+    return epoch
+
+
+def _lineage(lineage: Lineage) -> str:
+    return "?" if lineage is None else "[" + " ".join(str(m) for m in lineage) + "]"
 
 
 def _id(msg_id: tuple[MemberId, int]) -> str:

@@ -15,6 +15,22 @@ that the others must take its slots over without knowing what it decided (the sc
 Bug #28966455). Members that find themselves out of the group rejoin as a new incarnation,
 as GR's auto-rejoin does.
 
+Scenarios beyond single faults, each drawn by some seeds (and each a fault name, so that
+`--faults` can isolate it):
+
+- `oneway`: one-way links (A's messages do not reach B, B's still reach A), for a while;
+- `stale`: the crash scheduler's caution is off for the seed: a member may crash while an
+  expel is pending or while someone suspects a member of the configuration, so an expel
+  decided on stale information can leave a configuration without a live majority. No
+  binding can reconfigure such a configuration by itself (deciding needs a majority): the
+  run plays the DBA, who runs force_members on the most advanced survivor (see `_dba`);
+- `majority-loss`: a majority of the view crashes at once; the DBA forces the survivors'
+  configuration, which must make progress; the dead rejoin later as new incarnations;
+- `restart-all`: every member crashes; one new incarnation bootstraps the group again (after
+  probing the others: nobody answers), the others join it -- a new lineage of views;
+- `rebootstrap`: a restarted member is told to bootstrap while the group runs: it must be
+  refused (GROUP_EXISTS, the checkers fail on two live groups) and then join as usual.
+
 Liveness phase: the network heals (little loss, no partitions), some crashed members restart
 and the others stay dead, every live member broadcasts again; within `LIVENESS_MS_MAX` the
 group must converge: the dead expelled, all live members in one view, every broadcast of a
@@ -28,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from replication.gcs.interface import MemberId
-from replication.gcs.xcom.core import CoreConfig, Phase, Ready
+from replication.gcs.xcom.core import CoreConfig, Event, ForceMembers, Phase, Ready
 from replication.gcs.xcom.messages import (
     Accept,
     Decide,
@@ -45,7 +61,21 @@ from .world import NetConfig, SimNode, World
 
 __all__ = ["FAULTS", "SimOptions", "SeedResult", "run_seed", "replay_command", "SAFETY_MS", "LIVENESS_MS_MAX"]
 
-FAULTS = ("loss", "dup", "reorder", "partition", "isolate", "crash", "leave", "clock")
+FAULTS = (
+    "loss",
+    "dup",
+    "reorder",
+    "partition",
+    "oneway",
+    "isolate",
+    "crash",
+    "stale",
+    "leave",
+    "clock",
+    "majority-loss",
+    "restart-all",
+    "rebootstrap",
+)
 SAFETY_MS = 12_000
 LIVENESS_MS_MAX = 40_000
 
@@ -98,10 +128,20 @@ class _Run(Checker):
         self.world: World | None = None
         self.isolate_chance = 0.0  # nemesis: isolate a member right after it decides
         self.partition_id = 0
+        self.cautious = True  # crash only when no expel can leave a configuration without a live majority
+        self.quiet_until_ms = 0  # no new partition or one-way cut before this (a probe runs)
+        self.dba_active = False  # the DBA watches for a group without a live majority
+        self.forces = 0
 
-    def on_ready(self, node: SimNode, ready: Ready) -> None:
-        super().on_ready(node, ready)
-        if self.isolate_chance and ready.sends and self.world is not None and self.world.groups is None:
+    def on_ready(self, node: SimNode, ready: Ready, event: Event | None = None) -> None:
+        super().on_ready(node, ready, event)
+        if (
+            self.isolate_chance
+            and ready.sends
+            and self.world is not None
+            and self.world.groups is None
+            and self.world.now_ms >= self.quiet_until_ms
+        ):
             if any(type(msg) is Decide for _to, msg in ready.sends) and self.rng.random() < self.isolate_chance:
                 self._isolate(node)
         if self.trace is not None:
@@ -178,15 +218,18 @@ def _pending_reconfigs(world: World) -> list[Reconfig]:
     return [v for v in values if isinstance(v, Reconfig)]
 
 
-def _removal_allowed(world: World, node: SimNode) -> bool:
+def _removal_allowed(world: World, node: SimNode, cautious: bool = True) -> bool:
     """Would every configuration, known or pending, keep a live majority without `node`?
 
-    An expel or leave pending anywhere may shrink a configuration nobody knows yet, so no
-    removal then. A pending join may add a member (possibly `node`, or one already dead):
-    configurations are checked with every pending joiner added.
+    A pending join may add a member (possibly `node`, or one already dead): configurations
+    are checked with every pending joiner added. `cautious` also keeps what the group may
+    still do on stale information from leaving it without a live majority: an expel or leave
+    pending anywhere may shrink a configuration nobody knows yet, so no removal then; and
+    members someone suspects may be expelled, so the rest must hold a live majority without
+    them. Not cautious (the `stale` fault), only the configurations known now count.
     """
     pending = _pending_reconfigs(world)
-    if any(rc.op is not ReconfigOp.JOIN for rc in pending):
+    if cautious and any(rc.op is not ReconfigOp.JOIN for rc in pending):
         return False
     joiners = {m for rc in pending for m in rc.members}
     joiners.update(sender for sender, msg in world.in_flight() if type(msg) is JoinRequest)
@@ -210,6 +253,8 @@ def _removal_allowed(world: World, node: SimNode) -> bool:
             alive = [m for m in members if (m.address, m.incarnation) in running]
             if len(alive) < majority(len(members)):
                 return False
+            if not cautious:
+                continue
             # If the group expels its at-risk members (it may: they look dead), the rest
             # must still hold a live majority of what remains.
             safe = [m for m in alive if (m.address, m.incarnation) not in at_risk]
@@ -310,11 +355,19 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
             for _ in range(rng.randint(5, 20)):
                 world.at(t, broadcast, node)
 
-    kinds = [k for k in ("partition", "crash", "leave", "clock") if k in faults]
-    if not kinds:
+    run.cautious = not ("stale" in faults and rng.random() < 0.3)
+    run.dba_active = not run.cautious
+    kinds = [k for k in ("partition", "oneway", "crash", "leave", "clock", "rebootstrap") if k in faults]
+    once = [k for k in ("majority-loss", "restart-all") if k in faults and rng.random() < 0.1]
+    if not kinds and not once:
         return
 
+    def quiet() -> bool:
+        return world.now_ms < run.quiet_until_ms
+
     def split() -> None:
+        if quiet():
+            return
         groups = [rng.randint(0, 1) for _ in range(members)]
         run.partition_id += 1
         world.groups = groups
@@ -322,12 +375,21 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
             world.trace(f"{world.now_ms:>7} partition {groups}")
         world.at(world.now_ms + rng.randint(300, 5_000), run.heal, run.partition_id)
 
+    def oneway() -> None:
+        if quiet():
+            return
+        src, dst = rng.sample(range(members), 2)
+        world.blocked.add((src, dst))
+        if world.trace:
+            world.trace(f"{world.now_ms:>7} one-way cut: n{src + 1} -/-> n{dst + 1}")
+        world.at(world.now_ms + rng.randint(500, 6_000), world.blocked.discard, (src, dst))
+
     def crash() -> None:
         live = world.live_nodes()
         if not live:
             return
         node = rng.choice(live)
-        if not _removal_allowed(world, node):
+        if not _removal_allowed(world, node, run.cautious):
             return
         world.crash(node)
         if rng.random() < 0.7:
@@ -339,7 +401,7 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
         if not live:
             return
         node = rng.choice(live)
-        if _removal_allowed(world, node):
+        if _removal_allowed(world, node, run.cautious):
             if world.trace:
                 world.trace(f"{world.now_ms:>7} leave {node.member}")
             world.leave(node)
@@ -351,10 +413,146 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
         if world.trace:
             world.trace(f"{world.now_ms:>7} clock of {node.uuid} jumps {jump:+} ms")
 
-    actions = {"partition": split, "crash": crash, "leave": leave, "clock": clock}
-    for _ in range(rng.randint(2, 8)):
-        kind = rng.choice(kinds)
-        world.at(rng.randint(200, SAFETY_MS - 1_000), actions[kind])
+    def rebootstrap() -> None:
+        _rebootstrap(world, rng, run)
+
+    def majority_loss() -> None:
+        _majority_loss(world, rng, run)
+
+    def restart_all() -> None:
+        _restart_all(world, rng, run)
+
+    actions = {
+        "partition": split,
+        "oneway": oneway,
+        "crash": crash,
+        "leave": leave,
+        "clock": clock,
+        "rebootstrap": rebootstrap,
+        "majority-loss": majority_loss,
+        "restart-all": restart_all,
+    }
+    if kinds:
+        for _ in range(rng.randint(2, 8)):
+            kind = rng.choice(kinds)
+            world.at(rng.randint(200, SAFETY_MS - 1_000), actions[kind])
+    for kind in once:
+        world.at(rng.randint(1_000, SAFETY_MS - 4_000), actions[kind])
+    if run.dba_active:
+        world.at(1_000, _dba, world, run)
+
+
+def _two_way(world: World, a: SimNode, b: SimNode) -> bool:
+    return world.connected(a, b) and world.connected(b, a)
+
+
+def _rebootstrap(world: World, rng: random.Random, run: _Run) -> None:
+    """A restarted member is told to bootstrap while the group runs: the probe must find the
+    group. Only while it can (no cut between it and a live member for the whole probe), since
+    a bootstrap that cannot reach the group does start a second one (the checkers fail)."""
+    candidates = [n for n in world.nodes if not n.alive or _removal_allowed(world, n, run.cautious)]
+    if not candidates:
+        return
+    node = rng.choice(candidates)
+    group = [
+        n
+        for n in world.live_nodes()
+        if n is not node and n.core is not None and n.core.phase is Phase.MEMBER and _two_way(world, n, node)
+    ]
+    if not group or world.groups is not None or world.blocked:
+        return
+    if node.alive:
+        world.crash(node)
+    cfg = world.core_config
+    run.quiet_until_ms = world.now_ms + cfg.bootstrap_probe_ms + 2 * cfg.join_retry_interval_ms
+    if world.trace:
+        world.trace(f"{world.now_ms:>7} restart {node.uuid} as incarnation {node.incarnation + 1}, told to bootstrap")
+    world.bootstrap_alone(node)
+
+
+def _majority_loss(world: World, rng: random.Random, run: _Run) -> None:
+    """A majority of a live member's configuration crashes at once; the DBA will force."""
+    members = [n for n in world.live_nodes() if n.core is not None and n.core.phase is Phase.MEMBER]
+    if not members:
+        return
+    view = rng.choice(members).core.current_view()  # type: ignore[union-attr]
+    if view is None:
+        return
+    in_view = [n for n in world.live_nodes() if n.member in view.members]
+    keep = rng.randint(1, max(1, majority(len(view.members)) - 1))
+    survivors = rng.sample(in_view, min(keep, len(in_view)))
+    if world.trace:
+        world.trace(f"{world.now_ms:>7} majority loss in view {view.view_id}: only {[str(n.member) for n in survivors]} live")
+    for node in in_view:
+        if node not in survivors:
+            world.crash(node)
+            node.restart_pending = True
+            world.at(world.now_ms + rng.randint(2_000, 10_000), _restart, world, node)
+    if not run.dba_active:
+        run.dba_active = True
+        world.at(world.now_ms + 1_000, _dba, world, run)
+
+
+def _restart_all(world: World, rng: random.Random, run: _Run) -> None:
+    """Every member crashes; one bootstraps the group again, the others join it."""
+    if world.trace:
+        world.trace(f"{world.now_ms:>7} whole-group restart")
+    for node in world.live_nodes():
+        world.crash(node)
+    first = rng.choice(world.nodes)
+    t = world.now_ms + rng.randint(200, 2_000)
+    for node in world.nodes:
+        node.restart_pending = True
+        if node is first:
+            world.at(t, _bootstrap_again, world, rng, node)
+        else:
+            world.at(t + rng.randint(0, 4_000), _restart, world, node)
+
+
+def _bootstrap_again(world: World, rng: random.Random, node: SimNode) -> None:
+    """The operator bootstraps the group again with `node`, and watches: if the group is gone
+    again before anyone could join it (the bootstrapper crashed while probing or alone), a
+    member that is still trying to join is told to bootstrap (as a DBA would)."""
+    if any(n.core is not None and n.core.phase in (Phase.MEMBER, Phase.PROBING) for n in world.live_nodes()):
+        if all(n.core is None or n.core.phase is not Phase.MEMBER or n.member is None for n in world.live_nodes()):
+            world.at(world.now_ms + 2_000, _bootstrap_again, world, rng, node)  # probing: look again
+        return
+    if world.trace:
+        world.trace(f"{world.now_ms:>7} restart {node.uuid} as incarnation {node.incarnation + 1}, bootstraps the group")
+    world.bootstrap_alone(node)
+    world.at(world.now_ms + 2_000, _bootstrap_again, world, rng, rng.choice(world.nodes))
+
+
+def _dba(world: World, run: _Run) -> None:
+    """What a DBA does about a group that lost its live majority: force_members on the most
+    advanced survivor, listing the survivors of its configuration (DESIGN §3, "Gone missing").
+
+    Only when no live member is in a configuration with a live majority: a member that merely
+    lags in an old view must learn the group's news, not be forced into a group of its own.
+    The run checks every second (force is refused until the survivor suspects the dead).
+    """
+    world.at(world.now_ms + 1_000, _dba, world, run)
+    running = _running(world, None)
+    members = [n for n in world.live_nodes() if n.core is not None and n.core.phase is Phase.MEMBER]
+    if not members:
+        return
+    for node in members:
+        view = node.core.known_views()[0]  # type: ignore[union-attr]
+        alive = [m for m in view.members if (m.address, m.incarnation) in running]
+        if len(alive) >= majority(len(view.members)):
+            return  # a live majority somewhere: the group can help itself
+    forcer = max(members, key=lambda n: (n.core.known_views()[-1].view_id, n.core.next_slot))  # type: ignore[union-attr]
+    core = forcer.core
+    assert core is not None
+    view = core.known_views()[0]
+    listed = tuple(m for m in view.members if (m.address, m.incarnation) in running)
+    if forcer.member not in listed:
+        return
+    ready = world.step(forcer, ForceMembers(listed))
+    run.forces += 1
+    if world.trace:
+        outcome = "; ".join(e.detail for e in ready.errors) or "started"
+        world.trace(f"{world.now_ms:>7} DBA: force_members {[str(m) for m in listed]} on {forcer.member}: {outcome}")
 
 
 def _liveness(world: World, rng: random.Random, run: _Run) -> None:
@@ -362,6 +560,7 @@ def _liveness(world: World, rng: random.Random, run: _Run) -> None:
     world.groups = None
     run.isolate_chance = 0.0
     run.partition_id += 1  # pending heals are moot
+    world.blocked.clear()
     world.net.loss = min(world.net.loss, 0.01)
     world.net.slow = 0.0
     if world.trace:

@@ -174,7 +174,7 @@ class _Script:
         ready = node.core.step(event)
         if isinstance(event, Broadcast) and ready.broadcast_seqs:
             self.checker.on_broadcast(node.member, ready.broadcast_seqs[0], event.payload)
-        self.checker.on_ready(node, ready)  # type: ignore[arg-type]
+        self.checker.on_ready(node, ready, event)  # type: ignore[arg-type]
         name = node.name
         vi = 0
         for d in ready.deliveries:

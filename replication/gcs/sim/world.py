@@ -5,7 +5,8 @@ partitions, crashes, restarts, clock jumps and the workload. Nothing here reads 
 clock, and nothing iterates a hash-ordered set, so a seed replays exactly, in any process.
 
 The network is a message-passing model, not TCP: it may drop, duplicate, delay and reorder
-any message; a partition drops what crosses it at send and at delivery time. Messages are
+any message; a partition drops what crosses it at send and at delivery time, and so does a
+one-way cut (`World.blocked`: A's messages do not reach B, B's still reach A). Messages are
 routed by address, as the real transport does: a message for an old incarnation reaches
 whatever incarnation now listens there.
 """
@@ -54,8 +55,8 @@ class NetConfig:
 class Observer:
     """Callbacks the world makes; the checkers implement them. Default: ignore."""
 
-    def on_ready(self, node: SimNode, ready: Ready) -> None:
-        pass
+    def on_ready(self, node: SimNode, ready: Ready, event: Event | None = None) -> None:
+        """`node` stepped `event` (None when unknown) and returned `ready`."""
 
     def on_broadcast(self, member: MemberId, seq: int, payload: bytes) -> None:
         pass
@@ -113,6 +114,9 @@ class World:
         self.nodes = [SimNode(i) for i in range(members)]
         self._by_address = {n.address: n for n in self.nodes}
         self.groups: list[int] | None = None  # partition: group id per node index
+        # One-way cuts: (from index, to index) pairs whose messages are lost. Bounded by the
+        # number of ordered pairs of nodes.
+        self.blocked: set[tuple[int, int]] = set()
         self._codec_count = 0
         self.messages_delivered = 0
         # Per-node listeners of every Ready (the GCS binding's dispatch), by node index.
@@ -167,9 +171,20 @@ class World:
         self.step(node, first)
 
     def bootstrap(self, members: tuple[SimNode, ...]) -> None:
+        """`members` start a group together (no probe: nobody else runs one)."""
         ids = tuple(MemberId(n.uuid, n.address, n.incarnation + 1) for n in members)
         for n in members:
             self.start(n, Bootstrap(ids))
+
+    def bootstrap_alone(self, node: SimNode, probe: bool = True) -> None:
+        """A new incarnation of `node` bootstraps a group of itself. With `probe` it asks the
+        other nodes first and is refused (GROUP_EXISTS, then OFFLINE) if a group answers."""
+        me = MemberId(node.uuid, node.address, node.incarnation + 1)
+        self.start(node, Bootstrap((me,), self.seeds_for(node) if probe else ()))
+
+    def seeds_for(self, node: SimNode) -> tuple[MemberId, ...]:
+        """The other nodes' addresses (the configured group seeds; uuid/incarnation unknown)."""
+        return tuple(MemberId(n.uuid, n.address, 0) for n in self.nodes if n is not node)
 
     def join(self, node: SimNode) -> None:
         seeds = tuple(n.member for n in self.nodes if n is not node and n.member is not None)
@@ -202,7 +217,7 @@ class World:
         ready = core.step(event)
         if ready.broadcast_seqs and isinstance(event, Broadcast):
             self.observer.on_broadcast(core.me, ready.broadcast_seqs[0], event.payload)
-        self.observer.on_ready(node, ready)
+        self.observer.on_ready(node, ready, event)
         listener = self.listeners.get(node.index)
         if listener is not None:
             listener(ready)
@@ -222,13 +237,17 @@ class World:
     # ------------------------------------------------------------------ network
 
     def connected(self, a: SimNode, b: SimNode) -> bool:
+        """Can `a`'s messages reach `b` now?"""
         groups = self.groups
-        return groups is None or groups[a.index] == groups[b.index]
+        if groups is not None and groups[a.index] != groups[b.index]:
+            return False
+        return not self.blocked or (a.index, b.index) not in self.blocked
 
     def _send(self, src: SimNode, sends: list[tuple[MemberId, Message]]) -> None:
         net = self.net
         rng = self.rng
         groups = self.groups
+        blocked = self.blocked
         now = self.now_ms
         sender = src.member
         for to, msg in sends:
@@ -236,6 +255,8 @@ class World:
             if dst is None:
                 continue
             if groups is not None and groups[src.index] != groups[dst.index]:
+                continue
+            if blocked and (src.index, dst.index) in blocked:
                 continue
             if net.loss and rng.random() < net.loss:
                 continue
@@ -258,6 +279,8 @@ class World:
             return
         groups = self.groups
         if groups is not None and groups[src.index] != groups[dst.index]:
+            return
+        if self.blocked and (src.index, dst.index) in self.blocked:
             return
         self.messages_delivered += 1
         self.step(dst, Received(sender, msg))

@@ -267,8 +267,10 @@ class XcomGroup:
     def me(self) -> MemberId:
         return self._me
 
-    def bootstrap(self, members: tuple[MemberId, ...]) -> None:
-        self._step_input(Bootstrap(members))
+    def bootstrap(self, members: tuple[MemberId, ...], seeds: tuple[MemberId, ...] = ()) -> None:
+        """See GcsControl.bootstrap: with ``seeds`` a live group that answers refuses it."""
+        self._placeholders.update(seeds)
+        self._step_input(Bootstrap(members, seeds))
 
     def join(self, seeds: tuple[MemberId, ...]) -> None:
         """Ask ``seeds`` (only their addresses matter) to add this incarnation."""

@@ -15,8 +15,13 @@ Events (frozen, slotted dataclasses; ``Event`` is their union):
 - ``Received(sender: MemberId, msg: Message)`` -- a message from a peer. The transport must
   authenticate ``sender`` (handshake) and decode with ``messages.decode_message``.
 - ``Broadcast(payload: bytes)`` -- queue an application message for total-order delivery.
-- ``Bootstrap(members: tuple[MemberId, ...])`` -- start a new group whose first view is
-  ``members`` (every listed member must be given the same tuple; usually just ``(me,)``).
+- ``Bootstrap(members: tuple[MemberId, ...], seeds: tuple[MemberId, ...] = ())`` -- start a
+  new group whose first view is ``members`` (every listed member must be given the same tuple;
+  usually just ``(me,)``). With ``seeds`` (only their addresses matter) the member first
+  *probes* them for ``bootstrap_probe_ms``: if a live member of a group answers, the bootstrap
+  is refused (``GROUP_EXISTS`` in ``Ready.errors``, phase OFFLINE: join instead) -- two groups
+  with the same name must never run at once. Without seeds it starts at once (the caller
+  vouches that no group is running, e.g. every member bootstrapping together).
 - ``Join(seeds: tuple[MemberId, ...])`` -- ask seeds to add this incarnation. Only the seeds'
   ``address`` matters: their uuid/incarnation may be placeholders.
 - ``Leave()`` -- leave the group (the final view, without this member, is reported).
@@ -217,6 +222,7 @@ class Broadcast:
 @dataclass(frozen=True, slots=True)
 class Bootstrap:
     members: tuple[MemberId, ...]
+    seeds: tuple[MemberId, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +247,7 @@ class Phase(enum.Enum):
     """Lifecycle of one incarnation. Allowed moves are in _TRANSITIONS (STYLE 4)."""
 
     IDLE = "idle"  # built, neither bootstrapped nor joining
+    PROBING = "probing"  # asked to bootstrap: making sure no group answers through the seeds
     JOINING = "joining"  # asking seeds; no state yet
     CATCHING_UP = "catching_up"  # welcomed: learning silently until its first view
     MEMBER = "member"  # in the view: delivers, proposes, detects failures
@@ -249,7 +256,8 @@ class Phase(enum.Enum):
 
 
 _TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.IDLE: frozenset({Phase.MEMBER, Phase.JOINING, Phase.ERROR}),
+    Phase.IDLE: frozenset({Phase.MEMBER, Phase.PROBING, Phase.JOINING, Phase.ERROR}),
+    Phase.PROBING: frozenset({Phase.MEMBER, Phase.OFFLINE, Phase.ERROR}),
     Phase.JOINING: frozenset({Phase.CATCHING_UP, Phase.OFFLINE, Phase.ERROR}),
     Phase.CATCHING_UP: frozenset({Phase.MEMBER, Phase.OFFLINE, Phase.ERROR}),
     Phase.MEMBER: frozenset({Phase.OFFLINE, Phase.ERROR}),
@@ -304,6 +312,9 @@ class CoreConfig:
     forward_queue_max: int = 1_024
     join_retry_interval_ms: int = 1_000
     join_timeout_ms: int = 60_000
+    # A bootstrap with seeds probes them this long (every join_retry_interval_ms) before it
+    # starts a group; an answer from a live member refuses it (GROUP_EXISTS).
+    bootstrap_probe_ms: int = 3_000
     force_timeout_ms: int = 10_000
     # A tick later than this after the previous one is a pause of ours, not peers' silence.
     clock_jump_ms: int = 3_000
@@ -332,6 +343,7 @@ class CoreConfig:
             "forward_queue_max",
             "join_retry_interval_ms",
             "join_timeout_ms",
+            "bootstrap_probe_ms",
             "force_timeout_ms",
             "clock_jump_ms",
         )
@@ -497,6 +509,7 @@ class Core:
 
         # Join / force.
         self._seeds: tuple[MemberId, ...] = ()
+        self._bootstrap_members: tuple[MemberId, ...] = ()
         self._join_retry_ms = _NEVER
         self._join_deadline_ms = _NEVER
         self._force: _ForceOp | None = None
@@ -595,8 +608,8 @@ class Core:
                         return ready
                 case Broadcast(payload=payload):
                     self._on_broadcast(payload)
-                case Bootstrap(members=members):
-                    self._on_bootstrap(members)
+                case Bootstrap(members=members, seeds=seeds):
+                    self._on_bootstrap(members, seeds)
                 case Join(seeds=seeds):
                     self._on_join(seeds)
                 case Leave():
@@ -626,7 +639,7 @@ class Core:
                 return MemberState.RECOVERING
             case Phase.ERROR:
                 return MemberState.ERROR
-            case Phase.IDLE | Phase.OFFLINE:
+            case Phase.IDLE | Phase.PROBING | Phase.OFFLINE:
                 return MemberState.OFFLINE
             case _:
                 assert_never(self._phase)
@@ -703,13 +716,34 @@ class Core:
 
     # ------------------------------------------------------------------ control events
 
-    def _on_bootstrap(self, members: tuple[MemberId, ...]) -> None:
+    def _on_bootstrap(self, members: tuple[MemberId, ...], seeds: tuple[MemberId, ...]) -> None:
         if self._phase is not Phase.IDLE:
             self._event(GcsErrorCode.INVALID_REQUEST, f"bootstrap in phase {self._phase.value}")
             return
         if self.me not in members or len(set(members)) != len(members) or len(members) > MEMBERS_MAX:
             self._event(GcsErrorCode.INVALID_REQUEST, "bootstrap members must be distinct, at most 9, include me")
             return
+        addresses = {m.address for m in members}
+        self._seeds = tuple(s for s in seeds if s.address not in addresses)
+        self._bootstrap_members = members
+        if self._seeds:
+            # A group may be running already (this member restarted and was told to bootstrap,
+            # or two members were): ask the seeds first. A Heartbeat from a non-member at view
+            # 0:0 makes every live member of a group answer NotMember (see _on_heartbeat).
+            self._transition(Phase.PROBING)
+            self._join_deadline_ms = self._now_ms + self.cfg.bootstrap_probe_ms
+            self._send_probes()
+            return
+        self._start_group()
+
+    def _send_probes(self) -> None:
+        self._send_all(Heartbeat(ViewId(0, 0), Slot(0)), self._seeds)
+        self._join_retry_ms = self._now_ms + self.cfg.join_retry_interval_ms
+        self._arm(min(self._join_retry_ms, self._join_deadline_ms))
+
+    def _start_group(self) -> None:
+        members = self._bootstrap_members
+        self._join_retry_ms = self._join_deadline_ms = _NEVER
         config = Config.make(ViewId(0, 1), Slot(1), tuple(members), self.cfg.paxos_single_leader)
         self._configs = [config]
         self._next_slot = Slot(1)
@@ -741,7 +775,7 @@ class Core:
         if self._phase is Phase.IDLE:
             self._event(GcsErrorCode.INVALID_REQUEST, "leave before bootstrap or join")
             return
-        if self._phase is Phase.JOINING or self._phase is Phase.CATCHING_UP:
+        if self._phase in (Phase.PROBING, Phase.JOINING, Phase.CATCHING_UP):
             # Not in a view yet: nothing to agree on. If our join was decided, the group
             # expels this incarnation when it stays silent.
             self._go_offline(None, "left before joining")
@@ -825,7 +859,11 @@ class Core:
         # Slots below some member's next slot are executed there, hence decided and fetchable;
         # above, a slot is known decided if some listed member says so; the rest are gaps.
         executed_high = max(st.next_slot for st in states)
-        start = executed_high
+        # At least one slot above every listed member's next slot: the configuration in effect
+        # there may have started at that very slot (its view installed, nothing executed), and
+        # a forced one starting there too would replace it without a switch -- its view never
+        # installed (sim seed 458). The extra slot is a gap unless someone knows it decided.
+        start = executed_high + 1
         known: set[int] = set()
         for st in states:
             known.update(st.known)
@@ -849,6 +887,8 @@ class Core:
         self._send_all(op.install, op.members)
         self._apply_force(op.install, self.me)
         op.acks.add(self.me)
+        if len(op.acks) >= len(op.members):
+            self._force = None  # forced alone: nobody else to confirm it
 
     # ------------------------------------------------------------------ time
 
@@ -869,6 +909,9 @@ class Core:
                     self._last_heard[m] += gap
                 for m in self._suspected:
                     self._suspected[m] += gap
+                if self._phase is Phase.PROBING:
+                    # Nobody could answer a probe we were not sending: probe on.
+                    self._join_deadline_ms += gap
             self._now_ms = now_ms
         if self._now_ms < self._wakeup_ms:
             return False
@@ -880,6 +923,14 @@ class Core:
         cfg = self.cfg
         self._wakeup_ms = _NEVER
         phase = self._phase
+        if phase is Phase.PROBING:
+            if now >= self._join_deadline_ms:
+                self._start_group()  # nobody answered: no group is running
+                return
+            if now >= self._join_retry_ms:
+                self._send_probes()
+            self._arm(min(self._join_retry_ms, self._join_deadline_ms))
+            return
         if phase is Phase.JOINING:
             if now >= self._join_deadline_ms:
                 self._go_offline(GcsErrorCode.JOIN_FAILED, "no seed admitted us before join_timeout_ms")
@@ -1102,6 +1153,13 @@ class Core:
         phase = self._phase
         if phase is Phase.IDLE:
             return
+        if phase is Phase.PROBING:
+            if type(msg) is NotMember and msg.member == self.me:
+                self._go_offline(
+                    GcsErrorCode.GROUP_EXISTS,
+                    f"{sender} is a live member of the group (view {msg.view_id}): join it instead of bootstrapping",
+                )
+            return
         if phase is Phase.JOINING:
             match msg:
                 case Welcome():
@@ -1177,6 +1235,10 @@ class Core:
         if sender not in self._last_heard:
             return  # not a peer of ours
         self._forgotten_by.add(sender)
+        # The sender executed past `first`: that is progress news (a member that no longer
+        # counts us as a peer sends no heartbeats to us).
+        if self._peer_next.get(sender, 0) < first:
+            self._peer_next[sender] = first
         # A peer that has not executed past our next slot cannot hold it either: waiting for
         # it would deadlock two laggards on each other (both expelled at a slot neither could
         # fetch any more, seed 104510295). A peer whose progress we do not know yet may help.
@@ -1206,6 +1268,15 @@ class Core:
     def _stale_epoch(self, slot: int, ballot: Ballot) -> bool:
         """A ballot from before a force_members that installed the configuration of `slot`."""
         return self._config_known(slot) and ballot_epoch(ballot) < self._config_for(slot).epoch
+
+    def _unknown_epoch(self, slot: int, ballot: Ballot) -> bool:
+        """A ballot from a forced configuration we do not know (an epoch above every one we
+        know): its decisions belong to another branch of the history. Applied under our
+        configuration they forked us off (a joiner executed the survivors' decisions in the
+        group they had forced away from, sim seed 942); we wait for the ForceInstall instead,
+        or for NotMember if we are not in it. (A known forced configuration's gaps are decided
+        with its epoch below its start: those are ours.)"""
+        return bool(self._configs) and ballot_epoch(ballot) > self._configs[-1].epoch
 
     def _known_decision(self, slot: int) -> tuple[Ballot, Value] | None:
         entry = self._decided.get(slot)
@@ -1444,7 +1515,7 @@ class Core:
     def _on_decide(self, slot: int, ballot: Ballot, value: Value) -> None:
         if slot < self._next_slot:
             return
-        if self._stale_epoch(slot, ballot):
+        if self._stale_epoch(slot, ballot) or self._unknown_epoch(slot, ballot):
             return
         existing = self._decided.get(slot)
         if existing is not None:
@@ -1665,6 +1736,7 @@ class Core:
                     )
                     return
         config = Config.from_record(record, self.cfg.paxos_single_leader)
+        invariant(self._configs[0].start < start, "a forced configuration must start after the one in effect")
         self._configs = [c for c in self._configs if c.start < start] + [config]
         self._force_start = start
         gap_ballot = owner_ballot(config.epoch)
@@ -1731,6 +1803,8 @@ class Core:
                 configs = self._configs
             config = configs[0]
             entry = decided.pop(slot, None)
+            if entry is not None and ballot_epoch(entry[0]) > configs[-1].epoch:
+                entry = None  # learned before our configurations were known: see _unknown_epoch
             if entry is None:
                 if not config.members:
                     return
