@@ -23,7 +23,8 @@ from replication.gcs.xcom.allowlist import IpAllowlist
 from replication.gcs.xcom.core import CoreConfig
 from replication.gcs.xcom.tls import SslMode, TlsConfig
 from replication.gcs.xcom.transport import TransportConfig
-from replication.member import Member, MemberConfig
+from replication.lifecycle import ExitStateAction
+from replication.member import Member, MemberConfig, StartRefused
 from replication.capture import RowCapturer
 from replication.member_session import MemberSessionFactory
 from replication.positions import PositionStore
@@ -64,8 +65,10 @@ class App:
     """A running grproxy: a client port relaying to the first backend, or — with [member] —
     a group member owning its backend, its member port, and a client port on that member."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, bootstrap: bool = False) -> None:
         self.config = config
+        self.bootstrap = bootstrap  # `serve --bootstrap`: bootstrap_group for this start only
+        self.exit_requested = asyncio.Event()  # exit_state_action = ABORT_SERVER
         self.frontend: FrontendServer | None = None
         self.member_port: FrontendServer | None = None
         self.member: Member | None = None
@@ -121,28 +124,54 @@ class App:
         m = self.config.member
         assert m is not None
         uuid = m.uuid or await _member_uuid(address)
-        me = MemberId(uuid, m.group_address, new_incarnation())
         core = CoreConfig(member_expel_timeout_ms=int(m.member_expel_timeout_s * 1000),
                           paxos_single_leader=m.paxos_single_leader)
         transport = transport_config(m)
-        self.gcs = XcomGroup(me, core, transport)
-        await self.gcs.start()
+
+        async def new_gcs() -> XcomGroup:
+            """A new incarnation of this member in the group, listening on its group port."""
+            gcs = XcomGroup(MemberId(uuid, m.group_address, new_incarnation()), core, transport)
+            await gcs.start()
+            self.gcs = gcs
+            return gcs
+
+        await new_gcs()
+        assert self.gcs is not None
         capturer = RowCapturer()
         self.member = Member(
             MemberConfig(uuid=uuid, backend=address, single_primary=m.single_primary_mode,
                          member_weight=m.member_weight, member_address=f"{m.host}:{m.port}",
-                         transaction_size_limit=m.transaction_size_limit),
-            self.gcs, capturer.apply, after_ddl=capturer.on_ddl,
+                         transaction_size_limit=m.transaction_size_limit, autorejoin_tries=m.autorejoin_tries,
+                         autorejoin_interval_s=m.autorejoin_interval_s, exit_state_action=m.exit_state_action,
+                         unreachable_majority_timeout_s=m.unreachable_majority_timeout_s),
+            self.gcs, capturer.apply, after_ddl=capturer.on_ddl, gcs_factory=new_gcs,
         )
+        self.member.on_error.append(self._member_failed)
         factory = MemberSessionFactory(self.member, capturer)
         self.member_port = FrontendServer(self.config, version, info.capabilities, factory, listen=(m.host, m.port),
                                           backend_mariadb_caps=info.mariadb_capabilities)
         await self.member_port.start()
-        seeds = tuple(MemberId("seed", addr, 0) for addr in m.group_seeds)
-        await self.member.start(bootstrap=m.bootstrap_group, seeds=seeds)
+        seeds = tuple(MemberId("seed", addr, 0) for addr in m.group_seeds if addr != m.group_address)
+        bootstrap = m.bootstrap_group or self.bootstrap
+        try:
+            await self.member.start(bootstrap=bootstrap, seeds=seeds)
+        except StartRefused as exc:
+            log.error("member_start_refused", member_id=uuid, reason=str(exc))
+            raise SystemExit(f"grproxy: {exc}") from None
         log.info("member_started", member_id=uuid, member_port=self.member_port.port, group_address=m.group_address,
-                 bootstrap=m.bootstrap_group, seeds=list(m.group_seeds))
+                 bootstrap=bootstrap, seeds=list(m.group_seeds))
         return factory
+
+    def _member_failed(self, why: str) -> None:
+        """The member entered ERROR for good: act on exit_state_action (READ_ONLY: nothing
+        more; the member refuses writes itself)."""
+        assert self.member is not None
+        action = self.member.exit_state_action
+        if action is ExitStateAction.ABORT_SERVER:
+            log.error("exit_state_action_abort", reason=why)
+            self.exit_requested.set()
+        elif action is ExitStateAction.OFFLINE_MODE:
+            log.error("exit_state_action_offline_mode", reason=why)
 
     async def stop(self) -> None:
         for server in (self.frontend, self.member_port):
@@ -209,16 +238,22 @@ def install_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGINT/SIGTERM."""
-    app = App(config)
+async def serve(config: Config, *, bootstrap: bool = False) -> int:
+    """Run until SIGINT/SIGTERM (exit code 0), or until the member's exit_state_action is
+    ABORT_SERVER and it entered ERROR (exit code 1)."""
+    app = App(config, bootstrap=bootstrap)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    aborted = loop.create_task(app.exit_requested.wait())
+    stopped = loop.create_task(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({aborted, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (aborted, stopped):
+            task.cancel()
         log.info("stopping")
         await app.stop()
+    return 1 if app.exit_requested.is_set() else 0

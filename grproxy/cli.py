@@ -16,6 +16,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run grproxy from a config file")
     serve.add_argument("--config", required=True, help="TOML file (see conf/grproxy.example.toml)")
+    serve.add_argument("--bootstrap", action="store_true",
+                       help="bootstrap a new group with this member (its backend must never have belonged to one)")
+
+    reboot = sub.add_parser("reboot", help="restart a group after every member went down (from the most advanced member)")
+    reboot.add_argument("members", nargs="*", help="member ports, host:port (or use --config)")
+    reboot.add_argument("--config", action="append", default=[], help="a member's TOML file (repeatable)")
+    reboot.add_argument("--user", default="root", help="an admin login on the member ports (default root)")
+    reboot.add_argument("--password", default="")
+    reboot.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every member to be ONLINE")
 
     sandbox = sub.add_parser("sandbox", help="start local MariaDB/MySQL servers and grproxy in front of them")
     sandbox.add_argument("--members", type=int, default=3, help="group members, each with its own backend (default 3)")
@@ -41,7 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(config.log.format, config.log.level)
         from .app import serve
 
-        asyncio.run(serve(config))
+        return asyncio.run(serve(config, bootstrap=args.bootstrap))
+    if args.command == "reboot":
+        configure_logging("console", "warning")
+        from .reboot import RebootError, addresses_from, reboot_group
+
+        try:
+            addresses = addresses_from(args.members, args.config)
+            report = asyncio.run(reboot_group(addresses, args.user, args.password, args.timeout))
+        except (RebootError, ConfigError) as exc:
+            print(f"grproxy reboot: {exc}", file=sys.stderr)
+            return 1
+        print(report)
         return 0
     if args.command == "sandbox":
         if not 1 <= args.members <= 9:

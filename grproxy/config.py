@@ -15,6 +15,7 @@ from typing import Any
 from replication.gcs.xcom.allowlist import IpAllowlist
 from replication.gcs.xcom.tls import SslMode, TlsConfig
 from replication.protocol.packets import native_password_hash
+from replication.lifecycle import ExitStateAction
 
 
 class ConfigError(Exception):
@@ -71,6 +72,10 @@ class MemberSection:
     single_primary_mode: bool = True
     member_weight: int = 50
     member_expel_timeout_s: float = 5.0
+    autorejoin_tries: int = 3  # after an expulsion or a failed join (0 = never)
+    autorejoin_interval_s: float = 5.0
+    exit_state_action: str = "READ_ONLY"  # on ERROR: READ_ONLY, OFFLINE_MODE or ABORT_SERVER
+    unreachable_majority_timeout_s: float = 0.0  # 0 = wait for a majority forever
     transaction_size_limit: int = 150_000_000
     compression_threshold: int = 1_000_000
     communication_max_message_size: int = 10_485_760
@@ -206,9 +211,20 @@ def parse_config(raw: dict[str, Any]) -> Config:
             _check_address(value, f"member.group_seeds[{i}]")
         if not member.bootstrap_group and not member.group_seeds:
             raise ConfigError("member.group_seeds", "needed unless bootstrap_group = true")
+        if member.group_address in member.group_seeds and len(member.group_seeds) == 1 and not member.bootstrap_group:
+            raise ConfigError("member.group_seeds", "lists only this member's own group_address")
         if not 0 <= member.member_weight <= 100:
             raise ConfigError("member.member_weight", "must be between 0 and 100")
         _check_positive(member.member_expel_timeout_s, "member.member_expel_timeout_s")
+        if not 0 <= member.autorejoin_tries <= 2016:
+            raise ConfigError("member.autorejoin_tries", "must be between 0 and 2016")
+        _check_positive(member.autorejoin_interval_s, "member.autorejoin_interval_s")
+        if member.unreachable_majority_timeout_s < 0:
+            raise ConfigError("member.unreachable_majority_timeout_s", "must be 0 (forever) or more")
+        try:
+            ExitStateAction.parse(member.exit_state_action)
+        except ValueError as exc:
+            raise ConfigError("member.exit_state_action", str(exc)) from None
         try:
             IpAllowlist.parse(member.ip_allowlist)
         except ValueError as exc:

@@ -76,19 +76,24 @@ class MemberProcess:
             "", "[member]", f'backend = "{self.id}"', 'host = "127.0.0.1"', f"port = {self.member_port}",
             'group_name = "grproxy-sandbox"', f'group_address = "127.0.0.1:{self.group_port}"',
             f"group_seeds = [{', '.join(json.dumps(x) for x in seeds)}]",
-            f"bootstrap_group = {'true' if not seeds else 'false'}",
+            # Never true in a file: the first start bootstraps with `serve --bootstrap`, so this
+            # file restarts the member into the running group (GR's bootstrap_group is unset
+            # after the bootstrap for the same reason).
+            "bootstrap_group = false",
             f"single_primary_mode = {'true' if single_primary else 'false'}",
             "", "[log]", 'format = "json"',
         ]
         return "\n".join(lines) + "\n"
 
-    def start(self, seeds: list[str], single_primary: bool) -> None:
+    def start(self, seeds: list[str], single_primary: bool, *, bootstrap: bool = False) -> None:
+        """Write this member's config (every other member a seed) and start its process;
+        `bootstrap` for the group's very first start only."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "grproxy.toml"
         config.write_text(self.config_text(seeds, single_primary))
         with open(self.workdir / "grproxy.log", "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "grproxy", "serve", "--config", str(config)],
+                [sys.executable, "-m", "grproxy", "serve", "--config", str(config), *(["--bootstrap"] if bootstrap else [])],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
             )
 
@@ -199,15 +204,16 @@ async def run_sandbox(args: argparse.Namespace) -> int:
             write_status(args.status_file, status_document(None, servers, members))
             if stop.is_set():
                 return 130
-        seeds: list[str] = []
-        for i, handle in enumerate(servers, start=1):
-            m = MemberProcess(i, handle, free_port(), free_port(), base / f"member{i}")
-            m.start(seeds, single_primary)
+        planned = [MemberProcess(i, handle, free_port(), free_port(), base / f"member{i}")
+                   for i, handle in enumerate(servers, start=1)]
+        for m in planned:
+            # Every member lists every other as a seed: any of them brings it back in.
+            seeds = [f"127.0.0.1:{o.group_port}" for o in planned if o is not m]
+            m.start(seeds, single_primary, bootstrap=m is planned[0])
             members.append(m)
             write_status(args.status_file, status_document(None, servers, members))
-            await wait_members_online(members[0].member_port if seeds else m.member_port, i, members, MEMBER_START_TIMEOUT_S)
+            await wait_members_online(planned[0].member_port, m.index, members, MEMBER_START_TIMEOUT_S)
             log.info("member_online", member=m.id, member_port=m.member_port, group_port=m.group_port)
-            seeds = [f"127.0.0.1:{members[0].group_port}"]
             if stop.is_set():
                 return 130
         config = Config(

@@ -155,6 +155,11 @@ class Engine:
         present = {m.uuid for m in view.members}
         for uuid in [u for u in self.members if u not in present]:
             del self.members[uuid]
+        for m in view.joined:
+            # A new incarnation of a member that was still in the table (restarted before it
+            # was expelled) starts over: RECOVERING, no role; the old one's role is re-elected.
+            if not first and m.uuid in self.members:
+                del self.members[m.uuid]
         for m in view.members:
             if m.uuid not in self.members:
                 self._joins += 1

@@ -12,18 +12,28 @@ The member is the thin I/O shell around the deterministic `Engine`:
 * periodically it reports its lowest possible snapshot (certification GC) and compacts the
   positions table.
 
-States follow replication_group_members: OFFLINE → RECOVERING → ONLINE, ERROR on any
-invariant failure (an engine error, a certified transaction that failed to commit or apply).
-A member in ERROR refuses writes and consistent reads; the group expels nobody for it — as in
-GR with exit_state_action=READ_ONLY.
+States follow replication_group_members and move only by replication/lifecycle.py's table:
+OFFLINE → RECOVERING → ONLINE, ERROR on any invariant failure (an engine error, a certified
+transaction that failed to commit or apply, a dead backend, a failed recovery, expulsion).
+A member in ERROR leaves the group (so a primary's failure elects another), refuses writes
+and held reads, and then does what `exit_state_action` says; after an expulsion or a failed
+join it tries `autorejoin_tries` times as a new incarnation.
+
+Group identity (DESIGN §8): the group's uuid is kept in every backend (grproxy.meta) beside
+the applied positions; transactions are `group_uuid:seq`. `bootstrap_group` applies only to a
+backend that never belonged to a group; a joiner whose backend holds another group's
+transactions, or seqs of this group that the group does not have, is refused and goes to
+ERROR; a backend recorded as another member's is refused at start. A whole-group restart goes
+through `reboot()` (driven by `grproxy reboot`), which starts from the most advanced member.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid as uuidlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from dataclasses import dataclass, field
 
@@ -56,6 +66,7 @@ from replication.protocol.errors import (
 from .applier import Applier, ApplierFailed, ApplierFull, ApplyChanges, DdlOutcome
 from .certifier import Certifier, KeyHash, Seq
 from .consistency import Level
+from .lifecycle import ExitStateAction, LifecycleEvent, transition
 from .engine import (
     AckReceived,
     Action,
@@ -71,7 +82,7 @@ from .engine import (
     SyncReached,
 )
 from .messages import SEEN_SEQS_MAX, AppliedAck, Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
-from .positions import Positions, PositionStore
+from .positions import AppliedSet, Positions, PositionStore, gtid_set
 
 log = structlog.get_logger("grproxy.member")
 
@@ -102,6 +113,13 @@ class MemberConfig:
     ack_waits_max: int = 10_000  # AFTER acknowledgements pending at once
     # BEFORE callers answered by one sync point; a batch that fills up is broadcast at once.
     sync_batch_waiters_max: int = 1_000
+    # Lifecycle (GR's names and defaults).
+    autorejoin_tries: int = 3  # after an expulsion or a failed join, as new incarnations
+    autorejoin_interval_s: float = 5.0  # between two tries (GR: 5 minutes; ours is for proxies)
+    exit_state_action: str = "READ_ONLY"  # READ_ONLY, OFFLINE_MODE, ABORT_SERVER
+    unreachable_majority_timeout_s: float = 0.0  # 0 = wait for a majority forever
+    backend_check_interval_s: float = 1.0  # liveness probe of the backend
+    backend_check_failures_max: int = 3  # consecutive failed probes → ERROR (the member leaves)
 
 
 @dataclass(slots=True)
@@ -128,15 +146,38 @@ class SyncBatch:
     sync_id: int | None = None  # set once broadcast
 
 
+class StartRefused(Exception):
+    """The member may not start as asked; the message says why and what to do instead."""
+
+
+GcsFactory = Callable[[], Awaitable[GroupCommunication]]
+
+
 class Member:
-    """See the module docstring."""
+    """See the module docstring.
+
+    `gcs` is this member's first incarnation in the group. `gcs_factory`, when given, makes a
+    new started incarnation (the previous one closed first): it is what rejoining after an
+    expulsion or a failed join, START GROUP_REPLICATION and the reboot need; without it such
+    a member stays in ERROR.
+    """
 
     def __init__(self, config: MemberConfig, gcs: GroupCommunication, apply_changes: ApplyChanges,
-                 after_ddl: Callable[[str, str], None] | None = None) -> None:
+                 after_ddl: Callable[[str, str], None] | None = None, gcs_factory: GcsFactory | None = None) -> None:
         self.config = config
         self.gcs = gcs
+        self._gcs_factory = gcs_factory
         self.state = MemberState.OFFLINE
         self.error: str | None = None
+        self.group_uuid: str | None = None
+        self.exit_state_action = ExitStateAction.parse(config.exit_state_action)
+        self.on_error: list[Callable[[str], None]] = []  # the process acts on exit_state_action
+        self._seeds: tuple[MemberId, ...] = ()
+        self._rejoins_left = config.autorejoin_tries
+        self._rejoin_task: asyncio.Task[None] | None = None
+        self._bootstrapping: LifecycleEvent | None = None  # BOOTSTRAP / REBOOT until the first view
+        self._no_majority_since: float | None = None
+        self._backend_failures = 0
         self.positions = Positions()
         self.store = PositionStore()
         self.engine = Engine(config.uuid, single_primary=config.single_primary)
@@ -183,27 +224,158 @@ class Member:
         )
 
     async def start(self, *, bootstrap: bool, seeds: tuple[MemberId, ...] = ()) -> None:
-        """Load positions from the backend, then bootstrap the group or join through `seeds`."""
+        """Check the backend's identity and load its positions, then bootstrap a new group or
+        join through `seeds`. Raises StartRefused (nothing started) when the backend belongs to
+        another member, or when `bootstrap` is asked of a backend that already belonged to a
+        group (it must rejoin, or the whole group goes through `grproxy reboot`)."""
         conn = await self.connect()
         try:
             await self.store.setup(conn)
-            self.positions.applied = await self.store.load(conn)
+            applied = await self.store.load(conn)
+            identity = await self.store.load_identity(conn)
+            if identity.member_uuid is not None and identity.member_uuid != self.config.uuid:
+                raise StartRefused(
+                    f"backend {self.config.backend} belongs to member {identity.member_uuid}, not to {self.config.uuid} "
+                    "(a datadir copied from another member?): give this member its own backend, or its own uuid")
+            if identity.member_uuid is None:
+                await self.store.set_meta(conn, "member_uuid", self.config.uuid)
+            if bootstrap:
+                if identity.group_uuid is not None or len(applied):
+                    held = gtid_set(identity.group_uuid, applied) or "no transactions"
+                    raise StartRefused(
+                        f"bootstrap_group refused: backend {self.config.backend} already belongs to group "
+                        f"{identity.group_uuid or '(unnamed)'} ({held}). To rejoin the running group, start with "
+                        "bootstrap_group = false and group_seeds listing its members; if every member of the group "
+                        "is down, restart them all that way and run `grproxy reboot` once")
+                self.group_uuid = str(uuidlib.uuid4())
+                await self.store.set_meta(conn, "group_uuid", self.group_uuid)
+            else:
+                self.group_uuid = identity.group_uuid
         finally:
             await conn.quit()
-        # Seqs continue from what this backend holds (a group restarted on existing datadirs).
-        self.engine.certifier = Certifier(last_seq=Seq(max((hi for _, hi in self.positions.applied.intervals()), default=0)))
-        self.gcs.add_view_listener(self._on_view)
-        self.gcs.add_delivery_listener(self._on_delivery)
-        self.gcs.add_event_listener(self._on_event)
-        self.state = MemberState.RECOVERING
+        self.positions.applied = applied
+        self._seeds = seeds
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run_applier()), loop.create_task(self._housekeeping())]
-        if bootstrap:
-            self.gcs.bootstrap((self.gcs.me,))
+        self._enter_group(self.gcs, LifecycleEvent.BOOTSTRAP if bootstrap else LifecycleEvent.JOIN)
+
+    def _enter_group(self, gcs: GroupCommunication, event: LifecycleEvent) -> None:
+        """Take part in the group through incarnation `gcs`: bootstrap, reboot or join. The
+        engine starts afresh; seqs continue from what this backend holds."""
+        self.gcs = gcs
+        self.engine = Engine(self.config.uuid, single_primary=self.config.single_primary)
+        self.engine.certifier = Certifier(last_seq=Seq(max((hi for _, hi in self.positions.applied.intervals()), default=0)))
+        self._recovering = None
+        self._buffer = []
+        self._donors = {}
+        self._recovery_points.clear()
+        self._announced = None
+        self._last_report = None
+        self._no_majority_since = None
+        self.unreachable.clear()
+        gcs.add_view_listener(lambda view: self._on_view(view) if gcs is self.gcs else None)
+        gcs.add_delivery_listener(lambda d: self._on_delivery(d) if gcs is self.gcs else None)
+        gcs.add_event_listener(lambda e: self._on_event(e) if gcs is self.gcs else None)
+        if event in (LifecycleEvent.BOOTSTRAP, LifecycleEvent.REBOOT):
+            self._bootstrapping = event
+            gcs.bootstrap((gcs.me,))  # ONLINE once the bootstrap view is installed
         else:
-            self.gcs.join(seeds)
+            self._bootstrapping = None
+            self._move(event)
+            gcs.join(self._seeds)
+
+    def _move(self, event: LifecycleEvent) -> None:
+        """Change state by the lifecycle table (raises IllegalTransition, changing nothing)."""
+        new = transition(self.state, event)
+        if new is not self.state:
+            self._log.info("member_state", on=event.value, state_from=self.state.value, state_to=new.value)
+        self.state = new
+        if new is not MemberState.ERROR:
+            self.error = None
+
+    async def _new_incarnation(self) -> GroupCommunication | None:
+        """Close the current incarnation and start a new one (None without a factory)."""
+        if self._gcs_factory is None:
+            return None
+        old = self.gcs
+        try:
+            old.leave()
+        except GcsError:
+            pass
+        close = getattr(old, "close", None)
+        if close is not None:
+            await close()
+        return await self._gcs_factory()
+
+    @property
+    def in_group(self) -> bool:
+        """ONLINE, or RECOVERING inside a view (a member still asking seeds is not)."""
+        return self.state is MemberState.ONLINE or (self.state is MemberState.RECOVERING and self.engine.view is not None)
+
+    async def rejoin(self) -> None:
+        """Join the group again as a new incarnation (START GROUP_REPLICATION, autorejoin); a
+        join still asking its seeds is started over. Raises StartRefused without a gcs factory
+        or while in the group."""
+        if self.in_group:
+            raise StartRefused(f"the member is already {self.state.value} in the group")
+        self._cancel_rejoin()
+        gcs = await self._new_incarnation()
+        if gcs is None:
+            raise StartRefused("this member cannot start a new group incarnation (no group factory)")
+        self._stop_joining()
+        self._enter_group(gcs, LifecycleEvent.REJOIN)
+
+    def _stop_joining(self) -> None:
+        """A join still asking seeds is abandoned for what replaces it."""
+        if self.state is MemberState.RECOVERING and not self.in_group:
+            self._move(LifecycleEvent.STOP)
+
+    async def reboot(self) -> None:
+        """Whole-group reboot: bootstrap the group again from this member's backend, keeping
+        the group's uuid (`grproxy reboot` picks the most advanced member). Refused while this
+        member is ONLINE or RECOVERING; the group binding refuses to bootstrap when it can
+        reach a live member of the group."""
+        if self.in_group:
+            raise StartRefused(f"reboot refused: the member is {self.state.value} in a running group")
+        self._cancel_rejoin()
+        if self.group_uuid is None:
+            self.group_uuid = str(uuidlib.uuid4())
+            conn = await self.connect()
+            try:
+                await self.store.set_meta(conn, "group_uuid", self.group_uuid)
+            finally:
+                await conn.quit()
+        gcs = await self._new_incarnation()
+        if gcs is None:
+            raise StartRefused("this member cannot start a new group incarnation (no group factory)")
+        self._rejoins_left = self.config.autorejoin_tries
+        self._stop_joining()
+        self._enter_group(gcs, LifecycleEvent.REBOOT)
+
+    async def stop_group(self) -> None:
+        """STOP GROUP_REPLICATION: leave the group; OFFLINE and read-only until started again."""
+        self._cancel_rejoin()
+        try:
+            self.gcs.leave()
+        except GcsError:
+            pass
+        self._abort_waiters("the member left the group (STOP GROUP_REPLICATION)")
+        self._move(LifecycleEvent.STOP)
+        self._bootstrapping = None
+        self._recovering = None
+        self._buffer = []
+
+    @property
+    def offline_mode(self) -> bool:
+        """In ERROR with exit_state_action = OFFLINE_MODE: client sessions are refused (3032)."""
+        return self.state is MemberState.ERROR and self.exit_state_action is ExitStateAction.OFFLINE_MODE
+
+    def gtid_executed(self) -> str:
+        """This backend's applied transactions as a GTID set: 'group_uuid:1-100:102'."""
+        return gtid_set(self.group_uuid, self.positions.applied)
 
     async def stop(self) -> None:
+        self._cancel_rejoin()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -214,27 +386,66 @@ class Member:
         await self.applier.close()
         self.state = MemberState.OFFLINE
 
-    def _fail(self, why: str) -> None:
-        """Enter ERROR: stop certifying locally, refuse writes (exit_state_action=READ_ONLY)."""
+    def _fail(self, why: str, *, rejoin: bool = False) -> None:
+        """Enter ERROR: fail what waits on the group, leave the group (its members elect
+        another primary at once), then act on exit_state_action. With `rejoin` (expelled, a
+        join that failed), try again as a new incarnation while autorejoin_tries last."""
         if self.state is MemberState.ERROR:
             return
-        self._log.error("member_error", reason=why)
-        self.state = MemberState.ERROR
+        self._log.error("member_error", reason=why, exit_state_action=self.exit_state_action.value)
+        self._move(LifecycleEvent.FAIL)
         self.error = why
+        self._abort_waiters(why)
+        self._announce(MemberState.ERROR)
+        try:
+            self.gcs.leave()
+        except GcsError:
+            pass
+        if rejoin and self._rejoins_left > 0 and self._gcs_factory is not None:
+            self._rejoins_left -= 1
+            self._schedule_rejoin()
+            return
+        for listener in self.on_error:
+            listener(why)
+
+    def _abort_waiters(self, why: str) -> None:
         for fut in list(self._pending.values()) + list(self._ddl_pending.values()):
             if not fut.done():
                 fut.set_exception(HookError(f"Error on observer while running replication hook 'before_commit'. ({why})"))
-        self._announce(MemberState.ERROR)
+
+    def _schedule_rejoin(self) -> None:
+        async def run() -> None:
+            await asyncio.sleep(self.config.autorejoin_interval_s)
+            if self.state is not MemberState.ERROR:
+                return
+            self._log.info("autorejoin", tries_left=self._rejoins_left)
+            try:
+                await self.rejoin()
+            except (StartRefused, OSError, GcsError) as exc:
+                self._log.warning("autorejoin_failed", error=str(exc))
+                self.error = f"autorejoin failed: {exc}"
+
+        self._cancel_rejoin()
+        self._rejoin_task = asyncio.get_running_loop().create_task(run())
+
+    def _cancel_rejoin(self) -> None:
+        if self._rejoin_task is not None and not self._rejoin_task.done():
+            self._rejoin_task.cancel()
+        self._rejoin_task = None
 
     # --- group callbacks (called in delivery order, from the loop) ------------------------------------
 
     def _on_view(self, view: View) -> None:
+        # Reachability is reported per incarnation: a new one (same uuid) starts reachable.
+        self.unreachable -= {m.uuid for m in view.joined}
+        self.unreachable &= {m.uuid for m in view.members}
         if self.state is MemberState.ERROR:
             return
         if self._recovering is not None:
             self._buffer_item(view)
             return
-        me_joining = any(m.uuid == self.config.uuid for m in view.joined) and self.engine.view is None
+        me_joining = (self._bootstrapping is None and self.engine.view is None
+                      and any(m.uuid == self.config.uuid for m in view.joined))
         if me_joining:
             # We join a running group: its state up to this view comes from a donor.
             self._recovering = view
@@ -249,8 +460,10 @@ class Member:
             if self._announced is not None:
                 # Joiners learn every member's facts (weight, address, state) from these.
                 self._announce(self._announced)
-        if self.config.uuid in self.engine.members and self._announced is None:
-            self.state = MemberState.ONLINE  # a member of the bootstrap view
+        if self._bootstrapping is not None and self.config.uuid in self.engine.members and self._announced is None:
+            self._move(self._bootstrapping)  # a member of the bootstrap view: ONLINE
+            self._bootstrapping = None
+            self._rejoins_left = self.config.autorejoin_tries
             self._announce(MemberState.ONLINE)
 
     def _buffer_item(self, item: View | Delivery) -> None:
@@ -296,7 +509,11 @@ class Member:
                 self.unreachable.add(event.member.uuid)
             else:
                 self.unreachable.discard(event.member.uuid)
-        elif event.code in (GcsErrorCode.EXPELLED, GcsErrorCode.INTERNAL, GcsErrorCode.BEHIND):
+        elif event.code in (GcsErrorCode.EXPELLED, GcsErrorCode.BEHIND, GcsErrorCode.JOIN_FAILED,
+                            GcsErrorCode.JOIN_REFUSED):
+            # GR's autorejoin: a member that was removed, or could not get in, tries again.
+            self._fail(f"group communication: {event.code.value}: {event.detail}", rejoin=True)
+        elif event.code is GcsErrorCode.INTERNAL:
             self._fail(f"group communication: {event.code.value}: {event.detail}")
         elif event.code is GcsErrorCode.BROADCAST_STALLED:
             self._log.warning("broadcast_stalled", detail=event.detail)
@@ -387,6 +604,9 @@ class Member:
             uuid, address = sorted(candidates)[0]
             try:
                 await self._recover_from(address, view)
+            except JoinerRefused as exc:
+                self._fail(f"distributed recovery refused this member: {exc}")  # no retry: it would refuse again
+                return
             except (MySQLError, ApplierFailed, EngineInvariantError, OSError, ValueError) as exc:
                 last_error = f"donor {uuid} ({address}): {exc}"
                 self._log.warning("recovery_donor_failed", donor=uuid, error=str(exc))
@@ -403,12 +623,14 @@ class Member:
         )
         try:
             r = await donor.execute(f"/* grproxy */ RECOVERY STATE {view.view_id.epoch} {view.view_id.number}")
-            state = r.rows[0][0] if r.rows else None
-            if not isinstance(state, bytes):
+            blob = r.rows[0][0] if r.rows else None
+            if not isinstance(blob, bytes):
                 raise ValueError("donor sent no state")
+            group_uuid, state = unpack_recovery_state(blob)
             probe = Engine(self.config.uuid)
             probe.import_state(state, view)
             upto = probe.certifier.last_seq
+            await self._check_joiner(group_uuid, upto)
             missing = list(self.positions.applied.missing(upto))
             self._log.info("recovery_fetch", donor=address, upto=upto, missing=len(missing))
             for i in range(0, len(missing), RECOVERY_FETCH_SEQS_MAX):
@@ -439,13 +661,46 @@ class Member:
                 self._on_view(item)
             else:
                 self._on_delivery(item)
-        self.state = MemberState.ONLINE
+        if self.state is not MemberState.RECOVERING:
+            return  # the replayed buffer failed this member: it never announces ONLINE
+        self._move(LifecycleEvent.RECOVERED)
+        self._rejoins_left = self.config.autorejoin_tries
         self._announce(MemberState.ONLINE)
-        self._log.info("recovered", donor=address, seq=upto, replayed=len(buffered))
+        self._log.info("recovered", donor=address, seq=upto, replayed=len(buffered), gtid_executed=self.gtid_executed())
+
+    async def _check_joiner(self, group_uuid: str, upto: Seq) -> None:
+        """Refuse (JoinerRefused) a backend holding another group's transactions, or seqs of
+        this group beyond what the group had ordered when it admitted us; a backend that never
+        belonged to a group takes the group's uuid now, before it applies anything."""
+        if self.group_uuid is not None and self.group_uuid != group_uuid:
+            raise JoinerRefused(
+                f"this backend holds transactions of another group: {gtid_set(self.group_uuid, self.positions.applied) or self.group_uuid}"
+                f" (the group is {group_uuid}); give this member an empty backend, or remove grproxy.meta's group_uuid "
+                "after making sure its data belongs here")
+        if self.group_uuid is None and len(self.positions.applied):
+            raise JoinerRefused(f"this backend holds transactions of an unnamed group: {self.positions.applied}")
+        extra = AppliedSet(iv for iv in self.positions.applied.intervals() if iv[1] > upto)
+        if len(extra):
+            extra = AppliedSet((max(lo, upto + 1), hi) for lo, hi in extra.intervals())
+            raise JoinerRefused(
+                f"this backend holds transactions the group does not have: {gtid_set(group_uuid, extra)} "
+                f"(the group has ordered up to {upto}); restart the whole group with `grproxy reboot` from the most "
+                "advanced member, or give this member an empty backend")
+        if self.group_uuid is None:
+            conn = await self.connect()
+            try:
+                await self.store.set_meta(conn, "group_uuid", group_uuid)
+            finally:
+                await conn.quit()
+            self.group_uuid = group_uuid
 
     def recovery_state(self, view_id: ViewId) -> bytes | None:
-        """Donor: the engine state taken when `view_id` was installed (None if not kept)."""
-        return self._recovery_points.get(view_id)
+        """Donor: the group's uuid and the engine state taken when `view_id` was installed
+        (None if not kept)."""
+        state = self._recovery_points.get(view_id)
+        if state is None or self.group_uuid is None:
+            return None
+        return pack_recovery_state(self.group_uuid, state)
 
     # --- what sessions call ---------------------------------------------------------------------------
 
@@ -732,6 +987,53 @@ class Member:
 
     # --- background work ------------------------------------------------------------------------------
 
+    async def _probe_backend(self) -> None:
+        """The backend must answer: after backend_check_failures_max probes in a row fail, the
+        member goes to ERROR and leaves, so a primary whose server died is replaced."""
+        try:
+            async with asyncio.timeout(max(1.0, self.config.backend_check_interval_s)):
+                conn = await self.connect()
+                try:
+                    await conn.execute("SELECT 1")
+                finally:
+                    conn.close()
+        except (MySQLError, BackendError, OSError, TimeoutError) as exc:
+            self._backend_failures += 1
+            self._log.warning("backend_probe_failed", failures=self._backend_failures, error=str(exc))
+            if self._backend_failures >= self.config.backend_check_failures_max:
+                self._fail(f"the backend {self.config.backend} stopped answering ({exc})")
+            return
+        self._backend_failures = 0
+
+    def _check_majority(self, now: float) -> None:
+        """group_replication_unreachable_majority_timeout: a member that cannot reach a
+        majority of its view for that long fails what waits on the group (3100) and goes to
+        ERROR. 0 waits forever."""
+        view = self.gcs.current_view()
+        if view is None:
+            return
+        members = {m.uuid for m in view.members}
+        reachable = len(members - self.unreachable)
+        if reachable * 2 > len(members):
+            self._no_majority_since = None
+            return
+        if self._no_majority_since is None:
+            self._no_majority_since = now
+            self._log.warning("majority_unreachable", reachable=reachable, members=len(members))
+        timeout_s = self.config.unreachable_majority_timeout_s
+        if timeout_s > 0 and now - self._no_majority_since >= timeout_s:
+            self._fail(f"this member could not reach a majority of the group for {timeout_s:g}s "
+                       "(group_replication_unreachable_majority_timeout)")
+
+    def has_quorum(self) -> bool:
+        """Whether this member is ONLINE in a view it can reach a majority of (routers trust
+        only such members' tables)."""
+        view = self.gcs.current_view()
+        if self.state is not MemberState.ONLINE or view is None:
+            return False
+        members = {m.uuid for m in view.members}
+        return len(members - self.unreachable) * 2 > len(members)
+
     async def _run_applier(self) -> None:
         try:
             await self.applier.run()
@@ -744,8 +1046,15 @@ class Member:
         """Stable-position reports (certification GC) and positions compaction."""
         loop = asyncio.get_running_loop()
         next_compaction = loop.time() + self.config.compaction_interval_s
+        next_probe = loop.time()
         while True:
-            await asyncio.sleep(self.config.stable_report_interval_s)
+            await asyncio.sleep(min(self.config.stable_report_interval_s, self.config.backend_check_interval_s))
+            if self.state in (MemberState.ONLINE, MemberState.RECOVERING) and loop.time() >= next_probe:
+                next_probe = loop.time() + self.config.backend_check_interval_s
+                await self._probe_backend()
+            if self.state is not MemberState.ONLINE:
+                continue
+            self._check_majority(loop.time())
             if self.state is not MemberState.ONLINE:
                 continue
             lowest = min([self.positions.lwm, *self._pending_snapshots.values()])
@@ -766,6 +1075,28 @@ class Member:
                 except (MySQLError, BackendError) as exc:
                     self._log.warning("compaction_failed", error=str(exc))
 
+
+
+class JoinerRefused(Exception):
+    """This member's backend may not join this group (its transactions say so)."""
+
+
+RECOVERY_STATE_MAGIC = b"GRPX1"
+
+
+def pack_recovery_state(group_uuid: str, engine_state: bytes) -> bytes:
+    """What a donor sends a joiner: the group's uuid, then the engine's state."""
+    g = group_uuid.encode()
+    return RECOVERY_STATE_MAGIC + len(g).to_bytes(2, "little") + g + engine_state
+
+
+def unpack_recovery_state(blob: bytes) -> tuple[str, bytes]:
+    """Inverse of pack_recovery_state. Raises ValueError."""
+    head = len(RECOVERY_STATE_MAGIC)
+    if not blob.startswith(RECOVERY_STATE_MAGIC) or len(blob) < head + 2:
+        raise ValueError("donor's recovery state has an unknown format")
+    n = int.from_bytes(blob[head : head + 2], "little")
+    return blob[head + 2 : head + 2 + n].decode(), blob[head + 2 + n :]
 
 
 SYNC_TIMEOUT_MESSAGE = ("Timeout exceeded for held statement while new Group Replication primary member is "

@@ -42,6 +42,7 @@ from replication.protocol.errors import (
     MySQLError,
     NotSupported,
     ParseError,
+    ServerOffline,
     SpecificAccessDenied,
 )
 from replication.protocol.packets import frame, ok_payload
@@ -54,7 +55,7 @@ from .capture import Captured
 from .consistency import VARIABLE as CONSISTENCY
 from .consistency import InvalidLevel, Level, parse_level
 from .certifier import KeyHash, Seq
-from .member import LocalTxn, Member
+from .member import LocalTxn, Member, StartRefused
 from .statements import Kind, Scope, Statement, classify, replace_call
 
 log = structlog.get_logger("grproxy.member_session")
@@ -145,6 +146,11 @@ class MemberSessionFactory:
         self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
         database: str | None, attrs: dict[str, str], mariadb_capabilities: int = 0,
     ) -> "MemberSession":
+        if self.member.offline_mode:
+            user = getattr(processes, "users", {}).get(link.username)
+            if user is None or not getattr(user, "admin", False):
+                raise ServerOffline("The server is currently in offline mode (the group member is in ERROR: "
+                                    f"{self.member.error})")
         # Capture sends multi-statements of its own: the backend connection always allows
         # them; the client's own multi-statements are refused unless it negotiated them.
         # CLIENT_NO_SCHEMA would make the backend ignore "db." qualifiers: capture refuses it.
@@ -673,7 +679,34 @@ class MemberSession(RelaySession):
             cols = [Column("seq", TYPE_LONGLONG, 20), Column("kind", length=1), Column("payload", length=1 << 24)]
             self.link.transport.write(text_resultset(cols, rows, self.status, seq=self._cmd_seq + 1))
             return
+        if words and words[0] == "GROUP":
+            await self._group_command(words[1:])
+            return
         raise ParseError(f"Unknown grproxy recovery command: {text[:80]}")
+
+    async def _group_command(self, words: list[str]) -> None:
+        """`GROUP STATUS` → this member's id, state, group uuid, GTID set, error;
+        `GROUP REBOOT` → bootstrap the group again from this member (whole-group reboot);
+        `GROUP REJOIN` → join the group again as a new incarnation (used by `grproxy reboot`)."""
+        m = self.member
+        if words == ["STATUS"]:
+            cols = [Column("MEMBER_ID", length=64), Column("MEMBER_STATE", length=32), Column("GROUP_UUID", length=64),
+                    Column("GTID_EXECUTED", length=1 << 20), Column("ERROR", length=4096),
+                    Column("IN_GROUP", TYPE_LONGLONG, 1)]
+            row = (m.config.uuid, m.state.value, m.group_uuid, m.gtid_executed(), m.error, int(m.in_group))
+            self.link.transport.write(text_resultset(cols, [row], self.status, seq=self._cmd_seq + 1))
+            return
+        if words in (["REBOOT"], ["REJOIN"]):
+            if words == ["REJOIN"] and m.in_group:
+                self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)  # already back in
+                return
+            try:
+                await (m.reboot() if words == ["REBOOT"] else m.rejoin())
+            except StartRefused as exc:
+                raise NotSupported(str(exc)) from None
+            self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+            return
+        raise ParseError(f"Unknown grproxy group command: GROUP {' '.join(words)[:60]}")
 
     async def _group_members(self, sql: str) -> None:
         """Answer queries on performance_schema.replication_group_members: the table is

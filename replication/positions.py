@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -215,11 +216,23 @@ class PositionStore:
         return out
 
     async def compact(self, conn: BackendLike) -> int:
-        """Fold `applied` rows into `applied_ranges` (one transaction). Returns rows folded."""
+        """Fold `applied` rows into `applied_ranges` (one transaction). Returns rows folded.
+
+        Exact under any isolation level: only the `applied` rows this transaction read (and
+        locked) are deleted, by their seqs, so a seq committed by another transaction between
+        the read and the DELETE stays in `applied` for the next compaction."""
         await conn.execute("BEGIN")
         try:
-            current = await self._locked_set(conn)
-            folded = (await conn.execute("DELETE FROM grproxy.applied")).affected_rows
+            ranges = await conn.execute("SELECT lo, hi FROM grproxy.applied_ranges FOR UPDATE")
+            rows = await conn.execute("SELECT seq FROM grproxy.applied FOR UPDATE")
+            seqs = [int(seq) for (seq,) in rows.rows]  # type: ignore[arg-type]
+            current = AppliedSet((int(lo), int(hi)) for lo, hi in ranges.rows)  # type: ignore[arg-type]
+            for seq in seqs:
+                current.add(seq)
+            folded = 0
+            for i in range(0, len(seqs), COMPACT_DELETE_CHUNK):
+                chunk = ",".join(map(str, seqs[i : i + COMPACT_DELETE_CHUNK]))
+                folded += (await conn.execute(f"DELETE FROM grproxy.applied WHERE seq IN ({chunk})")).affected_rows
             await conn.execute("DELETE FROM grproxy.applied_ranges")
             values = ",".join(f"({lo},{hi})" for lo, hi in current.intervals())
             if values:
@@ -230,13 +243,9 @@ class PositionStore:
             await conn.execute("ROLLBACK")
             raise
 
-    async def _locked_set(self, conn: BackendLike) -> AppliedSet:
-        ranges = await conn.execute("SELECT lo, hi FROM grproxy.applied_ranges FOR UPDATE")
-        seqs = await conn.execute("SELECT seq FROM grproxy.applied FOR UPDATE")
-        out = AppliedSet((int(lo), int(hi)) for lo, hi in ranges.rows)  # type: ignore[arg-type]
-        for (seq,) in seqs.rows:
-            out.add(int(seq))  # type: ignore[arg-type]
-        return out
+    async def load_identity(self, conn: BackendLike) -> "BackendIdentity":
+        """Whose backend this is: the member uuid and group uuid kept in grproxy.meta."""
+        return BackendIdentity(await self.get_meta(conn, "member_uuid"), await self.get_meta(conn, "group_uuid"))
 
     async def get_meta(self, conn: BackendLike, name: str) -> str | None:
         r = await conn.execute(f"SELECT value FROM grproxy.meta WHERE name = '{_sql_str(name)}'")
@@ -244,6 +253,23 @@ class PositionStore:
 
     async def set_meta(self, conn: BackendLike, name: str, value: str) -> None:
         await conn.execute(f"REPLACE INTO grproxy.meta (name, value) VALUES ('{_sql_str(name)}', '{_sql_str(value)}')")
+
+
+COMPACT_DELETE_CHUNK = 10_000  # seqs named in one DELETE of a compaction
+
+
+@dataclass(frozen=True, slots=True)
+class BackendIdentity:
+    """What a backend says about who owns it (grproxy.meta): None when never recorded."""
+
+    member_uuid: str | None
+    group_uuid: str | None
+
+
+def gtid_set(group_uuid: str | None, applied: AppliedSet) -> str:
+    """`applied` in MySQL's GTID set notation: 'uuid:1-10:12' ('' when empty)."""
+    text = str(applied)
+    return f"{group_uuid or ''}:{text}" if text else ""
 
 
 def _sql_str(s: str) -> str:

@@ -31,6 +31,7 @@ HEADER_BYTES = 19
 CHECKSUM_BYTES = 4
 EVENT_BYTES_MAX = 1 << 30  # the server's max_allowed_packet ceiling: no event is larger
 TABLE_COLUMNS_MAX = 4_096  # MySQL and MariaDB allow 4096 columns per table
+TABLE_MAP_CACHE_MAX = 4_096  # decoded table maps a TableMapCache keeps (cleared when full)
 
 
 class EventType(enum.IntEnum):
@@ -350,12 +351,36 @@ def checksum_ok(event: bytes) -> bool:
 # --- decoding ---------------------------------------------------------------------------------------
 
 
-def decode_event(buf: bytes, fde: FormatDescription | None, *, checksum: bool) -> Event:
+class TableMapCache:
+    """Decoded TABLE_MAP events by their bytes: the server logs the same map before every
+    statement, and decoding its optional metadata is the costliest part of a small transaction.
+
+    A hit returns the very TableMap decoded first (its header is that first event's), so a
+    consumer can key compiled row decoders on identity. Bounded by `entries_max`: when full it is
+    cleared (table definitions change rarely; a miss only costs one decode).
+    """
+
+    __slots__ = ("_maps", "entries_max", "hits")
+
+    def __init__(self, entries_max: int = TABLE_MAP_CACHE_MAX) -> None:
+        if entries_max <= 0:
+            raise ValueError("entries_max must be positive")
+        self._maps: dict[bytes, TableMap] = {}
+        self.entries_max = entries_max
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+
+def decode_event(
+    buf: bytes, fde: FormatDescription | None, *, checksum: bool, table_maps: TableMapCache | None = None
+) -> Event:
     """Decode one whole event (header included, checksum included when `checksum`).
 
     `fde` is the format description in force (None before the first one: then only a
     FORMAT_DESCRIPTION, ROTATE or HEARTBEAT can be decoded, and the defaults of binlog v4 are
-    used). A FORMAT_DESCRIPTION event's own checksum is checked whatever `checksum` says, when
+    used). `table_maps` caches decoded TABLE_MAP events (see TableMapCache). A FORMAT_DESCRIPTION event's own checksum is checked whatever `checksum` says, when
     its descriptor says CRC32.
 
     Raises BinlogChecksumError for a CRC mismatch, BinlogUnsupported for compressed events,
@@ -379,6 +404,17 @@ def decode_event(buf: bytes, fde: FormatDescription | None, *, checksum: bool) -
             "uncompressed row events only)"
         )
     try:
+        if t == EventType.TABLE_MAP and table_maps is not None:
+            key = bytes(buf[HEADER_BYTES:end])
+            cached = table_maps._maps.get(key)
+            if cached is not None:
+                table_maps.hits += 1
+                return cached
+            table_map = _table_map(header, buf, end, fde)
+            if len(table_maps._maps) >= table_maps.entries_max:
+                table_maps._maps.clear()
+            table_maps._maps[key] = table_map
+            return table_map
         decoder = _DECODERS.get(t)
         if decoder is None:
             return OtherEvent(header, bytes(buf[HEADER_BYTES:end]))

@@ -346,6 +346,8 @@ class RowDecoder:
 
     table_map: TableMap
     columns: tuple[ColumnDecoder, ...]
+    full_bitmap: bytes  # the columns-present bitmap of a full image
+    all_columns: tuple[int, ...]
 
     def decode(self, event: RowsEvent) -> list[BinlogRowChange]:
         """Every row of `event`, in order. Raises BinlogDecodeError on malformed rows."""
@@ -355,8 +357,13 @@ class RowDecoder:
                 f"rows event of {event.column_count} columns for {tm.schema}.{tm.table} of {tm.column_count}"
             )
         buf = event.rows
-        present = _bits(event.columns_present, event.column_count)
-        after_present = _bits(event.columns_present_after, event.column_count) if event.columns_present_after else present
+        full = self.all_columns
+        present = full if event.columns_present == self.full_bitmap else _bits(event.columns_present, event.column_count)
+        after_bitmap = event.columns_present_after
+        if after_bitmap is None or after_bitmap == event.columns_present:
+            after_present = present
+        else:
+            after_present = full if after_bitmap == self.full_bitmap else _bits(after_bitmap, event.column_count)
         n = len(buf)
         p = 0
         out: list[BinlogRowChange] = []
@@ -410,7 +417,11 @@ def _bits(bitmap: bytes, n: int) -> tuple[int, ...]:
 
 def decoder_for(table_map: TableMap) -> RowDecoder:
     """Compile the decoders of a table map's columns. Raises BinlogUnsupported."""
-    return RowDecoder(table_map, tuple(column_decoder(table_map, i) for i in range(table_map.column_count)))
+    n = table_map.column_count
+    full = bytearray(b"\xff" * ((n + 7) // 8))
+    if n % 8:
+        full[-1] = (1 << (n % 8)) - 1
+    return RowDecoder(table_map, tuple(column_decoder(table_map, i) for i in range(n)), bytes(full), tuple(range(n)))
 
 
 def decode_rows(event: RowsEvent, table_map: TableMap) -> list[BinlogRowChange]:

@@ -32,7 +32,8 @@ from ..protocol.constants import MAX_PAYLOAD, PROXY_CAPABILITIES, Cap, Command
 from ..protocol.errors import BackendError, BackendLost, BackendUnavailable, MalformedPacket
 from ..protocol.packets import parse_err
 from .events import (
-    EVENT_BYTES_MAX, BinlogDecodeError, BinlogError, Event, FormatDescription, Heartbeat, Rotate, decode_event,
+    EVENT_BYTES_MAX, BinlogDecodeError, BinlogError, Event, FormatDescription, Heartbeat, Rotate, TableMapCache,
+    decode_event,
 )
 
 STREAM_BUFFER_BYTES_MAX = 4 << 20  # complete packets buffered unread before the socket is paused
@@ -133,6 +134,7 @@ class BinlogStream:
         self._checksum = checksum
         self._heartbeat_s = heartbeat_s
         self._fde: FormatDescription | None = None
+        self._table_maps = TableMapCache()
         self._broken: BinlogStreamBroken | None = None
         self.position = position  # of the next event to read
         self.start_position = position
@@ -230,7 +232,7 @@ class BinlogStream:
             raise self._break(f"unexpected packet 0x{payload[0]:02x} in the binlog stream")
         raw = memoryview(payload)[1:]
         try:
-            event = decode_event(raw, self._fde, checksum=self._checksum)
+            event = decode_event(raw, self._fde, checksum=self._checksum, table_maps=self._table_maps)
         except BinlogDecodeError as exc:
             raise self._break(f"binlog event at {self.position}: {exc}") from exc
         self.events_read += 1

@@ -153,6 +153,13 @@ class ReadOnly(MySQLError):
     sqlstate = "HY000"
 
 
+class ServerOffline(MySQLError):
+    """A member in ERROR with exit_state_action = OFFLINE_MODE refuses client sessions."""
+
+    errno = 3032  # ER_SERVER_OFFLINE_MODE
+    sqlstate = "HY000"
+
+
 class BeforeDmlValidation(MySQLError):
     """A write to a table unfit for replication (no primary key, …)."""
 

@@ -95,6 +95,7 @@ class Sandbox:
         self.router_port = 0
         self.members: tuple[MemberInfo, ...] = ()
         self._killed: set[str] = set()
+        self._restarted: dict[str, subprocess.Popen[bytes]] = {}  # member id → its restarted process
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -161,6 +162,15 @@ class Sandbox:
         Idempotent. The group is signalled only while its leader is not reaped (its id is ours
         until then), and the leader is reaped last.
         """
+        for restarted in self._restarted.values():  # our own children, outside the sandbox's group
+            if restarted.poll() is None:
+                restarted.terminate()
+        for restarted in self._restarted.values():
+            try:
+                restarted.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                restarted.kill()
+                restarted.wait(timeout=60)
         proc = self.process
         if proc is None or proc.returncode is not None:
             return None if proc is None else proc.returncode
@@ -298,10 +308,37 @@ class Sandbox:
         except FileNotFoundError:
             raise AssertionError(f"{member.id} (pid {pid}) is not running") from None
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        assert ppid == self.process.pid and str(self.base_dir) in cmdline and "grproxy" in cmdline, (
+        restarted = self._restarted.get(member.id)
+        parent = os.getpid() if restarted is not None and restarted.pid == pid else self.process.pid
+        assert ppid == parent and str(self.base_dir) in cmdline and "grproxy" in cmdline, (
             f"pid {pid} is not {member.id} of this sandbox (ppid {ppid}, cmdline {cmdline!r})")
         os.kill(pid, sig)
         return pid
+
+    def member_config(self, member: MemberInfo) -> Path:
+        """The member's config file, as the sandbox wrote it (what the README restarts it with)."""
+        return self.base_dir / "sb" / member.id / "grproxy.toml"
+
+    def restart_member(self, member: MemberInfo, *extra: str) -> MemberInfo:
+        """Start a killed member again exactly as the README says: `grproxy serve --config
+        <base-dir>/memberN/grproxy.toml` (plus `extra` arguments). Stopping the sandbox stops
+        it too (and it dies with the test process). Returns the member with its new pid."""
+        assert self.process is not None and self.alive(), "the sandbox is not running"
+        log = self.base_dir / "sb" / member.id / "grproxy.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(  # noqa: S603 - our own arguments
+                [sys.executable, "-m", "grproxy", "serve", "--config", str(self.member_config(member)), *extra],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        self._restarted[member.id] = proc
+        self._killed.discard(member.id)
+        updated = dataclasses.replace(member, pid=proc.pid)
+        self.members = tuple(updated if m.id == member.id else m for m in self.members)
+        return updated
+
+    def restarted_process(self, member: MemberInfo) -> subprocess.Popen[bytes] | None:
+        return self._restarted.get(member.id)
 
     # --- diagnostics -----------------------------------------------------------------------------
 
