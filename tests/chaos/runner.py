@@ -79,14 +79,16 @@ class Fault:
 
 
 def schedule(rng: random.Random, kinds: tuple[str, ...], duration_s: float, members: list[str]) -> list[Fault]:
-    """Faults one after another: each lasts 3-8 s, with 2-5 s of calm between."""
+    """Faults one after another: each lasts 4-16 s (long enough, at times, for the failure
+    detector to suspect and expel: 5 s of silence + member_expel_timeout 5 s), with 2-5 s of
+    calm between."""
     out: list[Fault] = []
     if not kinds:
         return out
     t = rng.uniform(2, 4)
     while t + 3 < duration_s - 2:
         kind = rng.choice(kinds)
-        length = min(rng.uniform(3, 8), duration_s - 2 - t)
+        length = min(rng.uniform(4, 16), duration_s - 2 - t)
         shuffled = rng.sample(members, len(members))
         delay_ms = rng.choice((50, 100, 300)) if kind == "delay" else 0
         targets: tuple[str, ...]
@@ -359,6 +361,7 @@ class RunResult:
     run: int
     seed: str
     faults: list[str]
+    fault_kinds: list[str]
     ops: dict[str, int]
     results: list[CheckResult]
     converged_s: float | None
@@ -432,7 +435,7 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
             if p.exists():
                 shutil.copy(p, out / f"{p.parent.name}.log")
         shutil.rmtree(base, ignore_errors=True)
-    rr = RunResult(run, seed_text, [f.describe() for f in faults], counts, results, converged_s,
+    rr = RunResult(run, seed_text, [f.describe() for f in faults], [f.kind for f in faults], counts, results, converged_s,
                    nemesis.errors if nemesis else [], str(out))
     (out / "verdict.json").write_text(json.dumps(rr.to_dict(), indent=2, default=str) + "\n")
     return rr
@@ -446,7 +449,7 @@ def summary_table(runs: list[RunResult], seed: int, kinds: tuple[str, ...]) -> s
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        kinds_applied = sorted({f.split()[1] for f in r.faults}) or ["none"]
+        kinds_applied = sorted(set(r.fault_kinds)) or ["none"]
         viol = ", ".join(f"{k} {n}" for k, n in sorted(r.violations().items())) or "—"
         allowed = ", ".join(f"{k} {n}" for k, n in sorted(r.allowed().items())) or "—"
         conv = f"{r.converged_s:.1f} s" if r.converged_s is not None else "NO"
