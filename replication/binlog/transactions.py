@@ -59,7 +59,8 @@ class TableRows:
 class BinlogTransaction:
     """One event group. `end` says how it ended:
 
-    "xa_prepare" (xid set), "xa_commit_one_phase" (xid set), "xa_commit" / "xa_rollback" (the
+    "xa_prepare" (xid set), "xa_commit_one_phase" (xid set; MySQL — MariaDB 10.11 logs XA COMMIT
+    … ONE PHASE as an ordinary transaction ending in "xid"), "xa_commit" / "xa_rollback" (the
     second phase of a prepared XA, xid set, no rows), "xid" (an ordinary transactional commit),
     "commit" (a non-transactional group ending in Query COMMIT), "rollback", "standalone" (DDL
     and the like), "none" (rows outside any group).
