@@ -18,6 +18,8 @@ images derived from the binlog are the ones statement capture reads back:
     CHAR, VARCHAR, TEXT (and MariaDB's JSON = LONGTEXT) raw bytes in the column's charset
     BINARY (re-padded with 0x00: the binlog strips them), VARBINARY, BLOB  raw bytes
     GEOMETRY                                           internal bytes (SRID + WKB)
+    INET4, INET6, UUID (MariaDB)                       16/4 raw bytes here; their text (as
+                                                       capture reads them) in to_row_changes
 
 `to_row_changes` then maps a table's decoded changes onto its `RowShape` (columns by name from
 the table map, generated columns dropped) and builds `RowChange`s exactly as capture does:
@@ -472,6 +474,51 @@ def _column_index(meta: "TableMeta", table_map: TableMap) -> dict[str, int]:
     return {c.name: i for i, c in enumerate(meta.columns)}
 
 
+def _inet6_text(raw: bytes) -> str:
+    """MariaDB's text of an INET6 (its type_inet, after BIND's inet_ntop6): the longest run of
+    zero groups becomes '::' — even a run of one group, unlike RFC 5952; the first of equal runs
+    — hex is lower-case, and IPv4-compatible / IPv4-mapped addresses end in a dotted quad."""
+    words = struct.unpack(">8H", raw)
+    best_base, best_len, base, length = -1, 0, -1, 0
+    for i, w in enumerate(words):
+        if w == 0:
+            if base < 0:
+                base, length = i, 1
+            else:
+                length += 1
+            if length > best_len:
+                best_base, best_len = base, length
+        else:
+            base, length = -1, 0
+    text = ""
+    for i, w in enumerate(words):
+        if best_base >= 0 and best_base <= i < best_base + best_len:
+            if i == best_base:
+                text += ":"
+            continue
+        if i:
+            text += ":"
+        if i == 6 and best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
+            text += ".".join(str(b) for b in raw[12:])
+            break
+        text += "%x" % w
+    if best_base >= 0 and best_base + best_len == 8:
+        text += ":"
+    return text
+
+
+def _native_text(data_type: str, raw: bytes) -> bytes:
+    """The text a MariaDB INET4 / INET6 / UUID value reads back as (capture's image form)."""
+    if data_type == "inet4" and len(raw) == 4:
+        return ".".join(str(b) for b in raw).encode("ascii")
+    if data_type == "inet6" and len(raw) == 16:
+        return _inet6_text(raw).encode("ascii")
+    if data_type == "uuid" and len(raw) == 16:
+        h = raw.hex()  # the binlog carries a UUID in its text order (not the storage order)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode("ascii")
+    raise BinlogUnsupported(f"a {data_type} value of {len(raw)} bytes")
+
+
 _NATIVE = frozenset({"inet6", "inet4", "uuid"})
 
 
@@ -479,10 +526,23 @@ def _shape(meta: "TableMeta") -> RowShape:
     shape = meta.shape
     if shape is None:
         raise BinlogUnsupported(f"{meta.schema}.{meta.table} has no row shape: {meta.unfit_reason() or meta.unsupported_reason()}")
-    for c in meta.columns:
-        if c.data_type in _NATIVE:
-            raise BinlogUnsupported(f"column {meta.table}.{c.name}: type {c.data_type} is not converted from the binlog yet")
     return shape
+
+
+def _converted(meta: "TableMeta", index: Mapping[str, int]) -> tuple[tuple[int, str], ...]:
+    """(table-map index, type) of the columns whose binlog value is not their image value."""
+    return tuple((index[c.name], c.data_type) for c in meta.columns if c.data_type in _NATIVE)
+
+
+def _convert(row: Row, converted: tuple[tuple[int, str], ...]) -> Row:
+    if not converted:
+        return row
+    values = list(row)
+    for i, data_type in converted:
+        v = values[i]
+        if isinstance(v, bytes):
+            values[i] = _native_text(data_type, v)
+    return tuple(values)
 
 
 def _material(
@@ -521,11 +581,12 @@ def weight_requests(meta: "TableMeta", table_map: TableMap, changes: Iterable[Bi
     if not any(meta.by_name[n].collated for n, _ in meta.key_parts):
         return set()
     index = _column_index(meta, table_map)
+    converted = _converted(meta, index)
     out: set[WeightRequest] = set()
     for change in changes:
         for row in (change.before, change.after):
             if row is not None:
-                _material(meta, row, index, None, out)
+                _material(meta, _convert(row, converted), index, None, out)
     return out
 
 
@@ -554,6 +615,13 @@ def to_row_changes(
     """
     shape = _shape(meta)
     index = _column_index(meta, table_map)
+    converted = _converted(meta, index)
+    if converted:
+        changes = [
+            BinlogRowChange(c.kind, None if c.before is None else _convert(c.before, converted),
+                            None if c.after is None else _convert(c.after, converted))
+            for c in changes
+        ]
     image_at = tuple(index[name] for name in shape.columns)
     pk = shape.primary_key
     pk_parts = [meta.key_parts.index(p) for p in meta.unique_keys[0].parts]

@@ -14,8 +14,10 @@ and every row).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -110,11 +112,13 @@ def servers(backend_factory: Callable[..., ServerHandle]) -> Iterator[tuple[Serv
     b = backend_factory("binlog_eq_b")
     for handle in (a, b):
         run_sql(handle, None, [f"DROP DATABASE IF EXISTS {DB}", f"CREATE DATABASE {DB} CHARACTER SET utf8mb4"])
-        run_sql(handle, DB, [TABLE])
+        run_sql(handle, DB, [TABLE, NATIVE_TABLE])
     yield a, b
 
 
-async def _scenario(a: ServerHandle, b: ServerHandle) -> list[tuple[str, list[RowChange], list[RowChange]]]:
+async def _scenario(
+    a: ServerHandle, b: ServerHandle, table: str = "every", statements: Sequence[str] = STATEMENTS,
+) -> list[tuple[str, list[RowChange], list[RowChange]]]:
     stream = await BinlogStream.open(address(a), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S)
     assembler = Assembler()
     conn = await open_conn(a, DB)
@@ -123,7 +127,7 @@ async def _scenario(a: ServerHandle, b: ServerHandle) -> list[tuple[str, list[Ro
     out = []
     try:
         await conn.execute_all("SET time_zone = '+05:30', NAMES utf8mb4")
-        for sql in STATEMENTS:
+        for sql in statements:
             await conn.execute("BEGIN")
             _, captured = await capture_statement(conn, sql, DB, catalog, sql_mode=None)
             await conn.execute("COMMIT")
@@ -134,8 +138,8 @@ async def _scenario(a: ServerHandle, b: ServerHandle) -> list[tuple[str, list[Ro
                     txn = assembler.feed(event)
                     if txn is not None and not txn.has_rows:
                         txn = None  # capture's own reads log nothing; skip anything else
-            snapshot = await catalog.snapshot(conn, [(DB, "every")])
-            meta = snapshot.table(DB, "every")
+            snapshot = await catalog.snapshot(conn, [(DB, table)])
+            meta = snapshot.table(DB, table)
             assert meta is not None
             derived: list[RowChange] = []
             for table_rows in txn.tables:
@@ -210,3 +214,48 @@ def test_states_match_midway(servers: tuple[ServerHandle, ServerHandle]) -> None
     state_a, state_b = table_state(a, DB), table_state(b, DB)
     assert len(state_a["every"][1]) == 5  # type: ignore[index]
     assert state_a == state_b
+
+
+NATIVE_TABLE = "CREATE TABLE native (id INT PRIMARY KEY, a INET6, b INET4, u UUID, UNIQUE KEY ua (a), UNIQUE KEY uu (u))"
+
+
+def _addresses(n: int) -> list[tuple[bytes, bytes, bytes]]:
+    """INET6 values with zero runs of every length and place (and the v4-mapped/compatible
+    forms), INET4 and UUID values of every version nibble."""
+    rnd = random.Random(7)
+    fixed = ["::", "::1", "::2", "::ffff:1.2.3.4", "::1.2.3.4", "::ffff:0:0", "::ffff:0.0.0.1", "1::", "1::1",
+             "0:0:1::", "1:0:0:1:0:0:0:1", "fe80::1:2", "2001:db8::ff00:42:8329", "ffff:" * 7 + "ffff"]
+    out = []
+    seen: set[bytes] = set()
+    for i in range(n):
+        if i < len(fixed):
+            a = ipaddress.IPv6Address(fixed[i]).packed
+        else:
+            a = b""
+            while not a or a in seen:
+                a = b"".join(rnd.choice([b"\0\0", rnd.randbytes(2)]) for _ in range(8))
+        seen.add(a)
+        u = bytearray(rnd.randbytes(16))
+        u[6] = (u[6] & 0x0F) | (i % 16) << 4
+        if i % 16 >= 8:
+            # MariaDB 10.11 takes version ≥ 8 with a variant < 8 in binary but refuses its text,
+            # which the applier renders (a gap of the text form, not of the binlog: see the report).
+            u[8] |= 0x80
+        out.append((a, rnd.randbytes(4), bytes(u)))
+    return out
+
+
+def test_native_types_equal_capture(servers: tuple[ServerHandle, ServerHandle]) -> None:
+    a, b = servers
+    values = _addresses(300)
+    rows = ", ".join(f"({i}, X'{x.hex()}', X'{y.hex()}', X'{z.hex()}')" for i, (x, y, z) in enumerate(values))
+    statements = [
+        f"INSERT INTO native VALUES {rows}",
+        "UPDATE native SET a = NULL, b = '10.0.0.1' WHERE id < 20",
+        "UPDATE native SET id = id + 1000 WHERE id = 21",
+        "DELETE FROM native WHERE id > 250",
+    ]
+    results = asyncio.run(_scenario(a, b, "native", statements))
+    for sql, captured, derived in results:
+        assert Counter(derived) == Counter(captured), sql[:80]
+    assert table_state(a, DB)["native"] == table_state(b, DB)["native"]
