@@ -106,7 +106,12 @@ def schedule(rng: random.Random, kinds: tuple[str, ...], duration_s: float, memb
 
 
 class Nemesis:
-    """Applies a schedule to a cluster in a thread; heals everything at the end."""
+    """Applies a schedule to a cluster, then heals everything.
+
+    Runs in the main thread on purpose: processes are started with PR_SET_PDEATHSIG, which
+    kills a child when the *thread* that started it exits, so a member or backend restarted
+    from a short-lived thread would die with it.
+    """
 
     def __init__(self, cluster: Cluster, faults: list[Fault], members: list[str]) -> None:
         self.c = cluster
@@ -114,34 +119,31 @@ class Nemesis:
         self.members = members
         self.applied: list[str] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
 
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        self._thread.start()
+    def run(self, duration_s: float) -> None:
+        """Apply the schedule; returns ``duration_s`` after it was called."""
+        t0 = time.monotonic()
 
-    def _sleep_until(self, at_s: float) -> bool:
-        wait = self.t0 + at_s - time.monotonic()
-        return not (wait > 0 and self._stop.wait(wait))
+        def sleep_until(at_s: float) -> None:
+            time.sleep(max(0.0, t0 + min(at_s, duration_s) - time.monotonic()))
 
-    def _run(self) -> None:
         for f in self.faults:
-            if not self._sleep_until(f.at_s):
-                return
+            if f.at_s >= duration_s:
+                break
+            sleep_until(f.at_s)
             try:
                 self.apply(f)
                 self.applied.append(f.describe())
                 self.c.note(f"fault {f.describe()}")
             except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                 self.errors.append(f"{f.describe()}: {exc!r}")
-            if not self._sleep_until(f.heal_at_s):
-                return
+            sleep_until(f.heal_at_s)
             try:
                 self.heal(f)
                 self.c.note(f"heal {f.kind}")
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"heal {f.describe()}: {exc!r}")
+        sleep_until(duration_s)
 
     def apply(self, f: Fault) -> None:
         c, net = self.c, self.c.net
@@ -187,9 +189,7 @@ class Nemesis:
             case _:
                 c.on_loop(c.net.heal)
 
-    def stop_and_heal_all(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
+    def heal_all(self) -> None:
         c = self.c
         c.on_loop(c.net.heal)
         for m in c.members:
@@ -228,8 +228,9 @@ def run_clients(cluster: Cluster, seed_text: str, duration_s: float, out: Path,
     for t in threads:
         t.start()
     if nemesis is not None:
-        nemesis.start()
-    stop.wait(duration_s)
+        nemesis.run(duration_s)
+    else:
+        stop.wait(duration_s)
     stop.set()
     for t in threads:
         t.join(60)
@@ -324,7 +325,8 @@ def _append_elements(c: Completed) -> list[tuple[int, int]]:
 
 
 def check_run(bank: Bank, bank_ops: list[Any], la_ops: list[Any], finals: dict[str, MemberFinal],
-              online: set[str], converged_s: float | None, convergence_note: str) -> list[CheckResult]:
+              online: set[str], converged_s: float | None, convergence_note: str,
+              convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S) -> list[CheckResult]:
     results = [
         check_bank(bank_ops, total=bank.total, accounts=[str(a) for a in bank.accounts]),
         check_list_append(la_ops, snapshot_isolation=True),
@@ -350,7 +352,7 @@ def check_run(bank: Bank, bank_ops: list[Any], la_ops: list[Any], finals: dict[s
     conv = check_convergence({n: f.state for n, f in finals.items()})
     if converged_s is None:
         conv = dataclasses.replace(conv, anomalies={**conv.anomalies, "no-convergence": (
-            Anomaly("no-convergence", (), f"not whole and converged within {CONVERGENCE_TIMEOUT_S:.0f}s: "
+            Anomaly("no-convergence", (), f"not whole and converged within {convergence_timeout_s:.0f}s: "
                     f"{convergence_note}"),)})
     results.append(conv)
     return results
@@ -399,14 +401,17 @@ class RunResult:
                 "results": [r.to_dict() for r in self.results]}
 
 
-def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out: Path) -> RunResult:
+def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out: Path, *,
+             faults: list[Fault] | None = None, convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S) -> RunResult:
+    """One run; ``faults`` replaces the seeded schedule (a test's fixed scenario)."""
     seed_text = f"{seed}:{run}"
     rng = random.Random(seed_text)
     out.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-{run}-"))
     cluster = Cluster(base)
     members = [f"m{i}" for i in range(1, cluster.count + 1)]
-    faults = schedule(rng, kinds, duration_s, members)
+    if faults is None:
+        faults = schedule(rng, kinds, duration_s, members)
     (out / "schedule.txt").write_text("\n".join(f.describe() for f in faults) + "\n")
     try:
         with cluster:
@@ -418,8 +423,8 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
             nemesis = Nemesis(cluster, faults, members) if faults else None
             bank_rec, la_rec, bank, _la, counts = run_clients(cluster, seed_text, duration_s, out, nemesis)
             if nemesis is not None:
-                nemesis.stop_and_heal_all()
-            converged_s, note = wait_converged(cluster, CONVERGENCE_TIMEOUT_S)
+                nemesis.heal_all()
+            converged_s, note = wait_converged(cluster, convergence_timeout_s)
             finals = read_final(cluster)
             try:
                 online = cluster.online_view(cluster.members[0]) if cluster.members[0].alive() else set()
@@ -428,7 +433,7 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
             if converged_s is None:
                 online = {n for n, f in finals.items() if f.state.error is None} & online
             results = check_run(bank, bank_rec.ops(), la_rec.ops(), finals, online or {
-                n for n, f in finals.items() if f.state.error is None}, converged_s, note)
+                n for n, f in finals.items() if f.state.error is None}, converged_s, note, convergence_timeout_s)
             (out / "events.txt").write_text("\n".join(f"{t - cluster.events[0][0]:8.2f} {w}" for t, w in cluster.events) + "\n")
     finally:
         for p in [*(m.log_path for m in cluster.members), base / "router" / "grproxy.log"]:
