@@ -231,6 +231,17 @@ class TableMap:
     set_values: tuple[tuple[bytes, ...] | None, ...] | None = None
     geometry_types: tuple[int | None, ...] | None = None
 
+    def __post_init__(self) -> None:
+        n = len(self.column_types)
+        if not 0 < n <= TABLE_COLUMNS_MAX or len(self.column_meta) != n or len(self.nullable) != n:
+            raise BinlogDecodeError(f"table map of {self.schema}.{self.table}: columns, metadata, nullability differ")
+        for name in ("signedness", "collations", "column_names", "enum_values", "set_values", "geometry_types"):
+            per_column = getattr(self, name)
+            if per_column is not None and len(per_column) != n:
+                raise BinlogDecodeError(f"table map of {self.schema}.{self.table}: {name} for {len(per_column)} of {n} columns")
+        if self.primary_key is not None and any(not 0 <= i < n for i, _ in self.primary_key):
+            raise BinlogDecodeError(f"table map of {self.schema}.{self.table}: primary key outside the columns")
+
     @property
     def column_count(self) -> int:
         return len(self.column_types)
@@ -256,6 +267,15 @@ class RowsEvent:
     columns_present: bytes  # bitmap, bit i = column i
     columns_present_after: bytes | None  # updates only
     rows: bytes
+
+    def __post_init__(self) -> None:
+        nbytes = (self.column_count + 7) // 8
+        if self.kind not in ("insert", "update", "delete") or len(self.columns_present) != nbytes:
+            raise BinlogDecodeError(f"rows event: kind {self.kind!r}, {self.column_count} columns, bad bitmap")
+        if (self.columns_present_after is not None) != (self.kind == "update") or (
+            self.columns_present_after is not None and len(self.columns_present_after) != nbytes
+        ):
+            raise BinlogDecodeError("rows event: the after-image bitmap belongs to updates only")
 
     @property
     def statement_end(self) -> bool:

@@ -8,7 +8,8 @@ XA transaction once its XA_PREPARE event has been read — whether the event arr
 after the call. Every other transaction that wrote rows (an ordinary commit, XA COMMIT ONE PHASE,
 rows outside any group) goes to `on_outside_xa(txn)`, called from the reader task: the member
 tells its own applier's commits apart from a stray write (a backend session that committed a
-write the group never saw) and goes to ERROR for the latter.
+write the group never saw) and goes to ERROR for the latter. The hook must not block; an
+exception from it stops the reader like a broken stream (waiters hear it).
 
 Bounds, and what happens at each (STYLE §11):
 
