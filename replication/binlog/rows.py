@@ -32,6 +32,7 @@ backend in one round trip.
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -623,13 +624,17 @@ def to_row_changes(
             for c in changes
         ]
     image_at = tuple(index[name] for name in shape.columns)
+    # The image is the row itself when the table has no generated column (the common case).
+    pick = None if image_at == tuple(range(table_map.column_count)) else operator.itemgetter(*image_at)
     pk = shape.primary_key
     pk_parts = [meta.key_parts.index(p) for p in meta.unique_keys[0].parts]
     out: list[RowChange] = []
 
     def image(row: Row) -> tuple[Value, ...]:
-        values = tuple(row[i] for i in image_at)
-        if any(v is NOT_LOGGED for v in values):
+        values = row if pick is None else pick(row)
+        if not isinstance(values, tuple):
+            values = (values,)
+        if NOT_LOGGED in values:
             raise BinlogUnsupported(f"{meta.schema}.{meta.table}: a column is absent from the rows event (binlog_row_image≠FULL)")
         return values  # type: ignore[return-value]
 
