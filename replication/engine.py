@@ -23,9 +23,12 @@ from replication.gcs.interface import MemberState, View
 
 from .certifier import Certifier, CertifierFull, KeyHash, Seq
 from .messages import (
+    AdminAction,
+    AdminOp,
     AppliedAck,
     Announce,
     DdlMessage,
+    MemberStats,
     Message,
     ReplicationDecodeError,
     StableReport,
@@ -127,8 +130,31 @@ class CertifierRefused:
     txn_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class AdminOutcome:
+    """A group action (AdminOp) was decided at this point of the order: applied (`ok`) or
+    refused, with GR's message for the session that asked (on `origin`)."""
+
+    origin: str
+    op_id: int
+    ok: bool
+    message: str
+
+
 Action = (LocalOutcome | ApplyRemote | ExecuteDdl | SyncReached | MembershipChanged | CertifierRefused
-          | AckReceived)
+          | AckReceived | AdminOutcome)
+
+# GR's answers to its group actions (plugin/group_replication udf_single_primary.cc / udf_multi_primary.cc).
+NOT_A_MEMBER = "The requested uuid is not a member of the group."
+MEMBER_NOT_ONLINE = "A member is joining the group, wait for it to be ONLINE."
+IN_MULTI_PRIMARY = "In multi-primary mode. Use group_replication_switch_to_single_primary_mode."
+ALREADY_PRIMARY = "The requested member is already the current group primary."
+ALREADY_SINGLE = "The group is already on single-primary mode."
+ALREADY_SINGLE_WITH_UUID = "Already in single-primary mode. Did you mean to use group_replication_set_as_primary?"
+ALREADY_MULTI = "The group is already on multi-primary mode."
+SWITCHED_SINGLE = "Mode switched to single-primary successfully."
+SWITCHED_MULTI = "Mode switched to multi-primary successfully."
+SWITCHED_PRIMARY = "Primary server switched to: {}"
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -145,6 +171,14 @@ class Engine:
     primary: str | None = None
     view: View | None = None
     _joins: int = 0
+    # replication_group_member_stats: this member's certification counters (from its own
+    # deliveries; a joiner counts from its join), and the last MemberStats of every member.
+    stats_checked: int = 0
+    stats_conflicts: int = 0
+    stats_local_proposed: int = 0
+    stats_local_rollback: int = 0
+    last_conflict_free: Seq = Seq(0)
+    member_stats: dict[str, MemberStats] = field(default_factory=dict)
 
     # views ---------------------------------------------------------------------------------------
 
@@ -155,6 +189,7 @@ class Engine:
         present = {m.uuid for m in view.members}
         for uuid in [u for u in self.members if u not in present]:
             del self.members[uuid]
+            self.member_stats.pop(uuid, None)
         for m in view.joined:
             # A new incarnation of a member that was still in the table (restarted before it
             # was expelled) starts over: RECOVERING, no role; the old one's role is re-elected.
@@ -202,13 +237,17 @@ class Engine:
         return sorted(self.members.values(), key=lambda m: m.join_index)
 
     def set_mode(self, single_primary: bool, primary: str | None = None) -> list[Action]:
-        """Switch single-/multi-primary (called at a totally ordered point)."""
+        """Switch single-/multi-primary, or appoint `primary` (called at a totally ordered
+        point). In single-primary mode without a `primary` (or one not in the group) the usual
+        election picks one."""
+        previous = self.primary
         self.single_primary = single_primary
         if single_primary and primary in self.members:
             self.primary = primary
         elif single_primary:
             self.primary = None
-        return self._membership_actions()
+        self._elect()
+        return [MembershipChanged(tuple(self.ordered_members()), self.primary, previous)]
 
     # deliveries ----------------------------------------------------------------------------------
 
@@ -236,6 +275,12 @@ class Engine:
                 return [SyncReached(msg.origin, msg.sync_id, self.certifier.last_seq)]
             case AppliedAck():
                 return [AckReceived(msg.member, msg.seq)]
+            case AdminOp():
+                return self._on_admin(msg)
+            case MemberStats():
+                if msg.member in self.members:
+                    self.member_stats[msg.member] = msg
+                return []
             case Announce():
                 record = self.members.get(msg.member)
                 if record is None:
@@ -259,6 +304,15 @@ class Engine:
             outcome = self.certifier.certify(msg.write_set, msg.snapshot, frozenset(msg.seen))
         except CertifierFull:
             return [CertifierRefused(msg.origin, msg.txn_id)]
+        self.stats_checked += 1
+        mine = msg.origin == self.me
+        self.stats_local_proposed += mine
+        if outcome.positive:
+            assert outcome.seq is not None
+            self.last_conflict_free = outcome.seq
+        else:
+            self.stats_conflicts += 1
+            self.stats_local_rollback += mine
         if msg.origin == self.me:
             return [LocalOutcome(msg.txn_id, outcome.seq, outcome.conflict_seq, msg.changes if outcome.positive else b"")]
         if outcome.positive:
@@ -266,6 +320,36 @@ class Engine:
             return [ApplyRemote(outcome.seq, msg.origin, msg.changes, msg.write_set, msg.ack)]
         return []
 
+    # group actions ----------------------------------------------------------------------------
+
+    def _on_admin(self, op: AdminOp) -> list[Action]:
+        """Apply a group action where it is ordered: every member checks it against the same
+        state, so all apply it or all refuse it (GR's checks and messages)."""
+        target = self.members.get(op.target) if op.target else None
+        if op.target and target is None:
+            return [AdminOutcome(op.origin, op.op_id, False, NOT_A_MEMBER)]
+        if target is not None and target.state is not MemberState.ONLINE:
+            return [AdminOutcome(op.origin, op.op_id, False, MEMBER_NOT_ONLINE)]
+        match op.action:
+            case AdminAction.SET_PRIMARY:
+                if not self.single_primary:
+                    return [AdminOutcome(op.origin, op.op_id, False, IN_MULTI_PRIMARY)]
+                if op.target == self.primary:
+                    return [AdminOutcome(op.origin, op.op_id, True, ALREADY_PRIMARY)]
+                actions = self.set_mode(True, op.target)
+                return [*actions, AdminOutcome(op.origin, op.op_id, True, SWITCHED_PRIMARY.format(op.target))]
+            case AdminAction.SINGLE_PRIMARY:
+                if self.single_primary:
+                    message = ALREADY_SINGLE_WITH_UUID if op.target else ALREADY_SINGLE
+                    return [AdminOutcome(op.origin, op.op_id, True, message)]
+                actions = self.set_mode(True, op.target or None)
+                return [*actions, AdminOutcome(op.origin, op.op_id, True, SWITCHED_SINGLE)]
+            case AdminAction.MULTI_PRIMARY:
+                if not self.single_primary:
+                    return [AdminOutcome(op.origin, op.op_id, True, ALREADY_MULTI)]
+                actions = self.set_mode(False)
+                return [*actions, AdminOutcome(op.origin, op.op_id, True, SWITCHED_MULTI)]
+        raise EngineInvariantError(f"unhandled group action {op.action}")
 
     # state transfer (distributed recovery) -------------------------------------------------------
 

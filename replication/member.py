@@ -83,6 +83,8 @@ from .engine import (
 )
 from .messages import SEEN_SEQS_MAX, AppliedAck, Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
 from .positions import AppliedSet, Positions, PositionStore, gtid_set
+from .engine import AdminOutcome
+from .messages import AdminAction, AdminOp, MemberStats
 
 log = structlog.get_logger("grproxy.member")
 
@@ -214,6 +216,9 @@ class Member:
         self._ack_waiters: dict[int, asyncio.Future[None]] = {}
         self._ack_tasks = 0
         self.failover_backlog: Seq | None = None
+        self._admin_pending: dict[int, asyncio.Future[AdminOutcome]] = {}  # group actions asked here
+        self._last_stats: MemberStats | None = None
+        self.stats_doomed = 0  # local transactions that lost to a remote one before certification
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -566,6 +571,11 @@ class Member:
                         fut = self._pending.pop(action.txn_id, None)
                         if fut is not None and not fut.done():
                             fut.set_result(action)
+                case AdminOutcome():
+                    if action.origin == self.config.uuid:
+                        fut_admin = self._admin_pending.pop(action.op_id, None)
+                        if fut_admin is not None and not fut_admin.done():
+                            fut_admin.set_result(action)
 
     def _submit(self, item: ApplyRemote | ExecuteDdl) -> None:
         try:
@@ -582,6 +592,7 @@ class Member:
         for txn in self._open.values():
             if txn.doomed_by is None and not txn.keys.isdisjoint(keys):
                 txn.doomed_by = remote.seq
+                self.stats_doomed += 1
                 if txn.on_doom is not None:
                     txn.on_doom()
 
@@ -985,6 +996,58 @@ class Member:
             out.append(m)
         return out
 
+    # --- admin (replication/admin.py) -------------------------------------------------------------------
+
+    async def group_action(self, action: AdminAction, target: str = "") -> AdminOutcome:
+        """Order a group action (set_as_primary, mode switches) through the group and wait for
+        its outcome, decided by every member's engine at its delivery. Raises HookError (3100)
+        when it cannot be ordered within commit_timeout_s."""
+        op_id = next(self._txn_ids)
+        fut: asyncio.Future[AdminOutcome] = asyncio.get_running_loop().create_future()
+        self._admin_pending[op_id] = fut
+        try:
+            self.gcs.broadcast(encode(AdminOp(self.config.uuid, op_id, action, target)))
+            async with asyncio.timeout(self.config.commit_timeout_s):
+                return await fut
+        except GcsError as exc:
+            raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc.code.value})") from exc
+        except TimeoutError:
+            raise HookError("Error on observer while running replication hook 'before_commit'. "
+                            "(timed out waiting for the group to order the operation)") from None
+        finally:
+            self._admin_pending.pop(op_id, None)
+
+    def local_stats(self) -> MemberStats:
+        """This member's replication_group_member_stats counters now."""
+        e = self.engine
+        buffered = sum(1 for item in self._buffer if isinstance(item, Delivery))
+        # A doomed transaction is a conflict found before certification (it would have failed it).
+        return MemberStats(self.config.uuid, in_queue=buffered, checked=e.stats_checked,
+                           conflicts=e.stats_conflicts + self.stats_doomed, rows_validating=len(e.certifier),
+                           last_conflict_free=e.last_conflict_free, remote_in_applier_queue=len(self.applier),
+                           remote_applied=self.applier.applied_count, local_proposed=e.stats_local_proposed,
+                           local_rollback=e.stats_local_rollback + self.stats_doomed)
+
+    def _report_stats(self) -> None:
+        """Broadcast our counters when they changed (other members show them in their
+        replication_group_member_stats, as GR's members do)."""
+        stats = self.local_stats()
+        if stats == self._last_stats:
+            return
+        try:
+            self.gcs.broadcast(encode(stats))
+            self._last_stats = stats
+        except GcsError:
+            pass
+
+    def reconfigure(self, **changes: object) -> None:
+        """SET GLOBAL of a setting kept in MemberConfig: the member reads it where it uses it.
+        A new member_weight is announced to the group (it counts at the next election)."""
+        old = self.config
+        self.config = replace(old, **changes)  # type: ignore[arg-type]
+        if self.config.member_weight != old.member_weight and self._announced is not None:
+            self._announce(self._announced)
+
     # --- background work ------------------------------------------------------------------------------
 
     async def _probe_backend(self) -> None:
@@ -1064,6 +1127,7 @@ class Member:
                     self._last_report = lowest
                 except GcsError:
                     pass
+            self._report_stats()
             if loop.time() >= next_compaction:
                 next_compaction = loop.time() + self.config.compaction_interval_s
                 try:

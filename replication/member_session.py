@@ -18,7 +18,9 @@ the slow path here:
   exact literals (replication.protocol.params), then captured like any DML;
 * CALL, LOAD DATA and multi-statement writes are refused with 1235 (their effects cannot be
   captured faithfully yet), never replicated wrongly;
-* `performance_schema.replication_group_members` is answered by grproxy.
+* GR's own vocabulary (performance_schema's group tables, group_replication_* variables and
+  functions, START/STOP GROUP_REPLICATION) is answered by `replication.admin`: one hook in
+  `on_command` hands it every text that mentions it.
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
 from .capture import Captured
-from .consistency import VARIABLE as CONSISTENCY
-from .consistency import InvalidLevel, Level, parse_level
+from .admin import Admin, mentions, router_members
+from .consistency import Level
 from .certifier import KeyHash, Seq
 from .member import LocalTxn, Member, StartRefused
-from .statements import Kind, Scope, Statement, classify, replace_call
+from .statements import Kind, Statement, classify, replace_call
 
 log = structlog.get_logger("grproxy.member_session")
 
@@ -70,48 +72,8 @@ RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
 AUTO_INCREMENT_INCREMENT = 7
 ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back  # group_replication_auto_increment_increment's default
 TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
-_GROUP_MEMBERS_RE = re.compile(rb"replication_group_members", re.IGNORECASE)
 _ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
 ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after a captured write
-_TABLE_REF_RE = re.compile(
-    r"(?:`?performance_schema`?\s*\.\s*)?`?replication_group_members`?"
-    r"(?P<alias>\s+(?:AS\s+)?(?!(?:WHERE|ORDER|GROUP|LIMIT|JOIN|LEFT|RIGHT|INNER|CROSS|STRAIGHT_JOIN|NATURAL|UNION"
-    r"|HAVING|WINDOW|FOR|LOCK|INTO|ON|USING|PROCEDURE)\b)`?\w+`?)?",
-    re.IGNORECASE,
-)
-
-
-def _sql_literal(value: object) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def rewrite_group_members(sql: str, rows: list[tuple[object, ...]]) -> str:
-    """Replace references to performance_schema.replication_group_members with a derived
-    table of `rows` (member id, host, port, state, role, version), keeping any alias."""
-    if rows:
-        selects = " UNION ALL ".join(
-            "SELECT 'group_replication_applier' AS CHANNEL_NAME, {} AS MEMBER_ID, {} AS MEMBER_HOST, "
-            "CAST({} AS UNSIGNED) AS MEMBER_PORT, {} AS MEMBER_STATE, {} AS MEMBER_ROLE, {} AS MEMBER_VERSION, "
-            "'XCom' AS MEMBER_COMMUNICATION_STACK".format(*(_sql_literal(v) for v in row))
-            for row in rows
-        )
-    else:
-        selects = ("SELECT '' AS CHANNEL_NAME, '' AS MEMBER_ID, '' AS MEMBER_HOST, CAST(0 AS UNSIGNED) AS MEMBER_PORT, "
-                   "'' AS MEMBER_STATE, '' AS MEMBER_ROLE, '' AS MEMBER_VERSION, '' AS MEMBER_COMMUNICATION_STACK "
-                   "FROM DUAL WHERE FALSE")
-
-    def sub(m: re.Match[str]) -> str:
-        alias = m.group("alias")
-        name = alias.strip().split()[-1] if alias else "replication_group_members"
-        return f"({selects}) AS {name}"
-
-    return _TABLE_REF_RE.sub(sub, sql)
-
-
 def member_auto_increment_sql(member: Member) -> str:
     """Multi-primary: members' auto-increment values never collide (GR's default step 7)."""
     return (f"SET SESSION auto_increment_increment = {AUTO_INCREMENT_INCREMENT}, "
@@ -141,6 +103,7 @@ class MemberSessionFactory:
         self.member = member
         self.capturer = capturer
         self.connect_timeout_s = connect_timeout_s
+        self.admin = Admin(member)  # GR's SQL vocabulary, shared by this member's sessions
 
     async def open_session(
         self, link: ClientLink, processes: Processes, *, capabilities: int, collation: int,
@@ -162,15 +125,21 @@ class MemberSessionFactory:
         if not self.member.engine.single_primary:
             # Multi-primary: members' auto-increment values never collide (GR's default step 7).
             await backend.execute(member_auto_increment_sql(self.member))
-        return MemberSession(link, backend, processes, self.member, self.capturer,
-                             client_multi=bool(capabilities & Cap.MULTI_STATEMENTS))
+        session = MemberSession(link, backend, processes, self.member, self.capturer,
+                                client_multi=bool(capabilities & Cap.MULTI_STATEMENTS), admin=self.admin)
+        session._auto_increment_set = not self.member.engine.single_primary
+        return session
 
 
 class MemberSession(RelaySession):
     def __init__(self, link: ClientLink, backend: BackendConnection, processes: Processes, member: Member,
-                 capturer: Capturer, client_multi: bool) -> None:
+                 capturer: Capturer, client_multi: bool, admin: Admin | None = None) -> None:
         super().__init__(link, backend, processes)
         self.member = member
+        self.admin = admin if admin is not None else Admin(member)
+        # Multi-primary auto-increment settings are on this session's backend connection (the
+        # group may switch modes while the session lives: set before its first write then).
+        self._auto_increment_set = False
         self.capturer = capturer
         self.client_multi = client_multi
         self.txn: _Txn | None = None
@@ -202,6 +171,7 @@ class MemberSession(RelaySession):
             self._schema_known = False
             self._sql_mode = self._charset = self._wait_timeout = None
             if cmd == Command.RESET_CONNECTION:  # the backend rolls back: so do we
+                self._auto_increment_set = False
                 self._drop_txn()
                 self._temporary.clear()
                 self.consistency = self.member.consistency
@@ -217,10 +187,6 @@ class MemberSession(RelaySession):
                 self._cmd_seq = last_seq
                 self._spawn(self._recovery_command(sql[len(RECOVERY_PREFIX):].decode("ascii", "replace")))
                 return
-            if _GROUP_MEMBERS_RE.search(sql[:4096]):
-                self._cmd_seq = last_seq
-                self._spawn(self._group_members(sql.decode("utf-8", "surrogateescape")))
-                return
             stmt = classify(sql)
             if stmt.kind is Kind.USE or stmt.kind is Kind.MULTI or (stmt.kind is Kind.DDL and stmt.ddl_object in
                                                                    ("DATABASE", "SCHEMA")):
@@ -229,15 +195,12 @@ class MemberSession(RelaySession):
                 self._charset = None  # SET NAMES / character_set_client may change it
                 self._sql_mode = None
                 self._wait_timeout = None
-                if any(a.name == CONSISTENCY for a in stmt.assignments):
+            if mentions(raw):  # GR's vocabulary: replication.admin answers it, or hands it back
+                answer = self.admin.plan(stmt, sql.decode("utf-8", "surrogateescape"), self)
+                if answer is not None:
                     self._cmd_seq = last_seq
-                    self._spawn(self._set_consistency(stmt, sql.decode("utf-8", "surrogateescape")))
+                    self._spawn(answer)
                     return
-            if any(v.name == CONSISTENCY for v in stmt.system_variables):
-                self._cmd_seq = last_seq
-                self._spawn(self._hold_then(stmt, rewrite_consistency_reads(
-                    sql.decode("utf-8", "surrogateescape"), self.consistency, self.member.consistency)))
-                return
             if (self.consistency is not Level.EVENTUAL and stmt.kind in _HELD_KINDS and not self.status & IN_TRANS
                     and self.txn is None):
                 self._cmd_seq = last_seq
@@ -346,6 +309,26 @@ class MemberSession(RelaySession):
     async def _refuse(self, error: MySQLError) -> None:
         raise error
 
+    # --- what replication.admin uses (AdminSession) -----------------------------------------------
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the session's user is an `admin` of [[users]] (GR's admin privileges)."""
+        user = getattr(self.processes, "users", {}).get(self.link.username)
+        return user is not None and bool(getattr(user, "admin", False))
+
+    async def relay(self, sql: str) -> None:
+        await self._relay_packet_mode(sql)
+
+    async def relay_held(self, stmt: Statement, sql: str) -> None:
+        await self._hold_then(stmt, sql)
+
+    def send_rows(self, columns: Sequence[Column], rows: Sequence[Sequence[object]]) -> None:
+        self.link.transport.write(text_resultset(columns, rows, self.status, seq=self._cmd_seq + 1))
+
+    def send_ok(self) -> None:
+        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+
     # --- consistency (replication.consistency) --------------------------------------------------------
 
     async def _timeout_s(self) -> float:
@@ -397,31 +380,6 @@ class MemberSession(RelaySession):
                 return
             except TimeoutError:
                 await self.backend.command(Command.PING)
-
-    async def _set_consistency(self, stmt: Statement, sql: str) -> None:
-        rest = []
-        for a in stmt.assignments:
-            if a.name != CONSISTENCY:
-                rest.append(a)
-                continue
-            try:
-                level = parse_level(a.literal if a.literal is not None else a.value)
-            except InvalidLevel as exc:
-                raise WrongValueForVariable(str(exc)) from None
-            if a.scope in (Scope.GLOBAL, Scope.PERSIST, Scope.PERSIST_ONLY):
-                user = getattr(self.processes, "users", {}).get(self.link.username)
-                if user is None or not getattr(user, "admin", False):
-                    raise SpecificAccessDenied("Access denied; you need (at least one of) the SUPER, "
-                                               "SYSTEM_VARIABLES_ADMIN privilege(s) for this operation")
-                self.member.consistency = level
-            elif a.scope is Scope.SESSION:
-                self.consistency = level
-            else:
-                raise WrongValueForVariable(f"Variable '{CONSISTENCY}' cannot be set this way")
-        if rest:
-            await self._relay_packet_mode("SET " + ", ".join(_replay(a) for a in rest))
-        else:
-            self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
     def _long_data(self, write: PreparedWrite, body: bytes) -> None:
         if len(body) < 2:
@@ -509,6 +467,8 @@ class MemberSession(RelaySession):
 
     async def _dml(self, sql: str) -> None:
         self.member.check_writable()
+        if not self._auto_increment_set and not self.member.engine.single_primary:
+            await self._member_auto_increment()  # the group switched to multi-primary since we set it
         autocommit = not (self.status & IN_TRANS) and bool(self.status & AUTOCOMMIT)
         if self.txn is None:
             if not self.status & IN_TRANS:
@@ -642,10 +602,14 @@ class MemberSession(RelaySession):
         distributed recovery:
         `RECOVERY STATE <epoch> <number>` → one row with the engine state taken at that view;
         `RECOVERY TRANSACTIONS <seq>,<seq>,…` → (seq, kind, payload) of each cached seq."""
-        user = getattr(self.processes, "users", {}).get(self.link.username)
-        if user is None or not getattr(user, "admin", False):
-            raise SpecificAccessDenied("Access denied; you need (at least one of) the grproxy admin privilege(s) for this operation")
         words = text.split()
+        if words == ["ROUTER", "MEMBERS"]:
+            # The router's poll (any user: it shows what replication_group_members shows, and
+            # whether this member's view has a majority).
+            self.send_rows(*router_members(self.member))
+            return
+        if not self.is_admin:
+            raise SpecificAccessDenied("Access denied; you need (at least one of) the grproxy admin privilege(s) for this operation")
         if words == ["MEMBER", "STATS"]:
             m = self.member
             cols = [Column("SYNC_POINT_REQUESTS", TYPE_LONGLONG, 20), Column("SYNC_POINT_BROADCASTS", TYPE_LONGLONG, 20)]
@@ -708,17 +672,6 @@ class MemberSession(RelaySession):
             return
         raise ParseError(f"Unknown grproxy group command: GROUP {' '.join(words)[:60]}")
 
-    async def _group_members(self, sql: str) -> None:
-        """Answer queries on performance_schema.replication_group_members: the table is
-        replaced by a derived table of this member's view of the group, and the backend runs
-        the client's own query on it (projection, WHERE, ORDER BY behave as on a server)."""
-        rows = []
-        for m in self.member.members():
-            host, _, port = m.member_address.rpartition(":")
-            role = m.role.value if m.state.value == "ONLINE" else ""
-            rows.append((m.uuid, host or None, int(port) if port.isdigit() else None, m.state.value, role, m.version))
-        await self._relay_packet_mode(rewrite_group_members(sql, rows))
-
     async def _reset_connection(self) -> None:
         """COM_RESET_CONNECTION in multi-primary mode: the reset puts auto_increment_increment /
         offset back to the server's globals, so the member's own are set again (else members
@@ -730,12 +683,14 @@ class MemberSession(RelaySession):
 
     async def _member_auto_increment(self) -> None:
         await self.backend.execute(member_auto_increment_sql(self.member))
+        self._auto_increment_set = True
 
     async def reset_for_user(self, database: str | None) -> None:
         """COM_CHANGE_USER: a fresh session — no open transaction, nothing cached."""
         if self.txn is not None:
             self._drop_txn()
         await super().reset_for_user(database)
+        self._auto_increment_set = False
         if not self.member.engine.single_primary:
             await self._member_auto_increment()
         self._schema_known = False
@@ -748,37 +703,7 @@ class MemberSession(RelaySession):
         super().close()
 
 
-class WrongValueForVariable(MySQLError):
-    errno = 1231  # ER_WRONG_VALUE_FOR_VAR
-    sqlstate = "42000"
-
-
 _HELD_KINDS = frozenset({Kind.SELECT, Kind.DML, Kind.BEGIN, Kind.CALL, Kind.DO, Kind.SHOW})
-_CONSISTENCY_READ_RE = re.compile(r"@@(?:(SESSION|LOCAL|GLOBAL)\.)?group_replication_consistency\b", re.IGNORECASE)
-
-
-def _replay(a: object) -> str:
-    """An assignment written back as SQL (for SETs that mix our variable with others)."""
-    scope, name, value = a.scope, a.name, a.value  # type: ignore[attr-defined]
-    if scope is Scope.USER:
-        return f"@{name} = {value}"
-    if name in ("names", "character set", "transaction"):
-        return f"{'' if scope is Scope.SESSION else scope.value + ' '}{name.upper()} {value}"
-    return f"{scope.value} {name} = {value}"
-
-
-def rewrite_consistency_reads(sql: str, session: Level, default: Level) -> str:
-    """@@[SESSION.|GLOBAL.]group_replication_consistency → its value as a string literal,
-    named as the server names the column when it stands alone in the select list."""
-    def sub(m: re.Match[str]) -> str:
-        level = default if (m.group(1) or "").upper() == "GLOBAL" else session
-        after = sql[m.end():].lstrip()
-        literal = f"'{level.name}'"
-        if not after or after[0] in ",;" or after[:4].upper() == "FROM":
-            return f"{literal} AS `{m.group(0)}`"
-        return literal
-
-    return _CONSISTENCY_READ_RE.sub(sub, sql)
 
 
 def _frame_query(sql: str) -> bytes:

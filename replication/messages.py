@@ -9,6 +9,7 @@ never something to skip silently).
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
 from typing import assert_never
@@ -83,9 +84,65 @@ class AppliedAck:
     seq: Seq
 
 
-Message = TxnMessage | DdlMessage | StableReport | SyncPoint | Announce | AppliedAck
+class AdminAction(enum.Enum):
+    """GR's group actions (replication/admin.py): applied by every member at delivery."""
 
-_KIND = {TxnMessage: 1, DdlMessage: 2, StableReport: 3, SyncPoint: 4, Announce: 5, AppliedAck: 6}
+    SET_PRIMARY = 1  # group_replication_set_as_primary(target)
+    SINGLE_PRIMARY = 2  # group_replication_switch_to_single_primary_mode([target])
+    MULTI_PRIMARY = 3  # group_replication_switch_to_multi_primary_mode()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminOp:
+    """A group action asked for on `origin` (its session waits for the outcome of `op_id`).
+
+    `target` is a member uuid, or '' (SINGLE_PRIMARY without one elects; MULTI_PRIMARY has none).
+    Validated again at delivery by every member's engine, so all decide the same."""
+
+    origin: str
+    op_id: int
+    action: AdminAction
+    target: str = ""
+
+    def __post_init__(self) -> None:
+        if self.action is AdminAction.SET_PRIMARY and not self.target:
+            raise ValueError("SET_PRIMARY needs a target member")
+        if self.action is AdminAction.MULTI_PRIMARY and self.target:
+            raise ValueError("MULTI_PRIMARY takes no target member")
+
+
+STATS_COUNTERS = 9  # the integer fields of MemberStats, in wire order
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStats:
+    """`member`'s counters for performance_schema.replication_group_member_stats (GR broadcasts
+    its members' stats the same way): every member shows the last report of each other one."""
+
+    member: str
+    in_queue: int = 0  # COUNT_TRANSACTIONS_IN_QUEUE: waiting for certification
+    checked: int = 0  # COUNT_TRANSACTIONS_CHECKED
+    conflicts: int = 0  # COUNT_CONFLICTS_DETECTED
+    rows_validating: int = 0  # COUNT_TRANSACTIONS_ROWS_VALIDATING: certification database size
+    last_conflict_free: int = 0  # seq of LAST_CONFLICT_FREE_TRANSACTION (0: none)
+    remote_in_applier_queue: int = 0  # COUNT_TRANSACTIONS_REMOTE_IN_APPLIER_QUEUE
+    remote_applied: int = 0  # COUNT_TRANSACTIONS_REMOTE_APPLIED
+    local_proposed: int = 0  # COUNT_TRANSACTIONS_LOCAL_PROPOSED
+    local_rollback: int = 0  # COUNT_TRANSACTIONS_LOCAL_ROLLBACK
+
+    def counters(self) -> tuple[int, ...]:
+        return (self.in_queue, self.checked, self.conflicts, self.rows_validating, self.last_conflict_free,
+                self.remote_in_applier_queue, self.remote_applied, self.local_proposed, self.local_rollback)
+
+    def __post_init__(self) -> None:
+        if min(self.counters()) < 0:
+            raise ValueError(f"negative counter in {self!r}")
+
+
+Message = TxnMessage | DdlMessage | StableReport | SyncPoint | Announce | AppliedAck | AdminOp | MemberStats
+
+_KIND = {TxnMessage: 1, DdlMessage: 2, StableReport: 3, SyncPoint: 4, Announce: 5, AppliedAck: 6, AdminOp: 7,
+         MemberStats: 8}
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
 
@@ -122,6 +179,11 @@ def encode(msg: Message) -> bytes:
                              _text(msg.member_address), _text(msg.version)))
         case AppliedAck():
             return b"".join((head, _text(msg.member), _Q.pack(msg.seq)))
+        case AdminOp():
+            return b"".join((head, _text(msg.origin), _Q.pack(msg.op_id), bytes((msg.action.value,)),
+                             _text(msg.target)))
+        case MemberStats():
+            return b"".join((head, _text(msg.member), *(_Q.pack(x) for x in msg.counters())))
         case _:
             assert_never(msg)
 
@@ -197,6 +259,15 @@ def decode(payload: bytes) -> Message:
         msg = Announce(r.text(), r.text(), r.i(), r.text(), r.text())
     elif kind == 6:
         msg = AppliedAck(r.text(), Seq(r.q()))
+    elif kind == 7:
+        origin, op_id, action = r.text(), r.q(), r.take(1)[0]
+        try:
+            msg = AdminOp(origin, op_id, AdminAction(action), r.text())
+        except ValueError as exc:
+            raise ReplicationDecodeError(f"invalid admin operation: {exc}") from None
+    elif kind == 8:
+        member = r.text()
+        msg = MemberStats(member, *(r.q() for _ in range(STATS_COUNTERS)))
     else:
         raise ReplicationDecodeError(f"unknown message kind {kind}")
     r.end()

@@ -5,12 +5,15 @@ Theory of operation
 
 One `Router` serves every client session of a client port. It
 
-* **polls the group** every `refresh_s`: `GROUP_MEMBERS_QUERY` on a member port (a member answers
-  it from its own view of the group, as a GR member does), parsed by `parse_group_members` into
-  an immutable `Topology` that is swapped in whole. It asks an ONLINE member first (the members
-  of the last table, then the configured seeds); an answer from a member that is not ONLINE
-  itself (expelled, recovering, in a minority) is used only when no ONLINE member answers. When
-  nobody answers, every known member is shown UNREACHABLE: nothing is routed on a guess.
+* **polls the group** every `refresh_s` (and at once after a group action went through it,
+  `request_refresh`): `ROUTER_MEMBERS_QUERY` on a member port (a member answers it from its own
+  view of the group, as a GR member does), parsed by `parse_router_members` into an immutable
+  `Topology` that is swapped in whole. It asks an ONLINE member first (the members of the last
+  table, then the configured seeds) and **trusts only a majority**: a table is installed only
+  from a member that is ONLINE in a view with quorum (`router.topology.distrust`), never an
+  empty one. When no such member answers, every known member is shown UNREACHABLE: nothing is
+  routed on a guess (a member cut off in a minority would route writes nowhere useful and reads
+  to stale data).
 * **marks members down locally**: a member whose port refuses a new connection, or whose
   connection breaks, is shown UNREACHABLE for `down_hold_s` even if the group still lists it
   (the group needs an expel timeout to notice a dead member; the router notices at once). The
@@ -42,13 +45,15 @@ from replication.protocol.errors import MySQLError
 
 from router.pool import POOL_CONNECTIONS_MAX, POOL_IDLE_MAX, MemberPool
 from router.topology import (
-    GROUP_MEMBERS_QUERY,
+    ROUTER_MEMBERS_QUERY,
     MemberId,
     MemberInfo,
     MemberState,
+    PolledTable,
     Topology,
     TopologyError,
-    parse_group_members,
+    distrust,
+    parse_router_members,
 )
 
 __all__ = ["RouterSettings", "Router", "Endpoint", "SEEDS_MAX", "ENDPOINT_QUERY"]
@@ -119,6 +124,7 @@ class Router:
         self._control: dict[MemberId, BackendConnection] = {}
         self._direct_pools: dict[MemberId, MemberPool] = {}
         self.direct_reads = bool(settings.read_user)
+        self._wakeup = asyncio.Event()  # request_refresh: poll now rather than at the next tick
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -145,9 +151,18 @@ class Router:
         for pool in (*self._pools.values(), *self._direct_pools.values()):
             pool.close()
 
+    def request_refresh(self) -> None:
+        """Poll now (a group action — new primary, mode switch — just went through this router)."""
+        self._wakeup.set()
+
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.refresh_s)
+            try:
+                async with asyncio.timeout(self.settings.refresh_s):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
             try:
                 await self.refresh()
                 if self.direct_reads:
@@ -171,39 +186,35 @@ class Router:
     async def refresh(self) -> None:
         """One poll of the member table (see the module docstring)."""
         self.polls += 1
-        fallback: Topology | None = None
         errors: list[str] = []
         for address in self._candidates():
             try:
-                table = await self._ask(address)
+                polled = await self._ask(address)
             except (MySQLError, TopologyError, OSError, TimeoutError) as exc:
                 errors.append(f"{address[0]}:{address[1]}: {exc}")
                 self._drop_probe()
                 continue
-            me = next((m for m in table.members if (m.host or "127.0.0.1", m.port) == address), None)
-            if me is None or me.online:
-                self._install(table)
+            why = distrust(polled)
+            if why is None:
+                self._install(polled.table)
                 self.last_poll_error = None
                 return
-            fallback = fallback or table  # a member outside the majority: its view may be stale
+            errors.append(f"{address[0]}:{address[1]}: not trusted: {why}")
             self._drop_probe()
-        if fallback is not None:
-            self._install(fallback)
-            return
         self.last_poll_error = "; ".join(errors) or "no member to ask"
         if any(m.state is not MemberState.UNREACHABLE for m in self._table.members):
-            log.warning("group_unreachable", errors=self.last_poll_error)
+            log.warning("group_unreachable_or_without_quorum", errors=self.last_poll_error)
         self._install(Topology(tuple(replace(m, state=MemberState.UNREACHABLE) for m in self._table.members),
                                self._table.mode))
 
-    async def _ask(self, address: tuple[str, int]) -> Topology:
+    async def _ask(self, address: tuple[str, int]) -> PolledTable:
         if self._probe is None or self._probe.closed or self._probe_address != address:
             self._drop_probe()
             self._probe = await self._control_connection(address[0], address[1], "group poll")
             self._probe_address = address
         async with asyncio.timeout(POLL_TIMEOUT_S):
-            result = await self._probe.execute(GROUP_MEMBERS_QUERY)
-        return parse_group_members(result.rows, previous=self._table)
+            result = await self._probe.execute(ROUTER_MEMBERS_QUERY)
+        return parse_router_members(result.rows, previous=self._table)
 
     async def _control_connection(self, host: str, port: int, name: str) -> BackendConnection:
         """A connection of the router's own to a member port (polls); raises MySQLError."""

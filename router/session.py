@@ -30,9 +30,19 @@ Failures:
   whose connection breaks before any answer gets 2013 and the session goes on; one whose answer
   was partly relayed closes the client connection (its protocol state is unknown).
 
+GR's vocabulary (replication.admin) is answered by members, so texts naming it go to a member
+port: never read from a backend directly. The router checks the client's own user for the
+statements that need an admin (group actions, SET GLOBAL group_replication_*, START/STOP
+GROUP_REPLICATION: 1227 otherwise) — members see the router's account, not the client's. A
+group action (`SELECT group_replication_set_as_primary(…)`, the mode switches) runs on the
+member the policy picks, like any read, and the router polls the group at once afterwards.
+`SET GLOBAL group_replication_*` sets the value on every ONLINE member (through a router a
+member's setting is the group's). `START/STOP GROUP_REPLICATION` act on the member they are
+routed to (the write member, as through MySQL Router's read-write port).
+
 Direct reads: a plain read (`Rule.READ`) whose effective consistency level needs nothing from
 the member (EVENTUAL, AFTER; BEFORE_ON_PRIMARY_FAILOVER on a secondary) and that does not name
-what members answer themselves (replication_group_members, group_replication_* variables) is
+what members answer themselves (replication_group_*, group_replication_*, VARIABLES) is
 read straight from the chosen member's backend when the router knows its read endpoint
 (`Router.endpoints`): one hop instead of two. The member owns every write to its backend; a
 read changes nothing, so it may bypass the member. Such connections replay the session's
@@ -55,6 +65,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from replication.admin import GROUP_ACTION_RE, admin_only
 from replication.consistency import VARIABLE as CONSISTENCY
 from replication.consistency import Level
 from replication.protocol.backend import BackendConnection
@@ -67,6 +78,7 @@ from replication.protocol.errors import (
     MySQLError,
     NotSupported,
     PacketTooLarge,
+    SpecificAccessDenied,
     TooManyConnections,
     UnknownStatementHandler,
 )
@@ -98,7 +110,7 @@ _READ = classify("SELECT 1")
 _COMMIT = classify("COMMIT")
 _u32 = struct.Struct("<I")
 # Texts members answer themselves: never read from a backend directly.
-_MEMBER_ANSWERED_RE = re.compile(rb"replication_group|group_replication", re.IGNORECASE)
+_MEMBER_ANSWERED_RE = re.compile(rb"replication_group|group_replication|VARIABLES", re.IGNORECASE)
 _TEXT_SCAN_BYTES = 16_384  # how much of a statement is searched for them; longer → via the member
 
 
@@ -133,8 +145,9 @@ class _Prepared:
 _CONNECTION_ID_RE = re.compile(rb"\bCONNECTION_ID\s*\(", re.IGNORECASE)
 
 
-def _sets_group_default(stmt: Statement) -> bool:
-    return any(a.name == CONSISTENCY and a.scope in (Scope.GLOBAL, Scope.PERSIST) for a in stmt.assignments)
+def _sets_group_setting(stmt: Statement) -> bool:
+    return any(a.name.startswith("group_replication_") and a.scope in (Scope.GLOBAL, Scope.PERSIST)
+               for a in stmt.assignments)
 
 
 def _direct_text(sql: bytes, start: int = 0) -> bool:
@@ -211,6 +224,7 @@ class RouterSession(RelaySession):
         self._retry: tuple[bytes, Expect] | None = None  # the current text, while a retry is allowed
         self._retries = 0  # retries of the current command
         self._last_direct = False  # the previous statement ran on a direct (backend) connection
+        self._group_action = False  # the current statement is a group action (poll afterwards)
         self.backend: BackendConnection = None  # type: ignore[assignment]  # set by open()
 
     # --- dispatch -------------------------------------------------------------------------------
@@ -226,9 +240,18 @@ class RouterSession(RelaySession):
                     self._spawn(self._kill_statement(m))
                     return
                 stmt = classify(raw[5:])
-                if stmt.kind is Kind.SET and _sets_group_default(stmt):
-                    self._spawn(self._set_group_default(stmt, raw[5:]))
-                    return
+                if _MEMBER_ANSWERED_RE.search(raw, 5, 5 + _TEXT_SCAN_BYTES) is not None:
+                    text = raw[5:].decode("utf-8", "surrogateescape")
+                    if admin_only(stmt, text) and not self._is_admin():
+                        self._spawn(self._refuse_error(SpecificAccessDenied(
+                            "Access denied; you need (at least one of) the SUPER or GROUP_REPLICATION_ADMIN "
+                            "privilege(s) for this operation")))
+                        return
+                    if stmt.kind is Kind.SET and _sets_group_setting(stmt):
+                        self._spawn(self._set_group_setting(stmt, raw[5:]))
+                        return
+                    if GROUP_ACTION_RE.search(text):
+                        self._group_action = True  # poll the group once it is answered
                 if stmt.session_functions and len(raw) < _TEXT_SCAN_BYTES and _CONNECTION_ID_RE.search(raw, 5):
                     # CONNECTION_ID() is the id the client saw in the handshake: what KILL takes here.
                     raw = frame(b"\x03" + replace_call(raw[5:], "CONNECTION_ID", self.link.conn_id), 0)
@@ -325,6 +348,9 @@ class RouterSession(RelaySession):
         if scanner.infile:
             self.link.begin_infile()
             return
+        if self._group_action:
+            self._group_action = False
+            self.router.request_refresh()
         current = self._current
         self._current = None
         if current is None:
@@ -750,12 +776,20 @@ class RouterSession(RelaySession):
         self._set_option = body
         self.link.send_packet(eof_payload(self.status), self._cmd_seq + 1)
 
-    async def _set_group_default(self, stmt: Statement, sql: bytes) -> None:
-        """`SET GLOBAL group_replication_consistency = …` through the router sets the default of
-        every ONLINE member (in GR it is per member; through a router it is the group's). The
-        members check the privilege; the first refusal is the answer."""
+    def _is_admin(self) -> bool:
+        user = getattr(self.processes, "users", {}).get(self.link.username)
+        return user is not None and bool(getattr(user, "admin", False))
+
+    async def _refuse_error(self, error: MySQLError) -> None:
+        raise error
+
+    async def _set_group_setting(self, stmt: Statement, sql: bytes) -> None:
+        """`SET GLOBAL group_replication_… = …` through the router sets the value on every
+        ONLINE member (in GR it is per member; through a router it is the group's). The router
+        checked the client's privilege; a member's refusal (read-only variable, bad value) is
+        the answer, naming the members it was already set on."""
         if len(stmt.assignments) != 1:
-            raise NotSupported("Set the global group_replication_consistency in a SET statement of its own")
+            raise NotSupported("Set a global group_replication_ variable in a SET statement of its own")
         text = sql.decode("utf-8", "surrogateescape")
         done: list[str] = []
         for info in self.router.topology.online():
@@ -768,9 +802,10 @@ class RouterSession(RelaySession):
                 raise
             done.append(info.member_id)
             self.status = result.status
-            self.router.default_level_set(info.member_id, stmt.assignments[0].literal)
+            if stmt.assignments[0].name == CONSISTENCY:
+                self.router.default_level_set(info.member_id, stmt.assignments[0].literal)
         if not done:
-            raise HoldMemberStatus("No member of the group is ONLINE: the default level was not set")
+            raise HoldMemberStatus("No member of the group is ONLINE: the setting was not changed")
         self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
     async def _refuse_command(self, cmd: int) -> None:
