@@ -559,6 +559,8 @@ _META_1 = frozenset({T_FLOAT, T_DOUBLE, T_BLOB, T_TINY_BLOB, T_MEDIUM_BLOB, T_LO
                      T_TIMESTAMP2, T_DATETIME2, T_TIME2})
 _NUMERIC = frozenset({T_TINY, T_SHORT, T_INT24, T_LONG, T_LONGLONG, T_NEWDECIMAL, T_FLOAT, T_DOUBLE, T_DECIMAL})
 _BLOBS = frozenset({T_BLOB, T_TINY_BLOB, T_MEDIUM_BLOB, T_LONG_BLOB})
+_CHARACTER_MYSQL = frozenset({T_STRING, T_VAR_STRING, T_VARCHAR}) | _BLOBS
+_CHARACTER_MARIADB = _CHARACTER_MYSQL | {T_GEOMETRY}
 
 
 def real_type(column_type: int, meta: int | tuple[int, int]) -> int:
@@ -629,7 +631,10 @@ def _table_map(header: EventHeader, buf: bytes, end: int, fde: FormatDescription
     p += nbytes
     real = [real_type(t, m) for t, m in zip(types, column_meta)]
     numeric = [i for i, t in enumerate(real) if t in _NUMERIC]
-    character = [i for i, t in enumerate(real) if t in (T_STRING, T_VAR_STRING, T_VARCHAR) or t in _BLOBS]
+    # Character columns, which the charset fields list: MariaDB counts every column with a
+    # character set but ENUM / SET, GEOMETRY (binary) included; MySQL leaves GEOMETRY out.
+    text_types = _CHARACTER_MARIADB if fde is None or "mariadb" in fde.server_version.lower() else _CHARACTER_MYSQL
+    character = [i for i, t in enumerate(real) if t in text_types]
     enum_set = [i for i, t in enumerate(real) if t in (T_ENUM, T_SET)]
     geometry = [i for i, t in enumerate(real) if t == T_GEOMETRY]
     opt: dict[str, object] = {}
@@ -642,6 +647,7 @@ def _table_map(header: EventHeader, buf: bytes, end: int, fde: FormatDescription
         value = bytes(buf[p : p + length])
         p += length
         if field_type == _OPT_SIGNEDNESS:
+            _count(len(value), (len(numeric) + 7) // 8, "signedness", schema, table)
             signed: list[bool | None] = [None] * ncols
             for k, i in enumerate(numeric):
                 signed[i] = bool(value[k // 8] & (0x80 >> (k % 8)))
@@ -654,6 +660,7 @@ def _table_map(header: EventHeader, buf: bytes, end: int, fde: FormatDescription
             while q < len(value):
                 k, q = read_packed(value, q)
                 coll, q = read_packed(value, q)
+                _count(k, len(columns) - 1, "charset of column", schema, table, at_most=True)
                 collations[columns[k]] = coll
             have_collations = True
         elif field_type in (_OPT_COLUMN_CHARSET, _OPT_ENUM_AND_SET_COLUMN_CHARSET):
@@ -661,6 +668,7 @@ def _table_map(header: EventHeader, buf: bytes, end: int, fde: FormatDescription
             q = 0
             for i in columns:
                 collations[i], q = read_packed(value, q)
+            _count(q, len(value), "column charsets", schema, table)
             have_collations = True
         elif field_type == _OPT_COLUMN_NAME:
             names, q = [], 0
@@ -681,12 +689,14 @@ def _table_map(header: EventHeader, buf: bytes, end: int, fde: FormatDescription
                     items.append(value[q : q + k])
                     q += k
                 per[i] = tuple(items)
+            _count(q, len(value), "ENUM/SET values", schema, table)
             opt["set_values" if kind == T_SET else "enum_values"] = tuple(per)
         elif field_type == _OPT_GEOMETRY_TYPE:
             geo: list[int | None] = [None] * ncols
             q = 0
             for i in geometry:
                 geo[i], q = read_packed(value, q)
+            _count(q, len(value), "geometry types", schema, table)
             opt["geometry_types"] = tuple(geo)
         elif field_type == _OPT_SIMPLE_PRIMARY_KEY:
             pk, q = [], 0
@@ -708,6 +718,13 @@ def _table_map(header: EventHeader, buf: bytes, end: int, fde: FormatDescription
     if names is not None and len(names) != ncols:  # type: ignore[arg-type]
         raise BinlogDecodeError(f"table map of {schema}.{table}: {ncols} columns, {len(names)} names")  # type: ignore[arg-type]
     return TableMap(header, table_id, flags, schema, table, types, column_meta, nullable, **opt)  # type: ignore[arg-type]
+
+
+def _count(got: int, expected: int, what: str, schema: str, table: str, *, at_most: bool = False) -> None:
+    """Optional metadata must cover exactly the columns it describes: a mismatch means this
+    decoder counts the columns differently from the server, and every later value would shift."""
+    if got > expected if at_most else got != expected:
+        raise BinlogDecodeError(f"table map of {schema}.{table}: {what} does not fit the columns ({got} vs {expected})")
 
 
 def _rows(header: EventHeader, buf: bytes, end: int, fde: FormatDescription | None) -> RowsEvent:

@@ -531,8 +531,10 @@ def _shape(meta: "TableMeta") -> RowShape:
 
 
 def _converted(meta: "TableMeta", index: Mapping[str, int]) -> tuple[tuple[int, str], ...]:
-    """(table-map index, type) of the columns whose binlog value is not their image value."""
-    return tuple((index[c.name], c.data_type) for c in meta.columns if c.data_type in _NATIVE)
+    """(table-map index, type) of the columns whose binlog value is not their image value:
+    MariaDB's INET4 / INET6 / UUID (text), and SET, whose image is `col + 0` — a signed BIGINT,
+    so the bitmask of a 64-member SET with its last member chosen reads back negative."""
+    return tuple((index[c.name], c.data_type) for c in meta.columns if c.data_type in _NATIVE or c.data_type == "set")
 
 
 def _convert(row: Row, converted: tuple[tuple[int, str], ...]) -> Row:
@@ -543,6 +545,8 @@ def _convert(row: Row, converted: tuple[tuple[int, str], ...]) -> Row:
         v = values[i]
         if isinstance(v, bytes):
             values[i] = _native_text(data_type, v)
+        elif isinstance(v, int) and v >= 1 << 63:
+            values[i] = v - (1 << 64)
     return tuple(values)
 
 
@@ -617,7 +621,7 @@ def to_row_changes(
     shape = _shape(meta)
     index = _column_index(meta, table_map)
     converted = _converted(meta, index)
-    if converted:
+    if converted:  # only then: most tables convert nothing
         changes = [
             BinlogRowChange(c.kind, None if c.before is None else _convert(c.before, converted),
                             None if c.after is None else _convert(c.after, converted))

@@ -48,9 +48,12 @@ CREATE TABLE every (
   tt TINYTEXT, tx TEXT, mt MEDIUMTEXT, lt LONGTEXT, tb TINYBLOB, bl BLOB, mb MEDIUMBLOB, lb LONGBLOB,
   e ENUM('a','b','c'), s SET('x','y','z'), j JSON, g GEOMETRY NULL, pt POINT NULL,
   gen BIGINT AS (i + 1) VIRTUAL, gens VARCHAR(310) AS (CONCAT(vc, '!')) STORED,
-  k VARCHAR(40) NULL, UNIQUE KEY uk (k(10)), UNIQUE KEY ub (bn)
+  k VARCHAR(40) NULL, UNIQUE KEY uk (k(10)), UNIQUE KEY ub (bn),
+  cw CHAR(255) DEFAULT 'wide  ', bw BINARY(255) DEFAULT X'01', e300 ENUM(%s) DEFAULT 'v299', s64 SET(%s)
 ) ENGINE=InnoDB
-"""
+""" % (
+    ", ".join(f"'v{i}'" for i in range(300)), ", ".join(f"'m{i}'" for i in range(64)),
+)
 COLS = (
     "id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, d65, d10, d5, d18, d1, f, db, b1, b13, b64, dt, tm, tm1, tm3, tm6, "
     "dtt, dtt2, dtt6, ts, ts3, ts6, y, c, cl, vc, vcl, bn, vb, tt, tx, mt, lt, tb, bl, mb, lb, e, s, j, g, pt, k"
@@ -98,6 +101,8 @@ STATEMENTS = [
     "UPDATE every SET k = 'moved', bn = X'AA' WHERE id = 3",
     "UPDATE every SET id = id + 100 WHERE id = 2",
     "UPDATE every SET j = '{\"n\": 1}' WHERE id = 4",
+    "UPDATE every SET cw = REPEAT('é', 255), bw = REPEAT(X'FE', 254), e300 = 'v7', s64 = 'm0,m63' WHERE id = 5",
+    "UPDATE every SET cw = '', bw = X'', e300 = NULL, s64 = '' WHERE id = 3",
     "DELETE FROM every WHERE id IN (1, 4)",
     "INSERT INTO every (id, k) VALUES (6, 'six') ON DUPLICATE KEY UPDATE k = 'dup'",
     "INSERT INTO every (id, k) VALUES (6, 'six') ON DUPLICATE KEY UPDATE k = 'dup'",
@@ -157,6 +162,23 @@ async def _scenario(
     return out
 
 
+def _diff(derived: list[RowChange], captured: list[RowChange]) -> list[tuple[object, ...]]:
+    """(pk, column, from the binlog, from capture) of the values that differ, for the message."""
+    by_pk = {(c.pk, c.op): c for c in captured}
+    out: list[tuple[object, ...]] = []
+    for d in derived:
+        c = by_pk.get((d.pk, d.op))
+        if c is None:
+            out.append((d.pk, d.op, "not captured"))
+            continue
+        for name, x, y in zip(d.shape.columns, d.after or (), c.after or ()):
+            if x != y:
+                out.append((d.pk, name, x if not isinstance(x, bytes) else x[:40], y if not isinstance(y, bytes) else y[:40]))
+        if d.after_key != c.after_key or d.before_key != c.before_key:
+            out.append((d.pk, "key material", d.after_key, c.after_key, d.before_key, c.before_key))
+    return out[:10]
+
+
 def test_binlog_row_images_equal_capture_and_apply_identically(servers: tuple[ServerHandle, ServerHandle]) -> None:
     a, b = servers
     # The scenario runs statement by statement so that the two sides are compared after each.
@@ -175,7 +197,7 @@ def test_binlog_row_images_equal_capture_and_apply_identically(servers: tuple[Se
         # Same changes; capture orders a multi-row statement's rows by its own reads, the
         # binlog by execution, so they are compared as multisets (order within a primary key
         # is the same: a key appears once per statement, except a moved key's delete + upsert).
-        assert Counter(derived) == Counter(captured), sql[:80]
+        assert Counter(derived) == Counter(captured), (sql[:80], _diff(derived, captured))
     assert table_state(a, DB) == table_state(b, DB)
 
 

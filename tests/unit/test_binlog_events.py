@@ -133,6 +133,7 @@ def test_rows_decode_to_the_stored_values(samples: list[bytes]) -> None:
     assert tm.signedness is not None and tm.signedness[:2] == (False, True)
     assert tm.collations is not None and tm.collations[8] == 8 and tm.collations[9] == 63  # latin1_swedish_ci, binary
     assert tm.geometry_types is not None and tm.geometry_types[14] == 1  # POINT
+    assert tm.collations[10] == 45 and tm.collations[14] == 63  # MariaDB lists GEOMETRY among character columns
 
 
 def test_xa_events(samples: list[bytes]) -> None:
