@@ -49,7 +49,9 @@ CREATE TABLE every (
   e ENUM('a','b','c'), s SET('x','y','z'), j JSON, g GEOMETRY NULL, pt POINT NULL,
   gen BIGINT AS (i + 1) VIRTUAL, gens VARCHAR(310) AS (CONCAT(vc, '!')) STORED,
   k VARCHAR(40) NULL, UNIQUE KEY uk (k(10)), UNIQUE KEY ub (bn),
-  cw CHAR(255) DEFAULT 'wide  ', bw BINARY(255) DEFAULT X'01', e300 ENUM(%s) DEFAULT 'v299', s64 SET(%s)
+  cw CHAR(255) DEFAULT 'wide  ', bw BINARY(255) DEFAULT X'01', e300 ENUM(%s) DEFAULT 'v299', s64 SET(%s),
+  cu CHAR(5) CHARACTER SET utf32 DEFAULT 'ab ', vu VARCHAR(5) CHARACTER SET ucs2 NULL,
+  np VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NULL, UNIQUE KEY unp (np), UNIQUE KEY uvu (vu(3))
 ) ENGINE=InnoDB
 """ % (
     ", ".join(f"'v{i}'" for i in range(300)), ", ".join(f"'m{i}'" for i in range(64)),
@@ -103,6 +105,8 @@ STATEMENTS = [
     "UPDATE every SET j = '{\"n\": 1}' WHERE id = 4",
     "UPDATE every SET cw = REPEAT('é', 255), bw = REPEAT(X'FE', 254), e300 = 'v7', s64 = 'm0,m63' WHERE id = 5",
     "UPDATE every SET cw = '', bw = X'', e300 = NULL, s64 = '' WHERE id = 3",
+    "UPDATE every SET vu = 'xyz  ', np = 'a ', cu = 'q  ' WHERE id = 5",
+    "UPDATE every SET vu = 'XYW', np = 'a', cu = _utf8mb4 X'F09F9880' WHERE id = 1",
     "DELETE FROM every WHERE id IN (1, 4)",
     "INSERT INTO every (id, k) VALUES (6, 'six') ON DUPLICATE KEY UPDATE k = 'dup'",
     "INSERT INTO every (id, k) VALUES (6, 'six') ON DUPLICATE KEY UPDATE k = 'dup'",
