@@ -7,7 +7,8 @@
 * a stream reopened at a position it reported delivers the same events from there; a position
   the server does not have ends the dump with the server's error 1236;
 * XA COMMIT … ONE PHASE commits rows no member prepared: the reader reports it with the writes
-  outside XA.
+  outside XA;
+* a session with binlog_row_image=MINIMAL logs partial rows: decoded, but refused as images.
 """
 
 from __future__ import annotations
@@ -146,3 +147,39 @@ def test_one_phase_commit_is_reported_outside_xa(server: ServerHandle) -> None:
     asyncio.run(go())
     ((txn),) = [t for t in outside if any(ch.after and ch.after[0] == 2000 for tr in t.tables for ch in tr.changes)]
     assert txn.end == "xid" and txn.xid is None  # MariaDB logs ONE PHASE as an ordinary transaction
+
+
+def test_minimal_row_image_decodes_partially(server: ServerHandle) -> None:
+    """binlog_row_image=MINIMAL (a misconfigured session) logs partial rows: they decode with
+    NOT_LOGGED for the absent columns, and to_row_changes refuses to make images of them."""
+    from replication.binlog.rows import NOT_LOGGED, to_row_changes
+    from replication.binlog.events import BinlogUnsupported
+    from replication.schema import SchemaCatalog
+
+    async def go() -> None:
+        outside: list[BinlogTransaction] = []
+        reader = await BinlogReader.open(address(server), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S,
+                                         on_outside_xa=outside.append)
+        conn = await open_conn(server, DB)
+        try:
+            await conn.execute("INSERT INTO t VALUES (3000, 'full')")
+            await conn.execute("SET SESSION binlog_row_image = 'MINIMAL'")
+            await conn.execute("UPDATE t SET v = 'minimal' WHERE id = 3000")
+            await conn.execute("XA START 'sync'")
+            await conn.execute("INSERT INTO t VALUES (3001, 'sync')")
+            await conn.execute("XA END 'sync'")
+            await conn.execute("XA PREPARE 'sync'")
+            await reader.prepared(XaId(1, b"sync"), 30)
+            await conn.execute("XA ROLLBACK 'sync'")
+            meta = (await SchemaCatalog().snapshot(conn, [(DB, "t")])).table(DB, "t")
+        finally:
+            conn.close()
+            await reader.close()
+        (update,) = [t for t in outside if t.tables and t.tables[0].changes[0].kind == "update"]
+        (tr,) = update.tables
+        assert tr.changes[0].before == (3000, NOT_LOGGED) and tr.changes[0].after == (NOT_LOGGED, b"minimal")
+        assert meta is not None
+        with pytest.raises(BinlogUnsupported, match="absent"):
+            to_row_changes(meta, tr.table_map, tr.changes)
+
+    asyncio.run(go())
