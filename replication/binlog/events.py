@@ -398,10 +398,10 @@ def decode_event(
 ) -> Event:
     """Decode one whole event (header included, checksum included when `checksum`).
 
-    `fde` is the format description in force (None before the first one: then only a
-    FORMAT_DESCRIPTION, ROTATE or HEARTBEAT can be decoded, and the defaults of binlog v4 are
-    used). `table_maps` caches decoded TABLE_MAP events (see TableMapCache). A FORMAT_DESCRIPTION event's own checksum is checked whatever `checksum` says, when
-    its descriptor says CRC32.
+    `fde` is the format description in force (None before the first one, which a stream only
+    sees for the artificial ROTATE: binlog v4's post-header lengths are assumed then).
+    `table_maps` caches decoded TABLE_MAP events (see TableMapCache). A FORMAT_DESCRIPTION's
+    own checksum is checked whatever `checksum` says, when its descriptor says CRC32.
 
     Raises BinlogChecksumError for a CRC mismatch, BinlogUnsupported for compressed events,
     BinlogDecodeError for anything malformed.

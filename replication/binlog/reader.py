@@ -84,6 +84,7 @@ class BinlogReader:
         self._evicted: OrderedDict[XaId, None] = OrderedDict()
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
+        self._group_position = stream.position
         self.unclaimed_evicted = 0
         self.transactions_read = 0
         self.heartbeats = 0
@@ -121,6 +122,12 @@ class BinlogReader:
     def position(self) -> BinlogPosition:
         """Where the stream is (the next event to read)."""
         return self._stream.position
+
+    @property
+    def group_position(self) -> BinlogPosition:
+        """The position after the last whole event group read: where a new reader resumes
+        without splitting a transaction (the stream's start until a group completes)."""
+        return self._group_position
 
     @property
     def error(self) -> BaseException | None:
@@ -180,6 +187,7 @@ class BinlogReader:
                 txn = assembler.feed(event)
                 if txn is not None:
                     self.transactions_read += 1
+                    self._group_position = stream.position
                     self._deliver(txn)
         except asyncio.CancelledError:
             self._fail(BinlogStreamBroken("binlog reader closed"))

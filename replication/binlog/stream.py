@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ..protocol.backend import BackendAddress, BackendConnection
 from ..protocol.constants import MAX_PAYLOAD, PROXY_CAPABILITIES, Cap, Command
-from ..protocol.errors import BackendError, BackendLost, BackendUnavailable, MalformedPacket
+from ..protocol.errors import BackendLost, MalformedPacket
 from ..protocol.packets import parse_err
 from .events import (
     EVENT_BYTES_MAX, BinlogDecodeError, BinlogError, Event, FormatDescription, Heartbeat, Rotate, TableMapCache,
@@ -256,5 +256,3 @@ class BinlogStream:
             self._broken = BinlogStreamBroken("binlog stream closed")
         self._conn.close()
 
-
-__all__ = ["BinlogPosition", "BinlogStream", "BinlogStreamBroken", "BackendError", "BackendUnavailable"]

@@ -218,6 +218,7 @@ def test_stream_survives_rotation_and_reports_writes_outside_xa(server: ServerHa
         await conn.execute("XA COMMIT 'after_rotate'")
         assert _rows(txn) == [("t2", "insert", None, (3, 3))]
         assert reader.position.file != first_file
+        assert reader.group_position.file == reader.position.file  # a whole group was read after the rotation
         return None
 
     _run(server, body, on_outside_xa=outside.append)
