@@ -43,7 +43,7 @@ from .events import (
     T_BIT, T_BLOB, T_DATE, T_DATETIME, T_DATETIME2, T_DOUBLE, T_ENUM, T_FLOAT, T_GEOMETRY, T_INT24, T_JSON,
     T_LONG, T_LONG_BLOB, T_LONGLONG, T_MEDIUM_BLOB, T_NEWDATE, T_NEWDECIMAL, T_SET, T_SHORT, T_STRING, T_TIME,
     T_TIME2, T_TIMESTAMP, T_TIMESTAMP2, T_TINY, T_TINY_BLOB, T_VAR_STRING, T_VARCHAR, T_YEAR,
-    BinlogDecodeError, BinlogUnsupported, RowsEvent, TableMap, real_type,
+    BinlogDecodeError, BinlogUnsupported, RowsEvent, TableMap,
 )
 
 if TYPE_CHECKING:

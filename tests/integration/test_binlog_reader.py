@@ -16,7 +16,6 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 
-import pymysql
 import pytest
 
 from grproxy.mysqld import ServerHandle

@@ -28,7 +28,7 @@ from grproxy.mysqld import ServerHandle
 from replication.binlog import rows as rows_mod
 from replication.binlog.events import (
     HEADER_BYTES, AnnotateRows, BinlogChecksumError, BinlogDecodeError, BinlogUnsupported, EventType,
-    FormatDescription, Gtid, Query, RowsEvent, TableMap, XaId, XaPrepare, XidEvent, decode_event, read_packed,
+    FormatDescription, Gtid, RowsEvent, TableMap, XaId, XaPrepare, XidEvent, decode_event, read_packed,
 )
 from replication.binlog.rows import BinlogRowChange, decoder_for
 from replication.binlog.transactions import Assembler
