@@ -58,11 +58,15 @@ bench: bench-deps
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
-# Chaos runs (tests/chaos): a seeded schedule of network and process faults against a real
-# 3-member group, every link through fault-injecting relays; histories checked (bank,
-# list-append after Elle, lost writes, stale reads, convergence). The seed is printed; replay
+# Chaos runs (tests/chaos): fixed fault scenarios (pytest; known engine bugs xfail), then a
+# seeded schedule of network and process faults against a real 3-member group, every link
+# through fault-injecting relays; histories checked (bank, list-append after Elle, lost
+# writes, stale reads, convergence). The seed is printed; replay
 # with CHAOS_ARGS="--seed N". Summary table: $TMPDIR/grproxy-chaos/seed-N/summary.md (--out DIR).
 CHAOS_ARGS ?= --runs 3 --duration 40
 .PHONY: chaos
 chaos: install
-	$(BIN)/python -m tests.chaos.runner $(CHAOS_ARGS)
+	@status=0; \
+	GRPROXY_CHAOS_FAULTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/chaos/test_chaos_faults.py || status=1; \
+	$(BIN)/python -m tests.chaos.runner $(CHAOS_ARGS) || status=1; \
+	exit $$status
