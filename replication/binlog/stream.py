@@ -42,6 +42,13 @@ STREAM_SILENCE_HEARTBEATS = 5  # heartbeat periods without any packet before the
 STREAM_OPEN_TIMEOUT_S = 10.0
 BINLOG_DUMP_SEND_ANNOTATE_ROWS = 0x02  # MariaDB: send Annotate_rows events
 MARIADB_SLAVE_CAPABILITY_GTID = 4  # MariaDB replica understands GTID (and Annotate_rows) events
+STREAM_REPORT_HOST = "grproxy-binlog-reader"  # what SHOW SLAVE HOSTS shows for a stream
+
+
+def _register_body(server_id: int, host: str, port: int) -> bytes:
+    """COM_REGISTER_SLAVE: server_id, host, user, password (1-byte lengths), port, rank, master id."""
+    name = host.encode("utf-8")[:60]
+    return struct.pack("<I", server_id) + bytes((len(name),)) + name + b"\0\0" + struct.pack("<HII", port & 0xFFFF, 0, 0)
 
 
 class BinlogStreamBroken(BinlogError):
@@ -138,6 +145,7 @@ class BinlogStream:
         self._broken: BinlogStreamBroken | None = None
         self.position = position  # of the next event to read
         self.start_position = position
+        self.start_gtid_pos: str | None = None
         self.events_read = 0
         self.bytes_read = 0
 
@@ -151,11 +159,15 @@ class BinlogStream:
         heartbeat_s: float = STREAM_HEARTBEAT_S_DEFAULT,
         buffer_bytes_max: int = STREAM_BUFFER_BYTES_MAX,
         timeout_s: float = STREAM_OPEN_TIMEOUT_S,
+        report_host: str | None = STREAM_REPORT_HOST,
     ) -> "BinlogStream":
         """Connect and start dumping at `position` (None: the current end of the binlog).
 
         `replica_server_id` must be unique among the server's replicas and differ from its own
         server_id (a second dump with the same id makes the server end the first one).
+        `report_host` registers the stream as a replica (COM_REGISTER_SLAVE), so operators see
+        it in SHOW SLAVE HOSTS; None does not register. `start_gtid_pos` is then the server's
+        GTID position at the starting point (BINLOG_GTID_POS), when the server is MariaDB.
         Raises BackendError / BackendUnavailable when the server cannot be reached or refuses
         (1227 without REPLICATION SLAVE privilege), BinlogStreamBroken when the binlog is off.
         """
@@ -177,9 +189,11 @@ class BinlogStream:
                     raise BinlogStreamBroken(f"backend {address} does not write a binary log (log_bin is OFF)")
                 if int(server_id or 0) == replica_server_id:
                     raise ValueError(f"replica_server_id {replica_server_id} is the backend's own server_id")
-                await conn.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
-                await conn.execute(f"SET @mariadb_slave_capability = {MARIADB_SLAVE_CAPABILITY_GTID}")
-                await conn.execute(f"SET @master_heartbeat_period = {int(heartbeat_s * 1e9)}")
+                await conn.execute(
+                    "SET @master_binlog_checksum = @@global.binlog_checksum, "
+                    f"@mariadb_slave_capability = {MARIADB_SLAVE_CAPABILITY_GTID}, "
+                    f"@master_heartbeat_period = {int(heartbeat_s * 1e9)}"
+                )
                 if position is None:
                     status = await conn.execute("SHOW MASTER STATUS")
                     if not status.rows:
@@ -187,13 +201,23 @@ class BinlogStream:
                     file, offset = status.rows[0][0], status.rows[0][1]
                     assert file is not None and offset is not None
                     position = BinlogPosition(file.decode("utf-8"), int(offset))
+                gtid_pos = None
+                if conn.handshake is not None and conn.handshake.is_mariadb:
+                    quoted = position.file.replace("\\", "\\\\").replace("'", "\\'")
+                    found = await conn.execute(f"SELECT BINLOG_GTID_POS('{quoted}', {position.offset})")
+                    raw = found.rows[0][0]
+                    gtid_pos = raw.decode("ascii") if raw is not None else None
+                if report_host is not None:
+                    await conn.command(Command.REGISTER_SLAVE, _register_body(replica_server_id, report_host, 0))
                 body = struct.pack("<IHI", position.offset, BINLOG_DUMP_SEND_ANNOTATE_ROWS, replica_server_id)
                 conn.write_packet(bytes((Command.BINLOG_DUMP,)) + body + position.file.encode("utf-8"), 0)
         except BaseException:
             if conn is not None:
                 conn.close()
             raise
-        return cls(conn, position, (alg or b"").upper() == b"CRC32", heartbeat_s)
+        stream = cls(conn, position, (alg or b"").upper() == b"CRC32", heartbeat_s)
+        stream.start_gtid_pos = gtid_pos
+        return stream
 
     @property
     def checksum(self) -> bool:

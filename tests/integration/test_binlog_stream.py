@@ -4,8 +4,9 @@
   its silence bound rather than hang;
 * a consumer that stops reading gets the socket paused at the buffer bound, and every event
   decoded intact once it reads again;
-* a stream reopened at a position it reported delivers the same events from there; a position
-  the server does not have ends the dump with the server's error 1236;
+* a stream registers as a replica (SHOW SLAVE HOSTS) and knows the GTID position it starts at;
+  reopened at a position it reported it delivers the same events from there; a position the
+  server does not have ends the dump with the server's error 1236;
 * XA COMMIT … ONE PHASE commits rows no member prepared: the reader reports it with the writes
   outside XA;
 * a session with binlog_row_image=MINIMAL logs partial rows: decoded, but refused as images.
@@ -94,8 +95,19 @@ def test_a_slow_consumer_pauses_the_socket_at_the_bound(server: ServerHandle) ->
 
 def test_reopen_at_a_reported_position(server: ServerHandle) -> None:
     async def go() -> None:
-        stream = await BinlogStream.open(address(server), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S)
+        rid = replica_id()
+        stream = await BinlogStream.open(address(server), replica_server_id=rid, heartbeat_s=HEARTBEAT_S)
         start = stream.position
+        # Registered as a replica; the GTID position of the start is known.
+        conn = await open_conn(server, DB)
+        try:
+            hosts = await conn.execute("SHOW SLAVE HOSTS")
+            gtid_pos = (await conn.execute("SELECT @@gtid_binlog_pos")).rows[0][0]
+        finally:
+            conn.close()
+        assert any(r[0] == str(rid).encode() and r[1] == b"grproxy-binlog-reader" for r in hosts.rows)
+        assert stream.start_gtid_pos is not None and gtid_pos is not None
+        assert stream.start_gtid_pos == gtid_pos.decode()
         run_sql(server, DB, ["INSERT INTO t VALUES (1000, 'a')", "INSERT INTO t VALUES (1001, 'b')",
                              "DROP TABLE IF EXISTS mysql.reopen_marker_1"])
         first = await read_until_marker(stream, "reopen_marker_1")
