@@ -232,6 +232,7 @@ class GcsCounters:
     revocations: int = 0
     views_installed: int = 0
     fetches_sent: int = 0
+    messages_from_non_members: int = 0  # consensus messages dropped: sender not in our configurations
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from replication.gcs.interface import MemberId
+from replication.gcs.interface import GcsErrorCode, MemberId
 from replication.gcs.xcom.core import CoreConfig, Event, ForceMembers, Phase, Ready
 from replication.gcs.xcom.messages import (
     Accept,
@@ -103,6 +103,9 @@ class SeedResult:
     sim_ms: int = 0
     deliveries: int = 0
     messages: int = 0
+    # What the scenarios did (e.g. "group-exists": bootstraps refused), so tests can check
+    # that a scenario is reached, not just that nothing broke.
+    events: dict[str, int] = field(default_factory=dict)
 
 
 def replay_command(seed: int, options: SimOptions) -> str:
@@ -131,7 +134,11 @@ class _Run(Checker):
         self.cautious = True  # crash only when no expel can leave a configuration without a live majority
         self.quiet_until_ms = 0  # no new partition or one-way cut before this (a probe runs)
         self.dba_active = False  # the DBA watches for a group without a live majority
-        self.forces = 0
+        self.group_gone_checks = 0  # consecutive DBA checks that found no member at all
+        self.events: dict[str, int] = {}
+
+    def count(self, event: str) -> None:
+        self.events[event] = self.events.get(event, 0) + 1
 
     def on_ready(self, node: SimNode, ready: Ready, event: Event | None = None) -> None:
         super().on_ready(node, ready, event)
@@ -153,11 +160,46 @@ class _Run(Checker):
                 self.trace(f"{now:>7} {node.member} {e.code.value}: {e.detail}")
             for r in ready.reachability:
                 self.trace(f"{now:>7} {node.member} sees {r.member} {r.state.value}")
+        for e in ready.errors:
+            if e.code is GcsErrorCode.GROUP_EXISTS:
+                self.count("group-exists")
+        if not self.cautious and ready.sends and self.world is not None:
+            self._stale_nemesis(node, ready)
         if ready.phase is Phase.OFFLINE and not node.restart_pending and self.world is not None:
             # Out of the group (expelled, refused, behind): rejoin as a new incarnation.
             node.restart_pending = True
             world = self.world
             world.at(world.now_ms + self.rng.randint(100, 1500), _restart, world, node)
+
+    def _stale_nemesis(self, node: SimNode, ready: Ready) -> None:
+        """As an expel is proposed, crash a member it keeps: the proposer counted that member
+        alive, and the configuration left may have no live majority (the DBA then forces)."""
+        world = self.world
+        assert world is not None
+        for _to, msg in ready.sends:
+            if type(msg) is Accept and isinstance(msg.value, Reconfig) and msg.value.op is ReconfigOp.EXPEL:
+                break
+        else:
+            return
+        if self.rng.random() >= 0.5 or node.core is None:
+            return
+        view = node.core.known_views()[-1]
+        kept = {(m.address, m.incarnation) for m in view.members if m not in msg.value.members}
+        victims = [n for n in world.live_nodes() if n is not node and (n.address, n.incarnation) in kept]
+        if victims:
+            world.at(world.now_ms + self.rng.randint(0, 50), self._stale_crash, self.rng.choice(victims))
+
+    def _stale_crash(self, victim: SimNode) -> None:
+        world = self.world
+        assert world is not None
+        others = [
+            n
+            for n in world.live_nodes()
+            if n is not victim and n.core is not None and n.core.phase is Phase.MEMBER and not n.leaving
+        ]
+        if others and victim.alive:  # someone is left for the DBA to force
+            self.count("stale-crash")
+            world.crash(victim)
 
     def _isolate(self, node: SimNode) -> None:
         """Cut `node` off before its Decide messages leave (the world sends after this)."""
@@ -241,13 +283,18 @@ def _removal_allowed(world: World, node: SimNode, cautious: bool = True) -> bool
     running = _running(world, node)
     at_risk = _at_risk(world)
     candidates: list[tuple[MemberId, ...]] = []
+    # Joins are decided one at a time, in any order: every subset of the pending joiners may
+    # be added to a configuration (all of them at once hid the intermediate configuration
+    # with a dead member not yet replaced, sim seed 980984785).
+    ordered = sorted(joiners)
+    subsets = [[j for i, j in enumerate(ordered) if mask >> i & 1] for mask in range(1, 1 << len(ordered))]
     for other in world.live_nodes():
         assert other.core is not None
         for view in other.core.known_views():
             candidates.append(view.members)
-            if joiners:
-                grown = [m for m in view.members if all(j.uuid != m.uuid for j in joiners)]
-                candidates.append(tuple(grown) + tuple(sorted(joiners)))
+            for added in subsets:
+                grown = [m for m in view.members if all(j.uuid != m.uuid for j in added)]
+                candidates.append(tuple(grown) + tuple(added))
     for members in candidates:
         if members:
             alive = [m for m in members if (m.address, m.incarnation) in running]
@@ -335,6 +382,7 @@ def run_seed(seed: int, options: SimOptions = SimOptions(), trace: Callable[[str
     result.sim_ms = world.now_ms
     result.deliveries = run.deliveries
     result.messages = world.messages_delivered
+    result.events = dict(run.events)
     return result
 
 
@@ -355,10 +403,13 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
             for _ in range(rng.randint(5, 20)):
                 world.at(t, broadcast, node)
 
-    run.cautious = not ("stale" in faults and rng.random() < 0.3)
+    # Mixed in with every other fault, the heavier scenarios come up now and then; a focused
+    # run (--faults naming three kinds or fewer) draws them for every seed.
+    focused = len(faults) <= 3
+    run.cautious = not ("stale" in faults and (focused or rng.random() < 0.3))
     run.dba_active = not run.cautious
     kinds = [k for k in ("partition", "oneway", "crash", "leave", "clock", "rebootstrap") if k in faults]
-    once = [k for k in ("majority-loss", "restart-all") if k in faults and rng.random() < 0.1]
+    once = [k for k in ("majority-loss", "restart-all") if k in faults and (focused or rng.random() < 0.1)]
     if not kinds and not once:
         return
 
@@ -380,6 +431,7 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
             return
         src, dst = rng.sample(range(members), 2)
         world.blocked.add((src, dst))
+        run.count("oneway")
         if world.trace:
             world.trace(f"{world.now_ms:>7} one-way cut: n{src + 1} -/-> n{dst + 1}")
         world.at(world.now_ms + rng.randint(500, 6_000), world.blocked.discard, (src, dst))
@@ -391,6 +443,8 @@ def _schedule(world: World, rng: random.Random, faults: set[str], members: int, 
         node = rng.choice(live)
         if not _removal_allowed(world, node, run.cautious):
             return
+        if not run.cautious and not _removal_allowed(world, node):
+            run.count("stale-crash")  # one the cautious scheduler would not have done
         world.crash(node)
         if rng.random() < 0.7:
             node.restart_pending = True
@@ -463,6 +517,7 @@ def _rebootstrap(world: World, rng: random.Random, run: _Run) -> None:
         return
     if node.alive:
         world.crash(node)
+    run.count("rebootstrap")
     cfg = world.core_config
     run.quiet_until_ms = world.now_ms + cfg.bootstrap_probe_ms + 2 * cfg.join_retry_interval_ms
     if world.trace:
@@ -481,6 +536,7 @@ def _majority_loss(world: World, rng: random.Random, run: _Run) -> None:
     in_view = [n for n in world.live_nodes() if n.member in view.members]
     keep = rng.randint(1, max(1, majority(len(view.members)) - 1))
     survivors = rng.sample(in_view, min(keep, len(in_view)))
+    run.count("majority-loss")
     if world.trace:
         world.trace(f"{world.now_ms:>7} majority loss in view {view.view_id}: only {[str(n.member) for n in survivors]} live")
     for node in in_view:
@@ -495,6 +551,7 @@ def _majority_loss(world: World, rng: random.Random, run: _Run) -> None:
 
 def _restart_all(world: World, rng: random.Random, run: _Run) -> None:
     """Every member crashes; one bootstraps the group again, the others join it."""
+    run.count("restart-all")
     if world.trace:
         world.trace(f"{world.now_ms:>7} whole-group restart")
     for node in world.live_nodes():
@@ -504,23 +561,24 @@ def _restart_all(world: World, rng: random.Random, run: _Run) -> None:
     for node in world.nodes:
         node.restart_pending = True
         if node is first:
-            world.at(t, _bootstrap_again, world, rng, node)
+            world.at(t, _bootstrap_again, world, rng, run, node)
         else:
             world.at(t + rng.randint(0, 4_000), _restart, world, node)
 
 
-def _bootstrap_again(world: World, rng: random.Random, node: SimNode) -> None:
+def _bootstrap_again(world: World, rng: random.Random, run: _Run, node: SimNode) -> None:
     """The operator bootstraps the group again with `node`, and watches: if the group is gone
     again before anyone could join it (the bootstrapper crashed while probing or alone), a
     member that is still trying to join is told to bootstrap (as a DBA would)."""
     if any(n.core is not None and n.core.phase in (Phase.MEMBER, Phase.PROBING) for n in world.live_nodes()):
         if all(n.core is None or n.core.phase is not Phase.MEMBER or n.member is None for n in world.live_nodes()):
-            world.at(world.now_ms + 2_000, _bootstrap_again, world, rng, node)  # probing: look again
+            world.at(world.now_ms + 2_000, _bootstrap_again, world, rng, run, node)  # probing: look again
         return
     if world.trace:
         world.trace(f"{world.now_ms:>7} restart {node.uuid} as incarnation {node.incarnation + 1}, bootstraps the group")
     world.bootstrap_alone(node)
-    world.at(world.now_ms + 2_000, _bootstrap_again, world, rng, rng.choice(world.nodes))
+    run.count("bootstrap-again")
+    world.at(world.now_ms + 2_000, _bootstrap_again, world, rng, run, rng.choice(world.nodes))
 
 
 def _dba(world: World, run: _Run) -> None:
@@ -535,21 +593,40 @@ def _dba(world: World, run: _Run) -> None:
     running = _running(world, None)
     members = [n for n in world.live_nodes() if n.core is not None and n.core.phase is Phase.MEMBER]
     if not members:
+        # Nobody is left in the group (the last survivors left or crashed): reboot it, as
+        # after a whole-group restart -- once it has been so for two checks in a row.
+        if any(n.core is not None and n.core.phase is Phase.PROBING for n in world.live_nodes()):
+            run.group_gone_checks = 0
+            return
+        run.group_gone_checks += 1
+        if run.group_gone_checks >= 2:
+            run.group_gone_checks = 0
+            node = run.rng.choice(world.nodes)
+            run.count("bootstrap-again")
+            if world.trace:
+                world.trace(f"{world.now_ms:>7} DBA: no group left; {node.uuid} bootstraps it again")
+            world.bootstrap_alone(node)
         return
+    run.group_gone_checks = 0
     for node in members:
         view = node.core.known_views()[0]  # type: ignore[union-attr]
         alive = [m for m in view.members if (m.address, m.incarnation) in running]
         if len(alive) >= majority(len(view.members)):
             return  # a live majority somewhere: the group can help itself
-    forcer = max(members, key=lambda n: (n.core.known_views()[-1].view_id, n.core.next_slot))  # type: ignore[union-attr]
+    # A member that asked to leave is a survivor only when nobody else is (its leave then
+    # completes in the forced configuration, and the group is rebooted).
+    staying = [n for n in members if not n.leaving] or members
+    forcer = max(staying, key=lambda n: (n.core.known_views()[-1].view_id, n.core.next_slot))  # type: ignore[union-attr]
     core = forcer.core
     assert core is not None
     view = core.known_views()[0]
-    listed = tuple(m for m in view.members if (m.address, m.incarnation) in running)
+    listed = tuple(m for m in view.members if (m.address, m.incarnation) in running or m == forcer.member)
     if forcer.member not in listed:
         return
+    run.count("no-live-majority")
     ready = world.step(forcer, ForceMembers(listed))
-    run.forces += 1
+    if not ready.errors:
+        run.count("force")
     if world.trace:
         outcome = "; ".join(e.detail for e in ready.errors) or "started"
         world.trace(f"{world.now_ms:>7} DBA: force_members {[str(m) for m in listed]} on {forcer.member}: {outcome}")

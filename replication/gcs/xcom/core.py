@@ -380,6 +380,9 @@ _ACCEPT = 0  # proposal phases
 _PREPARE = 1
 _BACKOFF = 2  # nacked: retry with a higher ballot at retry_ms (or drop)
 
+# Messages a member handles from anyone; the rest only from peers (see _on_message).
+_FROM_ANYONE: frozenset[type] = frozenset({Fetch, Heartbeat, JoinRequest, NotMember, Welcome, JoinRefused})
+
 _LATENCY_BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, -1)
 _SKIP_RANGES_MAX = 64  # skip ranges remembered per owner (see _add_skip)
 
@@ -816,8 +819,13 @@ class Core:
         if self._force is not None:
             self._event(GcsErrorCode.FORCE_REFUSED, "a force_members is already in progress")
             return
-        latest = self._configs[-1]
-        by_address = {m.address: m for m in latest.members}
+        # Members of the view in effect and of the scheduled ones (the newest incarnation at an
+        # address): the DBA sees the installed view, while the group may already have decided
+        # to remove this very member -- and then died (sim: a stale expel, the rest crashed).
+        by_address: dict[str, MemberId] = {}
+        for config in self._configs:
+            for m in config.members:
+                by_address[m.address] = m
         chosen: list[MemberId] = []
         for m in members:
             found = by_address.get(m.address)
@@ -838,7 +846,7 @@ class Core:
                 " the group can reconfigure itself",
             )
             return
-        ordered = tuple(m for m in latest.members if m in chosen)
+        ordered = tuple(m for m in by_address.values() if m in chosen)
         self._force_seq += 1
         op = _ForceOp(self._force_seq, ordered, self._now_ms + self.cfg.force_timeout_ms, self._now_ms)
         self._force = op
@@ -942,6 +950,18 @@ class Core:
             return
         if phase not in _ACTIVE:
             return
+        if phase is Phase.CATCHING_UP and self._peers:
+            # Welcomed by a group that has gone silent since (every member died, say): give up
+            # after join_timeout_ms, rejoin later; a new group is not ours to follow.
+            if all(m in self._suspected for m in self._peers):
+                if self._join_deadline_ms == _NEVER:
+                    self._join_deadline_ms = now + cfg.join_timeout_ms
+                if now >= self._join_deadline_ms:
+                    self._go_offline(GcsErrorCode.JOIN_FAILED, "every member of the group that welcomed us went silent")
+                    return
+                self._arm(self._join_deadline_ms)
+            else:
+                self._join_deadline_ms = _NEVER
         if now >= self._hb_due_ms:
             self._send_all(Heartbeat(self._latest_view_id(), self._next_slot))
             self._hb_due_ms = now + cfg.heartbeat_interval_ms
@@ -1176,6 +1196,15 @@ class Core:
                 case _:
                     pass
             return
+        if sender not in self._last_heard and sender != self.me and type(msg) not in _FROM_ANYONE:
+            # Consensus traffic only from peers (members of our current or scheduled
+            # configurations). Another group under the same name (a second bootstrap that
+            # could not see us, or a new group after ours died while we caught up) reaches
+            # us by address: its decisions for "our" slots made us decide a slot twice
+            # (sim seed 980984755). A newer member we do not know yet is learned by fetching
+            # from peers instead.
+            self._counters.messages_from_non_members += 1
+            return
         self._heard_from(sender)
         match msg:
             case Accept():
@@ -1200,7 +1229,10 @@ class Core:
                 self._on_heartbeat(sender, msg)
             case JoinRequest():
                 self._on_join_request(sender)
-            case Welcome() | JoinRefused():
+            case Welcome():
+                if self._phase is Phase.CATCHING_UP:
+                    self._on_welcome(sender, msg)  # only one into a forced branch is taken
+            case JoinRefused():
                 pass  # for an earlier join of ours, or another incarnation
             case NotMember(member=member, view_id=view_id):
                 if member == self.me and view_id > self._latest_view_id():
@@ -1584,6 +1616,12 @@ class Core:
     def _on_heartbeat(self, sender: MemberId, msg: Heartbeat) -> None:
         if sender in self._last_heard:
             self._peer_next[sender] = msg.next_slot
+            if msg.view_id.epoch < self._configs[-1].epoch:
+                # A joiner welcomed before a force we know of: our welcome (sent once, when
+                # its join executed here) moves it into the forced branch.
+                welcome = self._welcomes.get(sender)
+                if welcome is not None:
+                    self._send(sender, welcome)
             if msg.next_slot - 1 > self._frontier:
                 # The peer executed past our frontier: those slots are decided and we are
                 # behind (say, cut off while the group went idle). Fetch them.
@@ -1631,6 +1669,22 @@ class Core:
                 return  # malformed: ignore, another seed will answer
         if not any(self.me in c.member_set for c in configs) or configs[0].start > msg.next_slot:
             return
+        if self._phase is Phase.CATCHING_UP:
+            # Welcomed once already, but the group was forced since (we were not listed) and
+            # re-added us in the forced branch: that welcome supersedes ours. What we learned
+            # or accepted in the old branch does not hold in the new one (as _apply_force
+            # drops it on the listed members); without this we waited forever for decisions
+            # of an epoch we did not know (sim seed 141 with --faults stale,crash,partition).
+            epoch = configs[-1].epoch
+            if epoch <= self._configs[-1].epoch:
+                return
+            self._decided = {
+                s: e for s, e in self._decided.items() if s >= msg.next_slot and ballot_epoch(e[0]) >= epoch
+            }
+            for a in self._acc.values():
+                if a.ballot != _NO_BALLOT and ballot_epoch(a.ballot) < epoch:
+                    a.ballot = _NO_BALLOT
+                    a.value = NOOP
         self._configs = configs
         self._next_slot = msg.next_slot
         for slot in [s for s in self._acc if s < msg.next_slot]:
@@ -1638,7 +1692,8 @@ class Core:
         self._origin_next = {o.origin: o.next_seq for o in msg.origins}
         self._own_next = msg.next_slot
         self._frontier = max(self._frontier, configs[-1].start - 1)
-        self._transition(Phase.CATCHING_UP)
+        if self._phase is Phase.JOINING:
+            self._transition(Phase.CATCHING_UP)
         self._refresh_peers()
         self._hb_due_ms = self._now_ms
         self._join_retry_ms = _NEVER
@@ -1754,8 +1809,13 @@ class Core:
                 del self._proposals[s]
         for s in list(self._mine):
             if s >= start:
-                del self._mine[s]
-                self._own_failed(NOOP, None)
+                # Our value there is void in the forced configuration: propose it again (a
+                # membership change too: a lost LEAVE left a leaving member in the group for
+                # good, refusing every join; sim seed 1119).
+                self._own_failed(NOOP, self._mine.pop(s))
+        if self._leaving and self._phase is Phase.MEMBER:
+            # Our LEAVE may have been decided in a slot the force voided: ask again.
+            self._queue_reconfig(Reconfig(ReconfigOp.LEAVE, (self.me,)))
         if self._own_next > start:
             self._own_next = start
         self._frontier = max(self._frontier, start - 1)
@@ -1877,7 +1937,13 @@ class Core:
                 for run in runs:
                     index = self._deliver_run(slot, run, config, index)
             case Reconfig():
-                self._apply_reconfig(slot, value)
+                if slot < self._force_start:
+                    # Superseded by a later force_members: the forced configuration is
+                    # exactly its list. Ours is proposed again below (a LEAVE dropped here
+                    # for good kept a leaving member in the group, refusing every join).
+                    value = NOOP
+                else:
+                    self._apply_reconfig(slot, value)
             case _:
                 assert_never(value)
         if mine is not None:
@@ -1967,8 +2033,6 @@ class Core:
             self._send_seq = last_seq + 1
 
     def _apply_reconfig(self, slot: int, rc: Reconfig) -> None:
-        if slot < self._force_start:
-            return  # superseded by a later force_members
         latest = self._configs[-1]
         members = list(latest.members)
         match rc.op:
