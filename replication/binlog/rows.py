@@ -261,13 +261,23 @@ def _time_v1(buf: bytes, p: int) -> tuple[Value, int]:
 
 
 def _string(prefix: int, pad_to: int = 0) -> ColumnDecoder:
+    if prefix == 1 and not pad_to:  # CHAR / VARCHAR up to 255 bytes: the common case, kept lean
+
+        def short(buf: bytes, p: int) -> tuple[Value, int]:
+            end = p + 1 + buf[p]
+            if end > len(buf):
+                raise BinlogDecodeError("truncated string value")
+            return buf[p + 1 : end], end
+
+        return short
+
     def dec(buf: bytes, p: int) -> tuple[Value, int]:
         n = int.from_bytes(buf[p : p + prefix], "little")
         start = p + prefix
         end = start + n
         if end > len(buf):
             raise BinlogDecodeError("truncated string value")
-        value = bytes(buf[start:end])
+        value = buf[start:end]
         if pad_to and n < pad_to:
             value += b"\0" * (pad_to - n)  # BINARY(n): the binlog drops trailing 0x00 bytes
         return value, end
@@ -391,27 +401,34 @@ class RowDecoder:
         decoders = self.columns
         ncols = len(decoders)
         nbytes = (len(present) + 7) // 8
-        nulls = int.from_bytes(buf[p : p + nbytes], "little")
         if p + nbytes > len(buf):
             raise BinlogDecodeError("truncated row NULL bitmap")
+        nulls = int.from_bytes(buf[p : p + nbytes], "little")
         p += nbytes
+        values: list[object]
         if len(present) == ncols:
-            values: list[object] = []
+            values = []
             append = values.append
-            for k in range(ncols):
-                if nulls >> k & 1:
-                    append(None)
-                else:
-                    v, p = decoders[k](buf, p)
+            if not nulls:
+                for dec in decoders:
+                    v, p = dec(buf, p)
                     append(v)
+            else:
+                for dec in decoders:
+                    if nulls & 1:
+                        append(None)
+                    else:
+                        v, p = dec(buf, p)
+                        append(v)
+                    nulls >>= 1
             return tuple(values), p
-        partial: list[object] = [NOT_LOGGED] * ncols
+        values = [NOT_LOGGED] * ncols
         for k, i in enumerate(present):
             if nulls >> k & 1:
-                partial[i] = None
+                values[i] = None
             else:
-                partial[i], p = decoders[i](buf, p)
-        return tuple(partial), p
+                values[i], p = decoders[i](buf, p)
+        return tuple(values), p
 
 
 def _bits(bitmap: bytes, n: int) -> tuple[int, ...]:
