@@ -6,7 +6,7 @@ import pytest
 
 from replication.gcs.interface import Delivery, MemberId, Position, Slot, View, ViewId
 from replication.gcs.sim.checkers import Checker, Violation
-from replication.gcs.xcom.core import Ready
+from replication.gcs.xcom.core import Bootstrap, Phase, Ready
 from replication.gcs.xcom.messages import NOOP, AcceptedValue, Batch, Decide, Run
 from replication.gcs.xcom.types import Ballot
 
@@ -124,3 +124,57 @@ def test_a_violation_survives_pickling() -> None:
 
     v = pickle.loads(pickle.dumps(Violation("agreement", "position 3.0")))
     assert (v.kind, v.detail, str(v)) == ("agreement", "position 3.0", "agreement: position 3.0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Lineages (one per bootstrap) and force branches
+
+
+def bootstrapped(checker: Checker, node: Node, members: tuple[MemberId, ...], slot: int = 1) -> View:
+    view = View(ViewId(0, 1), members, members, Slot(slot))
+    checker.on_ready(node, Ready(views=[view], phase=Phase.MEMBER), Bootstrap(members))  # type: ignore[arg-type]
+    return view
+
+
+def test_two_live_groups_under_one_name_are_a_violation() -> None:
+    checker = Checker()
+    a, b = Node(A), Node(B)
+    bootstrapped(checker, a, (A,))
+    with pytest.raises(Violation, match="one-group"):
+        bootstrapped(checker, b, (B,))
+
+
+def test_a_group_bootstrapped_again_after_every_member_stopped_is_one_group() -> None:
+    """Slots, positions and view ids restart with the new lineage without colliding."""
+    checker = Checker()
+    a, b = Node(A), Node(B)
+    view_a = bootstrapped(checker, a, (A,))
+    checker.on_broadcast(A, 1, b"old")
+    checker.on_ready(a, Ready(accepted=[AcceptedValue(Slot(1), Ballot(0), batch(A, 1))]))  # type: ignore[arg-type]
+    checker.on_ready(a, Ready(deliveries=[Delivery(Position(Slot(1), 0), A, 1, b"old", view_a.view_id)]))  # type: ignore[arg-type]
+    checker.on_stop(a)  # type: ignore[arg-type]
+    view_b = bootstrapped(checker, b, (B,))
+    checker.on_broadcast(B, 1, b"new")
+    checker.on_ready(b, Ready(accepted=[AcceptedValue(Slot(1), Ballot(0), Batch((Run(B, 1, (b"new",)),)))]))  # type: ignore[arg-type]
+    checker.on_ready(b, Ready(deliveries=[Delivery(Position(Slot(1), 0), B, 1, b"new", view_b.view_id)]))  # type: ignore[arg-type]
+    checker.finish([])
+
+
+def test_a_forced_branch_owes_only_what_its_own_members_delivered() -> None:
+    """force_members drops decisions only the lost majority knew (DESIGN §3): a survivor may
+    miss what the dead delivered, but not what another survivor delivered."""
+    checker, nodes = setup()
+    d = Node(mid("d"))
+    checker.on_ready(d, Ready(views=[VIEW]))  # type: ignore[arg-type]
+    accepted(checker, nodes, 2, batch(A, 1), "bc")
+    checker.on_ready(nodes["c"], Ready(deliveries=[delivery(2, 0, A, 1)]))  # type: ignore[arg-type]
+    checker.records[C].final_next_slot = 3  # c died after delivering slot 2; b died too
+    forced = View(ViewId(1, 2), (A,), (A,), Slot(4))
+    checker.on_ready(nodes["a"], Ready(views=[forced]))  # type: ignore[arg-type]
+    checker.records[A].final_next_slot = 5
+    checker.finish([])  # a never delivered slot 2: a gap of the force
+    accepted(checker, nodes, 3, batch(A, 2), "abc")
+    checker.on_ready(d, Ready(deliveries=[delivery(3, 0, A, 2)], views=[forced]))  # type: ignore[arg-type]
+    checker.records[d.member].final_next_slot = 5
+    with pytest.raises(Violation, match="view-synchrony"):
+        checker.finish([])  # d, in the forced branch too, delivered slot 3 and a did not

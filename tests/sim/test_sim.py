@@ -3,6 +3,9 @@
 - 2,000 seeds (four chunks of 500) with every fault on must show no violation;
 - a few hundred seeds chosen fresh for each run (tests/conftest.py: the first seed is random,
   printed in the report header and in a failure, SIM_START_SEED=<n> reruns them);
+- each scenario (stale expel, majority loss + force_members, whole-group restart, a second
+  bootstrap, one-way links) on seeds that draw it every time: no violation, and the scenario
+  really happened (SeedResult.events);
 - seeds that once failed (REGRESSION_SEEDS) must pass, each with the reason it failed;
 - a broken core (a taker that ignores values reported by promises, Bug #28966455) must be
   caught within 200 seeds, by a safety checker, and its seed must replay the same failure;
@@ -15,12 +18,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections import Counter
 import sys
 from pathlib import Path
 
 import pytest
 
-from replication.gcs.sim.runner import SimOptions, replay_command, run_seed
+from replication.gcs.sim.runner import FAULTS, SimOptions, replay_command, run_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = 2000
@@ -28,14 +32,28 @@ CHUNK = 500
 SAFETY_KINDS = {"consensus", "agreement", "total-order", "integrity", "safe-delivery", "view-synchrony", "invariant"}
 
 
-# Seeds that found a bug, and the bug. Each replays with the command replay_command() prints.
-REGRESSION_SEEDS: dict[int, str] = {
-    33803: "after a clock jump a dead member looked freshly heard from: an expel of a live member "
-    "left a configuration without a live majority (no restarted incarnation could join)",
-    104510295: "two members expelled together lagged behind the slots the others had already "
-    "forgotten; each waited for the other to say 'forgotten' and neither ever gave up",
+# Seeds that found a bug, with the faults they ran under and the bug. The faults matter: a
+# seed draws its schedule from them (OLD_FAULTS is the default before the scenarios of issue
+# [E] were added; it draws the same schedules as then).
+OLD_FAULTS = ("loss", "dup", "reorder", "partition", "isolate", "crash", "leave", "clock")
+STALE = ("stale", "crash", "partition")
+REGRESSION_SEEDS: dict[int, tuple[tuple[str, ...], str]] = {
+    33803: (OLD_FAULTS, "after a clock jump a dead member looked freshly heard from: an expel of a live member "
+            "left a configuration without a live majority (no restarted incarnation could join)"),
+    104510295: (OLD_FAULTS, "two members expelled together lagged behind the slots the others had already "
+                "forgotten; each waited for the other to say 'forgotten' and neither ever gave up"),
+    57: (FAULTS, "a laggard that no member counts as a peer gets no heartbeats: its peers' progress, "
+         "learned only from their Forgotten, was not taken into account"),
+    458: (FAULTS, "a forced configuration started at the slot where the one in effect had started: it "
+          "replaced it without a switch, so its view was never installed"),
+    942: (FAULTS, "a joiner not listed in a force applied the forced branch's decisions under its own "
+          "configuration and forked off"),
+    980984755: (FAULTS, "a new group bootstrapped after the old one died; a member of the old one, still "
+                "catching up, took the new group's decisions for its slots: slot decided twice"),
+    1119: (FAULTS, "a LEAVE decided below a forced start was dropped: the member stayed 'leaving' in "
+           "the forced group for good and refused every join"),
+    141: (STALE, "a joiner welcomed before a force waited forever for decisions of the forced epoch"),
 }
-
 
 def _failures(seeds: range, options: SimOptions, stop_after: int = 5) -> list[str]:
     found = []
@@ -65,12 +83,42 @@ def test_fresh_seeds_without_violation(sim_fresh_seeds: range) -> None:
     )
 
 
+# scenario -> (faults of a focused run, events each must have produced over SCENARIO_SEEDS)
+SCENARIOS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "stale-expel": (("stale", "crash", "partition"), ("stale-crash", "no-live-majority", "force")),
+    "majority-loss": (("majority-loss", "loss", "oneway"), ("majority-loss", "no-live-majority", "force")),
+    "restart-all": (("restart-all", "crash", "loss"), ("restart-all", "bootstrap-again")),
+    "rebootstrap": (("rebootstrap", "loss", "clock"), ("rebootstrap", "group-exists")),
+    "oneway": (("oneway", "crash", "loss"), ("oneway",)),
+}
+SCENARIO_SEEDS = 60
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_seeds(name: str) -> None:
+    faults, expected = SCENARIOS[name]
+    options = SimOptions(faults=faults)
+    events: Counter[str] = Counter()
+    failures = []
+    for seed in range(SCENARIO_SEEDS):
+        result = run_seed(seed, options)
+        events.update(result.events)
+        if result.violation is not None:
+            failures.append(f"seed {seed}: {result.violation}\n  replay: {replay_command(seed, options)}")
+    assert not failures, "\n".join(failures[:5])
+    assert all(events[e] for e in expected), f"{name}: scenario not reached: {dict(events)}"
+    if name == "rebootstrap":
+        # Told to bootstrap only while the group is reachable: every one of them is refused.
+        assert events["group-exists"] == events["rebootstrap"], dict(events)
+
+
 @pytest.mark.parametrize("seed", sorted(REGRESSION_SEEDS))
 def test_regression_seeds(seed: int) -> None:
-    result = run_seed(seed, SimOptions())
+    faults, why = REGRESSION_SEEDS[seed]
+    options = SimOptions(faults=faults)
+    result = run_seed(seed, options)
     assert result.violation is None, (
-        f"{result.violation}\n  once failed because: {REGRESSION_SEEDS[seed]}\n"
-        f"  replay: {replay_command(seed, SimOptions())}"
+        f"{result.violation}\n  once failed because: {why}\n  replay: {replay_command(seed, options)}"
     )
 
 

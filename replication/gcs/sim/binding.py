@@ -150,7 +150,8 @@ class SimGroup:
     """A simulated group of `members` nodes, bootstrapped together, with the checkers on.
 
     `net` defaults to a clean network (short delays, no loss); pass a NetConfig for faults,
-    and use `crash`, `restart`, `partition`/`heal` to script failures.
+    and use `crash`, `restart`, `restart_bootstrapping`, `partition`/`cut`/`heal` to script
+    failures.
     """
 
     def __init__(
@@ -190,6 +191,16 @@ class SimGroup:
         """A new incarnation of a crashed (or offline) node joins through the others."""
         self.world.join(gcs.node)
 
+    def restart_bootstrapping(self, gcs: SimGcs, probe: bool = True) -> None:
+        """A new incarnation of `gcs`'s node bootstraps a group of itself. With `probe` (as
+        SimGcs.bootstrap does by default) a live group among the other nodes refuses it:
+        GcsEvent(GROUP_EXISTS), then OFFLINE. Without, it vouches that no group runs."""
+        self.world.bootstrap_alone(gcs.node, probe)
+
+    def cut(self, source: SimGcs, destination: SimGcs) -> None:
+        """One-way link failure: `source`'s messages no longer reach `destination`."""
+        self.world.blocked.add((source.node.index, destination.node.index))
+
     def partition(self, *groups: list[SimGcs]) -> None:
         ids = [0] * len(self.world.nodes)
         for g, members in enumerate(groups):
@@ -198,4 +209,6 @@ class SimGroup:
         self.world.groups = ids
 
     def heal(self) -> None:
+        """Undo partitions and one-way cuts."""
         self.world.groups = None
+        self.world.blocked.clear()
