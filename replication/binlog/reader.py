@@ -80,6 +80,7 @@ class BinlogReader:
         self._on_outside_xa = on_outside_xa
         self.limits = limits
         self._waiters: dict[XaId, asyncio.Future[BinlogTransaction]] = {}
+        self._unlogged_at: dict[XaId, BinlogPosition] = {}  # waiters that gave logged_before
         self._unclaimed: OrderedDict[XaId, BinlogTransaction] = OrderedDict()
         self._evicted: OrderedDict[XaId, None] = OrderedDict()
         self._error: BaseException | None = None
@@ -142,13 +143,23 @@ class BinlogReader:
     def unclaimed(self) -> int:
         return len(self._unclaimed)
 
-    async def prepared(self, xid: XaId, timeout_s: float) -> BinlogTransaction:
+    async def prepared(
+        self, xid: XaId, timeout_s: float, *, logged_before: BinlogPosition | None = None
+    ) -> BinlogTransaction:
         """The transaction of XA `xid`, once its XA_PREPARE event has been read.
+
+        An XA transaction that changed no row (read-only, rows updated to their own values,
+        temporary tables only) writes nothing to the binlog at XA PREPARE. Pass
+        `logged_before`, the server's binlog end read after XA PREPARE returned (SHOW MASTER
+        STATUS, which can share the XA PREPARE's round trip): once the reader has read up to
+        there without meeting `xid`, the answer is an empty transaction (`gtid` None,
+        `row_count` 0) instead of a timeout.
 
         Raises TimeoutError after `timeout_s` (the waiter is withdrawn; the transaction, if it
         arrives later, is kept unclaimed), ReaderBusy, TransactionEvicted,
         BinlogTransactionTooLarge, BinlogStreamBroken (or the reader's own failure), ValueError
-        when another call already waits for `xid`.
+        when another call already waits for `xid` or `logged_before` precedes the reader's
+        start (its events were never read).
         """
         txn = self._unclaimed.pop(xid, None)
         if txn is not None:
@@ -163,14 +174,23 @@ class BinlogReader:
             raise ValueError(f"[BUG] two waiters for XA transaction {xid!r}")
         if len(self._waiters) >= self.limits.waiters_max:
             raise ReaderBusy(f"{len(self._waiters)} transactions already wait for the binlog")
+        if logged_before is not None:
+            if not logged_before.reached(self._stream.start_position):
+                raise ValueError(f"[BUG] {xid!r} was prepared at {logged_before}, before the reader's start "
+                                 f"{self._stream.start_position}")
+            if self._stream.position.reached(logged_before):
+                return _unlogged(xid)
         future: asyncio.Future[BinlogTransaction] = asyncio.get_running_loop().create_future()
         self._waiters[xid] = future
+        if logged_before is not None:
+            self._unlogged_at[xid] = logged_before
         try:
             async with asyncio.timeout(timeout_s):
                 return _checked(await future)
         finally:
             if self._waiters.get(xid) is future:
                 del self._waiters[xid]
+            self._unlogged_at.pop(xid, None)
 
     def forget(self, xid: XaId) -> bool:
         """Drop the unclaimed transaction of `xid` (the member rolled it back unread)."""
@@ -189,6 +209,8 @@ class BinlogReader:
                     self.transactions_read += 1
                     self._group_position = stream.position
                     self._deliver(txn)
+                if self._unlogged_at:
+                    self._resolve_unlogged()
         except asyncio.CancelledError:
             self._fail(BinlogStreamBroken("binlog reader closed"))
             raise
@@ -222,6 +244,15 @@ class BinlogReader:
         if txn.has_rows and self._on_outside_xa is not None:
             self._on_outside_xa(txn)
 
+    def _resolve_unlogged(self) -> None:
+        position = self._stream.position
+        for xid, logged_before in list(self._unlogged_at.items()):
+            if position.reached(logged_before):
+                del self._unlogged_at[xid]
+                future = self._waiters.pop(xid, None)
+                if future is not None and not future.done():
+                    future.set_result(_unlogged(xid))
+
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
@@ -241,6 +272,11 @@ class BinlogReader:
                 pass
         self._fail(BinlogStreamBroken("binlog reader closed"))
         await self._stream.close()
+
+
+def _unlogged(xid: XaId) -> BinlogTransaction:
+    """An XA transaction that wrote nothing to the binlog."""
+    return BinlogTransaction(None, "xa_prepare", xid, (), (), (), 0, 0)
 
 
 def _checked(txn: BinlogTransaction) -> BinlogTransaction:

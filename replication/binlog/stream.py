@@ -77,6 +77,16 @@ class BinlogPosition:
     def __str__(self) -> str:
         return f"{self.file}:{self.offset}"
 
+    def reached(self, other: "BinlogPosition") -> bool:
+        """True when this position is at or after `other` in the server's sequence of files
+        (binlog files of one server share a basename and a growing numeric extension)."""
+        return (_sequence(self.file), self.offset) >= (_sequence(other.file), other.offset)
+
+
+def _sequence(file: str) -> tuple[str, int]:
+    base, _, ext = file.rpartition(".")
+    return (base, int(ext)) if ext.isdigit() else (file, 0)
+
 
 class _DumpConnection(BackendConnection):
     """A backend connection whose reading is paused while too many bytes wait unread."""

@@ -23,7 +23,7 @@ from replication.binlog.events import XaId
 from replication.binlog.reader import (
     BinlogReader, BinlogTransactionTooLarge, ReaderBusy, ReaderLimits, TransactionEvicted,
 )
-from replication.binlog.stream import BinlogStreamBroken
+from replication.binlog.stream import BinlogPosition, BinlogStreamBroken
 from replication.binlog.transactions import BinlogTransaction
 from replication.protocol.backend import BackendConnection
 from test_binlog_support import HEARTBEAT_S, address, connect, replica_id, run_sql
@@ -327,3 +327,39 @@ def test_dump_needs_replication_privilege(server: ServerHandle) -> None:
                 await reader.close()
 
     asyncio.run(go())
+
+
+async def _binlog_end(conn: BackendConnection) -> BinlogPosition:
+    row = (await conn.execute("SHOW MASTER STATUS")).rows[0]
+    assert row[0] is not None and row[1] is not None
+    return BinlogPosition(row[0].decode(), int(row[1]))
+
+
+def test_xa_transactions_that_log_nothing(server: ServerHandle) -> None:
+    """Read-only, no-op and temporary-table-only XA transactions write no binlog event at XA
+    PREPARE: with the binlog end read after it, the reader answers an empty transaction."""
+
+    async def body(reader: BinlogReader, conn: BackendConnection) -> None:
+        run_sql(server, DB, ["DELETE FROM t2", "INSERT INTO t2 VALUES (1, 1)"])
+        await conn.execute("CREATE TEMPORARY TABLE tmp (a INT)")
+        cases = {
+            "ro": ["SELECT * FROM t2"],
+            "noop": ["UPDATE t2 SET v = v WHERE id = 1", "DELETE FROM t2 WHERE id = 999"],
+            "tmp": ["INSERT INTO tmp VALUES (1), (2)"],
+        }
+        for name, statements in cases.items():
+            await _xa(conn, name, *statements)
+            end = await _binlog_end(conn)
+            txn = await reader.prepared(_xid(name), TIMEOUT_S, logged_before=end)
+            await conn.execute(f"XA COMMIT '{name}'")
+            assert (txn.gtid, txn.row_count, txn.tables, txn.xid) == (None, 0, (), _xid(name)), name
+        # A transaction that does write is still found, before its logged_before is reached or after.
+        await _xa(conn, "writes", "INSERT INTO t2 VALUES (2, 2)")
+        end = await _binlog_end(conn)
+        txn = await reader.prepared(_xid("writes"), TIMEOUT_S, logged_before=end)
+        await conn.execute("XA COMMIT 'writes'")
+        assert _rows(txn) == [("t2", "insert", None, (2, 2))] and txn.gtid is not None
+        with pytest.raises(ValueError, match="before the reader's start"):
+            await reader.prepared(_xid("old"), TIMEOUT_S, logged_before=BinlogPosition(end.file, 4))
+
+    _run(server, body)

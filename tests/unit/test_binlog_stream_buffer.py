@@ -132,3 +132,14 @@ def test_closed_connection_raises() -> None:
             await conn.read_packet()
 
     asyncio.run(go())
+
+
+def test_positions_order_across_files() -> None:
+    from replication.binlog.stream import BinlogPosition
+
+    a, b, c = BinlogPosition("binlog.000009", 900), BinlogPosition("binlog.000010", 4), BinlogPosition("binlog.000010", 5)
+    assert b.reached(a) and c.reached(b) and c.reached(c) and not a.reached(b) and not b.reached(c)
+    assert BinlogPosition("binlog.1000000", 4).reached(BinlogPosition("binlog.999999", 10))
+    for bad in (("", 4), ("binlog.000001", 3), ("../x.000001", 4), ("binlog.000001", 1 << 32)):
+        with pytest.raises(ValueError):
+            BinlogPosition(*bad)
