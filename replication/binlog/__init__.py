@@ -13,10 +13,13 @@ Layers, bottom up (each usable alone; none knows about members or sessions):
 
 from .events import (
     BinlogChecksumError, BinlogDecodeError, BinlogError, BinlogUnsupported, Event, EventType, Gtid, Query, RowsEvent,
-    TableMap, XaId, XaPrepare, decode_event,
+    TableMap, TableMapCache, XaId, XaPrepare, decode_event,
 )
 from .reader import BinlogReader, BinlogTransactionTooLarge, ReaderBusy, ReaderLimits, TransactionEvicted
-from .rows import NOT_LOGGED, BinlogRowChange, RowDecoder, WeightRequest, decode_rows, decoder_for, fetch_weights, to_row_changes, weight_requests
+from .rows import (
+    NOT_LOGGED, BinlogRowChange, RowDecoder, WeightRequest, decode_rows, decoder_for, fetch_weights, to_row_changes,
+    weight_requests,
+)
 from .stream import BinlogPosition, BinlogStream, BinlogStreamBroken
 from .transactions import Assembler, BinlogTransaction, TableRows
 
@@ -24,6 +27,6 @@ __all__ = [
     "Assembler", "BinlogChecksumError", "BinlogDecodeError", "BinlogError", "BinlogPosition", "BinlogReader",
     "BinlogRowChange", "BinlogStream", "BinlogStreamBroken", "BinlogTransaction", "BinlogTransactionTooLarge",
     "BinlogUnsupported", "Event", "EventType", "Gtid", "NOT_LOGGED", "Query", "ReaderBusy", "ReaderLimits",
-    "RowDecoder", "RowsEvent", "TableMap", "TableRows", "TransactionEvicted", "WeightRequest", "XaId", "XaPrepare",
+    "RowDecoder", "RowsEvent", "TableMap", "TableMapCache", "TableRows", "TransactionEvicted", "WeightRequest", "XaId", "XaPrepare",
     "decode_event", "decode_rows", "decoder_for", "fetch_weights", "to_row_changes", "weight_requests",
 ]
