@@ -439,9 +439,7 @@ def decode_event(
         if decoder is None:
             return OtherEvent(header, bytes(buf[HEADER_BYTES:end]))
         return decoder(header, buf, end, fde)
-    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, BinlogError):
-            raise
+    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as exc:  # ValueError: XaId's checks
         raise BinlogDecodeError(f"malformed {_type_name(t)} event: {exc}") from exc
 
 
