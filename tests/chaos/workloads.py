@@ -90,17 +90,16 @@ class Client:
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
             text = f"({code}) {exc.args[1] if len(exc.args) > 1 else exc}"
             self._drop()
-            definite = isinstance(exc, pymysql.MySQLError) and code not in CLIENT_SIDE and (
-                not committing[0] or code in ROLLED_BACK_AT_COMMIT)
-            if committing[0] and not definite:
-                self.counts["info"] += 1
-                done = self.rec.info(op, text)
-                self.process += self.clients  # a new process: the old one may still commit
-                return done
-            if not committing[0] and code in CLIENT_SIDE:
-                definite = True  # nothing was sent as COMMIT: it cannot have committed
-            self.counts["fail" if definite else "info"] += 1
-            return self.rec.fail(op, text) if definite else self.rec.info(op, text)
+            server_said_no = isinstance(exc, pymysql.MySQLError) and code not in CLIENT_SIDE
+            if not committing[0] or (server_said_no and code in ROLLED_BACK_AT_COMMIT):
+                # Before COMMIT nothing can have committed (the server rolls back an open
+                # transaction whose connection is gone); at COMMIT these codes mean rollback.
+                self.counts["fail"] += 1
+                return self.rec.fail(op, text)
+            self.counts["info"] += 1
+            done = self.rec.info(op, text)
+            self.process += self.clients  # a new process: the old one's COMMIT may still land
+            return done
         self.counts["ok"] += 1
         return self.rec.ok(op, out)
 
