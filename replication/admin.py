@@ -53,6 +53,7 @@ from replication.protocol.results import TYPE_LONGLONG, Column
 
 from .consistency import InvalidLevel, Level, parse_level
 from .engine import MemberRecord
+from .lifecycle import ExitStateAction
 from .member import Member, StartRefused
 from .messages import AdminAction, MemberStats
 from .statements import Assignment, Kind, Scope, Statement
@@ -375,7 +376,6 @@ def _stored_or(name: str, current: Callable[["Admin"], object]) -> Callable[["Ad
 
 
 def _exit_state_action_write(admin: Admin, value: object) -> None:
-    from .lifecycle import ExitStateAction
     admin.member.exit_state_action = ExitStateAction.parse(str(value))
     admin.member.reconfigure(exit_state_action=str(value))
 
@@ -507,9 +507,14 @@ class Admin:
         for table, rows in ((GROUP_MEMBERS, group_member_rows), (MEMBER_STATS, member_stats_rows)):
             if _TABLE_PATTERNS[table.name].search(rewritten):
                 rewritten = rewrite_table(rewritten, table, rows(self.member))
+        tables = rewritten != sql
         rewritten = self._rewrite_reads(rewritten, session)
         if rewritten == sql:
             return None
+        if tables:
+            # GR never holds reads of performance_schema (they must work on a member that is
+            # not ONLINE, at any consistency level).
+            return session.relay(rewritten)
         return session.relay_held(stmt, rewritten)
 
     # variables ---------------------------------------------------------------------------------
