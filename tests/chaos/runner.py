@@ -446,6 +446,17 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
     return rr
 
 
+def failed_run(seed: int, run: int, out: Path, exc: BaseException) -> RunResult:
+    """A run that broke before its checks (the group did not start, setup was refused …)."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error.txt").write_text(text)
+    err = result("run", [Anomaly("run-error", (), f"{type(exc).__name__}: {exc}"[:400], {"traceback": text[-2000:]})])
+    return RunResult(run, f"{seed}:{run}", [], [], {"ok": 0, "fail": 0, "info": 0}, [err], None, [], str(out))
+
+
 def summary_table(runs: list[RunResult], seed: int, kinds: tuple[str, ...]) -> str:
     lines = [
         f"# chaos summary — seed {seed}", "",
@@ -499,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     runs = []
     for i in range(args.runs):
-        r = run_once(seed, i, kinds, args.duration, out / f"run-{i}")
+        try:
+            r = run_once(seed, i, kinds, args.duration, out / f"run-{i}")
+        except Exception as exc:  # noqa: BLE001 - a run that could not even start is a finding too
+            r = failed_run(seed, i, out / f"run-{i}", exc)
         runs.append(r)
         print(f"  run {r.seed}: ops {r.ops}, faults {len(r.faults)}, violations {r.violations() or 'none'}, "
               f"converged {r.converged_s if r.converged_s is None else round(r.converged_s, 1)}", flush=True)
