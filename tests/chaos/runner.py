@@ -5,8 +5,8 @@ Usage::
     python -m tests.chaos.runner [--seed N] [--runs 3] [--duration 40] [--faults a,b,…] [--out DIR]
 
 Each run starts a fresh 3-member group (tests/chaos/cluster.py), creates the schemas through the
-router, and runs the bank workload (2 clients) and the list-append workload (4 clients, two at
-BEFORE and two at EVENTUAL) for ``--duration`` seconds while a nemesis applies faults from a
+router, and runs the bank workload (2 clients) and the list-append workload (4 clients: BEFORE,
+EVENTUAL, AFTER, EVENTUAL) for ``--duration`` seconds while a nemesis applies faults from a
 schedule drawn from the seed: network faults through the relays (isolate a member, majority /
 minority split, bridge, one-way, delay, reset) and process faults (SIGSTOP/SIGCONT of a member
 process or a backend, SIGKILL of either followed by a restart). Then everything is healed, the
@@ -15,7 +15,7 @@ state is read from every backend, and the checkers run:
 
 - bank (every read sums to the total, no negative balance),
 - list-append (Elle-style cycles and friends; G2-item allowed),
-- lost writes (per ONLINE member), stale reads (BEFORE clients), convergence (checksums and
+- lost writes (per ONLINE member), stale reads (reads at BEFORE, writes at AFTER), convergence (checksums and
   applied positions of every backend).
 
 The seed fixes the schedule (which fault, when, on whom) and every client's requests; what the
@@ -59,7 +59,7 @@ from .workloads import Bank, Client, ListAppend, parse_list
 NETWORK_FAULTS = ("isolate", "split", "bridge", "one-way", "delay", "reset")
 PROCESS_FAULTS = ("stop-member", "stop-backend", "kill-member", "kill-backend")
 ALL_FAULTS = NETWORK_FAULTS + PROCESS_FAULTS
-LA_LEVELS = ("BEFORE", "EVENTUAL", "BEFORE", "EVENTUAL")
+LA_LEVELS = ("BEFORE", "EVENTUAL", "AFTER", "EVENTUAL")
 BANK_CLIENTS = 2
 CONVERGENCE_TIMEOUT_S = 120.0
 USER_TABLES = ("bank.accounts", "la.lists")

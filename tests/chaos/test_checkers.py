@@ -137,18 +137,30 @@ def test_stale_reads_mutation_is_flagged_under_before_and_counted_under_eventual
     assert r.valid and r.counts() == {"stale-read-eventual": 1}
 
 
-def test_stale_read_only_counts_writes_acknowledged_before_the_read_started() -> None:
+def test_stale_read_strictness_follows_the_levels_and_real_time() -> None:
     ops = [
         Op(0, 1, "invoke", "read", {"level": "BEFORE"}, 10),
         Op(1, 2, "invoke", "insert", 5, 11),
         Op(2, 2, "ok", "insert", 5, 12),  # acknowledged while the read was running: concurrent
         Op(3, 1, "ok", "read", {"level": "BEFORE", "seen": []}, 13),
+        # An AFTER read promises nothing about an EVENTUAL write: counted, allowed.
         Op(4, 1, "invoke", "read", {"level": "AFTER"}, 14),
         Op(5, 1, "ok", "read", {"level": "AFTER", "seen": []}, 15),
+        # A write at AFTER must be seen by any later read, even an EVENTUAL one.
+        Op(6, 3, "invoke", "insert", 6, 16),
+        Op(7, 3, "ok", "insert", 6, 17),
+        Op(8, 1, "invoke", "read", {"level": "EVENTUAL"}, 18),
+        Op(9, 1, "ok", "read", {"level": "EVENTUAL", "seen": [5]}, 19),
+        # A BEFORE read must see every write acknowledged before it started.
+        Op(10, 1, "invoke", "read", {"level": "BEFORE"}, 20),
+        Op(11, 1, "ok", "read", {"level": "BEFORE", "seen": [6]}, 21),
     ]
-    r = check_stale_reads(ops, writes=_writes, reads=_reads, level=_level)
-    assert r.counts() == {"stale-read": 1}
-    assert r.violations["stale-read"][0].ops == (4, 1)
+    write_levels = {5: "EVENTUAL", 6: "AFTER"}
+    r = check_stale_reads(ops, writes=_writes, reads=_reads, level=_level,
+                          write_level=lambda c: write_levels[c.invoke.value])
+    assert r.counts() == {"stale-read": 2, "stale-read-eventual": 1}
+    assert [a.ops for a in r.violations["stale-read"]] == [(8, 6), (10, 1)]
+    assert r.anomalies["stale-read-eventual"][0].ops == (4, 1)
 
 
 # ------------------------------------------------------------------------- convergence
