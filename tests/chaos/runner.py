@@ -15,8 +15,8 @@ state is read from every backend, and the checkers run:
 
 - bank (every read sums to the total, no negative balance),
 - list-append (Elle-style cycles and friends; G2-item allowed),
-- lost writes (per ONLINE member), stale reads (reads at BEFORE, writes at AFTER), convergence (checksums and
-  applied positions of every backend).
+- lost writes (per ONLINE member), stale reads (reads at BEFORE, writes at AFTER),
+  convergence (checksums and applied positions of every backend).
 
 The seed fixes the schedule (which fault, when, on whom) and every client's requests; what the
 system does concurrently is real and not replayed exactly. A run's directory keeps the
