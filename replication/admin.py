@@ -64,6 +64,10 @@ __all__ = ["Admin", "AdminSession", "mentions", "admin_only", "GROUP_ACTION_RE",
 ADMIN_SCAN_BYTES = 4096  # how much of a statement is searched for what this module answers
 PREFIX = "group_replication_"
 _MENTIONS_RE = re.compile(rb"group_replication|replication_group|VARIABLES", re.IGNORECASE)
+# One-literal searches run much faster than the alternation: they screen every statement, the
+# alternation confirms the few that contain "group" (GROUP BY …).
+_GROUP_RE = re.compile(rb"group", re.IGNORECASE)
+_VARIABLES_RE = re.compile(rb"variables", re.IGNORECASE)
 GROUP_ACTION_RE = re.compile(
     r"group_replication_(?P<fn>set_as_primary|switch_to_single_primary_mode|switch_to_multi_primary_mode)\s*\(",
     re.IGNORECASE)
@@ -145,9 +149,14 @@ class AdminSession(Protocol):
     def send_ok(self) -> None: ...
 
 
-def mentions(raw: bytes, start: int = 5) -> bool:
-    """The session's hook: may this COM_QUERY (`raw[start:]`) be answered by this module?"""
-    return _MENTIONS_RE.search(raw, start, start + ADMIN_SCAN_BYTES) is not None
+def mentions(raw: bytes, start: int = 5, scan_bytes: int = ADMIN_SCAN_BYTES) -> bool:
+    """The session's hook: may this COM_QUERY (`raw[start:]`) be answered by this module? (It
+    names group_replication_*, replication_group_* or VARIABLES in its first `scan_bytes`.)
+    On every statement's path: two one-literal searches for most texts."""
+    end = start + scan_bytes
+    if _GROUP_RE.search(raw, start, end) is not None:
+        return _MENTIONS_RE.search(raw, start, end) is not None
+    return _VARIABLES_RE.search(raw, start, end) is not None
 
 
 def admin_only(stmt: Statement, sql: str) -> bool:

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from replication.admin import GROUP_ACTION_RE, admin_only
+from replication.admin import GROUP_ACTION_RE, admin_only, mentions
 from replication.consistency import VARIABLE as CONSISTENCY
 from replication.consistency import Level
 from replication.protocol.backend import BackendConnection
@@ -109,8 +109,8 @@ _IN_TRANS = int(Status.IN_TRANS)
 _READ = classify("SELECT 1")
 _COMMIT = classify("COMMIT")
 _u32 = struct.Struct("<I")
-# Texts members answer themselves: never read from a backend directly.
-_MEMBER_ANSWERED_RE = re.compile(rb"replication_group|group_replication|VARIABLES", re.IGNORECASE)
+# Texts members answer themselves (replication_group_*, group_replication_*, VARIABLES: see
+# replication.admin.mentions) are never read from a backend directly.
 _TEXT_SCAN_BYTES = 16_384  # how much of a statement is searched for them; longer → via the member
 
 
@@ -151,7 +151,7 @@ def _sets_group_setting(stmt: Statement) -> bool:
 
 
 def _direct_text(sql: bytes, start: int = 0) -> bool:
-    return len(sql) - start <= _TEXT_SCAN_BYTES and _MEMBER_ANSWERED_RE.search(sql, start) is None
+    return len(sql) - start <= _TEXT_SCAN_BYTES and not mentions(sql, start, _TEXT_SCAN_BYTES)
 
 
 class RouterFactory:
@@ -225,6 +225,7 @@ class RouterSession(RelaySession):
         self._retries = 0  # retries of the current command
         self._last_direct = False  # the previous statement ran on a direct (backend) connection
         self._group_action = False  # the current statement is a group action (poll afterwards)
+        self._text_checked: tuple[bytes, bool] | None = None  # (COM_QUERY packet, may be read directly)
         self.backend: BackendConnection = None  # type: ignore[assignment]  # set by open()
 
     # --- dispatch -------------------------------------------------------------------------------
@@ -240,7 +241,9 @@ class RouterSession(RelaySession):
                     self._spawn(self._kill_statement(m))
                     return
                 stmt = classify(raw[5:])
-                if _MEMBER_ANSWERED_RE.search(raw, 5, 5 + _TEXT_SCAN_BYTES) is not None:
+                member_answered = mentions(raw, 5, _TEXT_SCAN_BYTES)
+                self._text_checked = (raw, not member_answered)  # _wants_direct need not search again
+                if member_answered:
                     text = raw[5:].decode("utf-8", "surrogateescape")
                     if admin_only(stmt, text) and not self._is_admin():
                         self._spawn(self._refuse_error(SpecificAccessDenied(
@@ -306,8 +309,13 @@ class RouterSession(RelaySession):
         docstring). `text[start:]` is the statement's SQL, checked for what only members answer."""
         if d.rule is Rule.DIAGNOSTICS:  # SHOW WARNINGS & co: the very connection of the previous statement
             return self._last_direct and d.target == self.state.last_member
-        return (d.rule is Rule.READ and self.router.direct_reads and d.target is not None
-                and self._direct_ok(d.target) and _direct_text(text, start))
+        if not (d.rule is Rule.READ and self.router.direct_reads and d.target is not None
+                and self._direct_ok(d.target)):
+            return False
+        checked = self._text_checked
+        if checked is not None and checked[0] is text and start == 5:
+            return checked[1] and len(text) - start <= _TEXT_SCAN_BYTES
+        return _direct_text(text, start)
 
     def _direct_ok(self, target: MemberId) -> bool:
         """Whether the session's level lets a plain read on `target` skip the member."""
