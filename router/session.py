@@ -346,7 +346,8 @@ class RouterSession(RelaySession):
     def _relay(self, stmt: Statement | None, raw: bytes, expect: Expect, target: MemberId, mc: _MemberConn) -> None:
         self._current = (stmt, target, mc)
         self._last_direct = mc.direct
-        self._retry = (raw, expect) if expect is Expect.QUERY else None
+        # A group action is never run again elsewhere after a lost connection (it changes the group).
+        self._retry = (raw, expect) if expect is Expect.QUERY and not self._group_action else None
         self.backend = mc.conn
         load = self.router.load
         load[target] = load.get(target, 0) + 1
