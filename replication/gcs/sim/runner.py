@@ -163,6 +163,8 @@ class _Run(Checker):
         for e in ready.errors:
             if e.code is GcsErrorCode.GROUP_EXISTS:
                 self.count("group-exists")
+            elif e.code is GcsErrorCode.JOIN_FAILED and self.world is not None:
+                self._join_failed(node)
         if not self.cautious and ready.sends and self.world is not None:
             self._stale_nemesis(node, ready)
         if ready.phase is Phase.OFFLINE and not node.restart_pending and self.world is not None:
@@ -170,6 +172,25 @@ class _Run(Checker):
             node.restart_pending = True
             world = self.world
             world.at(world.now_ms + self.rng.randint(100, 1500), _restart, world, node)
+
+    def _join_failed(self, node: SimNode) -> None:
+        """A joiner gave up while the group had already added it (its welcome was lost):
+        the group counts a member that will never answer, and a small group may have lost
+        its majority for good -- no binding can decide without one. That is when a DBA
+        steps in, so from here on the DBA watches this run too."""
+        world = self.world
+        assert world is not None
+        added = any(
+            node.member in view.members
+            for other in world.live_nodes()
+            if other.core is not None
+            for view in other.core.known_views()
+        )
+        if added:
+            self.count("join-failed-member")
+            if not self.dba_active:
+                self.dba_active = True
+                world.at(world.now_ms + 1_000, _dba, world, self)
 
     def _stale_nemesis(self, node: SimNode, ready: Ready) -> None:
         """As an expel is proposed, crash a member it keeps: the proposer counted that member
@@ -576,9 +597,21 @@ def _bootstrap_again(world: World, rng: random.Random, run: _Run, node: SimNode)
         return
     if world.trace:
         world.trace(f"{world.now_ms:>7} restart {node.uuid} as incarnation {node.incarnation + 1}, bootstraps the group")
+    _stop_stragglers(world, rng)
     world.bootstrap_alone(node)
     run.count("bootstrap-again")
     world.at(world.now_ms + 2_000, _bootstrap_again, world, rng, run, rng.choice(world.nodes))
+
+
+def _stop_stragglers(world: World, rng: random.Random) -> None:
+    """Before a group is bootstrapped again, the operator stops what is left of the old one:
+    members still catching up with it would otherwise wait for it forever (a welcomed member
+    never leaves on its own: its group counts it). They rejoin the new group."""
+    for node in world.live_nodes():
+        if node.core is not None and node.core.phase is Phase.CATCHING_UP:
+            world.crash(node)
+            node.restart_pending = True
+            world.at(world.now_ms + rng.randint(500, 3_000), _restart, world, node)
 
 
 def _dba(world: World, run: _Run) -> None:
@@ -605,6 +638,7 @@ def _dba(world: World, run: _Run) -> None:
             run.count("bootstrap-again")
             if world.trace:
                 world.trace(f"{world.now_ms:>7} DBA: no group left; {node.uuid} bootstraps it again")
+            _stop_stragglers(world, run.rng)
             world.bootstrap_alone(node)
         return
     run.group_gone_checks = 0
@@ -619,6 +653,15 @@ def _dba(world: World, run: _Run) -> None:
     forcer = max(staying, key=lambda n: (n.core.known_views()[-1].view_id, n.core.next_slot))  # type: ignore[union-attr]
     core = forcer.core
     assert core is not None
+    if forcer.member not in core.known_views()[-1].members:
+        # The group had decided to remove even the most advanced survivor (then died): no
+        # forced configuration can keep it (the core refuses). Reboot the group instead:
+        # stop every member, bootstrap one, the others join.
+        if world.trace:
+            world.trace(f"{world.now_ms:>7} DBA: {forcer.member} is being removed; reboot the group")
+        run.count("dba-reboot")
+        _restart_all(world, run.rng, run)
+        return
     view = core.known_views()[0]
     listed = tuple(m for m in view.members if (m.address, m.incarnation) in running or m == forcer.member)
     if forcer.member not in listed:

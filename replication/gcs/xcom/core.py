@@ -380,8 +380,12 @@ _ACCEPT = 0  # proposal phases
 _PREPARE = 1
 _BACKOFF = 2  # nacked: retry with a higher ballot at retry_ms (or drop)
 
-# Messages a member handles from anyone; the rest only from peers (see _on_message).
-_FROM_ANYONE: frozenset[type] = frozenset({Fetch, Heartbeat, JoinRequest, NotMember, Welcome, JoinRefused})
+# Messages a member handles from anyone; the rest only from peers (see _on_message). A
+# force_members may come from a member we do not know yet (it joined while we were cut off):
+# its messages check who is listed themselves.
+_FROM_ANYONE: frozenset[type] = frozenset(
+    {Fetch, Heartbeat, JoinRequest, NotMember, Welcome, JoinRefused, ForceQuery, ForceState, ForceInstall, ForceAck}
+)
 
 _LATENCY_BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, -1)
 _SKIP_RANGES_MAX = 64  # skip ranges remembered per owner (see _add_skip)
@@ -516,6 +520,7 @@ class Core:
         self._join_retry_ms = _NEVER
         self._join_deadline_ms = _NEVER
         self._force: _ForceOp | None = None
+        self._forced: ForceInstall | None = None  # the latest force applied here (to resend)
         self._force_seq = 0
 
         self._counters = _Counters()
@@ -888,6 +893,11 @@ class Core:
                 first = s
         if first >= 0:
             gaps.append(SlotRange(Slot(first), Slot(start)))
+        removed = self._removed_before(start)
+        if removed is not None:
+            self._force = None
+            self._event(GcsErrorCode.FORCE_FAILED, removed)
+            return
         latest = self._configs[-1]
         record = ConfigRecord(ViewId(latest.view_id.epoch + 1, latest.view_id.number + 1), Slot(start), op.members)
         op.install = ForceInstall(op.force_id, record, tuple(gaps))
@@ -950,18 +960,6 @@ class Core:
             return
         if phase not in _ACTIVE:
             return
-        if phase is Phase.CATCHING_UP and self._peers:
-            # Welcomed by a group that has gone silent since (every member died, say): give up
-            # after join_timeout_ms, rejoin later; a new group is not ours to follow.
-            if all(m in self._suspected for m in self._peers):
-                if self._join_deadline_ms == _NEVER:
-                    self._join_deadline_ms = now + cfg.join_timeout_ms
-                if now >= self._join_deadline_ms:
-                    self._go_offline(GcsErrorCode.JOIN_FAILED, "every member of the group that welcomed us went silent")
-                    return
-                self._arm(self._join_deadline_ms)
-            else:
-                self._join_deadline_ms = _NEVER
         if now >= self._hb_due_ms:
             self._send_all(Heartbeat(self._latest_view_id(), self._next_slot))
             self._hb_due_ms = now + cfg.heartbeat_interval_ms
@@ -1617,11 +1615,16 @@ class Core:
         if sender in self._last_heard:
             self._peer_next[sender] = msg.next_slot
             if msg.view_id.epoch < self._configs[-1].epoch:
-                # A joiner welcomed before a force we know of: our welcome (sent once, when
-                # its join executed here) moves it into the forced branch.
+                # A peer behind a force we know of. A joiner welcomed before it: our welcome
+                # (sent once, when its join executed here) moves it into the forced branch.
+                # A listed member that missed the ForceInstall (the forcer stops resending
+                # after force_timeout_ms): the force itself (sim seed 268240641: it could
+                # never apply the forced branch's decisions).
                 welcome = self._welcomes.get(sender)
                 if welcome is not None:
                     self._send(sender, welcome)
+                elif self._forced is not None and sender in self._forced.config.members:
+                    self._send(sender, self._forced)
             if msg.next_slot - 1 > self._frontier:
                 # The peer executed past our frontier: those slots are decided and we are
                 # behind (say, cut off while the group went idle). Fetch them.
@@ -1762,6 +1765,19 @@ class Core:
                 self._send_all(op.install, waiting)
         self._arm(min(op.deadline_ms, op.sent_ms + self.cfg.retransmit_interval_ms))
 
+    def _removed_before(self, start: int) -> str | None:
+        """Why a configuration forced at `start` cannot include us, or None: the group already
+        decided a configuration without us that starts before it. We would execute its
+        switch first and leave, after executing the force's gaps as no-ops -- declaring
+        decisions lost that were not (sim seed 268238274)."""
+        for c in self._configs:
+            if c.start < start and self.me not in c.member_set:
+                return (
+                    f"this member is removed from the group at slot {c.start} ({c.view_id}), before a forced"
+                    f" configuration could start (slot {start}): restart the group instead"
+                )
+        return None
+
     def _apply_force(self, msg: ForceInstall, sender: MemberId) -> None:
         record = msg.config
         if self.me not in record.members:
@@ -1778,6 +1794,10 @@ class Core:
                 f"cannot install {record.view_id} at slot {start}: already executed up to {self._next_slot - 1}",
             )
             return
+        removed = self._removed_before(start)
+        if removed is not None:
+            self._event(GcsErrorCode.FORCE_FAILED, removed)
+            return
         for gap in msg.gaps:
             for s in range(gap.first, min(gap.end, self._next_slot)):
                 entry = self._log.get(s)
@@ -1791,6 +1811,7 @@ class Core:
                     )
                     return
         config = Config.from_record(record, self.cfg.paxos_single_leader)
+        self._forced = msg
         invariant(self._configs[0].start < start, "a forced configuration must start after the one in effect")
         self._configs = [c for c in self._configs if c.start < start] + [config]
         self._force_start = start
@@ -1937,10 +1958,11 @@ class Core:
                 for run in runs:
                     index = self._deliver_run(slot, run, config, index)
             case Reconfig():
-                if slot < self._force_start:
-                    # Superseded by a later force_members: the forced configuration is
-                    # exactly its list. Ours is proposed again below (a LEAVE dropped here
-                    # for good kept a leaving member in the group, refusing every join).
+                if slot < self._force_start <= slot + self._horizon:
+                    # Superseded by a later force_members: it would take effect at or after
+                    # the forced start, where the configuration is exactly the forced list.
+                    # Ours is proposed again below (a LEAVE dropped here for good kept a
+                    # leaving member in the group, refusing every join).
                     value = NOOP
                 else:
                     self._apply_reconfig(slot, value)
@@ -2033,7 +2055,17 @@ class Core:
             self._send_seq = last_seq + 1
 
     def _apply_reconfig(self, slot: int, rc: Reconfig) -> None:
-        latest = self._configs[-1]
+        start = slot + self._horizon
+        # The configuration it changes: the latest one, or, below a force_members' start,
+        # the latest one before its own start. A member listed in the force may learn
+        # slots decided before it only now; a change taking effect below the forced start
+        # holds there (the forcer had applied it already): dropped, the member used another
+        # rotation of owners there and proposed in a slot it did not own (sim seed
+        # 268240069: two values accepted at ballot 0).
+        index = len(self._configs)
+        while index > 1 and self._configs[index - 1].start >= start:
+            index -= 1
+        latest = self._configs[index - 1]
         members = list(latest.members)
         match rc.op:
             case ReconfigOp.JOIN:
@@ -2060,15 +2092,18 @@ class Core:
                 assert_never(rc.op)
         if tuple(members) == latest.members:
             return
-        start = slot + self._horizon
         invariant(start > latest.start, "reconfiguration would start before the latest configuration")
+        invariant(
+            index == len(self._configs) or self._configs[index].epoch > latest.epoch,
+            "only a forced configuration may follow a change learned late",
+        )
         config = Config.make(
             ViewId(latest.view_id.epoch, latest.view_id.number + 1),
             Slot(start),
             tuple(members),
             self.cfg.paxos_single_leader,
         )
-        self._configs.append(config)
+        self._configs.insert(index, config)
         self._frontier = max(self._frontier, start - 1)
         self._refresh_peers()
         for m in rc.members:
