@@ -386,6 +386,9 @@ class RouterSession(RelaySession):
         self.link.command_done()
 
     def _on_lost(self, relayed_any: bool) -> None:
+        if self._group_action:
+            self._group_action = False
+            self.router.request_refresh()
         current = self._current
         self._current = None
         if current is None:
