@@ -233,6 +233,7 @@ class RouterSession(RelaySession):
     def on_command(self, raw: bytes, last_seq: int = 0) -> None:
         self._cmd_seq = last_seq
         self._retries = 0
+        self._group_action = False
         cmd = raw[4] if len(raw) > 4 else -1
         try:
             if cmd == _COM_QUERY:
