@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from replication.gcs.interface import MemberState
+from replication.gcs.xcom.allowlist import IpAllowlist
 from replication.protocol.errors import MySQLError, NotSupported, SpecificAccessDenied
 from replication.protocol.results import TYPE_LONGLONG, Column
 
@@ -364,17 +365,15 @@ def _parse_level(literal: object) -> object:
         raise BadValue(str(exc)) from None
 
 
-def _set_config(**field: str) -> Callable[["Admin", object], None]:
-    """A setting kept in MemberConfig and read by the member where it is used."""
-    (name, config_field), = field.items()
-
+def _set_config(config_field: str) -> Callable[["Admin", object], None]:
+    """A setting kept in MemberConfig (field `config_field`), read by the member where it is used."""
     def write(admin: Admin, value: object) -> None:
         admin.member.reconfigure(**{config_field: value})
     return write
 
 
 def _stored(name: str) -> Callable[["Admin", object], None]:
-    """A setting kept and reported, not used by the member yet (README: Limitations)."""
+    """A setting kept and reported, not used by the member yet (README: GR's admin SQL)."""
     def write(admin: Admin, value: object) -> None:
         admin.stored[name] = value
     return write
@@ -394,19 +393,13 @@ def _consistency_write(admin: Admin, value: object) -> None:
     admin.member.consistency = value
 
 
-def _member_port(admin: Admin) -> str:
-    return admin.member.config.member_address
-
-
 def _variables() -> dict[str, Variable]:
     expel = _stored_or("member_expel_timeout",
                        lambda a: int(_gcs_config(a.member, "core", "member_expel_timeout_ms", 5000)) // 1000)
     compression = _stored_or("compression_threshold",
                              lambda a: _gcs_config(a.member, "transport", "compression_threshold", 1_000_000))
-    tls = lambda a: getattr(getattr(_gcs_config(a.member, "transport", "tls", None), "mode", None), "value",  # noqa: E731
-                            "DISABLED")
-    allowlist = lambda a: str(getattr(_gcs_config(a.member, "transport", "ip_allowlist", None), "text",  # noqa: E731
-                                      None) or "AUTOMATIC")
+    tls = lambda a: getattr(getattr(_gcs_config(a.member, "transport", "tls", None), "ssl_mode", None),  # noqa: E731
+                            "value", "DISABLED")
     flow = {"flow_control_mode": "QUOTA", "flow_control_certifier_threshold": 25000,
             "flow_control_applier_threshold": 25000, "flow_control_period": 1}
     vs = [
@@ -420,24 +413,24 @@ def _variables() -> dict[str, Variable]:
                  lambda a: str(_gcs_config(a.member, "transport", "communication_max_message_size", 10_485_760)),
                  number=True),
         Variable("auto_increment_increment", lambda a: "7", number=True),
-        Variable("ip_allowlist", allowlist),
+        Variable("ip_allowlist", _ip_allowlist),
         Variable("ssl_mode", tls),
         Variable("communication_stack", lambda a: "XCOM"),
         Variable("consistency", lambda a: a.member.consistency.name, parse=_parse_level, write=_consistency_write,
                  session=True),
         Variable("member_weight", lambda a: str(a.member.config.member_weight), number=True,
-                 parse=_int_range(0, 100, 50), write=_set_config(member_weight="member_weight")),
+                 parse=_int_range(0, 100, 50), write=_set_config("member_weight")),
         Variable("transaction_size_limit", lambda a: str(a.member.config.transaction_size_limit), number=True,
                  parse=_int_range(0, 2147483647, 150_000_000),
-                 write=_set_config(transaction_size_limit="transaction_size_limit")),
+                 write=_set_config("transaction_size_limit")),
         Variable("autorejoin_tries", lambda a: str(a.member.config.autorejoin_tries), number=True,
-                 parse=_int_range(0, 2016, 3), write=_set_config(autorejoin_tries="autorejoin_tries")),
+                 parse=_int_range(0, 2016, 3), write=_set_config("autorejoin_tries")),
         Variable("exit_state_action", lambda a: a.member.exit_state_action.value,
                  parse=_choice("READ_ONLY", "ABORT_SERVER", "OFFLINE_MODE", default="READ_ONLY"),
                  write=_exit_state_action_write),
         Variable("unreachable_majority_timeout", lambda a: f"{a.member.config.unreachable_majority_timeout_s:g}",
                  number=True, parse=_int_range(0, 31_536_000, 0),
-                 write=_set_config(unreachable_majority_timeout="unreachable_majority_timeout_s")),
+                 write=_set_config("unreachable_majority_timeout_s")),
         Variable("member_expel_timeout", lambda a: str(expel(a)), number=True, parse=_int_range(0, 3600, 5),
                  write=_stored("member_expel_timeout")),
         Variable("compression_threshold", lambda a: str(compression(a)), number=True,
@@ -455,6 +448,14 @@ def _variables() -> dict[str, Variable]:
         vs.append(Variable(name, (lambda n, d: lambda a: str(a.stored.get(n, d)))(name, default), number=True,
                            parse=_int_range(lo, hi, int(default)), write=_stored(name)))
     return {v.full_name: v for v in vs}
+
+
+def _ip_allowlist(admin: Admin) -> str:
+    allowlist = _gcs_config(admin.member, "transport", "ip_allowlist", None)
+    networks = getattr(allowlist, "networks", None)
+    if networks is None or allowlist == IpAllowlist.parse("AUTOMATIC"):
+        return "AUTOMATIC"
+    return ",".join(str(n) for n in networks)
 
 
 def _message_cache_size_write(admin: Admin, value: object) -> None:

@@ -218,6 +218,10 @@ def test_show_and_read_variables(group: tuple[Group, LoopThread]) -> None:
     assert rows["group_replication_exit_state_action"] == "READ_ONLY"
     assert rows["group_replication_flow_control_mode"] == "QUOTA"
     assert rows["group_replication_local_address"] == g.members[1].gcs.me.address
+    assert rows["group_replication_ip_allowlist"] == "AUTOMATIC"
+    assert rows["group_replication_ssl_mode"] == "DISABLED"
+    assert rows["group_replication_member_expel_timeout"] == "1"  # the group binding's setting
+    assert rows["group_replication_group_name"] == g.members[1].group_uuid
     assert "version" not in rows and all(k.startswith("group_replication_") for k in rows)
     everything = dict(query(c, "SHOW GLOBAL VARIABLES"))
     assert "version" in everything and everything["group_replication_member_weight"] == "50"
