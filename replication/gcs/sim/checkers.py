@@ -23,10 +23,12 @@ Decide messages on the wire. Every incarnation is tracked separately.
 
 Branches: force_members is the DBA's override of a lost majority; decisions only the lost
 majority knew are gone (DESIGN §3). Its configuration has a higher epoch and forks the history
-at its start slot: the dead may have delivered other messages at the same positions. So a
-position is checked per (lineage, epoch of the view it was delivered in), and at the end an
-incarnation owes only the messages that some incarnation of its branch (one that installed a
-view at least as recent in epoch) delivered too; the survivors' branch stays checked in full.
+at its first gap (a slot it declares empty; its start if none): from there the dead may have
+delivered other messages at the same positions, or the same message elsewhere. So a position
+is checked per (lineage, branch epoch: the epoch of the view it was delivered in, or of the
+force the incarnation applied if the slot is past that force's fork), and at the end an
+incarnation owes only the messages that some incarnation of its branch (one at least as
+recent in epoch) delivered too; the survivors' branch stays checked in full.
 
 Lineages: an incarnation that bootstraps starts one (named by its Bootstrap members); one that
 is welcomed belongs to its welcomer's. Slots, positions and view ids restart with each
@@ -73,6 +75,19 @@ class IncarnationRecord:
     broadcasts: dict[int, bytes] = field(default_factory=dict)
     final_next_slot: int | None = None  # set when the incarnation stops
     lineage: Lineage = None
+    forks: list[tuple[int, int]] = field(default_factory=list)  # (fork slot, epoch) of forces applied
+
+    def branch(self, slot: int, view_epoch: int) -> int:
+        """The branch epoch of a delivery at `slot` in a view of epoch `view_epoch`."""
+        epoch = view_epoch
+        for fork, forced in self.forks:
+            if slot >= fork and forced > epoch:
+                epoch = forced
+        return epoch
+
+    def final_epoch(self) -> int:
+        epoch = self.views[-1].view_id.epoch if self.views else 0
+        return max([epoch] + [forced for _fork, forced in self.forks])
 
 
 class Checker(Observer):
@@ -150,6 +165,12 @@ class Checker(Observer):
         rec = self._record(member)
         if event is not None or rec.lineage is not None:
             self._lineage_step(rec, ready, event)
+        core = node.core
+        forced = core.forced if core is not None else None
+        if forced is not None:
+            epoch = forced.config.view_id.epoch
+            if not rec.forks or rec.forks[-1][1] < epoch:
+                rec.forks.append((min([g.first for g in forced.gaps] + [forced.config.start]), epoch))
         lineage = rec.lineage
         if ready.accepted:
             accepted_by = self.accepted_by
@@ -229,7 +250,7 @@ class Checker(Observer):
         if not rec.views or d.view_id != rec.views[-1].view_id:
             raise Violation("view-synchrony", f"{rec.member} delivered {pos} outside its current view")
         rec.positions.append(pos)
-        epoch = d.view_id.epoch
+        epoch = rec.branch(pos.slot, d.view_id.epoch)
         at = self.global_order.get((rec.lineage, epoch, pos))
         if at is None:
             self.global_order[(rec.lineage, epoch, pos)] = msg_id
@@ -271,9 +292,9 @@ class Checker(Observer):
         for rec in self.records.values():
             if not rec.views:
                 continue
-            final_epoch = rec.views[-1].view_id.epoch
+            final_epoch = rec.final_epoch()
             for pos in rec.positions:
-                key = (rec.lineage, _epoch_at(rec.views, pos.slot), pos)
+                key = (rec.lineage, rec.branch(pos.slot, _epoch_at(rec.views, pos.slot)), pos)
                 if reach.get(key, -1) < final_epoch:
                     reach[key] = final_epoch
         by_lineage: dict[Lineage, list[tuple[Position, int, int]]] = {}
@@ -287,13 +308,13 @@ class Checker(Observer):
             entries = by_lineage.get(rec.lineage, [])
             first = rec.views[0].start_slot
             end = rec.final_next_slot
-            final_epoch = rec.views[-1].view_id.epoch
+            final_epoch = rec.final_epoch()
             lo = bisect.bisect_left(entries, (Position(first, -1),))  # type: ignore[arg-type]
             hi = bisect.bisect_left(entries, (Position(end, -1),))  # type: ignore[arg-type]
             expected = [
                 pos
                 for pos, epoch, reached in entries[lo:hi]
-                if reached >= final_epoch and epoch == _epoch_at(rec.views, pos.slot)
+                if reached >= final_epoch and epoch == rec.branch(pos.slot, _epoch_at(rec.views, pos.slot))
             ]
             if rec.positions != expected:
                 missing = [p for p in expected if p not in set(rec.positions)]

@@ -50,7 +50,7 @@ Events (frozen, slotted dataclasses; ``Event`` is their union):
 - ``next_tick_ms: int | None`` -- when the core next needs a Tick (None: no timer pending).
 - ``phase: Phase`` -- the member's phase after this step.
 
-Other public surface: ``Core.phase``, ``Core.me``, ``Core.current_view()``,
+Other public surface: ``Core.phase``, ``Core.me``, ``Core.current_view()``, ``Core.forced``,
 ``Core.known_views()`` (current and scheduled configurations), ``Core.suspected()``,
 ``Core.pending_reconfigs()``,
 ``Core.statistics() ->
@@ -563,6 +563,12 @@ class Core:
         return tuple(found)
 
     @property
+    def forced(self) -> ForceInstall | None:
+        """The latest force_members this member applied (its configuration and the slots it
+        declared empty), or None. For observers: the history forks at its first gap."""
+        return self._forced
+
+    @property
     def queued_broadcasts(self) -> int:
         """Own broadcasts not delivered yet (in flight included)."""
         return len(self._pending)
@@ -603,6 +609,15 @@ class Core:
             ready.phase = self._phase
             if isinstance(event, Broadcast):
                 self._refuse(GcsErrorCode.NOT_IN_VIEW, "this incarnation is no longer in the group")
+            elif (
+                self._phase is Phase.OFFLINE
+                and type(event) is Received
+                and type(event.msg) is Fetch
+                and event.sender in self._last_heard
+            ):
+                # Left or expelled, we may hold decisions our former peers still need to
+                # reach the same switch (see _last_words): answer from the log, read-only.
+                self._on_fetch(event.sender, event.msg)
             return ready
         try:
             match event:
@@ -898,6 +913,11 @@ class Core:
             self._force = None
             self._event(GcsErrorCode.FORCE_FAILED, removed)
             return
+        # Listed members the group removes before the forced start (a change we learned of
+        # after the list was made) would refuse it, and the forced group would wait for them
+        # for good (sim seed 506): they are left out.
+        before = [c for c in self._configs if c.start < start][-1]
+        op.members = tuple(m for m in op.members if m in before.member_set)
         latest = self._configs[-1]
         record = ConfigRecord(ViewId(latest.view_id.epoch + 1, latest.view_id.number + 1), Slot(start), op.members)
         op.install = ForceInstall(op.force_id, record, tuple(gaps))
@@ -1907,6 +1927,20 @@ class Core:
             if self._phase not in _ACTIVE:
                 return
 
+    def _last_words(self) -> None:
+        """Leaving at a switch: hand the decisions before it to peers that have not executed
+        them. Otherwise they may be the only copy: with the rest of the configuration dead,
+        the slots could never be decided again (sim seed 268338234, --faults
+        oneway,crash,loss). Bounded by fetch_slots_max; a Fetch is still answered later."""
+        behind = [m for m in self._peers if self._peer_next.get(m, 0) < self._next_slot]
+        if not behind:
+            return
+        first = max(self._log_floor, min(self._peer_next.get(m, 0) for m in behind), self._next_slot - self.cfg.fetch_slots_max)
+        for slot in range(first, self._next_slot):
+            entry = self._log.get(slot)
+            if entry is not None:
+                self._send_all(Decide(Slot(slot), entry[0], entry[1]), [m for m in behind if self._peer_next.get(m, 0) <= slot])
+
     def _switch_config(self) -> None:
         previous = self._configs.pop(0)
         config = self._configs[0]
@@ -1920,6 +1954,7 @@ class Core:
             return
         if self._phase is Phase.MEMBER:
             self._install(view)  # the final view, without us
+            self._last_words()
             if self._leaving:
                 self._go_offline(None, "left the group")
             else:
