@@ -301,9 +301,10 @@ def _on_off(value: bool) -> str:
 
 
 def _gcs_config(member: Member, part: str, field: str, default: object) -> object:
-    """A setting the group binding was built with (xcom: `gcs.core.config`,
+    """A setting the group binding was built with (xcom: `gcs.core.cfg`,
     `gcs.transport.config`); GR's default for a binding that does not say (the simulator)."""
-    config = getattr(getattr(member.gcs, part, None), "config", None)
+    holder = getattr(member.gcs, part, None)
+    config = getattr(holder, "config", None) or getattr(holder, "cfg", None)
     return getattr(config, field, default)
 
 
