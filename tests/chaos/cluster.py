@@ -209,8 +209,10 @@ class Cluster:
             "", "[log]", 'format = "json"',
         ]) + "\n")
         with open(workdir / "grproxy.log", "ab") as out:
+            # Through member_main (no listen mapping: plain `grproxy serve`), so every process of
+            # the run is started the same way.
             self.router_process = subprocess.Popen(
-                [sys.executable, "-m", "grproxy", "serve", "--config", str(config)],
+                [sys.executable, "-m", "tests.chaos.member_main", "serve", "--config", str(config)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_die_with_parent,
             )
@@ -323,6 +325,18 @@ class Cluster:
             last = f"views {views}" if views else last
             time.sleep(0.5)
         raise TimeoutError(f"members {sorted(names)} not all ONLINE within {timeout_s:.0f}s ({last})")
+
+    def unexpected_exits(self) -> list[str]:
+        """Processes that are not running although no fault killed them last (a crash, or a
+        signal from outside the run)."""
+        out = []
+        if self.router_process is not None and self.router_process.poll() is not None:
+            out.append(f"router exited with code {self.router_process.returncode}")
+        for m in self.members:
+            killed_last = any(w == f"SIGKILL member {m.name}" for _, w in self.events[-1:])
+            if m.process is not None and m.process.poll() is not None and not killed_last:
+                out.append(f"{m.name} exited with code {m.process.returncode}")
+        return out
 
     # ----------------------------------------------------------------- faults
 

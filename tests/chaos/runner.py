@@ -350,6 +350,11 @@ def check_run(bank: Bank, bank_ops: list[Any], la_ops: list[Any], finals: dict[s
                 results.append(result(f"bank-final@{name}", [Anomaly("wrong-total", (), f"final balances sum to {s}",
                                                                       {"balances": f.balances})]))
     conv = check_convergence({n: f.state for n, f in finals.items()})
+    if converged_s is None and len(online) > 1:
+        # The group is not whole; the members it does have must still agree with each other.
+        inner = check_convergence({n: f.state for n, f in finals.items() if n in online})
+        results.append(dataclasses.replace(inner, checker="convergence-online", anomalies={
+            f"online-{k}": v for k, v in inner.anomalies.items()}))
     if converged_s is None:
         conv = dataclasses.replace(conv, anomalies={**conv.anomalies, "no-convergence": (
             Anomaly("no-convergence", (), f"not whole and converged within {convergence_timeout_s:.0f}s: "
@@ -432,8 +437,16 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
                 online = set()
             if converged_s is None:
                 online = {n for n, f in finals.items() if f.state.error is None} & online
-            results = check_run(bank, bank_rec.ops(), la_rec.ops(), finals, online or {
-                n for n, f in finals.items() if f.state.error is None}, converged_s, note, convergence_timeout_s)
+            online = online or {n for n, f in finals.items() if f.state.error is None}
+            results = check_run(bank, bank_rec.ops(), la_rec.ops(), finals, online, converged_s, note,
+                                convergence_timeout_s)
+            exits = cluster.unexpected_exits()
+            if exits:
+                results.append(result("processes", [Anomaly("unexpected-exit", (), e) for e in exits]))
+            (out / "final.json").write_text(json.dumps(
+                {n: {"error": f.state.error, "checksums": dict(f.state.checksums), "position": f.state.position,
+                     "balances": f.balances, "lists": {str(k): v for k, v in sorted((f.lists or {}).items())}}
+                 for n, f in finals.items()}, indent=1) + "\n")
             (out / "events.txt").write_text("\n".join(f"{t - cluster.events[0][0]:8.2f} {w}" for t, w in cluster.events) + "\n")
     finally:
         for p in [*(m.log_path for m in cluster.members), base / "router" / "grproxy.log"]:
