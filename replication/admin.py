@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from replication.gcs.interface import MemberState
+from replication.gcs.interface import GcsError, MemberState
 from replication.gcs.xcom.allowlist import IpAllowlist
 from replication.protocol.errors import MySQLError, NotSupported, SpecificAccessDenied
 from replication.protocol.results import TYPE_LONGLONG, Column
@@ -438,6 +438,8 @@ def _variables() -> dict[str, Variable]:
                  parse=_int_range(0, 4294967295, 1_000_000), write=_stored("compression_threshold")),
         Variable("message_cache_size", lambda a: str(a.member.cache.bytes_max), number=True,
                  parse=_int_range(134_217_728, 2**63 - 1, 1 << 30), write=_message_cache_size_write),
+        Variable("force_members", lambda a: str(a.stored.get("force_members", "")), parse=_text,
+                 write=_force_members_write),
         Variable("flow_control_mode", lambda a: str(a.stored.get("flow_control_mode", "QUOTA")),
                  parse=_choice("DISABLED", "QUOTA", default="QUOTA"), write=_stored("flow_control_mode")),
     ]
@@ -457,6 +459,46 @@ def _ip_allowlist(admin: Admin) -> str:
     if networks is None or allowlist == IpAllowlist.parse("AUTOMATIC"):
         return "AUTOMATIC"
     return ",".join(str(n) for n in networks)
+
+
+def _text(literal: object) -> object:
+    if literal == "DEFAULT":
+        return ""
+    if not isinstance(literal, str):
+        raise BadValue("Incorrect argument type")
+    return literal
+
+
+def _force_members_write(admin: Admin, value: object) -> None:
+    """GR's way out of a lost majority (seed "Gone missing"): install the listed members
+    (their local_address values) as the group without consensus. Refused while a majority of
+    the view is reachable, as GR refuses it. '' does nothing."""
+    assert isinstance(value, str)
+    member = admin.member
+    addresses = [a.strip() for a in value.split(",") if a.strip()]
+    if not addresses:
+        admin.stored["force_members"] = ""
+        return
+
+    def refused(why: str) -> WrongValueForVariable:
+        return WrongValueForVariable(f"Variable 'group_replication_force_members' can't be set to the value of "
+                                     f"'{value}' ({why})")
+
+    view = member.gcs.current_view()
+    if view is None or member.state is not MemberState.ONLINE:
+        raise refused("Group Replication is not running on this member")
+    by_address = {m.address: m for m in view.members}
+    unknown = [a for a in addresses if a not in by_address]
+    if unknown:
+        raise refused(f"{', '.join(unknown)}: not the local_address of a member of the group")
+    if member.gcs.me.address not in addresses:
+        raise refused("the list must include this member")
+    try:
+        member.gcs.force_members(tuple(by_address[a] for a in addresses))
+    except GcsError as exc:
+        raise refused("it can only be set when a majority of the group is unreachable: "
+                      f"{exc.detail or exc.code.value}") from None
+    admin.stored["force_members"] = value
 
 
 def _message_cache_size_write(admin: Admin, value: object) -> None:

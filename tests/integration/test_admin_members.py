@@ -527,3 +527,40 @@ def test_router_poll_answer(group: tuple[Group, LoopThread]) -> None:
     assert [r[0] for r in rows if r[4] == "PRIMARY"] == [g.uuids[0]]
     app.close()
     assert g.router is not None and g.router.last_poll_error is None
+
+
+# --- last: it takes two members out of the group for good -----------------------------------------
+
+
+def test_force_members_after_losing_the_majority(group: tuple[Group, LoopThread]) -> None:
+    g, lt = group
+    back_to_single_primary_on(g, 0)
+    c0 = g.connect(0)
+    me = g.members[0].gcs.me.address
+    # With a majority reachable GR refuses it.
+    code, message = error_of(c0, f"SET GLOBAL group_replication_force_members = '{me}'")
+    assert code == 1231 and "majority" in message
+    app = g.connect(0, user="app")
+    assert error_of(app, f"SET GLOBAL group_replication_force_members = '{me}'")[0] == 1227
+    app.close()
+    # Two members vanish without leaving (their group connections closed): m0 alone cannot
+    # commit, and the router stops trusting its table.
+    for m in g.members[1:]:
+        lt.run(m.gcs.close())
+    wait_until(lambda: not g.members[0].has_quorum(), "m0 sees it has lost the majority")
+    assert query(c0, "/* grproxy */ ROUTER MEMBERS")[0][6] == 0
+    r = g.connect_router()
+    wait_until(lambda: g.router is not None and not g.router.topology.online(), "the router routes nothing")
+    assert error_of(r, "SELECT 1")[0] == 3783
+    code, message = error_of(c0, "SET GLOBAL group_replication_force_members = '127.0.0.1:1'")
+    assert code == 1231 and "not the local_address" in message
+    query(c0, f"SET GLOBAL group_replication_force_members = '{me}'")
+    wait_until(lambda: g.members[0].has_quorum() and list(g.members[0].engine.members) == [g.uuids[0]],
+               "m0 alone in a group of its own")
+    assert query(c0, "SELECT @@group_replication_force_members") == [(me,)]
+    query(c0, "INSERT INTO app.t VALUES (4000, 0)")  # commits again
+    wait_until(lambda: g.router is not None and len(g.router.topology.online()) == 1, "the router trusts m0 again")
+    query(r, "INSERT INTO app.t VALUES (4001, 0)")
+    assert backend_query(g.backends[0], "SELECT COUNT(*) FROM app.t WHERE id IN (4000, 4001)") == [(2,)]
+    r.close()
+    c0.close()
