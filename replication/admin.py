@@ -30,7 +30,8 @@ What is answered here, and how:
   (one derived table, so LIKE and WHERE are the server's); `@@[GLOBAL.|SESSION.]group_replication_x`
   reads become literals; `SET [GLOBAL|SESSION] group_replication_x = …` sets the dynamic ones
   (admin users; 1238 for read-only ones, 1229 for SESSION on a global-only one, 1231 for a bad
-  value), the rest of a mixed SET runs on the backend.
+  value), the rest of a mixed SET runs on the backend. `group_replication_force_members` is
+  GR's way out of a lost majority (the group binding's force_members).
 * **STOP / START GROUP_REPLICATION** (admin): leave the group (OFFLINE, read-only) / join it
   again through the seeds as a new incarnation.
 
