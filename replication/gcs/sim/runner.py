@@ -43,7 +43,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from replication.gcs.interface import GcsErrorCode, MemberId
+from replication.gcs.interface import GcsErrorCode, MemberId, ViewId
 from replication.gcs.xcom.core import CoreConfig, Event, ForceMembers, Phase, Ready
 from replication.gcs.xcom.messages import (
     Accept,
@@ -135,6 +135,7 @@ class _Run(Checker):
         self.quiet_until_ms = 0  # no new partition or one-way cut before this (a probe runs)
         self.dba_active = False  # the DBA watches for a group without a live majority
         self.group_gone_checks = 0  # consecutive DBA checks that found no member at all
+        self.short_views: set[ViewId] = set()  # views installed without a live majority (bounded by views)
         self.events: dict[str, int] = {}
 
     def count(self, event: str) -> None:
@@ -167,11 +168,37 @@ class _Run(Checker):
                 self._join_failed(node)
         if not self.cautious and ready.sends and self.world is not None:
             self._stale_nemesis(node, ready)
+        if ready.views and self.world is not None:
+            self._watch_removals(ready)
         if ready.phase is Phase.OFFLINE and not node.restart_pending and self.world is not None:
             # Out of the group (expelled, refused, behind): rejoin as a new incarnation.
             node.restart_pending = True
             world = self.world
             world.at(world.now_ms + self.rng.randint(100, 1500), _restart, world, node)
+
+    def _watch_removals(self, ready: Ready) -> None:
+        """An expel decided on information that went stale (a member counted alive died
+        meanwhile: no failure detector can tell in time) may leave a view without a live
+        majority, cautious crash scheduler or not. No binding can decide without one: the
+        DBA's case (DESIGN §3). Counted, so that tests can tell how often it happens."""
+        world = self.world
+        assert world is not None
+        running = _running(world, None)
+        for view in ready.views:
+            if not view.left:
+                continue
+            alive = sum(1 for m in view.members if (m.address, m.incarnation) in running)
+            if alive < majority(len(view.members)) and view.view_id not in self.short_views:
+                self.short_views.add(view.view_id)
+                self.count("view-without-live-majority")
+                self._enable_dba()
+
+    def _enable_dba(self) -> None:
+        world = self.world
+        assert world is not None
+        if not self.dba_active:
+            self.dba_active = True
+            world.at(world.now_ms + 1_000, _dba, world, self)
 
     def _join_failed(self, node: SimNode) -> None:
         """A joiner gave up while the group had already added it (its welcome was lost):
@@ -188,9 +215,7 @@ class _Run(Checker):
         )
         if added:
             self.count("join-failed-member")
-            if not self.dba_active:
-                self.dba_active = True
-                world.at(world.now_ms + 1_000, _dba, world, self)
+            self._enable_dba()
 
     def _stale_nemesis(self, node: SimNode, ready: Ready) -> None:
         """As an expel is proposed, crash a member it keeps: the proposer counted that member

@@ -877,15 +877,20 @@ class Core:
 
     def _force_state(self, force_id: int) -> ForceState:
         known = tuple(Slot(s) for s in sorted(self._decided) if s >= self._next_slot)
-        return ForceState(force_id, self._next_slot, known)
+        held_from = next(iter(self._log), self._next_slot)  # the log is in slot order
+        return ForceState(force_id, self._next_slot, known, Slot(held_from))
 
     def _maybe_force_install(self) -> None:
         op = self._force
         if op is None or op.install is not None or len(op.states) < len(op.members):
             return
+        op.states[self.me] = self._force_state(op.force_id)  # we may have executed more meanwhile
         states = list(op.states.values())
-        # Slots below some member's next slot are executed there, hence decided and fetchable;
-        # above, a slot is known decided if some listed member says so; the rest are gaps.
+        # A slot some listed member executed and still holds is decided and fetchable; else
+        # it is known decided if some listed member says so; the rest are gaps. (A joiner
+        # never held the slots before its welcome: counting those as fetchable left a
+        # survivor waiting for slots only the dead held, sim seed 770.)
+        executed_low = min(st.next_slot for st in states)
         executed_high = max(st.next_slot for st in states)
         # At least one slot above every listed member's next slot: the configuration in effect
         # there may have started at that very slot (its view installed, nothing executed), and
@@ -897,9 +902,11 @@ class Core:
             known.update(st.known)
             if st.known:
                 start = max(start, max(st.known) + 1)
+        for st in states:
+            known.update(range(max(st.held_from, executed_low), st.next_slot))
         gaps: list[SlotRange] = []
         first = -1
-        for s in range(executed_high, start):
+        for s in range(executed_low, start):
             if s in known:
                 if first >= 0:
                     gaps.append(SlotRange(Slot(first), Slot(s)))

@@ -329,11 +329,13 @@ class ForceQuery:
 
 @dataclass(frozen=True, slots=True)
 class ForceState:
-    """Reply to ForceQuery: next slot to execute and the undelivered slots known decided."""
+    """Reply to ForceQuery: next slot to execute, the undelivered slots known decided, and the
+    first executed slot still held (a joiner never held the slots before its welcome)."""
 
     force_id: int
     next_slot: Slot
     known: tuple[Slot, ...]
+    held_from: Slot = Slot(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,9 +647,10 @@ def encode_message(msg: Message) -> bytes:
         case ForceQuery(force_id=force_id, view_id=view_id):
             w.u64(force_id)
             w.view_id(view_id)
-        case ForceState(force_id=force_id, next_slot=next_slot, known=known):
+        case ForceState(force_id=force_id, next_slot=next_slot, known=known, held_from=held_from):
             w.raw(_U64U64.pack(force_id, next_slot))
             w.slots(known)
+            w.u64(held_from)
         case ForceInstall(force_id=force_id, config=config, gaps=gaps):
             w.u64(force_id)
             w.config(config)
@@ -720,7 +723,7 @@ def _decode_body(tag: int, r: _Reader) -> Message:
         return ForceQuery(r.u64(), r.view_id())
     if tag == 16:
         force_id, next_slot = _U64U64.unpack_from(r.data, r._take(16))
-        return ForceState(force_id, Slot(next_slot), r.slots())
+        return ForceState(force_id, Slot(next_slot), r.slots(), Slot(r.u64()))
     if tag == 17:
         force_id = r.u64()
         config = r.config()

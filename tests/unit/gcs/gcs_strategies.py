@@ -56,7 +56,7 @@ messages = st.one_of(
     st.builds(m.JoinRefused, members, names),
     st.builds(m.NotMember, members, view_ids),
     st.builds(m.ForceQuery, u64, view_ids),
-    st.builds(m.ForceState, u64, slots, slot_tuples),
+    st.builds(m.ForceState, u64, slots, slot_tuples, slots),
     st.builds(m.ForceInstall, u64, configs, st.lists(ranges(), max_size=3).map(tuple)),
     st.builds(m.ForceAck, u64),
     st.builds(m.Forward, runs),
