@@ -470,10 +470,11 @@ def failed_run(seed: int, run: int, out: Path, exc: BaseException) -> RunResult:
     return RunResult(run, f"{seed}:{run}", [], [], {"ok": 0, "fail": 0, "info": 0}, [err], None, [], str(out))
 
 
-def summary_table(runs: list[RunResult], seed: int, kinds: tuple[str, ...]) -> str:
+def summary_table(runs: list[RunResult], seed: int, kinds: tuple[str, ...], duration_s: float) -> str:
     lines = [
         f"# chaos summary — seed {seed}", "",
-        f"replay: `python -m tests.chaos.runner --seed {seed} --runs {len(runs)} --faults {','.join(kinds) or 'none'}`", "",
+        f"replay: `python -m tests.chaos.runner --seed {seed} --runs {len(runs)} --duration {duration_s:g} "
+        f"--faults {','.join(kinds) or 'none'}`", "",
         "| run | faults | ops ok/fail/info | violations by kind | allowed (reported) | lost writes | converged in | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(r)
         print(f"  run {r.seed}: ops {r.ops}, faults {len(r.faults)}, violations {r.violations() or 'none'}, "
               f"converged {r.converged_s if r.converged_s is None else round(r.converged_s, 1)}", flush=True)
-    text = summary_table(runs, seed, kinds)
+    text = summary_table(runs, seed, kinds, args.duration)
     (out / "summary.md").write_text(text)
     (out / "summary.json").write_text(json.dumps([r.to_dict() for r in runs], indent=2, default=str) + "\n")
     print(text)
