@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Final
@@ -270,8 +271,13 @@ class _Link:
                 return
 
     def abort(self) -> None:
+        """Cut both sides with a TCP RST (SO_LINGER 0), as a crashed or rejecting host does."""
         for w in (self.c_writer, self.s_writer):
             if w is not None:
+                with contextlib.suppress(Exception):
+                    sock = w.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 with contextlib.suppress(Exception):
                     w.transport.abort()
         for t in self.tasks:
