@@ -95,7 +95,15 @@ slot's configuration is dropped (closed group). An origin whose batch did not ma
 *Joining.* A seed proposes JOIN; every member that executes it sends the joiner a Welcome
 (the replicated state after that slot). The joiner fetches decided slots from there, silently,
 and starts delivering at its first view. A crashed member restarts as a new incarnation;
-joining replaces the older incarnation with the same uuid or address.
+joining replaces the older incarnation with the same uuid or address. A member that leaves at
+a switch (left, expelled) first hands the decisions before the switch to peers behind it, and
+answers Fetch while OFFLINE: with the rest of its configuration dead it may hold the only copy.
+
+*One group.* A bootstrap with seeds probes them first (a Heartbeat at view 0:0, answered with
+NotMember by every live member of a group) and is refused with GROUP_EXISTS if one answers.
+Consensus messages are taken only from peers (members of our current or scheduled
+configurations): another group under the same name reaches us by address, and its decisions
+are not ours.
 
 *Failure detection.* Heartbeats every ``heartbeat_interval_ms``; any message counts as a
 sign of life. A peer silent for ``suspicion_timeout_ms`` is UNREACHABLE; suspected for
@@ -111,7 +119,11 @@ slot above everything any of them knows decided, declares the slots nobody knows
 below it no-ops, and installs the listed members at that slot with a higher ballot epoch
 (so nothing from the old configuration can be accepted there). Refused while a majority of
 the current view is reachable. It is the DBA's override: decisions only the lost majority
-knew are gone, exactly as with XCom.
+knew are gone, exactly as with XCom. A slot counts as known only if a listed member holds it
+(a joiner never held the slots before its welcome); listed members the group removes before the
+forced start are left out, and a member removed before it refuses to force. Members that learn
+of the force late get it from any forced peer they heartbeat with (a joiner, a new Welcome);
+until then decisions of the unknown epoch are not applied.
 """
 
 from __future__ import annotations
