@@ -26,7 +26,8 @@ from replication.gcs.xcom.core import (
     Received,
     Tick,
 )
-from replication.gcs.xcom.messages import Message
+from replication.gcs.xcom.messages import NOOP, Decide, Message
+from replication.gcs.xcom.types import Ballot
 
 
 CFG = CoreConfig(heartbeat_interval_ms=250, suspicion_timeout_ms=1000, member_expel_timeout_ms=1000)
@@ -285,3 +286,45 @@ def test_the_pipeline_window_bounds_own_slots_in_flight() -> None:
     c.queue.clear()
     c.run(3000)
     assert c.delivered("b") == [b"m%d" % i for i in range(10)]
+
+
+def test_a_bootstrap_with_seeds_is_refused_when_a_live_member_answers() -> None:
+    """One group per name: a restarted member told to bootstrap finds the running group."""
+    c = Cluster("ab")
+    c.cores["x"] = Core(MemberId("x", "x:1", 1), CFG)
+    c.readies["x"] = []
+    c.step("x", Tick(c.now))
+    ready = c.step("x", Bootstrap((c.cores["x"].me,), (MemberId("a", "a:1", 0), MemberId("b", "b:1", 0))))
+    assert ready.phase is Phase.PROBING and ready.views == [] and len(ready.sends) == 2
+    c.flush()
+    assert GcsErrorCode.GROUP_EXISTS in c.errors("x") and c.cores["x"].phase is Phase.OFFLINE
+    assert c.cores["x"].current_view() is None
+
+
+def test_a_bootstrap_with_seeds_starts_the_group_when_nobody_answers_within_the_probe() -> None:
+    config = replace(CFG, bootstrap_probe_ms=1_000, join_retry_interval_ms=250)
+    core = Core(mid("x"), config)
+    core.step(Tick(0))
+    ready = core.step(Bootstrap((mid("x"),), (mid("gone", 0),)))
+    assert ready.phase is Phase.PROBING and ready.next_tick_ms == 250
+    probes = 1
+    for now in range(250, 1_000, 250):
+        ready = core.step(Tick(now))
+        probes += len(ready.sends)
+        assert ready.phase is Phase.PROBING
+    assert probes == 4  # one per join_retry_interval_ms
+    ready = core.step(Tick(1_000))
+    assert ready.phase is Phase.MEMBER and [v.members for v in ready.views] == [(mid("x"),)]
+    # A pause of ours during the probe is not silence of the others: the probe goes on.
+    paused = Core(mid("y"), config)
+    paused.step(Tick(0))
+    paused.step(Bootstrap((mid("y"),), (mid("gone", 0),)))
+    assert paused.step(Tick(10_000)).phase is Phase.PROBING
+
+
+def test_consensus_messages_from_non_members_are_dropped_and_counted() -> None:
+    c = Cluster("ab")
+    stranger = MemberId("z", "z:1", 1)
+    c.step("a", Received(stranger, Decide(c.cores["a"].next_slot, Ballot(0), NOOP)))
+    assert c.cores["a"].statistics().counters.messages_from_non_members == 1
+    assert c.cores["a"].next_slot == 1  # nothing learned from another group
