@@ -980,3 +980,51 @@ def test_plain_read_shortcut_matches_the_rules(sql: str, state: SessionState, to
     fast = route(stmt, state, topology, local=local, load=load, spread=spread)
     picker = _Picker(topology, load or {}, state.last_member, spread, local)
     assert fast == _route_by_rules(stmt, state, topology, picker, local, load or {}, spread)
+
+
+# --- the router's poll installs only trusted tables (router.service.Router.refresh) ----------------
+
+
+def test_refresh_installs_only_a_member_with_quorum() -> None:
+    import asyncio
+
+    from router.service import Router, RouterSettings
+
+    answers: dict[tuple[str, int], PolledTable | Exception] = {}
+
+    async def ask(address: tuple[str, int]) -> PolledTable:
+        answer = answers[address]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    router = Router(RouterSettings(seeds=(("h", 1), ("h", 2), ("h", 3))))
+    router._ask = ask  # type: ignore[method-assign]  # the poll's I/O, replaced by canned answers
+
+    healthy = [("a", "h", 1, "ONLINE", "PRIMARY"), ("b", "h", 2, "ONLINE", "SECONDARY"),
+               ("c", "h", 3, "ONLINE", "SECONDARY")]
+    answers.update({("h", 1): polled(healthy, me="a"), ("h", 2): OSError("refused"), ("h", 3): OSError("refused")})
+    asyncio.run(router.refresh())
+    assert [m.member_id for m in router.topology.online()] == ["a", "b", "c"]
+
+    # a cut off in a minority (b and c unreachable from it; nobody else answers): not installed,
+    # nothing is routed on its word.
+    minority = [healthy[0], ("b", "h", 2, "UNREACHABLE", "SECONDARY"), ("c", "h", 3, "UNREACHABLE", "SECONDARY")]
+    answers[("h", 1)] = polled(minority, me="a", quorum=False)
+    asyncio.run(router.refresh())
+    assert router.topology.online() == () and [m.member_id for m in router.topology.members] == ["a", "b", "c"]
+    assert router.last_poll_error is not None and "no quorum" in router.last_poll_error
+    assert route(classify(INS), FRESH, router.topology).refusal.errno == 3783  # type: ignore[union-attr]
+
+    # b and c, the majority, answer: their table (a UNREACHABLE, b elected) is installed.
+    majority = [("a", "h", 1, "UNREACHABLE", "PRIMARY"), ("b", "h", 2, "ONLINE", "PRIMARY"),
+                ("c", "h", 3, "ONLINE", "SECONDARY")]
+    answers[("h", 2)] = polled([("a", "h", 1, "UNREACHABLE", ""), majority[1], majority[2]], me="b")
+    asyncio.run(router.refresh())
+    assert route(classify(INS), FRESH, router.topology).target == "b"
+
+    # An empty table (a member that lost its view) is never installed.
+    answers.update({("h", 1): polled([], me=None), ("h", 2): polled([], me=None), ("h", 3): polled([], me=None)})
+    asyncio.run(router.refresh())
+    assert router.topology.members and router.topology.online() == ()
+    assert "empty member table" in (router.last_poll_error or "")
