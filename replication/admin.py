@@ -54,7 +54,7 @@ from replication.protocol.errors import MySQLError, NotSupported, SpecificAccess
 from replication.protocol.results import TYPE_LONGLONG, Column
 
 from .consistency import InvalidLevel, Level, parse_level
-from .engine import MemberRecord
+from .engine import MemberRecord, Role
 from .lifecycle import ExitStateAction
 from .member import Member, StartRefused
 from .messages import AdminAction, MemberStats
@@ -243,10 +243,25 @@ def rewrite_table(sql: str, table: VirtualTable, rows: Sequence[Sequence[object]
     return _TABLE_PATTERNS[table.name].sub(sub, sql)
 
 
+def _table_members(member: Member) -> list[MemberRecord]:
+    """The members a member's tables list: the group as it sees it while it is in the group;
+    only itself (OFFLINE, ERROR, or still asking its seeds) otherwise, as GR shows it — the
+    view it left is history."""
+    records = member.members()
+    if member.in_group:
+        return records
+    me = member.config.uuid
+    own = [r for r in records if r.uuid == me]
+    if own:
+        return own
+    return [MemberRecord(me, member.state, Role.SECONDARY, member.config.member_weight, member.config.member_address,
+                         member.config.version)]
+
+
 def group_member_rows(member: Member) -> list[tuple[object, ...]]:
     """replication_group_members as this member sees it."""
     rows: list[tuple[object, ...]] = []
-    for m in member.members():
+    for m in _table_members(member):
         host, _, port = m.member_address.rpartition(":")
         role = m.role.value if m.state is MemberState.ONLINE else ""
         rows.append((CHANNEL, m.uuid, host or None, int(port) if port.isdigit() else None, m.state.value, role,
@@ -264,7 +279,7 @@ def member_stats_rows(member: Member) -> list[tuple[object, ...]]:
     stable = engine.certifier.stable
     committed_all = f"{group}:1-{stable}" if stable > 0 else ""
     rows: list[tuple[object, ...]] = []
-    for m in member.members():
+    for m in _table_members(member):
         stats = member.local_stats() if m.uuid == member.config.uuid else engine.member_stats.get(m.uuid)
         stats = stats or MemberStats(m.uuid)
         last = f"{group}:{stats.last_conflict_free}" if stats.last_conflict_free else ""

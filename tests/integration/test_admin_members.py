@@ -505,6 +505,10 @@ def test_stop_and_start_group_replication(group: tuple[Group, LoopThread]) -> No
     assert g.members[2].state is MemberState.OFFLINE
     wait_until(lambda: g.uuids[2] not in g.members[0].engine.members, "m2 left m0's view")
     assert error_of(c2, "INSERT INTO app.t VALUES (3000, 0)")[0] == 1290
+    # Outside the group a member's tables show only itself, as GR's do.
+    assert query(c2, "SELECT MEMBER_ID, MEMBER_STATE, MEMBER_ROLE FROM performance_schema.replication_group_members"
+                     ) == [(g.uuids[2], "OFFLINE", "")]
+    assert [r[2] for r in query(c2, STATS)] == [g.uuids[2]]
     code, message = error_of(c2, "SELECT group_replication_switch_to_multi_primary_mode()")
     assert code == 1123 and "ONLINE and in the majority" in message
     c0 = g.connect(0)
