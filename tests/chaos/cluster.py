@@ -92,7 +92,7 @@ class MemberNode:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def config_text(self, seeds: list[str], bootstrap: bool) -> str:
+    def config_text(self, seeds: list[str], bootstrap: bool, single_primary: bool = True) -> str:
         assert self.member_relay is not None and self.group_relay is not None
         b = self.backend
         lines = [
@@ -104,6 +104,7 @@ class MemberNode:
             f'group_name = "{GROUP_NAME}"', f'group_address = "{self.group_relay.address}"',
             f"group_seeds = [{', '.join(json.dumps(s) for s in seeds)}]",
             f"bootstrap_group = {'true' if bootstrap else 'false'}",
+            f"single_primary_mode = {'true' if single_primary else 'false'}",
             "", "[log]", 'format = "json"',
         ]
         return "\n".join(lines) + "\n"
@@ -113,9 +114,11 @@ class Cluster:
     """A chaos group. Use as a context manager; ``start()`` returns once every member is ONLINE
     and the router serves a login."""
 
-    def __init__(self, base_dir: Path, members: int = 3, *, binary: ServerBinary | None = None) -> None:
+    def __init__(self, base_dir: Path, members: int = 3, *, binary: ServerBinary | None = None,
+                 single_primary: bool = True) -> None:
         self.base = Path(base_dir)
         self.count = members
+        self.single_primary = single_primary
         self.binary = binary
         self.net = Network([f"m{i}" for i in range(1, members + 1)] + ["router"])
         self.members: list[MemberNode] = []
@@ -186,7 +189,7 @@ class Cluster:
         if not bootstrap and m is first:
             seeds = [x.group_relay.address for x in self.members if x is not m and x.group_relay is not None]
         config = m.workdir / "grproxy.toml"
-        config.write_text(m.config_text(seeds, bootstrap))
+        config.write_text(m.config_text(seeds, bootstrap, self.single_primary))
         env = dict(os.environ, PYTHONUNBUFFERED="1", GRPROXY_CHAOS_LISTEN=self._listen_map(m))
         with open(m.log_path, "ab") as out:
             m.process = subprocess.Popen(

@@ -407,13 +407,14 @@ class RunResult:
 
 
 def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out: Path, *,
-             faults: list[Fault] | None = None, convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S) -> RunResult:
+             faults: list[Fault] | None = None, convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S,
+             single_primary: bool = True) -> RunResult:
     """One run; ``faults`` replaces the seeded schedule (a test's fixed scenario)."""
     seed_text = f"{seed}:{run}"
     rng = random.Random(seed_text)
     out.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-{run}-"))
-    cluster = Cluster(base)
+    cluster = Cluster(base, single_primary=single_primary)
     members = [f"m{i}" for i in range(1, cluster.count + 1)]
     if faults is None:
         faults = schedule(rng, kinds, duration_s, members)
@@ -470,11 +471,12 @@ def failed_run(seed: int, run: int, out: Path, exc: BaseException) -> RunResult:
     return RunResult(run, f"{seed}:{run}", [], [], {"ok": 0, "fail": 0, "info": 0}, [err], None, [], str(out))
 
 
-def summary_table(runs: list[RunResult], seed: int, kinds: tuple[str, ...], duration_s: float) -> str:
+def summary_table(runs: list[RunResult], seed: int, kinds: tuple[str, ...], duration_s: float,
+                  mode: str = "single-primary") -> str:
     lines = [
-        f"# chaos summary — seed {seed}", "",
+        f"# chaos summary — seed {seed}, {mode}", "",
         f"replay: `python -m tests.chaos.runner --seed {seed} --runs {len(runs)} --duration {duration_s:g} "
-        f"--faults {','.join(kinds) or 'none'}`", "",
+        f"--mode {mode} --faults {','.join(kinds) or 'none'}`", "",
         "| run | faults | ops ok/fail/info | violations by kind | allowed (reported) | lost writes | converged in | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -511,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=40.0, help="seconds of workload per run")
     p.add_argument("--faults", default=",".join(ALL_FAULTS),
                    help=f"comma-separated subset of {','.join(ALL_FAULTS)}, or 'none'")
+    p.add_argument("--mode", choices=("single-primary", "multi-primary"), default="single-primary")
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "grproxy-chaos"),
                    help="directory for histories, logs and the summary (default: $TMPDIR/grproxy-chaos)")
     args = p.parse_args(argv)
@@ -520,18 +523,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown faults {sorted(unknown)}")
     out = Path(args.out).resolve() / f"seed-{seed}"
-    print(f"chaos: seed {seed} ({args.runs} runs of {args.duration:.0f}s, faults {','.join(kinds) or 'none'}) → {out}",
+    print(f"chaos: seed {seed} ({args.runs} runs of {args.duration:.0f}s, {args.mode}, "
+          f"faults {','.join(kinds) or 'none'}) → {out}",
           flush=True)
     runs = []
     for i in range(args.runs):
         try:
-            r = run_once(seed, i, kinds, args.duration, out / f"run-{i}")
+            r = run_once(seed, i, kinds, args.duration, out / f"run-{i}",
+                         single_primary=args.mode == "single-primary")
         except Exception as exc:  # noqa: BLE001 - a run that could not even start is a finding too
             r = failed_run(seed, i, out / f"run-{i}", exc)
         runs.append(r)
         print(f"  run {r.seed}: ops {r.ops}, faults {len(r.faults)}, violations {r.violations() or 'none'}, "
               f"converged {r.converged_s if r.converged_s is None else round(r.converged_s, 1)}", flush=True)
-    text = summary_table(runs, seed, kinds, args.duration)
+    text = summary_table(runs, seed, kinds, args.duration, args.mode)
     (out / "summary.md").write_text(text)
     (out / "summary.json").write_text(json.dumps([r.to_dict() for r in runs], indent=2, default=str) + "\n")
     print(text)
