@@ -362,12 +362,16 @@ def _cycles(graph: Graph, per_scc_max: int) -> list[Anomaly]:
         for a, b, ks in inner:
             if RW not in ks:
                 continue
+            if n_single >= per_scc_max and n_g2 >= per_scc_max:
+                break  # enough witnesses of both kinds in this component
             p = _path(graph, b, a, members, {WW, WR})
             if p is not None:
                 if n_single < per_scc_max and report("G-single", p, RW, (WW, WR)):
                     n_single += 1
                 continue
+            if n_g2 >= per_scc_max:
+                continue
             p = _path(graph, b, a, members, {WW, WR, RW})
-            if p is not None and n_g2 < per_scc_max and report("G2-item", p, RW, (WW, WR, RW)):
+            if p is not None and report("G2-item", p, RW, (WW, WR, RW)):
                 n_g2 += 1
     return found
