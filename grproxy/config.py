@@ -209,10 +209,6 @@ def parse_config(raw: dict[str, Any]) -> Config:
         _check_address(member.group_address, "member.group_address")
         for i, value in enumerate(member.group_seeds):
             _check_address(value, f"member.group_seeds[{i}]")
-        if not member.bootstrap_group and not member.group_seeds:
-            raise ConfigError("member.group_seeds", "needed unless bootstrap_group = true")
-        if member.group_address in member.group_seeds and len(member.group_seeds) == 1 and not member.bootstrap_group:
-            raise ConfigError("member.group_seeds", "lists only this member's own group_address")
         if not 0 <= member.member_weight <= 100:
             raise ConfigError("member.member_weight", "must be between 0 and 100")
         _check_positive(member.member_expel_timeout_s, "member.member_expel_timeout_s")

@@ -1794,16 +1794,7 @@ class RowCapturer:
 
     def on_ddl(self, schema: str, sql: str) -> None:
         """DDL ran on this member's backend: forget the metadata of what it names."""
-        from .statements import classify
-
-        stmt = classify(sql)
-        if stmt.ddl_object in ("DATABASE", "SCHEMA") and stmt.schema:
-            self.catalog.invalidate_schema(stmt.schema)
-        elif stmt.tables:
-            for ref in stmt.tables:
-                self.catalog.invalidate(ref.schema or schema, ref.name)
-        else:
-            self.catalog.invalidate_all()
+        self.catalog.forget_for_ddl(schema, sql)
 
     def invalidate(self, schema: str | None = None, table: str | None = None) -> None:
         """Forget cached metadata: one table, one schema, or everything (the default)."""

@@ -67,6 +67,7 @@ from .applier import Applier, ApplierFailed, ApplierFull, ApplyChanges, DdlOutco
 from .certifier import Certifier, KeyHash, Seq
 from .consistency import Level
 from .lifecycle import ExitStateAction, LifecycleEvent, transition
+from .local_commit import BackendUnfit, LocalCommits
 from .engine import (
     AckReceived,
     Action,
@@ -132,6 +133,8 @@ class LocalTxn:
     keys: set[KeyHash] = field(default_factory=set)
     doomed_by: Seq | None = None
     on_doom: Callable[[], None] | None = None
+    thread_id: int | None = None  # its backend connection's id (the applier's lock watch finds it by it)
+    preparing: bool = False  # XA END / PREPARE sent: its verdict ends it, it is never doomed for a lock
 
 
 @dataclass(slots=True, eq=False)
@@ -182,8 +185,14 @@ class Member:
         self._backend_failures = 0
         self.positions = Positions()
         self.store = PositionStore()
+        self.local = LocalCommits(self)  # the binlog write path (replication/local_commit.py)
         self.engine = Engine(config.uuid, single_primary=config.single_primary)
-        self.applier = Applier(self.connect, self.positions, self.store, apply_changes, after_ddl=after_ddl)
+        def forget_metadata(schema: str, sql: str) -> None:
+            self.local.catalog.forget_for_ddl(schema, sql)
+            if after_ddl is not None:
+                after_ddl(schema, sql)
+
+        self.applier = Applier(self.connect, self.positions, self.store, apply_changes, after_ddl=forget_metadata)
         self.unreachable: set[str] = set()
         self._log = log.bind(member_id=config.uuid)
         self._txn_ids = itertools.count(1)
@@ -244,6 +253,12 @@ class Member:
                     "(a datadir copied from another member?): give this member its own backend, or its own uuid")
             if identity.member_uuid is None:
                 await self.store.set_meta(conn, "member_uuid", self.config.uuid)
+            try:
+                await self.local.check_backend(conn)
+            except BackendUnfit as exc:
+                raise StartRefused(str(exc)) from None
+            await self.local.resolve_prepared(conn)
+            applied = await self.store.load(conn)
             if bootstrap:
                 if identity.group_uuid is not None or len(applied):
                     held = gtid_set(identity.group_uuid, applied) or "no transactions"
@@ -260,6 +275,7 @@ class Member:
             await conn.quit()
         self.positions.applied = applied
         self._seeds = seeds
+        await self.local.open()  # before any write is served: the binlog from here on
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run_applier()), loop.create_task(self._housekeeping())]
         self._enter_group(self.gcs, LifecycleEvent.BOOTSTRAP if bootstrap else LifecycleEvent.JOIN)
@@ -287,6 +303,11 @@ class Member:
         else:
             self._bootstrapping = None
             self._move(event)
+            if not self._seeds:
+                # Nobody to join (a one-member group's config): wait for `grproxy reboot`.
+                self._fail("no group_seeds to join through: bootstrap a new group with `grproxy serve --bootstrap`, "
+                           "or restart a stopped group with `grproxy reboot`")
+                return
             gcs.join(self._seeds)
 
     def _move(self, event: LifecycleEvent) -> None:
@@ -324,11 +345,26 @@ class Member:
         if self.in_group:
             raise StartRefused(f"the member is already {self.state.value} in the group")
         self._cancel_rejoin()
+        await self._resolve_local()
         gcs = await self._new_incarnation()
         if gcs is None:
             raise StartRefused("this member cannot start a new group incarnation (no group factory)")
         self._stop_joining()
         self._enter_group(gcs, LifecycleEvent.REJOIN)
+
+    async def _resolve_local(self) -> None:
+        """Before a new incarnation: end the prepared XA transactions the old one left (their
+        sessions were closed when it failed) and take the positions they recorded."""
+        conn = await self.connect()
+        try:
+            committed, _ = await self.local.resolve_prepared(conn)
+            if committed:
+                for lo, hi in (await self.store.load(conn)).intervals():
+                    for seq in range(lo, hi + 1):
+                        if seq not in self.positions.applied:
+                            self.positions.mark_applied(seq)
+        finally:
+            await conn.quit()
 
     def _stop_joining(self) -> None:
         """A join still asking seeds is abandoned for what replaces it."""
@@ -355,6 +391,7 @@ class Member:
             raise StartRefused("this member cannot start a new group incarnation (no group factory)")
         self._rejoins_left = self.config.autorejoin_tries
         self._stop_joining()
+        await self._resolve_local()
         self._enter_group(gcs, LifecycleEvent.REBOOT)
 
     async def stop_group(self) -> None:
@@ -389,6 +426,7 @@ class Member:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         await self.applier.close()
+        await self.local.close()
         self.state = MemberState.OFFLINE
 
     def _fail(self, why: str, *, rejoin: bool = False) -> None:
@@ -735,13 +773,30 @@ class Member:
         record = self.engine.members.get(self.config.uuid)
         return 1 + ((record.join_index - 1) % 7 if record else 0)
 
-    def open_txn(self, on_doom: Callable[[], None] | None = None) -> LocalTxn:
-        txn = LocalTxn(next(self._txn_ids), on_doom=on_doom)
+    def open_txn(self, on_doom: Callable[[], None] | None = None, thread_id: int | None = None) -> LocalTxn:
+        txn = LocalTxn(next(self._txn_ids), on_doom=on_doom, thread_id=thread_id)
         self._open[txn.txn_id] = txn
         return txn
 
     def close_txn(self, txn: LocalTxn) -> None:
         self._open.pop(txn.txn_id, None)
+
+    def doom_thread(self, thread_id: int, by: Seq) -> bool:
+        """The applier's certified item `by` waits for a lock held by backend connection
+        `thread_id` (replication/applier.py, lock watch). If that connection runs a local open
+        transaction not yet preparing, it is doomed — its next statement or COMMIT answers 3101
+        — and its `on_doom` runs (the session rolls it back now if idle); returns True. The
+        watch calls again while it still blocks: counted once, `on_doom` runs each time.
+        False: no local ACTIVE transaction there (a prepared one waits for its verdict)."""
+        for txn in self._open.values():
+            if txn.thread_id == thread_id and not txn.preparing:
+                if txn.doomed_by is None:
+                    txn.doomed_by = by
+                    self.stats_doomed += 1
+                if txn.on_doom is not None:
+                    txn.on_doom()
+                return True
+        return False
 
     async def certify_local(self, txn: LocalTxn, write_set: tuple[KeyHash, ...], changes: bytes,
                             ack: bool = False) -> Seq:
@@ -763,15 +818,9 @@ class Member:
             )
         if len(self._pending) >= self.config.local_txns_max:
             raise HookError("Error on observer while running replication hook 'before_commit'. (too many commits waiting)")
-        snapshot = self.positions.lwm
-        seen = tuple(Seq(x) for x in self.positions.applied.above_lwm(SEEN_SEQS_MAX))
-        fut: asyncio.Future[LocalOutcome | CertifierRefused] = asyncio.get_running_loop().create_future()
-        self._pending[txn.txn_id] = fut
-        self._pending_snapshots[txn.txn_id] = snapshot
+        fut = self.broadcast_local(txn, write_set, changes, ack)
+        snapshot = self._pending_snapshots.get(txn.txn_id, Seq(0))
         try:
-            if ack:
-                self._ack_txns.add(txn.txn_id)
-            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes, ack, seen)))
             async with asyncio.timeout(self.config.commit_timeout_s):
                 outcome = await fut
         except GcsError as exc:
@@ -784,15 +833,51 @@ class Member:
             self._pending.pop(txn.txn_id, None)
             self._pending_snapshots.pop(txn.txn_id, None)
             self._ack_txns.discard(txn.txn_id)
+        return self.verdict(txn, outcome, snapshot)
+
+    def broadcast_local(self, txn: LocalTxn, write_set: tuple[KeyHash, ...], changes: bytes,
+                        ack: bool = False) -> "asyncio.Future[LocalOutcome | CertifierRefused]":
+        """Broadcast a local transaction (snapshot: this member's low-water mark now); returns
+        the future its delivery resolves. The caller must call `broadcast_done(txn)` once it no
+        longer waits. Raises HookError (3100) when it cannot be broadcast, ReadOnly (1290)."""
+        self.check_writable()
+        if len(self._pending) >= self.config.local_txns_max:
+            raise HookError("Error on observer while running replication hook 'before_commit'. (too many commits waiting)")
+        snapshot = self.positions.lwm
+        seen = tuple(Seq(x) for x in self.positions.applied.above_lwm(SEEN_SEQS_MAX))
+        fut: asyncio.Future[LocalOutcome | CertifierRefused] = asyncio.get_running_loop().create_future()
+        self._pending[txn.txn_id] = fut
+        self._pending_snapshots[txn.txn_id] = snapshot
+        if ack:
+            self._ack_txns.add(txn.txn_id)
+        try:
+            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes, ack, seen)))
+        except GcsError as exc:
+            self.broadcast_done(txn)
+            raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc.code.value})") from exc
+        return fut
+
+    def broadcast_done(self, txn: LocalTxn) -> None:
+        self._pending.pop(txn.txn_id, None)
+        self._pending_snapshots.pop(txn.txn_id, None)
+        self._ack_txns.discard(txn.txn_id)
+
+    def verdict(self, txn: LocalTxn, outcome: "LocalOutcome | CertifierRefused", snapshot: Seq = Seq(0)) -> Seq:
+        """The seq a delivered local transaction commits as; raises CertificationConflict
+        (3101) or HookError (3100, certifier full)."""
         if isinstance(outcome, CertifierRefused):
             raise HookError("Error on observer while running replication hook 'before_commit'. (certification database full)")
         if outcome.seq is None:
-            self._log.info("certification_conflict", txn_id=txn.txn_id, snapshot=snapshot, seen=len(seen),
+            self._log.info("certification_conflict", txn_id=txn.txn_id, snapshot=snapshot,
                            conflict_seq=outcome.conflict_seq,
                            conflict_committed_here=outcome.conflict_seq in self.positions.applied,
                            lwm_now=self.positions.lwm)
             raise CertificationConflict("Plugin instructed the server to rollback the current transaction.")
         return outcome.seq
+
+    def stray_write(self, why: str) -> None:
+        """The binlog shows a write the group never saw: this backend diverged. ERROR."""
+        self._fail(why)
 
     def committed(self, seq: Seq) -> None:
         """The local backend committed `seq` (with its position row)."""
@@ -1133,7 +1218,7 @@ class Member:
                 try:
                     conn = await self.connect()
                     try:
-                        await self.store.compact(conn)
+                        await self.store.compact(conn, keep=set(self.local.committing))
                     finally:
                         await conn.quit()
                 except (MySQLError, BackendError) as exc:

@@ -27,36 +27,33 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Collection, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
-from replication.protocol.backend import BackendConnection
+from replication.protocol.backend import BackendConnection, Sink
 from replication.protocol.constants import Cap, Command, Status
 from replication.gcs.interface import ViewId
 from replication.protocol.errors import (
     BackendError,
     CertificationConflict,
-    HookError,
-    MalformedPacket,
     MySQLError,
     NotSupported,
+    ReadOnly,
     ParseError,
     ServerOffline,
     SpecificAccessDenied,
 )
-from replication.protocol.packets import frame, ok_payload
-from replication.protocol.params import PreparedWrite, bind_execute
+from replication.protocol.packets import frame, ok_payload, read_lenenc_int
 from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
 from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
-from .capture import Captured
 from .admin import Admin, mentions, router_members
 from .consistency import Level
-from .certifier import KeyHash, Seq
+from .binlog import XaId
+from .local_commit import xa_literal
 from .member import LocalTxn, Member, StartRefused
 from .statements import Kind, Statement, classify, replace_call
 
@@ -71,7 +68,6 @@ LONG_DATA_BYTES_MAX = 1 << 30  # COM_STMT_SEND_LONG_DATA kept per prepared write
 RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
 AUTO_INCREMENT_INCREMENT = 7
 ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back  # group_replication_auto_increment_increment's default
-TXN_CHANGES_MAX = 1_000_000  # row changes in one transaction; more → 3100 (size limit)
 _ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
 ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after a captured write
 def member_auto_increment_sql(member: Member) -> str:
@@ -80,28 +76,24 @@ def member_auto_increment_sql(member: Member) -> str:
             f"auto_increment_offset = {member.auto_increment_offset()}")
 
 
-class Capturer(Protocol):
-    """Capture of one DML statement on the session's connection (replication.capture)."""
-
-    async def capture(self, conn: BackendConnection, sql: str, default_schema: str | None, *,
-                      temporary_tables: Collection[tuple[str, str]] = frozenset(), sql_mode: str | None = None,
-                      encoding: str = "utf-8") -> Captured: ...
-
-    def encode(self, changes: Sequence[object]) -> bytes: ...
-
-
 @dataclass(slots=True)
 class _Txn:
+    """The session's open XA transaction, which the member controls (replication.local_commit).
+
+    `autocommit`: opened for one statement of an autocommit session (it commits when the
+    statement ends, before the client hears the answer). `wrote`: a statement that may write
+    ran in it (else it ends with XA COMMIT … ONE PHASE, without the group)."""
+
     local: LocalTxn
-    changes: list[object] = field(default_factory=list)
-    keys: set[KeyHash] = field(default_factory=set)
-    savepoints: dict[str, tuple[int, frozenset[KeyHash]]] = field(default_factory=dict)
+    xid: XaId
+    autocommit: bool = False
+    wrote: bool = False
+    released: bool = False  # doomed and already rolled back on the backend (`_release_doomed`)
 
 
 class MemberSessionFactory:
-    def __init__(self, member: Member, capturer: Capturer, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, member: Member, capturer: object = None, connect_timeout_s: float = 5.0) -> None:
         self.member = member
-        self.capturer = capturer
         self.connect_timeout_s = connect_timeout_s
         self.admin = Admin(member)  # GR's SQL vocabulary, shared by this member's sessions
 
@@ -125,7 +117,7 @@ class MemberSessionFactory:
         if not self.member.engine.single_primary:
             # Multi-primary: members' auto-increment values never collide (GR's default step 7).
             await backend.execute(member_auto_increment_sql(self.member))
-        session = MemberSession(link, backend, processes, self.member, self.capturer,
+        session = MemberSession(link, backend, processes, self.member,
                                 client_multi=bool(capabilities & Cap.MULTI_STATEMENTS), admin=self.admin)
         session._auto_increment_set = not self.member.engine.single_primary
         return session
@@ -133,17 +125,18 @@ class MemberSessionFactory:
 
 class MemberSession(RelaySession):
     def __init__(self, link: ClientLink, backend: BackendConnection, processes: Processes, member: Member,
-                 capturer: Capturer, client_multi: bool, admin: Admin | None = None) -> None:
+                 client_multi: bool, admin: Admin | None = None) -> None:
         super().__init__(link, backend, processes)
         self.member = member
         self.admin = admin if admin is not None else Admin(member)
         # Multi-primary auto-increment settings are on this session's backend connection (the
         # group may switch modes while the session lives: set before its first write then).
         self._auto_increment_set = False
-        self.capturer = capturer
         self.client_multi = client_multi
         self.txn: _Txn | None = None
-        self._prepared_writes: dict[int, PreparedWrite] = {}
+        # A LOCAL INFILE inside _relay_raw: where the rest of the answer goes once the file is sent.
+        self._infile: tuple[Sink, Callable[[ResponseScanner], None], Callable[[bool], None]] | None = None
+        self._prepared_writes: set[int] = set()  # prepared statements that may write (run inside XA)
         self._prepared_refused: set[int] = set()
         # Prepared statements a consistency level need not hold (SET, …); every other one is held,
         # so at this set's bound a statement is held rather than let through.
@@ -177,6 +170,7 @@ class MemberSession(RelaySession):
                 self.consistency = self.member.consistency
                 for ids in (self._prepared_writes, self._prepared_refused, self._prepared_unheld):
                     ids.clear()  # the backend deallocated them
+                self._infile = None
                 if not self.member.engine.single_primary:
                     self._cmd_seq = last_seq
                     self._spawn(self._reset_connection())
@@ -212,35 +206,28 @@ class MemberSession(RelaySession):
                 return
         elif cmd == Command.STMT_PREPARE:
             self._pending_prepare = (classify(raw[5:]), raw[5:].decode("utf-8", "surrogateescape"))
-        elif cmd in (Command.STMT_EXECUTE, Command.STMT_SEND_LONG_DATA, Command.STMT_RESET, Command.STMT_CLOSE) \
-                and len(raw) >= 9:
+        elif cmd in (Command.STMT_EXECUTE, Command.STMT_CLOSE) and len(raw) >= 9:
             stmt_id = int.from_bytes(raw[5:9], "little")
             if stmt_id in self._prepared_refused and cmd == Command.STMT_EXECUTE:
                 self._cmd_seq = last_seq
                 self._spawn(self._refuse(NotSupported(
-                    "This prepared statement cannot be replicated (CALL, DDL, LOAD DATA or several statements); "
+                    "A prepared DDL statement cannot be replicated (DDL is ordered through the group); "
                     "send it as a text statement")))
                 return
-            write = self._prepared_writes.get(stmt_id)
+            write = stmt_id in self._prepared_writes
             if (cmd == Command.STMT_EXECUTE and self.consistency is not Level.EVENTUAL
                     and stmt_id not in self._prepared_unheld and not self.status & IN_TRANS and self.txn is None):
                 # A prepared statement starts a transaction as a text one does: held first.
                 self._cmd_seq = last_seq
                 self._spawn(self._hold_then_execute(raw, write))
                 return
-            if write is not None:
-                if cmd == Command.STMT_EXECUTE:
-                    self._cmd_seq = last_seq
-                    self._spawn(self._prepared_write(write, raw[5:]))
-                    return
-                if cmd == Command.STMT_SEND_LONG_DATA:
-                    self._long_data(write, raw[9:])
-                    self.link.command_done()  # no answer, as on a server
-                    return
-                if cmd == Command.STMT_RESET:
-                    write.long_data.clear()
+            if cmd == Command.STMT_EXECUTE and (write or (self.txn is None and not self.status & (AUTOCOMMIT | IN_TRANS)
+                                                          and self.member.may_write())):
+                self._cmd_seq = last_seq
+                self._spawn(self._prepared_write(raw))
+                return
             if cmd == Command.STMT_CLOSE:
-                self._prepared_writes.pop(stmt_id, None)
+                self._prepared_writes.discard(stmt_id)
                 self._prepared_unheld.discard(stmt_id)
                 self._prepared_refused.discard(stmt_id)
         if self.txn is not None and self.txn.local.doomed_by is not None and cmd in (Command.QUERY, Command.STMT_EXECUTE):
@@ -249,49 +236,32 @@ class MemberSession(RelaySession):
             return
         super().on_command(raw, last_seq)
 
-    async def _after_statement_error(self, errno: int) -> None:
-        """A statement failed inside our transaction: did the backend roll the whole
-        transaction back (deadlock always does; a lock wait timeout may)? Then the changes
-        captured so far never happened: forget them."""
-        if self.txn is None:
-            return
-        if errno == ER_LOCK_DEADLOCK:
-            self._drop_txn()
-            self.status &= ~IN_TRANS
-            return
-        r = await self.backend.execute("SELECT @@in_transaction")
-        if r.rows and r.rows[0][0] in (b"0", 0):
-            self._drop_txn()
-            self.status &= ~IN_TRANS
-
     def _transaction_ended_under_us(self, scanner: ResponseScanner) -> None:
-        """After a relayed statement: the backend's answer says whether our transaction is
-        still open. If it is gone (deadlock, or a statement that committed or rolled back
-        implicitly), its captured changes are dropped — never certified."""
-        if self.txn is None:
-            return
-        if scanner.error is not None:
-            if scanner.error[0] == ER_LOCK_DEADLOCK:
-                self._drop_txn()
-            return
-        if not scanner.status & IN_TRANS:
-            if self.txn.changes:
-                log.warning("transaction_ended_outside_grproxy", conn_id=self.link.conn_id,
-                            changes=len(self.txn.changes))
-            self._drop_txn()
+        """After a relayed statement. Nothing a client sends ends the member's XA transaction
+        behind its back: statements that would end it implicitly are intercepted first, a
+        statement's error leaves it open (a deadlock leaves it ROLLBACK ONLY, handled by
+        `_deadlocked`), and the server refuses the rest inside XA. So the transaction is never
+        dropped on a status flag (a prepare's answer carries none)."""
+        if self.txn is not None and not self.status & IN_TRANS and scanner.expect in (Expect.QUERY, Expect.EXECUTE):
+            self.status |= IN_TRANS
 
     def _on_done(self, scanner: ResponseScanner) -> None:
         self._transaction_ended_under_us(scanner)
+        if self.txn is not None and scanner.error is not None and scanner.error[0] == ER_LOCK_DEADLOCK:
+            # The client heard 1213; the command is done once our XA transaction is ended too.
+            self._spawn(self._deadlocked())
+            return
         if scanner.expect == Expect.PREPARE and scanner.prepared is not None and self._pending_prepare is not None:
             stmt, sql = self._pending_prepare
             stmt_id, _, nparams = scanner.prepared
-            if stmt.kind is Kind.DML and not stmt.temporary_table:
+            if stmt.kind is Kind.DDL:
+                self._prepared_refused.add(stmt_id)
+            elif (stmt.kind in _WRITE_KINDS or (stmt.kind is Kind.MULTI and not stmt.is_read_only)) \
+                    and not stmt.temporary_table:
                 if len(self._prepared_writes) < PREPARED_WRITES_MAX:
-                    self._prepared_writes[stmt_id] = PreparedWrite(sql, nparams)
+                    self._prepared_writes.add(stmt_id)
                 else:
                     self._prepared_refused.add(stmt_id)
-            elif stmt.kind in (Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA):
-                self._prepared_refused.add(stmt_id)
             elif stmt.kind not in _HELD_KINDS and len(self._prepared_unheld) < PREPARED_WRITES_MAX:
                 self._prepared_unheld.add(stmt_id)
             self._pending_prepare = None
@@ -299,8 +269,11 @@ class MemberSession(RelaySession):
 
     def _needs_member(self, stmt: Statement) -> bool:
         kind = stmt.kind
-        if kind in (Kind.DML, Kind.DDL, Kind.CALL, Kind.MULTI, Kind.LOAD_DATA, Kind.ROLLBACK,
-                    Kind.ROLLBACK_TO_SAVEPOINT, Kind.SAVEPOINT, Kind.COMMIT):
+        if kind in (Kind.DDL, Kind.BEGIN, Kind.COMMIT, Kind.ROLLBACK, Kind.XA):
+            return True
+        if self._may_write(stmt):
+            return True
+        if kind is Kind.MULTI and not self.client_multi:
             return True
         if self.txn is not None and (stmt.implicit_commit or self.txn.local.doomed_by is not None):
             return True
@@ -346,13 +319,13 @@ class MemberSession(RelaySession):
         else:
             await self._relay_packet_mode(sql)
 
-    async def _hold_then_execute(self, raw: bytes, write: PreparedWrite | None) -> bool:
+    async def _hold_then_execute(self, raw: bytes, write: bool) -> bool:
         """COM_STMT_EXECUTE of a prepared statement its level holds: hold, then run it (a write
-        with capture; a read relayed, whose answer then finishes the command)."""
+        inside the session's XA transaction; a read relayed, whose answer then finishes the
+        command)."""
         await self._hold()
-        if write is not None:
-            await self._prepared_write(write, raw[5:])
-            return False
+        if write or (self.txn is None and not self.status & (AUTOCOMMIT | IN_TRANS) and self.member.may_write()):
+            return await self._prepared_write(raw)
         self.backend.relay(raw, Expect.EXECUTE, self.link.transport, self._on_done, self._on_lost)
         return True
 
@@ -381,27 +354,10 @@ class MemberSession(RelaySession):
             except TimeoutError:
                 await self.backend.command(Command.PING)
 
-    def _long_data(self, write: PreparedWrite, body: bytes) -> None:
-        if len(body) < 2:
-            return
-        param = int.from_bytes(body[:2], "little")
-        buf = write.long_data.setdefault(param, bytearray())
-        if sum(map(len, write.long_data.values())) + len(body) - 2 > LONG_DATA_BYTES_MAX:
-            write.long_data.clear()  # the EXECUTE then fails cleanly: parameters incomplete
-            write.long_data[param] = bytearray()
-            return
-        buf += body[2:]
-
-    async def _prepared_write(self, write: PreparedWrite, body: bytes) -> None:
-        """EXECUTE of a prepared DML: the same statement as text with exact literals, captured."""
-        if self._charset is None:
-            r = await self.backend.execute("SELECT @@character_set_client")
-            self._charset = (r.rows[0][0] or b"utf8mb4").decode("ascii")
-        try:
-            sql = bind_execute(write, body, self._charset)
-        except MalformedPacket as exc:
-            raise MalformedPacket(f"Malformed COM_STMT_EXECUTE: {exc.message}") from None
-        await self._statement(classify(sql), sql)
+    async def _prepared_write(self, raw: bytes) -> bool:
+        """COM_STMT_EXECUTE of a prepared statement that may write: executed as prepared,
+        inside the session's XA transaction."""
+        return await self._write(raw, Expect.EXECUTE)
 
     # --- statements -----------------------------------------------------------------------------
 
@@ -410,128 +366,200 @@ class MemberSession(RelaySession):
         if self.txn is not None and self.txn.local.doomed_by is not None and kind not in (Kind.ROLLBACK,):
             await self._doomed()
             return
-        if kind is Kind.MULTI:
-            parts = stmt.parts
-            if not self.client_multi:
-                raise _syntax_error(sql)
-            if any(p.kind not in (Kind.SELECT, Kind.SHOW, Kind.SET, Kind.USE, Kind.DO) for p in parts):
-                raise NotSupported("Multi-statement texts that write are not replicated by grproxy; send the statements one by one")
-            await self._relay_packet_mode(sql)
-            return
-        if kind is Kind.DML:
-            await self._dml(sql)
-            return
+        if kind is Kind.XA:
+            raise NotSupported("XA statements are not available on a group member: grproxy runs every write "
+                               "transaction as an XA transaction of its own")
+        if kind is Kind.MULTI and not self.client_multi:
+            raise _syntax_error(sql)
         if kind is Kind.DDL:
             await self._ddl(stmt, sql)
             return
+        if kind is Kind.BEGIN:
+            await self._begin(stmt, sql)
+            return
         if kind is Kind.COMMIT:
+            if self.txn is None:
+                await self._relay_packet_mode(sql)
+                return
             await self._commit()
             self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
             return
         if kind is Kind.ROLLBACK:
-            self._drop_txn()
-            await self._relay_packet_mode(sql)
+            if self.txn is None:
+                await self._relay_packet_mode(sql)
+                return
+            await self._rollback()
+            self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
             return
-        if kind is Kind.SAVEPOINT and self.txn is not None and stmt.savepoint:
-            self.txn.savepoints[stmt.savepoint.lower()] = (len(self.txn.changes), frozenset(self.txn.keys))
-        elif kind is Kind.ROLLBACK_TO_SAVEPOINT and self.txn is not None and stmt.savepoint:
-            mark = self.txn.savepoints.get(stmt.savepoint.lower())
-            if mark is not None:
-                del self.txn.changes[mark[0]:]
-                self.txn.keys = set(mark[1])
-        elif kind is Kind.CALL:
-            raise NotSupported("CALL is not replicated by grproxy: writes inside stored procedures cannot be captured")
-        elif kind is Kind.LOAD_DATA:
-            raise NotSupported("LOAD DATA is not replicated by grproxy yet; use INSERT statements")
-        elif stmt.implicit_commit and self.txn is not None:
+        if stmt.implicit_commit and self.txn is not None:
             await self._commit()
+        if self._may_write(stmt):
+            await self._write(_frame_query(sql), Expect.QUERY)
+            return
         await self._relay_packet_mode(sql)
 
-    async def _relay_packet_mode(self, sql: str) -> None:
-        """Run a statement the client sent and relay its answer (slow path, after our own work)."""
-        done: asyncio.Future[ResponseScanner] = asyncio.get_running_loop().create_future()
-        lost: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        raw = _frame_query(sql)
-        self.backend.relay(raw, Expect.QUERY, self.link.transport,
-                           lambda sc: done.done() or done.set_result(sc),
-                           lambda relayed: lost.done() or lost.set_result(relayed))
-        finished, _ = await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
-        if lost in finished:
-            self._on_lost(lost.result())
-            return
-        scanner = done.result()
-        self.status = scanner.status
-        self._transaction_ended_under_us(scanner)
-        if scanner.infile:
-            raise NotSupported("LOAD DATA LOCAL is not replicated by grproxy yet")
+    def _may_write(self, stmt: Statement) -> bool:
+        """Whether the statement must run inside a member-controlled XA transaction: anything
+        that may write rows, and — under autocommit=0 on a member that takes writes — any
+        statement that starts the implicit transaction (a later write joins it)."""
+        if stmt.kind in _WRITE_KINDS and not stmt.temporary_table:
+            return True
+        if stmt.kind is Kind.MULTI and not stmt.is_read_only:
+            return True
+        return (self.txn is None and not self.status & (AUTOCOMMIT | IN_TRANS) and stmt.kind in _IMPLICIT_START_KINDS
+                and self.member.may_write())
 
-    async def _dml(self, sql: str) -> None:
+    async def _begin(self, stmt: Statement, sql: str) -> None:
+        """BEGIN / START TRANSACTION: an XA transaction of the member's on a member that takes
+        writes (READ ONLY ones, and any on a member that does not, run as they are)."""
+        if self.txn is not None:
+            await self._commit()  # BEGIN commits the open transaction, as in MySQL
+        if stmt.begin_read_only or not self.member.may_write() or self.status & IN_TRANS:
+            await self._relay_packet_mode(sql)
+            return
+        await self._xa_start(autocommit=False)
+        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+
+    async def _xa_start(self, *, autocommit: bool) -> None:
         self.member.check_writable()
         if not self._auto_increment_set and not self.member.engine.single_primary:
             await self._member_auto_increment()  # the group switched to multi-primary since we set it
-        autocommit = not (self.status & IN_TRANS) and bool(self.status & AUTOCOMMIT)
+        xid = self.member.local.new_xid()
+        r = await self.backend.execute(f"XA START {xa_literal(xid)}")
+        self.status = r.status | IN_TRANS
+        self.txn = _Txn(self.member.open_txn(on_doom=self._on_doom, thread_id=self.backend.thread_id), xid,
+                        autocommit=autocommit)
+
+    async def _write(self, raw: bytes, expect: Expect) -> bool:
+        """Run a statement that may write (text `raw` or a COM_STMT_EXECUTE) inside the
+        session's XA transaction, opening one if needed. In an autocommit session the
+        transaction is committed through the group before the client hears the statement's
+        answer (held meanwhile); otherwise the answer is relayed as it comes. Returns True when
+        a relay straight to the client finishes the command (its callbacks do)."""
+        self.member.check_writable()
         if self.txn is None:
-            if not self.status & IN_TRANS:
-                r = await self.backend.execute("BEGIN")
-                self.status = r.status
-            self.txn = _Txn(self.member.open_txn(on_doom=self._on_doom))
-        if self._sql_mode is None:
-            r = await self.backend.execute("SELECT @@SESSION.sql_mode")
-            self._sql_mode = (r.rows[0][0] or b"").decode("ascii", "replace")
-        try:
-            captured = await self.capturer.capture(self.backend, sql, await self._schema(),
-                                                   temporary_tables=self._temporary, sql_mode=self._sql_mode)
-        except BackendError as exc:
-            if autocommit:
-                await self._rollback_quietly()
-            else:
-                await self._after_statement_error(exc.backend_errno)
-            raise
-        except BaseException:
-            if autocommit:
-                await self._rollback_quietly()
-            raise
+            if self.status & IN_TRANS:
+                raise ReadOnly("The MySQL server is running with the --super-read-only option so it cannot execute "
+                               "this statement (the transaction began while this member could not take writes: "
+                               "ROLLBACK and start it again)")
+            await self._xa_start(autocommit=bool(self.status & AUTOCOMMIT))
         txn = self.txn
-        txn.changes.extend(captured.changes)
-        txn.keys |= captured.keys
-        if len(txn.changes) > TXN_CHANGES_MAX:
-            await self._rollback_quietly()
-            raise HookError("Error on observer while running replication hook 'before_commit'. "
-                            f"(transaction over {TXN_CHANGES_MAX} row changes)")
-        if autocommit:
-            await self._commit()
-        r = captured.result
-        self._row_count = r.affected_rows
-        self.link.send_packet(ok_payload(self.status, r.affected_rows, r.last_insert_id, r.warnings), self._cmd_seq + 1)
+        assert txn is not None
+        txn.wrote = True
+        if not txn.autocommit:
+            await self._relay_raw(raw, expect, self.link.transport)
+            return False
+        held = _Held()
+        scanner = await self._relay_raw(raw, expect, held)
+        if scanner is None:
+            return False  # the backend connection was lost: the session is closed
+        failed = scanner.error is not None
+        try:
+            if failed or self.txn is None:
+                await self._rollback()
+            else:
+                await self._commit()
+        except MySQLError as exc:
+            if failed:
+                raise  # the statement's own error is the answer; ours only in the log
+            raise exc
+        held.flush(self.link.transport, self.status)
+        if not failed and scanner.ok_prefix:
+            # The backend's ROW_COUNT() now describes our XA COMMIT: answer the client's own.
+            self._row_count = read_lenenc_int(scanner.ok_prefix, 1)[0]
+        return False
+
+    async def _relay_raw(self, raw: bytes, expect: Expect, sink: "Sink") -> ResponseScanner | None:
+        """Relay one command to the backend and its answer to `sink`; None if the connection
+        broke. LOCAL INFILE: the file request goes to the client, its data to the backend."""
+        done: asyncio.Future[ResponseScanner] = asyncio.get_running_loop().create_future()
+        lost: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def on_done(sc: ResponseScanner) -> None:
+            if not done.done():
+                done.set_result(sc)
+
+        def on_lost(relayed: bool) -> None:
+            if not lost.done():
+                lost.set_result(relayed)
+
+        self.backend.relay(raw, expect, sink, on_done, on_lost)
+        while True:
+            finished, _ = await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if lost in finished:
+                self._on_lost(lost.result())
+                return None
+            scanner = done.result()
+            if not scanner.infile:
+                break
+            # The server asked for the client's file: pass the request on, then relay the
+            # file's packets (on_infile_packet) and resume into the same sink.
+            if isinstance(sink, _Held):
+                sink.flush_request(self.link.transport)
+            done = asyncio.get_running_loop().create_future()
+            self._infile = (sink, _setter(done), on_lost)
+            self.link.begin_infile()
+        self.status = scanner.status
+        self._transaction_ended_under_us(scanner)
+        if self.txn is not None and scanner.error is not None and scanner.error[0] == ER_LOCK_DEADLOCK:
+            await self._deadlocked()
+        return scanner
+
+    def on_infile_packet(self, raw: bytes, last: bool) -> None:
+        if self._infile is None:
+            super().on_infile_packet(raw, last)
+            return
+        self.backend.relay_more(raw)
+        if last:
+            sink, on_done, on_lost = self._infile
+            self._infile = None
+            self.backend.resume_after_infile(sink, on_done, on_lost)
+
+    async def _relay_packet_mode(self, sql: str) -> None:
+        """Run a statement the client sent and relay its answer (slow path, after our own work)."""
+        await self._relay_raw(_frame_query(sql), Expect.QUERY, self.link.transport)
 
     async def _commit(self) -> None:
-        """Commit the backend transaction; through certification when it changed rows."""
+        """End the session's XA transaction: without the group when nothing may have been
+        written; otherwise as the group decides (replication.local_commit). Raises 3101, 3100,
+        3098, 1235 or the backend's error; the transaction is over either way."""
         txn = self.txn
-        if txn is None or not txn.changes:
-            self._drop_txn()
+        if txn is None:
             r = await self.backend.execute("COMMIT")
             self.status = r.status
             return
+        self._drop_txn()
+        lit = xa_literal(txn.xid)
+        if not txn.wrote:
+            results = await self.backend.execute_all(f"XA END {lit};XA COMMIT {lit} ONE PHASE")
+            self.status = results[-1].status & ~IN_TRANS
+            return
         after = self.consistency.waits_after
         try:
-            seq = await self.member.certify_local(txn.local, tuple(txn.keys), self.capturer.encode(txn.changes),
-                                                  ack=after)
-        except (CertificationConflict, HookError, MySQLError):
-            await self._rollback_quietly()
-            raise
-        try:
-            # The position row and COMMIT in one round trip.
-            r = (await self.backend.execute_all(f"{self.member.store.record_sql(seq)};COMMIT"))[-1]
-        except BaseException as exc:
-            self.member.commit_failed(Seq(seq), exc)
-            self._drop_txn()
-            raise HookError("Error on observer while running replication hook 'after_commit'. "
-                            "(the certified transaction failed to commit on this member's backend)") from exc
-        self.status = r.status
-        self.member.committed(seq)
+            done = await self.member.local.commit(self.backend, txn.xid, txn.local, ack=after)
+        finally:
+            self.status &= ~IN_TRANS
+        if done.seq is not None and after:
+            await self.member.wait_all_applied(done.seq, await self._timeout_s())
+
+    async def _deadlocked(self) -> None:
+        """InnoDB chose this transaction as a deadlock victim: a server ends a plain transaction
+        there, so end ours (an XA transaction is left ROLLBACK ONLY until XA ROLLBACK)."""
+        await self._rollback_quietly()
+
+    async def _rollback(self) -> None:
+        txn = self.txn
+        if txn is None:
+            return
         self._drop_txn()
-        if after:
-            await self.member.wait_all_applied(seq, await self._timeout_s())
+        try:
+            if not txn.released:
+                await self.member.local.rollback(self.backend, txn.xid)
+        except BackendError as exc:
+            if exc.backend_errno != 1397:  # XAER_NOTA: the server ended it already
+                raise
+        finally:
+            self.status &= ~IN_TRANS
 
     async def _ddl(self, stmt: Statement, sql: str) -> None:
         if stmt.temporary_table:
@@ -569,10 +597,16 @@ class MemberSession(RelaySession):
         raise CertificationConflict("Plugin instructed the server to rollback the current transaction.")
 
     def _on_doom(self) -> None:
-        """A remote transaction won keys this transaction wrote: it will fail certification, so
-        release its row locks now (the applier is waiting on them) if the session is idle."""
-        if self._task is None and not self.backend.busy and not self.closed:
-            self._spawn_internal(self._rollback_quietly())
+        """A remote transaction won keys this transaction wrote, or waits for its locks (the
+        applier's lock watch): release its row locks now if the session is idle. The session
+        keeps the doomed transaction, so the client's next statement or COMMIT answers 3101."""
+        if self._task is None and not self.backend.busy and not self.closed and self.txn is not None:
+            self._spawn_internal(self._release_doomed(self.txn))
+
+    async def _release_doomed(self, txn: _Txn) -> None:
+        await self.member.local.rollback(self.backend, txn.xid)
+        txn.released = True
+        self.member.close_txn(txn.local)  # rolled back on the backend: nothing left to doom
 
     def _spawn_internal(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -583,11 +617,9 @@ class MemberSession(RelaySession):
         asyncio.get_running_loop().create_task(run())
 
     async def _rollback_quietly(self) -> None:
-        self._drop_txn()
         try:
-            r = await self.backend.execute("ROLLBACK")
-            self.status = r.status
-        except BackendError:
+            await self._rollback()
+        except MySQLError:
             pass
 
     def _drop_txn(self) -> None:
@@ -704,6 +736,70 @@ class MemberSession(RelaySession):
 
 
 _HELD_KINDS = frozenset({Kind.SELECT, Kind.DML, Kind.BEGIN, Kind.CALL, Kind.DO, Kind.SHOW})
+
+
+# Statements that may write rows: they run inside a member-controlled XA transaction. OTHER is
+# what the classifier does not understand (never taken for read-only).
+_WRITE_KINDS = frozenset({Kind.DML, Kind.CALL, Kind.LOAD_DATA, Kind.EXECUTE, Kind.DO, Kind.HANDLER, Kind.OTHER})
+# Under autocommit=0 these start the implicit transaction: it is opened as XA first.
+_IMPLICIT_START_KINDS = frozenset({Kind.SELECT, Kind.DML, Kind.CALL, Kind.LOAD_DATA, Kind.EXECUTE, Kind.DO,
+                                   Kind.MULTI, Kind.OTHER})
+
+
+class _Held:
+    """A sink holding a statement's answer while its autocommit transaction is decided (the
+    client must not hear OK before the group certified the write)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def flush_request(self, transport: Sink) -> None:
+        """A LOCAL INFILE request: the client must see it now."""
+        transport.write(bytes(self.data))
+        self.data.clear()
+
+    def flush(self, transport: Sink, status: int) -> None:
+        """Send the held answer, its final OK/EOF showing `status`'s IN_TRANS bit (the
+        statement ran inside our XA transaction; the client's session is autocommit)."""
+        _patch_final_status(self.data, status)
+        transport.write(bytes(self.data))
+        self.data.clear()
+
+
+def _patch_final_status(buf: bytearray, status: int) -> None:
+    start = last = 0
+    while start + 4 <= len(buf):
+        last = start
+        start += 4 + int.from_bytes(buf[start:start + 3], "little")
+    payload_at = last + 4
+    if payload_at >= len(buf):
+        return
+    head = buf[payload_at]
+    at: int | None = None
+    if head == 0xFE and int.from_bytes(buf[last:last + 3], "little") < 9:
+        at = payload_at + 3  # EOF: 0xFE, warnings(2), status(2)
+    elif head in (0x00, 0xFE):
+        p = payload_at + 1
+        for _ in range(2):  # affected rows, last insert id (length-encoded)
+            first = buf[p]
+            p += 1 if first < 0xFB else {0xFC: 3, 0xFD: 4, 0xFE: 9}.get(first, 1)
+        at = p
+    if at is not None and at + 2 <= len(buf):
+        old = int.from_bytes(buf[at:at + 2], "little")
+        new = (old & ~IN_TRANS) | (status & IN_TRANS)
+        buf[at:at + 2] = new.to_bytes(2, "little")
+
+
+def _setter(fut: "asyncio.Future[ResponseScanner]") -> "Callable[[ResponseScanner], None]":
+    def set_result(sc: ResponseScanner) -> None:
+        if not fut.done():
+            fut.set_result(sc)
+    return set_result
 
 
 def _frame_query(sql: str) -> bytes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from dataclasses import dataclass
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from typing import Any, Protocol
 
 from .certifier import Seq
@@ -192,7 +192,9 @@ class PositionStore:
 
     SETUP_SQL = (
         "CREATE DATABASE IF NOT EXISTS grproxy",
-        "CREATE TABLE IF NOT EXISTS grproxy.applied (seq BIGINT UNSIGNED NOT NULL PRIMARY KEY) ENGINE=InnoDB",
+        # xid: a local transaction's XA id, recorded before its XA COMMIT (see record_local_sql).
+        "CREATE TABLE IF NOT EXISTS grproxy.applied (seq BIGINT UNSIGNED NOT NULL PRIMARY KEY, "
+        "xid VARBINARY(140) NULL) ENGINE=InnoDB",
         "CREATE TABLE IF NOT EXISTS grproxy.applied_ranges (lo BIGINT UNSIGNED NOT NULL PRIMARY KEY, "
         "hi BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
         "CREATE TABLE IF NOT EXISTS grproxy.meta (name VARCHAR(64) NOT NULL PRIMARY KEY, "
@@ -202,6 +204,19 @@ class PositionStore:
     @staticmethod
     def record_sql(seq: int) -> str:
         return f"INSERT INTO grproxy.applied (seq) VALUES ({int(seq)})"
+
+    @staticmethod
+    def record_local_sql(entries: Iterable[tuple[int, bytes]]) -> str:
+        """Positions of local XA transactions the group certified, written (autocommit) before
+        their XA COMMIT: a crash in between leaves the transaction prepared and its position
+        recorded, so the restart commits it (see Member.resolve_prepared)."""
+        values = ",".join(f"({int(seq)},X'{xid.hex()}')" for seq, xid in entries)
+        return f"INSERT INTO grproxy.applied (seq, xid) VALUES {values}"
+
+    async def local_xids(self, conn: BackendLike) -> dict[bytes, int]:
+        """xid → seq of local transactions whose position was recorded (not yet compacted)."""
+        r = await conn.execute("SELECT seq, xid FROM grproxy.applied WHERE xid IS NOT NULL")
+        return {bytes(xid): int(seq) for seq, xid in r.rows}  # type: ignore[arg-type]
 
     async def setup(self, conn: BackendLike) -> None:
         for sql in self.SETUP_SQL:
@@ -215,17 +230,19 @@ class PositionStore:
             out.add(int(seq))  # type: ignore[arg-type]
         return out
 
-    async def compact(self, conn: BackendLike) -> int:
+    async def compact(self, conn: BackendLike, keep: Collection[int] = ()) -> int:
         """Fold `applied` rows into `applied_ranges` (one transaction). Returns rows folded.
 
         Exact under any isolation level: only the `applied` rows this transaction read (and
         locked) are deleted, by their seqs, so a seq committed by another transaction between
-        the read and the DELETE stays in `applied` for the next compaction."""
+        the read and the DELETE stays in `applied` for the next compaction. Seqs in `keep` (local
+        transactions between their position and their XA COMMIT: the restart needs their xid)
+        are left as rows."""
         await conn.execute("BEGIN")
         try:
             ranges = await conn.execute("SELECT lo, hi FROM grproxy.applied_ranges FOR UPDATE")
             rows = await conn.execute("SELECT seq FROM grproxy.applied FOR UPDATE")
-            seqs = [int(seq) for (seq,) in rows.rows]  # type: ignore[arg-type]
+            seqs = [int(seq) for (seq,) in rows.rows if int(seq) not in keep]  # type: ignore[arg-type]
             current = AppliedSet((int(lo), int(hi)) for lo, hi in ranges.rows)  # type: ignore[arg-type]
             for seq in seqs:
                 current.add(seq)
@@ -276,3 +293,61 @@ def _sql_str(s: str) -> str:
     return s.replace("\\", "\\\\").replace("'", "''")
 
 
+
+
+LOCAL_POSITIONS_BATCH_MAX = 1_000  # local positions written by one INSERT; more wait for the next
+LOCAL_POSITIONS_PENDING_MAX = 100_000  # callers waiting at once; one more → OverflowError at once
+
+
+class LocalPositionWriter:
+    """Records the positions of certified local transactions before their XA COMMIT.
+
+    Concurrent callers share one autocommit INSERT on the writer's own backend connection (a
+    group commit of positions): while one batch is written, the next one gathers. `record`
+    returns once its row is durable, or raises what the backend raised (the caller must then
+    not commit: the member goes to ERROR, as for any certified transaction it cannot commit).
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
+        self._connect = connect
+        self._conn: Any = None
+        self._pending: list[tuple[int, bytes, asyncio.Future[None]]] = []
+        self._flushing = False
+
+    async def record(self, seq: int, xid: bytes) -> None:
+        if len(self._pending) >= LOCAL_POSITIONS_PENDING_MAX:
+            raise OverflowError(f"{LOCAL_POSITIONS_PENDING_MAX} local positions already wait to be written")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((seq, xid, fut))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[:LOCAL_POSITIONS_BATCH_MAX]
+                del self._pending[:LOCAL_POSITIONS_BATCH_MAX]
+                try:
+                    if self._conn is None:
+                        self._conn = await self._connect()
+                    await self._conn.execute(PositionStore.record_local_sql((s, x) for s, x, _ in batch))
+                except BaseException as exc:  # noqa: BLE001 - every caller of the batch hears it
+                    conn, self._conn = self._conn, None
+                    if conn is not None:
+                        conn.close()
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                    continue
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+        finally:
+            self._flushing = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -475,6 +475,20 @@ class SchemaCatalog:
     def invalidate_functions(self, schema: str) -> None:
         self._functions.pop(schema, None)
 
+    def forget_for_ddl(self, schema: str, sql: str) -> None:
+        """DDL `sql` ran with default schema `schema`: forget the metadata of what it names
+        (everything, when it names no table)."""
+        from .statements import classify
+
+        stmt = classify(sql)
+        if stmt.ddl_object in ("DATABASE", "SCHEMA") and stmt.schema:
+            self.invalidate_schema(stmt.schema)
+        elif stmt.tables:
+            for ref in stmt.tables:
+                self.invalidate(ref.schema or schema, ref.name)
+        else:
+            self.invalidate_all()
+
     def invalidate_all(self) -> None:
         self._tables.clear()
         self._functions.clear()

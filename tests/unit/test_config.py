@@ -90,7 +90,6 @@ def test_member_section_defaults_and_checks() -> None:
     assert config.member is not None and config.member.port == 3310 and config.member.member_weight == 50
     assert config.member.single_primary_mode and config.member.group_name == "grproxy"
     for raw, key in [
-        ({"group_seeds": []}, "member.group_seeds"),
         ({"bootstrap_group": True, "backend": "nope"}, "member.backend"),
         ({"bootstrap_group": True, "group_address": "nohost"}, "member.group_address"),
         ({"group_seeds": ["127.0.0.1:1", "bad"]}, "member.group_seeds[1]"),

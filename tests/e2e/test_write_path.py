@@ -1,0 +1,306 @@
+"""The write path on the binary log (issue [H]), on `grproxy sandbox` with real MariaDB servers
+and real clients, through the router and through member ports. Every test ends with the same
+CHECKSUM TABLE on every backend.
+
+What a GR member replicates because it takes the server's own row changes now works: CALL of a
+procedure that writes, triggers, LOAD DATA LOCAL, multi-statement writes, RETURNING, savepoints,
+server-side prepared writes, a 20 MB row. GR's own refusals remain (3098 without a primary key).
+The group decides every commit: a client that gives up mid-commit (a frozen secondary delays the
+group) leaves every member with the same rows; a member killed between XA PREPARE and the verdict
+resolves its prepared transaction at restart. A write that bypasses grproxy puts its member in
+ERROR (nothing slips through).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pymysql
+import pytest
+
+if TYPE_CHECKING:  # the fixtures hand these out; `conftest` is no importable module at run time
+    from conftest import MemberInfo, Sandbox
+
+pytestmark = pytest.mark.e2e
+
+CONVERGE_TIMEOUT_S = 60
+ER_BEFORE_DML_VALIDATION = 3098
+
+
+@pytest.fixture(scope="module")
+def group(module_sandbox_factory: Callable[..., "Sandbox"]) -> "Sandbox":
+    sandbox = module_sandbox_factory(members=3)
+    c = sandbox.connect()
+    with c.cursor() as cur:
+        cur.execute("CREATE DATABASE app")
+    c.close()
+    return sandbox
+
+
+def _checksums(sandbox: "Sandbox", member: "MemberInfo", tables: list[str]) -> tuple[object, ...]:
+    c = sandbox.connect_backend(member)
+    try:
+        with c.cursor() as cur:
+            cur.execute(f"CHECKSUM TABLE {', '.join(tables)}")
+            return tuple(r[1] for r in cur.fetchall())
+    finally:
+        c.close()
+
+
+def assert_converged(sandbox: "Sandbox", tables: list[str], members: list["MemberInfo"] | None = None) -> None:
+    """Every backend (or every one of `members`) ends with the same checksums (the appliers
+    may still be catching up: waited for, bounded)."""
+    members = members if members is not None else list(sandbox.members)
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while True:
+        sums = [_checksums(sandbox, m, tables) for m in members]
+        if len(set(sums)) == 1:
+            return
+        assert time.monotonic() < deadline, f"backends differ: {sums}\n{sandbox.log_tail()}"
+        time.sleep(0.3)
+
+
+def _rows(conn: pymysql.connections.Connection, sql: str) -> list[tuple[object, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def test_procedures_triggers_load_data_multi_statements_returning_savepoints(group: "Sandbox", tmp_path: Path) -> None:
+    c = group.connect(local_infile=True, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE app.item (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(40), qty INT)")
+        cur.execute("CREATE TABLE app.audit (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(80), at_qty INT)")
+        cur.execute("CREATE TRIGGER app.item_ins AFTER INSERT ON app.item FOR EACH ROW "
+                    "INSERT INTO app.audit (what, at_qty) VALUES (CONCAT('insert ', NEW.name), NEW.qty)")
+        cur.execute("CREATE PROCEDURE app.restock(n INT) BEGIN "
+                    "UPDATE app.item SET qty = qty + n; INSERT INTO app.audit (what, at_qty) VALUES ('restock', n); END")
+        cur.execute("INSERT INTO app.item (name, qty) VALUES ('apple', 1), ('pear', 2)")  # the trigger writes too
+        cur.execute("CALL app.restock(10)")
+        data = tmp_path / "items.csv"
+        data.write_text("plum,3\nfig,4\n")
+        cur.execute(f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE app.item FIELDS TERMINATED BY ',' (name, qty)")
+        assert cur.rowcount == 2
+        cur.execute("INSERT INTO app.item (name, qty) VALUES ('kiwi', 5); UPDATE app.item SET qty = qty * 2 WHERE name = 'kiwi'")
+        while cur.nextset():
+            pass
+        cur.execute("INSERT INTO app.item (name, qty) VALUES ('lime', 6) RETURNING id, name")
+        returned = cur.fetchall()
+        assert len(returned) == 1 and returned[0][1] == "lime"
+        cur.execute("DELETE FROM app.item WHERE name = 'pear' RETURNING name")
+        assert cur.fetchall() == (("pear",),)
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO app.item (name, qty) VALUES ('kept', 7)")
+        cur.execute("SAVEPOINT s1")
+        cur.execute("INSERT INTO app.item (name, qty) VALUES ('undone', 8)")
+        cur.execute("ROLLBACK TO SAVEPOINT s1")
+        cur.execute("COMMIT")
+    names = {r[0] for r in _rows(c, "SELECT name FROM app.item")}
+    assert names == {"apple", "plum", "fig", "kiwi", "lime", "kept"}
+    c.close()
+    assert_converged(group, ["app.item", "app.audit"])
+    for m in group.members:  # the trigger's and the procedure's rows reached every member
+        b = group.connect_backend(m)
+        assert _rows(b, "SELECT COUNT(*) FROM app.audit WHERE what = 'restock'") == [(1,)]
+        assert _rows(b, "SELECT qty FROM app.item WHERE name = 'kiwi'") == [(10,)]
+        b.close()
+
+
+def test_prepared_writes_run_as_prepared_statements(group: "Sandbox") -> None:
+    conn = group.connect_connector()
+    text = conn.cursor()
+    text.execute("CREATE TABLE app.ps (id INT PRIMARY KEY, note VARCHAR(30), amount DECIMAL(10,2), at DATETIME(6))")
+    text.close()
+    cur = conn.cursor(prepared=True)
+    with pytest.raises(Exception, match="1235"):  # DDL is ordered through the group: text only
+        cur.execute("CREATE TABLE app.ps2 (id INT PRIMARY KEY)")
+    for i in range(20):
+        cur.execute("INSERT INTO app.ps VALUES (?, ?, ?, ?)", (i, f"n{i}", f"{i}.25", f"2026-12-05 10:00:{i:02d}.123456"))
+    cur.execute("UPDATE app.ps SET amount = amount + ? WHERE id < ?", ("1.50", 5))
+    cur.execute("DELETE FROM app.ps WHERE id = ?", (19,))
+    cur.close()
+    conn.close()
+    assert_converged(group, ["app.ps"])
+    b = group.connect_backend(group.members[2])
+    assert _rows(b, "SELECT COUNT(*), SUM(amount) FROM app.ps") == [(19, __import__("decimal").Decimal("202.25"))]
+    b.close()
+
+
+def test_a_20_mb_row_replicates(group: "Sandbox") -> None:
+    c = group.connect(max_allowed_packet=64 << 20)
+    big = os.urandom(10 << 20).hex()  # 20 MiB of text
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE app.blob (id INT PRIMARY KEY, body LONGTEXT)")
+        cur.execute("INSERT INTO app.blob VALUES (1, %s)", (big,))
+    c.close()
+    assert_converged(group, ["app.blob"])
+
+
+def test_grs_own_refusal_remains_a_table_without_primary_key(group: "Sandbox") -> None:
+    c = group.connect()
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE app.nopk (a INT)")
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("INSERT INTO app.nopk VALUES (1)")
+        assert info.value.args[0] == ER_BEFORE_DML_VALIDATION
+        cur.execute("SELECT COUNT(*) FROM app.nopk")
+        assert cur.fetchall() == ((0,),)
+    c.close()
+
+
+def test_member_port_autocommit_and_explicit_transactions(group: "Sandbox") -> None:
+    primary = group.primary()
+    c = group.connect_member(primary)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE app.mp (id INT PRIMARY KEY, v INT)")
+        cur.execute("INSERT INTO app.mp VALUES (1, 1)")
+        cur.execute("SELECT @@in_transaction")
+        assert cur.fetchall() == ((0,),)  # autocommit: nothing left open
+        cur.execute("SET autocommit = 0")
+        cur.execute("SELECT v FROM app.mp WHERE id = 1")
+        cur.execute("UPDATE app.mp SET v = 2 WHERE id = 1")
+        cur.execute("COMMIT")
+        cur.execute("SET autocommit = 1")
+        cur.execute("BEGIN")
+        cur.execute("UPDATE app.mp SET v = 3 WHERE id = 1")
+        cur.execute("ROLLBACK")
+        cur.execute("UPDATE app.mp SET v = v WHERE id = 1")  # changes nothing: no group round
+        cur.execute("SELECT v FROM app.mp")
+        assert cur.fetchall() == ((2,),)
+    c.close()
+    assert_converged(group, ["app.mp"])
+
+
+def test_client_that_gives_up_mid_commit_leaves_members_identical(group: "Sandbox") -> None:
+    """Freeze a secondary's member process, write through the router with a 1.5 s read
+    timeout, thaw it: whatever each commit's fate, every member ends with the same rows (the
+    group decides; before [H] some inserts committed on the others but not on the origin)."""
+    c = group.connect()
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE app.impatient (id INT PRIMARY KEY, v INT)")
+    c.close()
+    victim = group.secondaries()[0]
+    group.signal_member(victim, signal.SIGSTOP)
+    outcomes: dict[str, int] = {}
+    try:
+        for i in range(20):
+            conn = None
+            try:
+                conn = group.connect(read_timeout=1.5, write_timeout=1.5)
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO app.impatient VALUES ({i}, {i})")
+                outcomes["ok"] = outcomes.get("ok", 0) + 1
+            except pymysql.MySQLError as exc:
+                key = str(exc.args[0])
+                outcomes[key] = outcomes.get(key, 0) + 1
+            finally:
+                if conn is not None:
+                    conn.close()
+    finally:
+        group.signal_member(victim, signal.SIGCONT)
+    print("outcomes:", outcomes)
+    assert_converged(group, ["app.impatient"])
+    for m in group.members:
+        b = group.connect_backend(m)
+        assert _rows(b, "XA RECOVER") == [], f"{m.id} kept a prepared transaction"
+        b.close()
+
+
+def test_write_bypassing_grproxy_puts_its_member_in_error(sandbox_factory: Callable[..., "Sandbox"]) -> None:
+    sandbox = sandbox_factory(members=3)
+    c = sandbox.connect()
+    with c.cursor() as cur:
+        cur.execute("CREATE DATABASE app")
+        cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY)")
+    c.close()
+    victim = sandbox.secondaries()[0]
+    b = sandbox.connect_backend(victim)
+    with b.cursor() as cur:
+        cur.execute("INSERT INTO app.t VALUES (42)")  # straight to the backend: the group never saw it
+    b.close()
+    deadline = time.monotonic() + 30
+    while True:
+        m = sandbox.connect_member(victim)
+        with m.cursor() as cur:
+            cur.execute("/* grproxy */ GROUP STATUS")
+            row = cur.fetchone()
+        m.close()
+        if row[1] == "ERROR":
+            assert "never saw" in row[4]
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    rows = sandbox.wait_group(lambda g: len(g) == 2, 30, "the diverged member left the group")
+    assert victim.id not in {g.member.id for g in rows}
+
+
+def test_member_killed_between_prepare_and_verdict_resolves_it_at_restart(sandbox_factory: Callable[..., "Sandbox"]) -> None:
+    """The primary prepares a transaction whose verdict cannot come (both secondaries frozen:
+    no majority), then its process is killed. Thawed, the others go on; restarted with its
+    config, the old primary ends the prepared transaction before serving — rolled back, then
+    recovered from a donor if the group certified it after all — so every member ends with the
+    same rows and no prepared transaction is left behind."""
+    sandbox = sandbox_factory(members=3)
+    c = sandbox.connect()
+    with c.cursor() as cur:
+        cur.execute("CREATE DATABASE app")
+        cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY, v INT)")
+        cur.execute("INSERT INTO app.t VALUES (1, 1)")
+    c.close()
+    primary = sandbox.primary()
+    secondaries = sandbox.secondaries()
+    assert_converged(sandbox, ["app.t"])
+    for s in secondaries:
+        sandbox.signal_member(s, signal.SIGSTOP)
+    errors: list[object] = []
+
+    def commit() -> None:
+        try:
+            conn = sandbox.connect_member(primary, read_timeout=120)
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO app.t VALUES (2, 2)")
+        except pymysql.MySQLError as exc:
+            errors.append(exc.args)
+
+    writer = threading.Thread(target=commit, daemon=True)
+    try:
+        writer.start()
+        b = sandbox.connect_backend(primary)
+        deadline = time.monotonic() + 30
+        while not _rows(b, "XA RECOVER"):
+            assert time.monotonic() < deadline, "the transaction was never prepared"
+            time.sleep(0.05)
+        b.close()
+        sandbox.kill_member(primary)
+    finally:
+        for s in secondaries:
+            sandbox.signal_member(s, signal.SIGCONT)
+    writer.join(30)
+    rows = sandbox.wait_group(lambda g: any(x.role == "PRIMARY" and x.state == "ONLINE" for x in g)
+                              and primary.id not in {x.member.id for x in g}, 60, "a new primary without the old one")
+    assert rows
+    restarted = sandbox.restart_member(primary)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            m = sandbox.connect_member(restarted)
+            with m.cursor() as cur:
+                cur.execute("/* grproxy */ GROUP STATUS")
+                state = cur.fetchone()[1]
+            m.close()
+            if state == "ONLINE":
+                break
+        except pymysql.MySQLError:
+            pass
+        assert time.monotonic() < deadline, sandbox.log_tail()
+        time.sleep(0.3)
+    b = sandbox.connect_backend(restarted)
+    assert _rows(b, "XA RECOVER") == []
+    b.close()
+    assert_converged(sandbox, ["app.t"])
