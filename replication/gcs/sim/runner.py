@@ -135,6 +135,7 @@ class _Run(Checker):
         self.quiet_until_ms = 0  # no new partition or one-way cut before this (a probe runs)
         self.dba_active = False  # the DBA watches for a group without a live majority
         self.group_gone_checks = 0  # consecutive DBA checks that found no member at all
+        self.orphans: set[tuple[int, int]] = set()  # (node, incarnation) stuck outside the group at the last check
         self.short_views: set[ViewId] = set()  # views installed without a live majority (bounded by views)
         self.events: dict[str, int] = {}
 
@@ -667,11 +668,27 @@ def _dba(world: World, run: _Run) -> None:
             world.bootstrap_alone(node)
         return
     run.group_gone_checks = 0
+    stuck = []
     for node in members:
         view = node.core.known_views()[0]  # type: ignore[union-attr]
         alive = [m for m in view.members if (m.address, m.incarnation) in running]
-        if len(alive) >= majority(len(view.members)):
-            return  # a live majority somewhere: the group can help itself
+        if len(alive) < majority(len(view.members)):
+            stuck.append(node)
+    if len(stuck) < len(members):
+        # A live majority somewhere: the group can help itself. A member stuck in a view
+        # without one (left out of a forced configuration, say) is restarted when it still
+        # is on the next check: it rejoins as a new incarnation.
+        for node in stuck:
+            key = (node.index, node.incarnation)
+            if key in run.orphans:
+                run.count("dba-restart")
+                if world.trace:
+                    world.trace(f"{world.now_ms:>7} DBA: {node.member} is stuck outside the group; restart it")
+                world.crash(node)
+                node.restart_pending = True
+                world.at(world.now_ms + run.rng.randint(200, 2_000), _restart, world, node)
+        run.orphans = {(n.index, n.incarnation) for n in stuck}
+        return
     # A member that asked to leave is a survivor only when nobody else is (its leave then
     # completes in the forced configuration, and the group is rebooted).
     staying = [n for n in members if not n.leaving] or members

@@ -898,12 +898,33 @@ class Core:
             return
         op.states[self.me] = self._force_state(op.force_id)  # we may have executed more meanwhile
         states = list(op.states.values())
-        # A slot some listed member executed and still holds is decided and fetchable; else
-        # it is known decided if some listed member says so; the rest are gaps. (A joiner
-        # never held the slots before its welcome: counting those as fetchable left a
-        # survivor waiting for slots only the dead held, sim seed 770.)
-        executed_low = min(st.next_slot for st in states)
+        # Slots below some member's next slot are executed there: decided, and fetchable if
+        # some listed member still holds them. A joiner never held the slots before its
+        # welcome, though its state includes their effects (configurations): a listed member
+        # behind such a hole could never catch up (sim seed 770), and declaring the hole empty
+        # instead made it run other configurations than the joiner (two owners of one slot,
+        # sim seed 566445872). Such members are left out of the forced configuration (they
+        # rejoin as new incarnations); a forcer that is one of them fails.
         executed_high = max(st.next_slot for st in states)
+        held: set[int] = set()
+        for st in states:
+            held.update(st.known)
+            held.update(range(max(st.held_from, min(s.next_slot for s in states)), st.next_slot))
+        stranded = {
+            m for m, st in op.states.items() if any(s not in held for s in range(st.next_slot, executed_high))
+        }
+        if self.me in stranded:
+            self._force = None
+            self._event(
+                GcsErrorCode.FORCE_FAILED,
+                f"slots from {self._next_slot} up to {executed_high - 1} are held by no listed member: this member"
+                " cannot catch up; force on the most advanced member instead",
+            )
+            return
+        if stranded:
+            op.members = tuple(m for m in op.members if m not in stranded)
+            states = [st for m, st in op.states.items() if m not in stranded]
+        # Above, a slot is known decided if some listed member says so; the rest are gaps.
         # At least one slot above every listed member's next slot: the configuration in effect
         # there may have started at that very slot (its view installed, nothing executed), and
         # a forced one starting there too would replace it without a switch -- its view never
@@ -914,11 +935,9 @@ class Core:
             known.update(st.known)
             if st.known:
                 start = max(start, max(st.known) + 1)
-        for st in states:
-            known.update(range(max(st.held_from, executed_low), st.next_slot))
         gaps: list[SlotRange] = []
         first = -1
-        for s in range(executed_low, start):
+        for s in range(executed_high, start):
             if s in known:
                 if first >= 0:
                     gaps.append(SlotRange(Slot(first), Slot(s)))
