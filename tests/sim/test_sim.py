@@ -53,6 +53,18 @@ REGRESSION_SEEDS: dict[int, tuple[tuple[str, ...], str]] = {
     1119: (FAULTS, "a LEAVE decided below a forced start was dropped: the member stayed 'leaving' in "
            "the forced group for good and refused every join"),
     141: (STALE, "a joiner welcomed before a force waited forever for decisions of the forced epoch"),
+    268240069: (FAULTS, "a listed member learned a configuration change decided below the forced start "
+                 "only after the force, dropped it and proposed in a slot it did not own"),
+    268238274: (FAULTS, "a member the group was already removing forced itself: it executed the force's "
+                 "gaps (declaring lost a decision the group had delivered), then left"),
+    770: (FAULTS, "a forced survivor waited for slots that only the dead held (the other survivor, a "
+          "joiner, never held the slots before its welcome)"),
+    566445872: (FAULTS, "the force declared a joiner's pre-welcome slots empty: the other survivor ran "
+                "other configurations there and two members owned slot 26"),
+    268338234: (("oneway", "crash", "loss"), "an expelled member left at the switch holding the only copy "
+                "of the decisions before it; its peers could never reach the switch"),
+    268338500: (("majority-loss", "loss", "oneway"), "(checker) a force forks the history at its first "
+                "gap: a survivor delivered a message one slot after the dead had"),
 }
 
 def _failures(seeds: range, options: SimOptions, stop_after: int = 5) -> list[str]:
