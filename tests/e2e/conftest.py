@@ -315,6 +315,16 @@ class Sandbox:
         os.kill(pid, sig)
         return pid
 
+    def checksums(self, member: MemberInfo, tables: list[str]) -> tuple[object, ...]:
+        """CHECKSUM TABLE of `tables` on the member's backend, in order."""
+        c = self.connect_backend(member)
+        try:
+            with c.cursor() as cur:
+                cur.execute(f"CHECKSUM TABLE {', '.join(tables)}")
+                return tuple(r[1] for r in cur.fetchall())
+        finally:
+            c.close()
+
     def member_config(self, member: MemberInfo) -> Path:
         """The member's config file, as the sandbox wrote it (what the README restarts it with)."""
         return self.base_dir / "sb" / member.id / "grproxy.toml"

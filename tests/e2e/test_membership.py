@@ -137,23 +137,13 @@ def _rows(sandbox: Sandbox, member: MemberInfo, table: str) -> set[int]:
         c.close()
 
 
-def _checksums(sandbox: Sandbox, member: MemberInfo, tables: list[str]) -> tuple[object, ...]:
-    c = sandbox.connect_backend(member)
-    try:
-        with c.cursor() as cur:
-            cur.execute(f"CHECKSUM TABLE {', '.join(tables)}")
-            return tuple(r[1] for r in cur.fetchall())
-    finally:
-        c.close()
-
-
 def _assert_converged(sandbox: Sandbox, tables: list[str]) -> None:
     """Every member ONLINE with the same GTID set and the same checksums (waits for the
     appliers to catch up)."""
     deadline = time.monotonic() + ONLINE_TIMEOUT_S
     while True:
         statuses = [_status(sandbox, m) for m in sandbox.members]
-        sums = [_checksums(sandbox, m, tables) for m in sandbox.members]
+        sums = [sandbox.checksums(m, tables) for m in sandbox.members]
         gtids = {s["GTID_EXECUTED"] for s in statuses}
         groups = {s["GROUP_UUID"] for s in statuses}
         if len(gtids) == 1 and len(set(sums)) == 1 and all(s["MEMBER_STATE"] == "ONLINE" for s in statuses):

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,23 +43,13 @@ def group(module_sandbox_factory: Callable[..., "Sandbox"]) -> "Sandbox":
     return sandbox
 
 
-def _checksums(sandbox: "Sandbox", member: "MemberInfo", tables: list[str]) -> tuple[object, ...]:
-    c = sandbox.connect_backend(member)
-    try:
-        with c.cursor() as cur:
-            cur.execute(f"CHECKSUM TABLE {', '.join(tables)}")
-            return tuple(r[1] for r in cur.fetchall())
-    finally:
-        c.close()
-
-
 def assert_converged(sandbox: "Sandbox", tables: list[str], members: list["MemberInfo"] | None = None) -> None:
     """Every backend (or every one of `members`) ends with the same checksums (the appliers
     may still be catching up: waited for, bounded)."""
     members = members if members is not None else list(sandbox.members)
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
     while True:
-        sums = [_checksums(sandbox, m, tables) for m in members]
+        sums = [sandbox.checksums(m, tables) for m in members]
         if len(set(sums)) == 1:
             return
         assert time.monotonic() < deadline, f"backends differ: {sums}\n{sandbox.log_tail()}"
