@@ -62,6 +62,13 @@ def _die_with_parent() -> None:  # in the child between fork and exec (Linux)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _server_options(binary: ServerBinary) -> dict[str, str | None]:
+    """Snapshot isolation for REPEATABLE READ where the server has it (MariaDB 10.6.18+,
+    10.11.8+, 11.x): see checkers/list_append.py for what it changes in what we may check."""
+    has = binary.is_mariadb and (binary.version >= (10, 11, 8) or (10, 6, 18) <= binary.version < (10, 7, 0))
+    return {"innodb_snapshot_isolation": "ON"} if has else {}
+
+
 def connect(port: int, *, user: str = "root", password: str = "", database: str | None = None,
             timeout_s: float = 5, autocommit: bool = True) -> pymysql.connections.Connection:
     return pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database=database,
@@ -119,6 +126,7 @@ class Cluster:
         self.base = Path(base_dir)
         self.count = members
         self.single_primary = single_primary
+        self.snapshot_isolation = True  # decided in start() from the server's version
         self.binary = binary
         self.net = Network([f"m{i}" for i in range(1, members + 1)] + ["router"])
         self.members: list[MemberNode] = []
@@ -156,12 +164,12 @@ class Cluster:
 
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        binary = self.binary or find_server_binary()
-        extra = {"innodb_snapshot_isolation": "ON"} if binary.is_mariadb and binary.version >= (10, 6, 18) else {}
+        binary = self.binary = self.binary or find_server_binary()
+        self.snapshot_isolation = bool(_server_options(binary))
         self._start_loop()
         for i in range(1, self.count + 1):
             handle = start_server(self.base / f"m{i}" / "data", server_id=i, durable=True, die_with_parent=True,
-                                  binary=binary, extra_options=extra)
+                                  binary=binary, extra_options=_server_options(binary))
             self.members.append(MemberNode(i, handle, self.base / f"m{i}", free_port(), free_port()))
         addresses: dict[str, str] = {}
         for m in self.members:
@@ -373,7 +381,7 @@ class Cluster:
         if m.backend.alive():
             return
         b = m.backend
+        binary = self.binary or find_server_binary()
         m.backend = start_server(b.datadir, port=b.port, server_id=m.index, durable=True, die_with_parent=True,
-                                 binary=self.binary or find_server_binary(),
-                                 extra_options={"innodb_snapshot_isolation": "ON"})
+                                 binary=binary, extra_options=_server_options(binary))
         self.note(f"restart backend {name}")

@@ -326,10 +326,11 @@ def _append_elements(c: Completed) -> list[tuple[int, int]]:
 
 def check_run(bank: Bank, bank_ops: list[Any], la_ops: list[Any], finals: dict[str, MemberFinal],
               online: set[str], converged_s: float | None, convergence_note: str,
-              convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S) -> list[CheckResult]:
+              convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S,
+              snapshot_isolation: bool = True) -> list[CheckResult]:
     results = [
         check_bank(bank_ops, total=bank.total, accounts=[str(a) for a in bank.accounts]),
-        check_list_append(la_ops, snapshot_isolation=True),
+        check_list_append(la_ops, snapshot_isolation=snapshot_isolation),
         check_stale_reads(
             la_ops,
             writes=_append_elements,
@@ -440,7 +441,7 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
                 online = {n for n, f in finals.items() if f.state.error is None} & online
             online = online or {n for n, f in finals.items() if f.state.error is None}
             results = check_run(bank, bank_rec.ops(), la_rec.ops(), finals, online, converged_s, note,
-                                convergence_timeout_s)
+                                convergence_timeout_s, cluster.snapshot_isolation)
             exits = cluster.unexpected_exits()
             if exits:
                 results.append(result("processes", [Anomaly("unexpected-exit", (), e) for e in exits]))
