@@ -65,6 +65,8 @@ REGRESSION_SEEDS: dict[int, tuple[tuple[str, ...], str]] = {
                 "of the decisions before it; its peers could never reach the switch"),
     268338500: (("majority-loss", "loss", "oneway"), "(checker) a force forks the history at its first "
                 "gap: a survivor delivered a message one slot after the dead had"),
+    566542720: (("restart-all", "crash", "loss"), "(runner) the join of an incarnation that had given up "
+                "left a view without a live majority; nobody called the DBA"),
 }
 
 def _failures(seeds: range, options: SimOptions, stop_after: int = 5) -> list[str]:

@@ -170,23 +170,24 @@ class _Run(Checker):
         if not self.cautious and ready.sends and self.world is not None:
             self._stale_nemesis(node, ready)
         if ready.views and self.world is not None:
-            self._watch_removals(ready)
+            self._watch_views(ready)
         if ready.phase is Phase.OFFLINE and not node.restart_pending and self.world is not None:
             # Out of the group (expelled, refused, behind): rejoin as a new incarnation.
             node.restart_pending = True
             world = self.world
             world.at(world.now_ms + self.rng.randint(100, 1500), _restart, world, node)
 
-    def _watch_removals(self, ready: Ready) -> None:
-        """An expel decided on information that went stale (a member counted alive died
-        meanwhile: no failure detector can tell in time) may leave a view without a live
-        majority, cautious crash scheduler or not. No binding can decide without one: the
-        DBA's case (DESIGN §3). Counted, so that tests can tell how often it happens."""
+    def _watch_views(self, ready: Ready) -> None:
+        """A view may be installed without a live majority, cautious crash scheduler or not:
+        an expel decided on information that went stale (a member counted alive died
+        meanwhile: no failure detector can tell in time), or the join of an incarnation that
+        gave up waiting for its welcome before the join was decided. No binding can decide
+        without a majority: the DBA's case (DESIGN §3). Counted, so tests see how often."""
         world = self.world
         assert world is not None
         running = _running(world, None)
         for view in ready.views:
-            if not view.left:
+            if not view.left and not view.joined:
                 continue
             alive = sum(1 for m in view.members if (m.address, m.incarnation) in running)
             if alive < majority(len(view.members)) and view.view_id not in self.short_views:
