@@ -642,12 +642,17 @@ def _stop_stragglers(world: World, rng: random.Random) -> None:
 
 
 def _dba(world: World, run: _Run) -> None:
-    """What a DBA does about a group that lost its live majority: force_members on the most
-    advanced survivor, listing the survivors of its configuration (DESIGN §3, "Gone missing").
+    """What a DBA does about a group that lost its live majority (DESIGN §3, "Gone missing"),
+    checked every second in runs where that can happen (stale expels, majority loss, a view
+    installed without a live majority):
 
-    Only when no live member is in a configuration with a live majority: a member that merely
-    lags in an old view must learn the group's news, not be forced into a group of its own.
-    The run checks every second (force is refused until the survivor suspects the dead).
+    - no live member is in a configuration with a live majority: force_members on the most
+      advanced survivor, listing the survivors of its configuration (refused until it
+      suspects the dead; retried); if even that survivor is being removed, reboot the group;
+    - no member left at all: bootstrap the group again (stragglers still catching up with the
+      old one are stopped first; everyone rejoins);
+    - some configuration has a live majority: the group helps itself; a member stuck in a
+      view without one on two checks in a row (left out of a force) is restarted.
     """
     world.at(world.now_ms + 1_000, _dba, world, run)
     running = _running(world, None)
