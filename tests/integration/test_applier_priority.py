@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pymysql
@@ -102,6 +103,7 @@ def test_remote_write_kills_busy_local_statement(group: PortGroup, loop: LoopThr
         t = threading.Thread(target=lambda: busy.append(errno_of(a, "SELECT SLEEP(60)")))
         t.start()
         try:
+            wait_for_lock_holder(backends[0], "SLEEP(60)")
             b.execute("UPDATE app.t SET v = 20 WHERE id = 1")
             converged_and_identical(group, loop, backends)
         finally:
@@ -114,6 +116,40 @@ def test_remote_write_kills_busy_local_statement(group: PortGroup, loop: LoopThr
     assert group.members[0].applier.stats_blockers_killed >= 1
     local.close()
     remote.close()
+
+
+def test_remote_write_interrupts_busy_autocommit_statement(group: PortGroup, loop: LoopThread,
+                                                           backends: list[ServerHandle]) -> None:
+    local, remote = group.connect(0), group.connect(1)
+    busy: list[int | None] = []
+    with local.cursor() as a, remote.cursor() as b:
+        # An autocommit write that holds its row lock for a long time (SLEEP after the lock).
+        t = threading.Thread(target=lambda: busy.append(
+            errno_of(a, "UPDATE app.t SET v = 1 + SLEEP(60) WHERE id = 1")))
+        t.start()
+        try:
+            wait_for_lock_holder(backends[0], "SLEEP(60)")
+            b.execute("UPDATE app.t SET v = 30 WHERE id = 1")
+            converged_and_identical(group, loop, backends)
+        finally:
+            t.join(LIVENESS_S + 35)
+        assert busy and busy[0] in DOOMED  # the statement is its transaction: it answers as one that lost
+        a.execute("SELECT v FROM app.t WHERE id = 1")
+        assert a.fetchone() == (30,)
+    local.close()
+    remote.close()
+
+
+def wait_for_lock_holder(backend: ServerHandle, text: str) -> None:
+    """Until a transaction running a statement containing `text` holds locks on `backend`."""
+    deadline = time.monotonic() + LIVENESS_S
+    while time.monotonic() < deadline:
+        found = backend_rows(backend, "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                                      f"WHERE trx_query LIKE '%{text}%' AND trx_rows_locked > 0")
+        if found[0][0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no transaction running {text!r} took a lock")
 
 
 def test_remote_ddl_waiting_on_metadata_lock_aborts_local_transaction(group: PortGroup, loop: LoopThread,
