@@ -23,6 +23,14 @@ members can never make a future transaction fail — every future snapshot is at
 minimum — so it is dropped. Because the reports are totally ordered, every member drops the
 same keys at the same point and certification stays identical everywhere.
 
+DDL (DESIGN §5). A DDL takes a seq of its own (`ddl`) and names the tables (or schemas) it
+changes as 64-bit hashes; the certifier keeps the last DDL seq of each. A transaction also
+names the tables and schemas it wrote: it conflicts with a DDL on one of them ordered after
+its snapshot that it did not see — its rows were written against the table as it was before
+(and on its member its prepared XA transaction holds the table's metadata lock the DDL waits
+for: the conflict rolls it back and lets the DDL run). A DDL whose tables are not known names
+`ALL_TABLES`, which every transaction conflicts with. Garbage-collected like keys.
+
 Pure: no I/O, no clock. Bounded by `keys_max`: at the bound, certification refuses new
 transactions (`CertifierFull`) rather than forgetting keys, which would be unsound.
 """
@@ -37,6 +45,7 @@ Seq = NewType("Seq", int)
 KeyHash = NewType("KeyHash", int)
 
 CERT_KEYS_MAX_DEFAULT = 10_000_000
+ALL_TABLES = KeyHash(0)  # a DDL whose tables are unknown: it conflicts with every transaction
 
 
 class CertifierFull(Exception):
@@ -66,19 +75,27 @@ class Certifier:
     _last_writer: dict[KeyHash, Seq] = field(default_factory=dict)
     _reports: dict[str, Seq] = field(default_factory=dict)
     stable: Seq = Seq(0)
+    _last_ddl: dict[KeyHash, Seq] = field(default_factory=dict)  # table / schema hash → last DDL seq
 
-    def certify(self, write_set: Iterable[KeyHash], snapshot: Seq, seen: Collection[Seq] = ()) -> Outcome:
+    def certify(self, write_set: Iterable[KeyHash], snapshot: Seq, seen: Collection[Seq] = (),
+                tables: Iterable[KeyHash] = ()) -> Outcome:
         """Certify a transaction. Positive → its seq; its keys now point at that seq.
 
         The transaction saw every seq up to `snapshot` and the seqs in `seen` (committed on its
         member above the snapshot, out of order); it conflicts with a later writer of one of its
-        keys that it did not see.
+        keys that it did not see, and with a later DDL on one of its `tables` (table and schema
+        hashes) or on ALL_TABLES that it did not see (`conflict_key` is then the table's hash).
 
         Raises ValueError for a snapshot from the future (a bug upstream), CertifierFull when
         admitting the keys would pass `keys_max`.
         """
         if snapshot > self.last_seq or (seen and max(seen) > self.last_seq):
             raise ValueError(f"[BUG] snapshot {snapshot} / seen seqs after the last certified seq {self.last_seq}")
+        if self._last_ddl:
+            for table in (ALL_TABLES, *tables):
+                ddl = self._last_ddl.get(table)
+                if ddl is not None and ddl > snapshot and ddl not in seen:
+                    return Outcome(False, None, table, ddl)
         keys = write_set if isinstance(write_set, (set, frozenset, tuple, list)) else tuple(write_set)
         last_writer = self._last_writer
         for key in keys:
@@ -94,9 +111,18 @@ class Certifier:
         return Outcome(True, seq)
 
     def assign(self) -> Seq:
-        """Give the next seq to a totally ordered event that is not certified (DDL)."""
+        """Give the next seq to a totally ordered event that is not certified."""
         self.last_seq = Seq(self.last_seq + 1)
         return self.last_seq
+
+    def ddl(self, tables: Iterable[KeyHash]) -> Seq:
+        """Give the next seq to a DDL changing `tables` (table / schema hashes, or ALL_TABLES):
+        transactions on them with an earlier snapshot now conflict (see `certify`). The DDL
+        itself is never refused: the bound on keys is not checked (a DDL names few)."""
+        seq = self.assign()
+        for table in tables:
+            self._last_ddl[table] = seq
+        return seq
 
     def report_stable(self, member: str, lowest_snapshot: Seq, members: Iterable[str]) -> int:
         """A member's report of the lowest snapshot it may still send; returns keys dropped.
@@ -116,6 +142,7 @@ class Certifier:
         self.stable = stable
         before = len(self._last_writer)
         self._last_writer = {k: s for k, s in self._last_writer.items() if s > stable}
+        self._last_ddl = {k: s for k, s in self._last_ddl.items() if s > stable}
         return before - len(self._last_writer)
 
     def __len__(self) -> int:
@@ -125,6 +152,12 @@ class Certifier:
         """(last_seq, stable, key → last writer): what a donor sends a joining member."""
         return self.last_seq, self.stable, dict(self._last_writer)
 
+    def ddl_state(self) -> dict[KeyHash, Seq]:
+        """table / schema hash → last DDL seq (sent to a joining member with `snapshot_state`)."""
+        return dict(self._last_ddl)
+
     @classmethod
-    def from_state(cls, last_seq: Seq, stable: Seq, last_writer: Mapping[KeyHash, Seq], keys_max: int = CERT_KEYS_MAX_DEFAULT) -> "Certifier":
-        return cls(last_seq=last_seq, keys_max=keys_max, _last_writer=dict(last_writer), stable=stable)
+    def from_state(cls, last_seq: Seq, stable: Seq, last_writer: Mapping[KeyHash, Seq], keys_max: int = CERT_KEYS_MAX_DEFAULT,
+                   last_ddl: Mapping[KeyHash, Seq] | None = None) -> "Certifier":
+        return cls(last_seq=last_seq, keys_max=keys_max, _last_writer=dict(last_writer), stable=stable,
+                   _last_ddl=dict(last_ddl or {}))

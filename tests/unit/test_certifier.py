@@ -182,3 +182,21 @@ def test_seen_matches_oracle(raw: list[tuple[frozenset[int], int, list[int]]]) -
     replay = Certifier()
     got = [replay.certify({K(k) for k in keys}, Seq(s), {Seq(x) for x in seen}).seq for keys, s, seen in history]
     assert got == oracle_seen(history)
+
+
+def test_ddl_fails_earlier_snapshots_on_its_tables_until_collected() -> None:
+    from replication.certifier import ALL_TABLES
+
+    c = Certifier()
+    t, u = K(7), K(8)
+    assert c.ddl((t,)) == 1
+    before = c.certify({K(1)}, Seq(0), tables=(t,))
+    assert not before.positive and before.conflict_key == t and before.conflict_seq == 1
+    assert c.certify({K(1)}, Seq(0), seen={Seq(1)}, tables=(t,)).positive  # ran after it on its member
+    assert c.certify({K(2)}, Seq(0), tables=(u,)).positive  # another table
+    assert c.certify({K(3)}, Seq(1), tables=(t,)).positive  # snapshot includes the DDL
+    assert c.ddl((ALL_TABLES,)) == 5
+    assert not c.certify({K(4)}, Seq(4), tables=(u,)).positive  # a DDL on unknown tables: every table
+    view = ["m1"]
+    c.report_stable("m1", Seq(5), view)
+    assert c.ddl_state() == {} and c.certify({K(4)}, Seq(4), tables=(t,)).positive
