@@ -318,6 +318,27 @@ def wait_converged(cluster: Cluster, timeout_s: float) -> tuple[float | None, st
     return None, last
 
 
+def online_group(cluster: Cluster) -> set[str]:
+    """The members of the group as its members see it: the ONLINE set reported by a majority of
+    all members, each of which lists itself in it. Empty when there is no such group. A member
+    outside the group (ERROR, expelled) lists only itself or nothing, so its backend is not
+    taken for the group's state."""
+    views: dict[str, frozenset[str]] = {}
+    for m in cluster.members:
+        if not m.alive():
+            continue
+        try:
+            views[m.name] = frozenset(cluster.online_view(m))
+        except pymysql.MySQLError:
+            continue
+    majority = len(cluster.members) // 2 + 1
+    for view in set(views.values()):
+        agreeing = [n for n, v in views.items() if v == view and n in view]
+        if len(agreeing) >= majority and set(agreeing) == set(view):
+            return set(view)
+    return set()
+
+
 def _append_elements(c: Completed) -> list[tuple[int, int]]:
     if c.f != "txn":
         return []
@@ -433,13 +454,7 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
                 nemesis.heal_all()
             converged_s, note = wait_converged(cluster, convergence_timeout_s)
             finals = read_final(cluster)
-            try:
-                online = cluster.online_view(cluster.members[0]) if cluster.members[0].alive() else set()
-            except pymysql.MySQLError:
-                online = set()
-            if converged_s is None:
-                online = {n for n, f in finals.items() if f.state.error is None} & online
-            online = online or {n for n, f in finals.items() if f.state.error is None}
+            online = online_group(cluster) & {n for n, f in finals.items() if f.state.error is None}
             results = check_run(bank, bank_rec.ops(), la_rec.ops(), finals, online, converged_s, note,
                                 convergence_timeout_s, cluster.snapshot_isolation)
             exits = cluster.unexpected_exits()
