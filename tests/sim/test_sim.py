@@ -65,6 +65,8 @@ REGRESSION_SEEDS: dict[int, tuple[tuple[str, ...], str]] = {
                 "of the decisions before it; its peers could never reach the switch"),
     268338500: (("majority-loss", "loss", "oneway"), "(checker) a force forks the history at its first "
                 "gap: a survivor delivered a message one slot after the dead had"),
+    980987962: (FAULTS, "single leader: a leaving member, first in line after the dead leader, revoked its "
+                "slots to no-ops forever and never proposed its LEAVE; the others' expel never got a slot"),
     566542720: (("restart-all", "crash", "loss"), "(runner) the join of an incarnation that had given up "
                 "left a view without a live majority; nobody called the DBA"),
 }

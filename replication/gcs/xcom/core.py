@@ -1533,11 +1533,13 @@ class Core:
             and not p.owned
             and self._reconfigs
             and self._phase is Phase.MEMBER
-            and not self._leaving
         ):
             # Nothing was accepted here and, with a single leader, nothing is learned without
             # a quorum: any value is safe. Use it for a membership change (e.g. expelling the
-            # dead leader, which no one else could propose: the leader owns every slot).
+            # dead leader, which no one else could propose: the leader owns every slot). A
+            # leaving member uses it for its LEAVE (all it queues): excluded, it revoked the
+            # dead leader's slots to no-ops forever, first in line, while the others' expel
+            # never got a slot (sim seed 980987962).
             p.value = self._reconfigs.pop(0)
             self._mine[p.slot] = p.value
         else:
