@@ -8,8 +8,10 @@ XA transaction once its XA_PREPARE event has been read — whether the event arr
 after the call. Every other transaction that wrote rows (an ordinary commit, XA COMMIT ONE PHASE,
 rows outside any group) goes to `on_outside_xa(txn)`, called from the reader task: the member
 tells its own applier's commits apart from a stray write (a backend session that committed a
-write the group never saw) and goes to ERROR for the latter. The hook must not block; an
-exception from it stops the reader like a broken stream (waiters hear it).
+write the group never saw) and goes to ERROR for the latter. The rows of those transactions are
+decoded only if the hook reads them (`Assembler(decode_outside_xa=False)`): telling them apart
+takes table names only. The hook must not block; an exception from it stops the reader like a
+broken stream (waiters hear it).
 
 Bounds, and what happens at each (STYLE §11):
 
@@ -76,7 +78,9 @@ class BinlogReader:
     def __init__(self, stream: BinlogStream, *, on_outside_xa: OutsideXaHook | None = None,
                  limits: ReaderLimits = ReaderLimits()) -> None:
         self._stream = stream
-        self._assembler = Assembler(transaction_bytes_max=limits.transaction_bytes_max)
+        # Only prepared XA transactions are decoded as read; the others (the applier's commits,
+        # the member's bookkeeping, a stray write) decode their rows if someone reads them.
+        self._assembler = Assembler(transaction_bytes_max=limits.transaction_bytes_max, decode_outside_xa=False)
         self._on_outside_xa = on_outside_xa
         self.limits = limits
         self._waiters: dict[XaId, asyncio.Future[BinlogTransaction]] = {}
@@ -245,9 +249,9 @@ class BinlogReader:
             self._on_outside_xa(txn)
 
     def _resolve_unlogged(self) -> None:
-        position = self._stream.position
+        stream = self._stream
         for xid, logged_before in list(self._unlogged_at.items()):
-            if position.reached(logged_before):
+            if stream.reached(logged_before):
                 del self._unlogged_at[xid]
                 future = self._waiters.pop(xid, None)
                 if future is not None and not future.done():

@@ -115,6 +115,22 @@ class _DumpConnection(BackendConnection):
             self.transport.resume_reading()
             self._paused = False
 
+    def read_buffered(self) -> bytes | None:
+        """The payload of the next packet when it is already buffered whole and fits in one
+        packet (the common case: the server streams events faster than we take them), else None
+        and nothing is consumed (read_packet then waits for it)."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        length = buf[0] | buf[1] << 8 | buf[2] << 16
+        if length >= MAX_PAYLOAD or len(buf) < 4 + length:
+            return None
+        payload = bytes(buf[4 : 4 + length])
+        del buf[: 4 + length]
+        if self._paused and len(buf) <= self.buffer_bytes_max:
+            self._resume()
+        return payload
+
     async def read_packet(self) -> tuple[int, bytes]:
         """As BackendConnection.read_packet, bounded by EVENT_BYTES_MAX and resuming the socket."""
         parts: list[bytes] = []
@@ -153,7 +169,9 @@ class BinlogStream:
         self._fde: FormatDescription | None = None
         self._table_maps = TableMapCache()
         self._broken: BinlogStreamBroken | None = None
-        self.position = position  # of the next event to read
+        self._position = position  # of the next event to read, built from the two below on demand
+        self._file = position.file
+        self._offset = position.offset
         self.start_position = position
         self.start_gtid_pos: str | None = None
         self.events_read = 0
@@ -230,6 +248,20 @@ class BinlogStream:
         return stream
 
     @property
+    def position(self) -> BinlogPosition:
+        """Where the next event starts (built lazily: most events move it, few readers look)."""
+        p = self._position
+        if p.offset != self._offset or p.file != self._file:
+            p = self._position = BinlogPosition(self._file, self._offset)
+        return p
+
+    def reached(self, other: BinlogPosition) -> bool:
+        """`self.position.reached(other)`, without building the position (checked per event)."""
+        if other.file == self._file:
+            return self._offset >= other.offset
+        return self.position.reached(other)
+
+    @property
     def checksum(self) -> bool:
         return self._checksum
 
@@ -246,16 +278,21 @@ class BinlogStream:
         in that a cancelled read breaks the stream (a partial event cannot be resumed)."""
         if self._broken is not None:
             raise self._broken
-        try:
-            async with asyncio.timeout(self._heartbeat_s * STREAM_SILENCE_HEARTBEATS):
-                _, payload = await self._conn.read_packet()
-        except TimeoutError:
-            raise self._break(f"no binlog event nor heartbeat for {self._heartbeat_s * STREAM_SILENCE_HEARTBEATS:g} s")
-        except (BackendLost, MalformedPacket) as exc:
-            raise self._break(f"binlog stream lost: {exc}") from exc
-        except asyncio.CancelledError:
-            self._break("binlog read cancelled")
-            raise
+        # An event already buffered whole is taken without the silence watchdog (a timer armed
+        # and cancelled per event was a large share of the reader's CPU): the watchdog only
+        # matters while we wait for the server.
+        payload = self._conn.read_buffered()
+        if payload is None:
+            try:
+                async with asyncio.timeout(self._heartbeat_s * STREAM_SILENCE_HEARTBEATS):
+                    _, payload = await self._conn.read_packet()
+            except TimeoutError:
+                raise self._break(f"no binlog event nor heartbeat for {self._heartbeat_s * STREAM_SILENCE_HEARTBEATS:g} s")
+            except (BackendLost, MalformedPacket) as exc:
+                raise self._break(f"binlog stream lost: {exc}") from exc
+            except asyncio.CancelledError:
+                self._break("binlog read cancelled")
+                raise
         marker = payload[:1]
         if marker == b"\xff":
             errno, _, message = parse_err(payload)
@@ -274,9 +311,16 @@ class BinlogStream:
         if isinstance(event, FormatDescription):
             self._fde = event
         elif isinstance(event, Rotate):
-            self.position = BinlogPosition(event.next_file, max(event.position, 4))
-        elif event.header.log_pos and not isinstance(event, Heartbeat):
-            self.position = BinlogPosition(self.position.file, event.header.log_pos)
+            self._file, self._offset = event.next_file, max(event.position, 4)
+            self.position  # validated now, as the event that moved it is read
+        elif not isinstance(event, Heartbeat):
+            # log_pos from this event's own bytes: a TABLE_MAP from the decode cache carries the
+            # header of the first event that mapped it (an older position, maybe of another file).
+            log_pos = raw[13] | raw[14] << 8 | raw[15] << 16 | raw[16] << 24
+            if log_pos:
+                if log_pos < 4:
+                    raise self._break(f"binlog event at {self.position} gives the invalid next position {log_pos}")
+                self._offset = log_pos
         return event
 
     def _break(self, message: str, errno: int = 0) -> BinlogStreamBroken:

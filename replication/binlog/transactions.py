@@ -10,7 +10,13 @@ Theory of operation. MariaDB writes every event group between a GTID event and i
 
 `Assembler.feed(event)` returns the transactions the event completes (zero or one). Rows events
 are decoded as they arrive against the group's table maps, with one compiled `RowDecoder` per
-table definition kept across groups (bounded by `DECODER_CACHE_MAX`). A transaction whose rows
+table definition kept across groups (bounded by `DECODER_CACHE_MAX`). With
+`decode_outside_xa=False` (a member's reader) only the groups that end in XA PREPARE (or XA
+COMMIT … ONE PHASE) are decoded, when they end; every other group keeps its rows events as they
+came and decodes them on the first read of a table's `changes` (its `row_count` decodes them
+too). A member needs only the table names of those — mostly its own applier's commits — and
+decoding them cost every secondary a full decode of every transaction it applied. Decoding errors
+of such a group then surface where `changes` is read, not from `feed`. A transaction whose rows
 events pass `transaction_bytes_max` keeps being tracked to its end but stops keeping rows: it is
 delivered with `oversize=True` and no tables, so its owner can refuse it (GR's 3100) without the
 assembler ever holding more than the bound. Rows events outside any group (no GTID first, which
@@ -24,6 +30,7 @@ delivered with `rolled_back_to_savepoint=True` (its row list is not the transact
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..rowimage import TRANSACTION_SIZE_LIMIT_DEFAULT
@@ -39,12 +46,42 @@ DECODER_CACHE_MAX = 4_096  # table definitions whose compiled row decoders are k
 TABLE_MAPS_PER_TRANSACTION_MAX = 65_536  # table ids one event group may map
 
 
-@dataclass(frozen=True, slots=True)
 class TableRows:
-    """Consecutive row changes of one table within a transaction (one or more rows events)."""
+    """Consecutive row changes of one table within a transaction (one or more rows events).
 
-    table_map: TableMap
-    changes: tuple[BinlogRowChange, ...]
+    Immutable once built. Built either with its decoded `changes`, or with its rows `events` and
+    the `decode` function that turns one into changes: then `changes` decodes them on first use
+    (raising BinlogDecodeError / BinlogUnsupported there) and keeps the result.
+    """
+
+    __slots__ = ("table_map", "_changes", "_events", "_decode")
+
+    def __init__(self, table_map: TableMap, changes: tuple[BinlogRowChange, ...] | None = None, *,
+                 events: tuple[RowsEvent, ...] = (),
+                 decode: Callable[[RowsEvent], list[BinlogRowChange]] | None = None) -> None:
+        if (changes is None) == (decode is None):
+            raise ValueError("[BUG] TableRows takes its changes or its events with a decoder")
+        self.table_map = table_map
+        self._changes = changes
+        self._events = events
+        self._decode = decode
+
+    @property
+    def changes(self) -> tuple[BinlogRowChange, ...]:
+        changes = self._changes
+        if changes is None:
+            decode = self._decode
+            assert decode is not None
+            out: list[BinlogRowChange] = []
+            for event in self._events:
+                out.extend(decode(event))
+            changes = self._changes = tuple(out)
+            self._events, self._decode = (), None
+        return changes
+
+    @property
+    def decoded(self) -> bool:
+        return self._changes is not None
 
     @property
     def schema(self) -> str:
@@ -53,6 +90,17 @@ class TableRows:
     @property
     def table(self) -> str:
         return self.table_map.table
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TableRows):
+            return NotImplemented
+        return self.table_map == other.table_map and self.changes == other.changes
+
+    def __hash__(self) -> int:
+        return hash((self.table_map, self.changes))
+
+    def __repr__(self) -> str:
+        return f"TableRows(table_map={self.table_map!r}, changes={self.changes!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +121,21 @@ class BinlogTransaction:
     statements: tuple[bytes, ...]  # Annotate_rows texts, in order
     queries: tuple[bytes, ...]  # Query event texts inside the group (XA END, SAVEPOINT, DDL …)
     rows_bytes: int
-    row_count: int
+    counted_rows: int | None = field(compare=False)  # None: rows kept undecoded (row_count decodes them)
     oversize: bool = False
     rolled_back_to_savepoint: bool = False
 
     @property
+    def row_count(self) -> int:
+        if self.counted_rows is not None:
+            return self.counted_rows
+        return sum(len(t.changes) for t in self.tables)
+
+    @property
     def has_rows(self) -> bool:
-        return self.row_count > 0 or self.oversize
+        if self.counted_rows is None:
+            return self.rows_bytes > 0  # every logged row takes at least its NULL bitmap's byte
+        return self.counted_rows > 0 or self.oversize
 
     @property
     def is_xa_prepare(self) -> bool:
@@ -90,7 +146,8 @@ class BinlogTransaction:
 class _Open:
     gtid: Gtid | None
     table_maps: dict[int, TableMap] = field(default_factory=dict)
-    tables: list[tuple[TableMap, list[BinlogRowChange]]] = field(default_factory=list)
+    # Per run of one table's rows events: its decoded changes, or (lazy) the events themselves.
+    tables: list[tuple[TableMap, list]] = field(default_factory=list)  # type: ignore[type-arg]
     statements: list[bytes] = field(default_factory=list)
     queries: list[bytes] = field(default_factory=list)
     rows_bytes: int = 0
@@ -105,6 +162,15 @@ class _Open:
             self.row_count, self.oversize, self.savepoint_rollback,
         )
 
+    def close_lazy(self, end: str, xid: XaId | None, decoder: Callable[[TableMap], RowDecoder]) -> BinlogTransaction:
+        """As close, the rows events kept undecoded (each table decodes its own on first use)."""
+        tables = () if self.oversize else tuple(
+            TableRows(tm, events=tuple(evs), decode=lambda ev, tm=tm: decoder(tm).decode(ev)) for tm, evs in self.tables)
+        return BinlogTransaction(
+            self.gtid, end, xid, tables, tuple(self.statements), tuple(self.queries), self.rows_bytes,
+            None, self.oversize, self.savepoint_rollback,
+        )
+
 
 def _words(sql: bytes, n: int) -> list[bytes]:
     return sql.lstrip().split(None, n)[:n]
@@ -113,10 +179,11 @@ def _words(sql: bytes, n: int) -> list[bytes]:
 class Assembler:
     """See the module docstring. Not thread-safe; one per stream."""
 
-    def __init__(self, *, transaction_bytes_max: int = TRANSACTION_BYTES_MAX) -> None:
+    def __init__(self, *, transaction_bytes_max: int = TRANSACTION_BYTES_MAX, decode_outside_xa: bool = True) -> None:
         if transaction_bytes_max <= 0:
             raise ValueError("transaction_bytes_max must be positive")
         self.transaction_bytes_max = transaction_bytes_max
+        self.decode_outside_xa = decode_outside_xa
         self._open: _Open | None = None
         self._decoders: dict[int, RowDecoder] = {}
         self.transactions = 0
@@ -173,12 +240,17 @@ class Assembler:
                 group.oversize = True
                 group.tables.clear()
             if not group.oversize:
-                changes = self._decoder(table_map).decode(event)
-                group.row_count += len(changes)
-                if group.tables and group.tables[-1][0] is table_map:
-                    group.tables[-1][1].extend(changes)
+                if self.decode_outside_xa:
+                    changes = self._decoder(table_map).decode(event)
+                    group.row_count += len(changes)
+                    if group.tables and group.tables[-1][0] is table_map:
+                        group.tables[-1][1].extend(changes)
+                    else:
+                        group.tables.append((table_map, changes))
+                elif group.tables and group.tables[-1][0] is table_map:
+                    group.tables[-1][1].append(event)
                 else:
-                    group.tables.append((table_map, changes))
+                    group.tables.append((table_map, [event]))
             if group.gtid is None and event.statement_end:
                 return self._finish("none", None)
             return None
@@ -219,7 +291,19 @@ class Assembler:
         assert group is not None
         self._open = None
         self.transactions += 1
-        return group.close(end, xid)
+        if self.decode_outside_xa:
+            return group.close(end, xid)
+        if end in ("xa_prepare", "xa_commit_one_phase"):
+            # Decoded now, as every group is in the default mode: errors come from feed().
+            for k, (table_map, events) in enumerate(group.tables):
+                decoder = self._decoder(table_map)
+                changes: list[BinlogRowChange] = []
+                for event in events:
+                    changes.extend(decoder.decode(event))
+                group.row_count += len(changes)
+                group.tables[k] = (table_map, changes)
+            return group.close(end, xid)
+        return group.close_lazy(end, xid, self._decoder)
 
     def reset(self) -> None:
         """Forget the open group (the stream was reopened at a group boundary)."""

@@ -3,7 +3,8 @@
 Events are built from the records themselves (a two-column INT table, rows encoded by hand:
 NULL bitmap + 4-byte little-endian values), so each grouping rule is checked in isolation:
 XA PREPARE, the second phase, ordinary commits, standalone DDL, rows outside any group, a
-logged ROLLBACK TO, the byte bound, decoder reuse across identical table maps, and
+logged ROLLBACK TO, the byte bound, decoder reuse across identical table maps, the member's mode
+that decodes only prepared XA groups (the others on first read, to the same values), and
 to_row_changes' update rules (equal images dropped, a moved primary key split in two).
 """
 
@@ -97,6 +98,44 @@ def test_refusals_and_bounds() -> None:
     assert big.oversize and big.tables == () and big.rows_bytes == 18 and big.has_rows
     with pytest.raises(ValueError):
         Assembler(transaction_bytes_max=0)
+
+
+def test_rows_outside_xa_decoded_on_first_read() -> None:
+    tm = table_map()
+    events = [
+        gtid(1, GTID_PREPARED_XA, XID), tm, rows_event("insert", row(1, 10), row(2, None)),
+        tm, rows_event("update", row(1, 10), row(1, 11)), XaPrepare(H, False, XID),
+        gtid(2), tm, rows_event("delete", row(2, None)), tm, rows_event("insert", row(5, 5)), XidEvent(H, 99),
+        gtid(3), tm, rows_event("insert", row(3, 3)), query(b"COMMIT"),
+        tm, rows_event("insert", row(4, 4)),
+        gtid(4, GTID_COMPLETED_XA, XID), query(b"XA COMMIT X'7831',X'',1"),
+    ]
+    eager = feed(Assembler(), *events)
+    lazy = feed(Assembler(decode_outside_xa=False), *events)
+    assert [t.end for t in lazy] == ["xa_prepare", "xid", "commit", "none", "xa_commit"]
+    assert lazy[0].tables[0].decoded and lazy[0].counted_rows == 3  # decoded as delivered
+    assert not any(t.decoded for t in lazy[1].tables) and lazy[1].counted_rows is None
+    assert [t.has_rows for t in lazy] == [t.has_rows for t in eager] == [True, True, True, True, False]
+    assert [(t.schema, t.table) for t in lazy[1].tables] == [("db", "t")]  # names without decoding
+    assert not any(t.decoded for t in lazy[1].tables)
+    assert lazy == eager  # equality reads the changes: the same values, decoded on demand
+    assert [t.row_count for t in lazy] == [t.row_count for t in eager] == [3, 2, 1, 1, 0]
+    assert lazy[1].tables[0].changes == (BinlogRowChange("delete", (2, None), None),
+                                         BinlogRowChange("insert", None, (5, 5)))
+
+
+def test_lazy_rows_errors_where_read() -> None:
+    a = Assembler(decode_outside_xa=False)
+    (broken,) = feed(a, gtid(1), table_map(), rows_event("insert", row(1, 1)[:-1]), XidEvent(H, 1))
+    assert broken.has_rows
+    with pytest.raises(BinlogDecodeError, match="overran|malformed|truncated"):
+        broken.tables[0].changes
+    with pytest.raises(BinlogDecodeError, match="overran|malformed|truncated"):  # a prepared XA: from feed
+        feed(a, gtid(2, GTID_PREPARED_XA, XID), table_map(), rows_event("insert", row(1, 1)[:-1]), XaPrepare(H, False, XID))
+    small = Assembler(transaction_bytes_max=12, decode_outside_xa=False)
+    (big,) = feed(small, gtid(3), table_map(), rows_event("insert", row(1, 1)), table_map(),
+                  rows_event("insert", row(2, 2)), XidEvent(H, 3))
+    assert big.oversize and big.tables == () and big.has_rows
 
 
 def test_decoder_reused_for_an_identical_map() -> None:
