@@ -25,9 +25,9 @@ from replication.gcs.xcom.tls import SslMode, TlsConfig
 from replication.gcs.xcom.transport import TransportConfig
 from replication.lifecycle import ExitStateAction
 from replication.member import Member, MemberConfig, StartRefused
-from replication.capture import RowCapturer
 from replication.member_session import MemberSessionFactory
 from replication.positions import PositionStore
+from replication.rowimage import apply_encoded
 from replication.protocol.relay import RelayFactory, SessionFactory
 from router.service import Router, RouterSettings
 from router.session import RouterFactory
@@ -137,17 +137,16 @@ class App:
 
         await new_gcs()
         assert self.gcs is not None
-        capturer = RowCapturer()
         self.member = Member(
             MemberConfig(uuid=uuid, backend=address, single_primary=m.single_primary_mode,
                          member_weight=m.member_weight, member_address=f"{m.host}:{m.port}",
                          transaction_size_limit=m.transaction_size_limit, autorejoin_tries=m.autorejoin_tries,
                          autorejoin_interval_s=m.autorejoin_interval_s, exit_state_action=m.exit_state_action,
                          unreachable_majority_timeout_s=m.unreachable_majority_timeout_s),
-            self.gcs, capturer.apply, after_ddl=capturer.on_ddl, gcs_factory=new_gcs,
+            self.gcs, apply_encoded, gcs_factory=new_gcs,
         )
         self.member.on_error.append(self._member_failed)
-        factory = MemberSessionFactory(self.member, capturer)
+        factory = MemberSessionFactory(self.member)
         self.member_port = FrontendServer(self.config, version, info.capabilities, factory, listen=(m.host, m.port),
                                           backend_mariadb_caps=info.mariadb_capabilities)
         await self.member_port.start()

@@ -257,7 +257,7 @@ def _default_options(
         "character-set-server": "utf8mb4",
         "log-bin": "binlog",
         "binlog_format": "ROW",
-        # What capture from the binary log needs (DESIGN §5): full before/after images, and the
+        # What the member's write path reads from the binary log (DESIGN §5): full before/after images, and the
         # table map carrying column names, signedness, charsets and the primary key.
         "binlog_row_image": "FULL",
         "binlog_row_metadata": "FULL",

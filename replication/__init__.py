@@ -1,1 +1,1 @@
-"""Replication: members, capture, certification, applier — and the MySQL wire protocol to backends."""
+"""Replication: members, the binlog write path, certification, applier — and the MySQL wire protocol to backends."""

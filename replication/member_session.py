@@ -4,20 +4,22 @@ Reads, SHOW, SET and everything that cannot change replicated data are relayed e
 `replication.protocol.relay.RelaySession` (same hot path). What a GR member would treat specially takes
 the slow path here:
 
-* DML: refused with 1290 unless the member may write; otherwise run with capture inside the
-  session's backend transaction (opened implicitly under autocommit), collecting row changes
-  and write-set keys;
-* COMMIT (and every implicit commit) of a transaction with changes: certification through the
-  group (`Member.certify_local`), then the backend COMMIT with the position row; a conflict
-  rolls back and answers 3101; a transaction that was doomed by a remote winner answers 3101
-  at its next statement;
-* ROLLBACK / ROLLBACK TO SAVEPOINT drop the changes captured since;
+* a statement that may write: refused with 1290 unless the member may write; otherwise
+  relayed as it is inside the session's XA transaction on the backend (opened implicitly under
+  autocommit, and committed when the statement ends) — CALL, triggers, LOAD DATA LOCAL,
+  multi-statements and server-side prepared writes alike: what they changed is read back from
+  the binary log at COMMIT (DESIGN §5);
+* COMMIT (and every implicit commit): `LocalCommits.commit` (replication/local_commit.py)
+  prepares the XA transaction, derives its row changes and write set from the binlog
+  (writeset.derive, which refuses GR's unfit tables with 3098), has the group certify it and
+  ends it as the group decided; a conflict answers 3101; a transaction that was doomed by a
+  remote winner answers 3101 at its next statement;
+* ROLLBACK ends the XA transaction (XA ROLLBACK); ROLLBACK TO SAVEPOINT is the server's own
+  (the binlog holds only what survived it);
 * DDL: implicit commit, then ordered through the group and run by every member's applier;
-  temporary tables stay session-local;
-* writes through server-side prepared statements are executed as the equivalent text with
-  exact literals (replication.protocol.params), then captured like any DML;
-* CALL, LOAD DATA and multi-statement writes are refused with 1235 (their effects cannot be
-  captured faithfully yet), never replicated wrongly;
+  temporary tables stay session-local (the binlog logs no rows of them);
+* refused before they run, because their effect escapes the transaction: a write naming a
+  table that is not InnoDB (3098, GR's rule) and MariaDB sequence functions (1235);
 * GR's own vocabulary (performance_schema's group tables, group_replication_* variables and
   functions, START/STOP GROUP_REPLICATION) is answered by `replication.admin`: one hook in
   `on_command` hands it every text that mentions it.
@@ -37,6 +39,7 @@ from replication.protocol.constants import Cap, Command, Status
 from replication.gcs.interface import ViewId
 from replication.protocol.errors import (
     BackendError,
+    BeforeDmlValidation,
     CertificationConflict,
     MySQLError,
     NotSupported,
@@ -62,14 +65,12 @@ log = structlog.get_logger("grproxy.member_session")
 IN_TRANS = int(Status.IN_TRANS)
 AUTOCOMMIT = int(Status.AUTOCOMMIT)
 RECOVERY_PREFIX = b"/* grproxy */ "
-PREPARED_WRITES_MAX = 10_000
-TEMPORARY_TABLES_MAX = 10_000  # tracked per session (writes to them are not replicated)  # prepared write statements per session
-LONG_DATA_BYTES_MAX = 1 << 30  # COM_STMT_SEND_LONG_DATA kept per prepared write
+PREPARED_WRITES_MAX = 10_000  # prepared write statements tracked per session
 RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
-AUTO_INCREMENT_INCREMENT = 7
-ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back  # group_replication_auto_increment_increment's default
+AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
+ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back
 _ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
-ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after a captured write
+ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after an autocommit write
 def member_auto_increment_sql(member: Member) -> str:
     """Multi-primary: members' auto-increment values never collide (GR's default step 7)."""
     return (f"SET SESSION auto_increment_increment = {AUTO_INCREMENT_INCREMENT}, "
@@ -92,7 +93,7 @@ class _Txn:
 
 
 class MemberSessionFactory:
-    def __init__(self, member: Member, capturer: object = None, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, member: Member, connect_timeout_s: float = 5.0) -> None:
         self.member = member
         self.connect_timeout_s = connect_timeout_s
         self.admin = Admin(member)  # GR's SQL vocabulary, shared by this member's sessions
@@ -106,9 +107,10 @@ class MemberSessionFactory:
             if user is None or not getattr(user, "admin", False):
                 raise ServerOffline("The server is currently in offline mode (the group member is in ERROR: "
                                     f"{self.member.error})")
-        # Capture sends multi-statements of its own: the backend connection always allows
-        # them; the client's own multi-statements are refused unless it negotiated them.
-        # CLIENT_NO_SCHEMA would make the backend ignore "db." qualifiers: capture refuses it.
+        # The member sends multi-statements of its own (XA END; XA PREPARE; …): the backend
+        # connection always allows them; the client's own are refused unless it negotiated them.
+        # CLIENT_NO_SCHEMA would make the backend ignore "db." qualifiers: never asked for (the
+        # router's sessions drop it too).
         caps = (capabilities | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS) & ~Cap.NO_SCHEMA
         backend = await BackendConnection.open(
             self.member.config.backend, capabilities=int(caps), collation=collation, database=database,
@@ -142,14 +144,11 @@ class MemberSession(RelaySession):
         # so at this set's bound a statement is held rather than let through.
         self._prepared_unheld: set[int] = set()
         self._pending_prepare: tuple[Statement, str] | None = None
-        self._charset: str | None = None  # character_set_client, for prepared writes
-        self._sql_mode: str | None = None  # cached; forgotten after any SET
-        self._temporary: set[tuple[str, str]] = set()  # (schema, table) of this session's temp tables
         self._wait_timeout: float | None = None  # cached @@SESSION.wait_timeout (consistency waits)
         self.consistency: Level = member.consistency
         self._schema_known = False
         self._schema_value: str | None = None
-        self._row_count: int | None = None  # ROW_COUNT() of the client's previous statement, when captured
+        self._row_count: int | None = None  # ROW_COUNT() of the client's previous autocommit write
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -157,16 +156,15 @@ class MemberSession(RelaySession):
         cmd = raw[4] if len(raw) > 4 else -1
         row_count, self._row_count = self._row_count, None
         if row_count is not None and cmd == Command.QUERY and _ROW_COUNT_RE.search(raw, 5, 5 + ROW_COUNT_SCAN_BYTES):
-            # The backend's ROW_COUNT() now describes capture's last statement: answer the
+            # The backend's ROW_COUNT() now describes the member's XA COMMIT: answer the
             # client's own (its write's affected rows).
             raw = frame(b"\x03" + replace_call(raw[5:], "ROW_COUNT", row_count), 0)
         if cmd in (Command.INIT_DB, Command.RESET_CONNECTION):
             self._schema_known = False
-            self._sql_mode = self._charset = self._wait_timeout = None
+            self._wait_timeout = None
             if cmd == Command.RESET_CONNECTION:  # the backend rolls back: so do we
                 self._auto_increment_set = False
                 self._drop_txn()
-                self._temporary.clear()
                 self.consistency = self.member.consistency
                 for ids in (self._prepared_writes, self._prepared_refused, self._prepared_unheld):
                     ids.clear()  # the backend deallocated them
@@ -186,8 +184,6 @@ class MemberSession(RelaySession):
                                                                    ("DATABASE", "SCHEMA")):
                 self._schema_known = False
             if stmt.kind is Kind.SET:
-                self._charset = None  # SET NAMES / character_set_client may change it
-                self._sql_mode = None
                 self._wait_timeout = None
             if mentions(raw):  # GR's vocabulary: replication.admin answers it, or hands it back
                 answer = self.admin.plan(stmt, sql.decode("utf-8", "surrogateescape"), self)
@@ -269,7 +265,7 @@ class MemberSession(RelaySession):
 
     def _needs_member(self, stmt: Statement) -> bool:
         kind = stmt.kind
-        if kind in (Kind.DDL, Kind.BEGIN, Kind.COMMIT, Kind.ROLLBACK, Kind.XA):
+        if kind in (Kind.DDL, Kind.BEGIN, Kind.COMMIT, Kind.ROLLBACK, Kind.XA) or stmt.writes_sequence:
             return True
         if self._may_write(stmt):
             return True
@@ -369,6 +365,11 @@ class MemberSession(RelaySession):
         if kind is Kind.XA:
             raise NotSupported("XA statements are not available on a group member: grproxy runs every write "
                                "transaction as an XA transaction of its own")
+        if stmt.writes_sequence:
+            # A sequence's next value is taken outside the transaction (and logged outside it):
+            # it would be a write the group never saw. MySQL has no sequences; GR no rule.
+            raise NotSupported("NEXTVAL, SETVAL and NEXT VALUE FOR change a sequence outside the transaction: "
+                               "grproxy cannot replicate them")
         if kind is Kind.MULTI and not self.client_multi:
             raise _syntax_error(sql)
         if kind is Kind.DDL:
@@ -394,9 +395,36 @@ class MemberSession(RelaySession):
         if stmt.implicit_commit and self.txn is not None:
             await self._commit()
         if self._may_write(stmt):
+            if stmt.tables:
+                await self._refuse_non_transactional_targets(stmt)
             await self._write(_frame_query(sql), Expect.QUERY)
             return
         await self._relay_packet_mode(sql)
+
+    async def _refuse_non_transactional_targets(self, stmt: Statement) -> None:
+        """GR's before-DML check, for the one unfit table a COMMIT cannot refuse: a write to a
+        table whose engine is not InnoDB (MyISAM, …) takes effect at once, outside the XA
+        transaction the group decides on, and would be a write the group never saw (the
+        member would go to ERROR). The statement's target tables are looked up in the member's
+        catalog (on a miss through a connection of the member's own, so that the session's
+        diagnostics stay the client's), and such a write is refused with 3098 before it runs.
+        Every other unfit table is refused at COMMIT (writeset.derive). Not seen here: a
+        trigger or routine writing such a table — the binlog then shows a write outside the
+        transaction, and the member goes to ERROR (DESIGN §5: nothing slips through)."""
+        schema = await self._schema() if any(ref.schema is None for ref in stmt.tables) else None
+        names = [(ref.schema or schema or "", ref.name) for ref in stmt.tables]
+        catalog = self.member.local.catalog
+        if any(catalog.get(*name) is None for name in names):
+            conn = await self.member.connect()
+            try:
+                await catalog.snapshot(conn, names)
+            finally:
+                conn.close()
+        for name in names:
+            meta = catalog.get(*name)
+            if meta is not None and meta.table_type == "BASE TABLE" and (meta.engine or "").lower() != "innodb":
+                raise BeforeDmlValidation("The table does not comply with the requirements by an external plugin: "
+                                          f"{meta.unfit_reason()}")
 
     def _may_write(self, stmt: Statement) -> bool:
         """Whether the statement must run inside a member-controlled XA transaction: anything
@@ -563,14 +591,7 @@ class MemberSession(RelaySession):
 
     async def _ddl(self, stmt: Statement, sql: str) -> None:
         if stmt.temporary_table:
-            await self._relay_packet_mode(sql)
-            schema = await self._schema() or ""
-            names = {(ref.schema or schema, ref.name) for ref in stmt.tables}
-            if stmt.verb.startswith("CREATE"):
-                if len(self._temporary) + len(names) <= TEMPORARY_TABLES_MAX:
-                    self._temporary |= names
-            else:
-                self._temporary -= names
+            await self._relay_packet_mode(sql)  # session-local; its rows are not in the binlog
             return
         self.member.check_writable()
         if self.txn is not None or self.status & IN_TRANS:
@@ -726,8 +747,7 @@ class MemberSession(RelaySession):
         if not self.member.engine.single_primary:
             await self._member_auto_increment()
         self._schema_known = False
-        self._sql_mode = self._charset = self._wait_timeout = None
-        self._temporary.clear()
+        self._wait_timeout = None
         self.consistency = self.member.consistency
 
     def close(self) -> None:

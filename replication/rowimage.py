@@ -1,8 +1,8 @@
 """Row images: what a replicated write carries, how it is hashed, encoded and applied.
 
-Theory of operation (DESIGN §5). Capture (replication/capture.py) reads every row a statement
-touched, under the statement's row locks, in a form that re-applies bit for bit on another
-server, and turns it into `RowChange`s:
+Theory of operation (DESIGN §5). A member reads every row its prepared transaction changed back
+from the binary log (replication/binlog/rows.py, replication/writeset.py), in a form that
+re-applies bit for bit on another server, as `RowChange`s:
 
 * an *upsert* carries the full after-image of the row (every stored, non-generated column);
 * a *delete* carries the primary key of the row that is gone.
@@ -11,8 +11,8 @@ Values are typed by the column's `Form`, chosen so that no session setting can a
 the way out or on the way in: strings travel as the raw bytes of the column's character set and
 are applied as `_charset X'…'` (no character_set_results / character_set_client conversion);
 TIMESTAMP travels as UNIX_TIMESTAMP (time_zone independent) and is applied in a UTC session;
-FLOAT and DOUBLE travel as IEEE doubles (FLOAT read as `col + 0E0`, which is exact) and are
-applied as double literals; DECIMAL, DATE, TIME, DATETIME as the server's exact text; BIT, ENUM,
+FLOAT and DOUBLE travel as IEEE doubles (a FLOAT widened, which is exact) and are applied as
+double literals; DECIMAL, DATE, TIME, DATETIME as the server's exact text; BIT, ENUM,
 SET, YEAR and integers as integers (ENUM/SET by index/bitmask, so no collation is involved).
 
 Besides the image, a change carries *key material*: for every key part of the table (the
@@ -31,7 +31,7 @@ raises `RowCodecError` on anything else.
 `apply_changes` writes changes on a backend within the caller's transaction: upserts by primary
 key with INSERT … ON DUPLICATE KEY UPDATE (never REPLACE, which deletes and would fire
 foreign-key cascades), deletes by primary key, consecutive changes of one table batched into
-one statement and statements batched into few round trips, in the order they were captured.
+one statement and statements batched into few round trips, in the order the origin made them.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class RowShape:
     `columns` are the stored, non-generated columns in table order (what an upsert writes);
     `primary_key` indexes into them; `key_parts` lists every (column, prefix length) that some
     unique key or foreign key uses, the order key material follows. `self_referencing` tables
-    (a foreign key to themselves) have deletes applied one row at a time in capture order.
+    (a foreign key to themselves) have deletes applied one row at a time in the origin's order.
     """
 
     schema: str
@@ -662,7 +662,7 @@ class TransactionTooLarge(Exception):
 
 @dataclass(slots=True)
 class TransactionChanges:
-    """The changes of one open transaction, in capture order, bounded by `size_limit_bytes`.
+    """The changes of one transaction, in the origin's order, bounded by `size_limit_bytes`.
 
     `add` raises TransactionTooLarge as soon as the estimate passes the limit (0 = no limit),
     so a runaway transaction is stopped before it is buffered whole; the member then rolls the
@@ -692,7 +692,7 @@ class TransactionChanges:
 # --- apply -------------------------------------------------------------------------------------------
 
 # The applier's session. UTC so that FROM_UNIXTIME() gives back the TIMESTAMP that was read;
-# NO_AUTO_VALUE_ON_ZERO so that a captured 0 in an AUTO_INCREMENT column stays 0;
+# NO_AUTO_VALUE_ON_ZERO so that a replicated 0 in an AUTO_INCREMENT column stays 0;
 # ALLOW_INVALID_DATES so that a date the origin accepted (under that mode) is stored again;
 # not strict, because the one value strict mode rejects that an origin may hold is the ENUM
 # error value (index 0) — every apply statement's warnings are checked instead, so a value that
@@ -704,8 +704,8 @@ class TransactionChanges:
 # child cannot overtake the transaction that creates its parent, nor run beside one deleting
 # it), and within a transaction changes are applied in the order the origin made them: every
 # intermediate state passed the origin's checks and passes them here. Cascading actions never
-# need to fire because capture refuses writes that would trigger one. Keeping the checks on
-# turns a divergence into a loud apply error instead of silent orphans.
+# need to fire because writeset.derive refuses changes that fired one (3098). Keeping the
+# checks on turns a divergence into a loud apply error instead of silent orphans.
 # unique_checks stays ON for the same reason.
 APPLY_SESSION_SQL = (
     "SET SESSION time_zone = '+00:00', "

@@ -1,21 +1,21 @@
-"""Table metadata for capture: what a write to a table needs known, read from information_schema.
+"""Table metadata for the write path: what a written table needs known, read from information_schema.
 
-Theory of operation. Capture (replication/capture.py) must know, for every table a statement
-writes: its columns and their types (to read values in an exactly re-applicable form, and never
-to write generated columns), its primary key (rows are replicated by primary key; no primary key
-→ 3098), its unique keys and the foreign keys it holds (the write set), the foreign keys that
-point at it with a cascading action (writes that would cascade cannot be captured), whether it
-has triggers (their writes cannot be captured either) and its engine and type (InnoDB base
-tables only). `TableMeta` holds that; `TableMeta.build` derives from it the `RowShape` of its row
-images and the SQL expressions that read a row's image and its key material.
+Theory of operation (DESIGN §5). When a member derives a prepared transaction's row changes and
+write set from the binlog (replication/writeset.py, replication/binlog/rows.py), it must know,
+for every table the transaction wrote: its columns and their types (to map the table map's
+columns onto row images in an exactly re-applicable form, generated columns left out), its
+primary key (rows are replicated by primary key; no primary key → 3098), its unique keys and the
+foreign keys it holds (the write set, with each key part's collation), the foreign keys that
+point at it with a cascading action (a change that fires one → 3098: the cascaded rows are not
+in the binlog) and its engine and type (InnoDB base tables only → 3098). `TableMeta` holds that;
+`TableMeta.build` derives from it the `RowShape` of its row images and its key parts.
 
 `SchemaCatalog` caches `TableMeta` per (schema, table), bounded (`tables_max`, least recently
-used evicted), and loads every missing table of a statement in one round trip (one
-multi-statement of information_schema queries). DDL must call `invalidate(schema, table)` (or
-`invalidate_schema` / `invalidate_all`) before its effect can be seen by a capture: the
-catalog never guesses that a cached entry is stale. Unknown tables are not cached. The set of
-stored functions per schema is cached the same way (a DML calling a stored function may write
-through it, which capture cannot see).
+used evicted), and loads every missing table of a transaction in one round trip (one
+multi-statement of information_schema queries). DDL must call `forget_for_ddl` (or
+`invalidate(schema, table)`, `invalidate_schema`, `invalidate_all`) before its effect can be
+seen by a derive: the catalog never guesses that a cached entry is stale (a table map that
+disagrees with it is refused as stale metadata, never applied). Unknown tables are not cached.
 
 No I/O at import, no module-level state: the member owns one catalog per backend.
 """
@@ -28,13 +28,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .rowimage import Form, RowShape, quote_identifier
+from .rowimage import Form, RowShape
 
 if TYPE_CHECKING:
     from .protocol.backend import BackendConnection, Result
 
 TABLE_META_CACHE_MAX = 10_000  # tables whose metadata a catalog keeps
-FUNCTION_CACHE_SCHEMAS_MAX = 1_000  # schemas whose stored-function names a catalog keeps
 CATALOG_TABLES_PER_LOAD_MAX = 64  # tables loaded in one multi-statement round trip
 
 TableName = tuple[str, str]  # (schema, table), spelled as the server stores them
@@ -62,13 +61,10 @@ class Column:
     charset: str | None = None
     collation: str | None = None
     generated: bool = False
-    auto_increment: bool = False
-    default: str | None = None  # COLUMN_DEFAULT as the server shows it
-    invisible: bool = False
 
     @property
     def form(self) -> Form | None:
-        """How values of this column travel (None: a type capture does not handle)."""
+        """How values of this column travel (None: a type row images do not carry)."""
         t = self.data_type
         if t in _INT_TYPES or t == "bit" or t == "set":
             return Form.INT
@@ -112,43 +108,6 @@ class Column:
         c = (self.collation or "").lower()
         return not ("nopad" in c or "_0900_" in c)  # MariaDB *_nopad_*, MySQL 8's *_0900_* are NO PAD
 
-    def image_expr(self, qualifier: str) -> str:
-        """The SELECT expression that reads this column's value in its form's exact text."""
-        col = f"{qualifier}.{quote_identifier(self.name)}" if qualifier else quote_identifier(self.name)
-        form = self.form
-        t = self.data_type
-        if t == "bit" or t == "set" or form is Form.ENUM:
-            return f"({col} + 0)"
-        if form is Form.DOUBLE:
-            return f"({col} + 0E0)"  # FLOAT widened to DOUBLE: exact, and printed round-trip
-        if form is Form.TIMESTAMP:
-            return f"UNIX_TIMESTAMP({col})"
-        if t in _NATIVE_TEXT_TYPES:
-            return f"CAST(CAST({col} AS CHAR CHARACTER SET utf8mb4) AS BINARY)"
-        if form is Form.TEXT:
-            return f"CAST({col} AS BINARY)"  # the stored bytes: no character_set_results conversion
-        if form is Form.JSON:
-            return f"CAST(CAST({col} AS CHAR CHARACTER SET utf8mb4) AS BINARY)"
-        return col
-
-    def key_expr(self, qualifier: str, sub_part: int) -> str | None:
-        """The expression of this column's key material, or None when it is the image value.
-
-        Collated strings compare by weight (trailing spaces removed under PAD SPACE); prefix
-        key parts compare their prefix only; generated columns are not in the image.
-        """
-        col = f"{qualifier}.{quote_identifier(self.name)}" if qualifier else quote_identifier(self.name)
-        if self.collated:
-            x = f"LEFT({col}, {sub_part})" if sub_part else col
-            if self.pad_space:
-                x = f"TRIM(TRAILING ' ' FROM {x})"
-            return f"WEIGHT_STRING({x})"
-        if sub_part and self.form is Form.BYTES:
-            return f"LEFT({col}, {sub_part})"
-        if self.generated:
-            return self.image_expr(qualifier)
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class UniqueKey:
@@ -164,8 +123,9 @@ class ParentRef:
 
     `columns` are the child's columns in the order of the parent index's columns, so their key
     material hashes exactly like the parent's own entry. `parent_index` is None when no unique
-    index of the parent has exactly the referenced columns (InnoDB allows that; capture refuses
-    writes to such a child, since the parent would not hash that entry).
+    index of the parent has exactly the referenced columns (InnoDB allows that): the table then
+    has no row shape (its writes are refused with 1235), since the parent would not hash that
+    entry and a concurrent delete of the parent row would not conflict.
     """
 
     name: str
@@ -189,11 +149,6 @@ class ChildRef:
     parent_index: str | None = None
 
     @property
-    def cascades(self) -> bool:
-        """A change to the parent changes the child (CASCADE, SET NULL, SET DEFAULT)."""
-        return self.update_cascades or self.delete_cascades
-
-    @property
     def update_cascades(self) -> bool:
         return self.update_rule not in _QUIET_RULES
 
@@ -203,11 +158,12 @@ class ChildRef:
 
 
 _QUIET_RULES = frozenset({"RESTRICT", "NO ACTION"})
+_REFERENCES = re.compile(r"\bREFERENCES\b", re.IGNORECASE)  # a DDL that may add a foreign key
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TableMeta:
-    """Everything capture needs to know about one table. Build with `TableMeta.build`."""
+    """Everything the write path needs to know about one table. Build with `TableMeta.build`."""
 
     schema: str
     table: str
@@ -218,8 +174,7 @@ class TableMeta:
     unique_keys: tuple[UniqueKey, ...]  # PRIMARY first
     parents: tuple[ParentRef, ...]
     children: tuple[ChildRef, ...]
-    trigger_count: int
-    unsupported_index: str | None = None  # a unique index capture cannot compute (functional)
+    unsupported_index: str | None = None  # a unique index on an expression (not in the write set)
     shape: RowShape | None = None
     key_parts: tuple[tuple[str, int], ...] = ()
     by_name: Mapping[str, Column] = field(default_factory=dict)
@@ -235,7 +190,6 @@ class TableMeta:
         unique_keys: Sequence[UniqueKey] = (),
         parents: Sequence[ParentRef] = (),
         children: Sequence[ChildRef] = (),
-        trigger_count: int = 0,
         engine: str | None = "InnoDB",
         table_type: str = "BASE TABLE",
         unsupported_index: str | None = None,
@@ -260,6 +214,9 @@ class TableMeta:
             and all(c.form is not None for c in cols)
             and all(n in by_name and not by_name[n].generated for n in pk_names)
             and all(p[0] in by_name for p in parts)
+            # A foreign key to a non-unique parent index: the parent row has no key the write
+            # set could name (a concurrent delete of it would not conflict), so no images.
+            and all(r.parent_index is not None for r in parents)
         ):
             names = tuple(c.name for c in stored)
             shape = RowShape(
@@ -274,70 +231,40 @@ class TableMeta:
             )
         return cls(
             schema, table, table_type, engine, cols, pk_names, uniques, tuple(parents), tuple(children),
-            trigger_count, unsupported_index, shape, tuple(parts), by_name,
+            unsupported_index, shape, tuple(parts), by_name,
         )
-
-    def column(self, name: str) -> Column | None:
-        """The column of that name (MySQL column names are case-insensitive)."""
-        col = self.by_name.get(name)
-        if col is not None:
-            return col
-        lower = name.lower()
-        for c in self.columns:
-            if c.name.lower() == lower:
-                return c
-        return None
-
-    @property
-    def auto_increment_column(self) -> Column | None:
-        for c in self.columns:
-            if c.auto_increment:
-                return c
-        return None
-
-    @property
-    def insertable_columns(self) -> tuple[Column, ...]:
-        """The columns an INSERT without a column list fills, in order."""
-        return tuple(c for c in self.columns if not c.invisible)
 
     def unfit_reason(self) -> str | None:
         """Why a write to this table is refused with 3098 (unfit for replication), if it is."""
         if self.table_type not in ("BASE TABLE",):
-            return None  # views, sequences, versioned tables: refused as unsupported (1235)
+            return None  # views, sequences, versioned tables: not replicated (1235, writeset.derive)
         if (self.engine or "").lower() != "innodb":
             return f"table {self.schema}.{self.table} uses the {self.engine} storage engine, not InnoDB"
         if not self.primary_key:
             return f"table {self.schema}.{self.table} has no primary key"
         return None
 
-    def unsupported_reason(self) -> str | None:
-        """Why a write to this table is refused with 1235 (capture cannot be exact), if it is."""
-        kind = self.table_type
-        if kind == "VIEW":
-            return f"{self.schema}.{self.table} is a view: writes through views are not captured"
-        if kind != "BASE TABLE":
-            return f"{self.schema}.{self.table} is a {kind.lower()} table"
-        if self.trigger_count:
-            return f"table {self.schema}.{self.table} has triggers, whose writes cannot be captured"
+    def shapeless_reason(self) -> str | None:
+        """Why this table has no row shape (its rows cannot be images), if it has none."""
+        if self.shape is not None:
+            return None
+        unfit = self.unfit_reason()
+        if unfit:
+            return unfit
+        if self.table_type != "BASE TABLE":
+            return f"{self.schema}.{self.table} is a {self.table_type.lower()}"
         for c in self.columns:
             if c.form is None:
-                return f"column {self.table}.{c.name} has type {c.column_type}, which capture does not handle"
-        if self.unsupported_index:
-            return f"unique index {self.unsupported_index} of {self.table} is on an expression"
+                return f"column {self.table}.{c.name} has type {c.column_type}, which row images do not carry"
         for n in self.primary_key:
             col = self.by_name.get(n)
             if col is not None and col.generated:
                 return f"the primary key of {self.table} includes the generated column {n}"
         for ref in self.parents:
             if ref.parent_index is None:
-                return (
-                    f"foreign key {ref.name} of {self.table} references columns of "
-                    f"{ref.parent_schema}.{ref.parent_table} that are not exactly a unique key"
-                )
-        return None
-
-    def cascading_children(self) -> tuple[ChildRef, ...]:
-        return tuple(c for c in self.children if c.cascades)
+                return (f"foreign key {ref.name} of {self.table} references columns of "
+                        f"{ref.parent_schema}.{ref.parent_table} that are not exactly a unique key")
+        return f"{self.schema}.{self.table} has no stored column or names a key column it does not have"
 
     def cascade_on_delete(self) -> ChildRef | None:
         """A foreign key whose action deleting a row of this table would fire, if any."""
@@ -357,16 +284,6 @@ class TableMeta:
                 return child
         return None
 
-    def image_select(self, qualifier: str) -> list[str]:
-        """SELECT expressions: the image (shape columns), then the extra key-material columns."""
-        assert self.shape is not None
-        exprs = [self.by_name[n].image_expr(qualifier) for n in self.shape.columns]
-        for name, sub in self.key_parts:
-            extra = self.by_name[name].key_expr(qualifier, sub)
-            if extra is not None:
-                exprs.append(extra)
-        return exprs
-
 
 def make_column(
     name: str,
@@ -377,9 +294,6 @@ def make_column(
     charset: str | None = None,
     collation: str | None = None,
     generated: bool = False,
-    auto_increment: bool = False,
-    default: str | None = None,
-    invisible: bool = False,
 ) -> Column:
     """A Column from a COLUMN_TYPE string (for tests and tools); strings default to utf8mb4."""
     data_type = re.match(r"[a-z ]+", column_type.lower())
@@ -388,7 +302,7 @@ def make_column(
         dt = dt[: -len(" unsigned")]
     if dt in _STRING_TYPES and charset is None:
         charset, collation = "utf8mb4", collation or "utf8mb4_general_ci"
-    return Column(name, position, dt, column_type, nullable, charset, collation, generated, auto_increment, default, invisible)
+    return Column(name, position, dt, column_type, nullable, charset, collation, generated)
 
 
 # --- the catalog ------------------------------------------------------------------------------------
@@ -396,24 +310,17 @@ def make_column(
 
 @dataclass(frozen=True, slots=True)
 class CatalogSnapshot:
-    """What the planner sees: metadata of the tables a statement names, stored functions.
-
-    A plain value, so the planner stays pure and unit tests can build one by hand.
-    """
+    """Metadata of the tables a transaction wrote, as one plain value (a test can build one)."""
 
     tables: Mapping[TableName, TableMeta] = field(default_factory=dict)
-    functions: Mapping[str, frozenset[str]] = field(default_factory=dict)  # schema → lower-case names
 
     def table(self, schema: str, table: str) -> TableMeta | None:
         """The table's metadata (names compared exactly, as lower_case_table_names=0 does)."""
         return self.tables.get((schema, table))
 
-    def stored_functions(self, schema: str) -> frozenset[str] | None:
-        return self.functions.get(schema)
-
 
 class CatalogError(Exception):
-    """information_schema answered something capture cannot interpret."""
+    """information_schema answered something the catalog cannot interpret."""
 
 
 def _lit(text: str) -> str:
@@ -426,26 +333,17 @@ def _b(v: bytes | None) -> str | None:
 
 
 class SchemaCatalog:
-    """Cached TableMeta per (schema, table) and stored-function names per schema.
+    """Cached TableMeta per (schema, table).
 
-    Loads run on the connection the caller gives (normally the member session's own backend
-    connection, inside its transaction: information_schema reads take no row locks).
+    Loads run on the connection the caller gives (the member's metadata connection: a session's
+    own is busy with its prepared XA transaction; information_schema reads take no row locks).
     """
 
-    def __init__(
-        self,
-        *,
-        tables_max: int = TABLE_META_CACHE_MAX,
-        function_schemas_max: int = FUNCTION_CACHE_SCHEMAS_MAX,
-    ) -> None:
-        if tables_max < 1 or function_schemas_max < 1:
+    def __init__(self, *, tables_max: int = TABLE_META_CACHE_MAX) -> None:
+        if tables_max < 1:
             raise ValueError("catalog bounds must be positive")
         self.tables_max = tables_max
-        self.function_schemas_max = function_schemas_max
         self._tables: OrderedDict[TableName, TableMeta] = OrderedDict()
-        self._functions: OrderedDict[str, frozenset[str]] = OrderedDict()
-        # collation id → character set: bounded by the server's own list (a few hundred).
-        self._charsets: dict[int, str] | None = None
         self.loads = 0  # round trips spent loading (observability and tests)
 
     # --- cache ---------------------------------------------------------------------------------
@@ -467,21 +365,20 @@ class SchemaCatalog:
                 self._tables.pop(name, None)
 
     def invalidate_schema(self, schema: str) -> None:
-        """Forget every table of a schema and its stored functions (DROP DATABASE, routines)."""
+        """Forget every table of a schema (DROP DATABASE)."""
         for name in [n for n in self._tables if n[0] == schema]:
             self.invalidate(*name)
-        self._functions.pop(schema, None)
-
-    def invalidate_functions(self, schema: str) -> None:
-        self._functions.pop(schema, None)
 
     def forget_for_ddl(self, schema: str, sql: str) -> None:
         """DDL `sql` ran with default schema `schema`: forget the metadata of what it names
-        (everything, when it names no table)."""
+        (everything, when it names no table, or may add a foreign key: the parent's metadata
+        lists its children, and a parent not cached as one would not be forgotten by name)."""
         from .statements import classify
 
         stmt = classify(sql)
-        if stmt.ddl_object in ("DATABASE", "SCHEMA") and stmt.schema:
+        if _REFERENCES.search(sql):
+            self.invalidate_all()
+        elif stmt.ddl_object in ("DATABASE", "SCHEMA") and stmt.schema:
             self.invalidate_schema(stmt.schema)
         elif stmt.tables:
             for ref in stmt.tables:
@@ -491,7 +388,6 @@ class SchemaCatalog:
 
     def invalidate_all(self) -> None:
         self._tables.clear()
-        self._functions.clear()
 
     def __len__(self) -> int:
         return len(self._tables)
@@ -504,53 +400,29 @@ class SchemaCatalog:
 
     # --- loading -------------------------------------------------------------------------------
 
-    async def snapshot(
-        self,
-        conn: "BackendConnection",
-        tables: Iterable[TableName],
-        function_schemas: Iterable[str] = (),
-    ) -> CatalogSnapshot:
-        """Metadata of `tables` (unknown ones absent) and stored functions of the schemas.
+    async def snapshot(self, conn: "BackendConnection", tables: Iterable[TableName]) -> CatalogSnapshot:
+        """Metadata of `tables` (unknown ones absent).
 
         Everything missing from the cache is loaded in one round trip per
         CATALOG_TABLES_PER_LOAD_MAX tables. Raises BackendError if information_schema cannot
         be read.
         """
         wanted = list(dict.fromkeys(tables))
-        schemas = list(dict.fromkeys(function_schemas))
         missing = [n for n in wanted if self.get(*n) is None]
-        missing_fn = [s for s in schemas if s not in self._functions]
-        while missing or missing_fn:
+        while missing:
             chunk, missing = missing[:CATALOG_TABLES_PER_LOAD_MAX], missing[CATALOG_TABLES_PER_LOAD_MAX:]
-            fn_chunk, missing_fn = missing_fn[:CATALOG_TABLES_PER_LOAD_MAX], missing_fn[CATALOG_TABLES_PER_LOAD_MAX:]
-            await self._load(conn, chunk, fn_chunk)
+            await self._load(conn, chunk)
         found: dict[TableName, TableMeta] = {}
         for name in wanted:
             meta = self.get(*name)
             if meta is not None:
                 found[name] = meta
-        functions = {s: self._functions[s] for s in schemas if s in self._functions}
-        return CatalogSnapshot(found, functions)
+        return CatalogSnapshot(found)
 
-    async def charset_of_collation(self, conn: "BackendConnection", collation_id: int) -> str | None:
-        """The character set name of a collation id (as column definitions carry it)."""
-        if self._charsets is None:
-            result = await conn.execute(
-                "SELECT ID, CAST(CHARACTER_SET_NAME AS BINARY) FROM information_schema.COLLATIONS WHERE ID IS NOT NULL"
-            )
-            self.loads += 1
-            self._charsets = {int(r[0]): _b(r[1]) or "" for r in result.rows if r[0] is not None}
-        return self._charsets.get(collation_id)
-
-    async def _load(self, conn: "BackendConnection", names: Sequence[TableName], schemas: Sequence[str]) -> None:
+    async def _load(self, conn: "BackendConnection", names: Sequence[TableName]) -> None:
         statements: list[str] = []
         for schema, table in names:
             statements += _table_queries(schema, table)
-        for schema in schemas:
-            statements.append(
-                "SELECT CAST(ROUTINE_NAME AS BINARY) FROM information_schema.ROUTINES "
-                f"WHERE ROUTINE_TYPE = 'FUNCTION' AND ROUTINE_SCHEMA = {_lit(schema)}"
-            )
         if conn.capabilities & (1 << 16):  # CLIENT_MULTI_STATEMENTS: one round trip
             results = await conn.execute_all(";\n".join(statements))
             self.loads += 1
@@ -566,13 +438,6 @@ class SchemaCatalog:
             meta = _meta_from_results(schema, table, results[i * per : (i + 1) * per])
             if meta is not None:
                 self._put(meta)
-        base = len(names) * per
-        for j, schema in enumerate(schemas):
-            rows = results[base + j].rows
-            self._functions[schema] = frozenset((_b(r[0]) or "").lower() for r in rows)
-            self._functions.move_to_end(schema)
-            while len(self._functions) > self.function_schemas_max:
-                self._functions.popitem(last=False)
 
 
 def _table_queries(schema: str, table: str) -> list[str]:
@@ -582,7 +447,7 @@ def _table_queries(schema: str, table: str) -> list[str]:
         f"FROM information_schema.TABLES WHERE TABLE_SCHEMA = {s} AND TABLE_NAME = {t}",
         "SELECT CAST(TABLE_NAME AS BINARY), CAST(COLUMN_NAME AS BINARY), ORDINAL_POSITION, CAST(DATA_TYPE AS BINARY), "
         "CAST(COLUMN_TYPE AS BINARY), IS_NULLABLE, CAST(CHARACTER_SET_NAME AS BINARY), CAST(COLLATION_NAME AS BINARY), "
-        "CAST(EXTRA AS BINARY), CAST(COLUMN_DEFAULT AS BINARY) "
+        "CAST(EXTRA AS BINARY) "
         f"FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {s} AND TABLE_NAME = {t} ORDER BY ORDINAL_POSITION",
         "SELECT CAST(TABLE_NAME AS BINARY), CAST(INDEX_NAME AS BINARY), NON_UNIQUE, SEQ_IN_INDEX, "
         "CAST(COLUMN_NAME AS BINARY), SUB_PART "
@@ -611,13 +476,11 @@ def _table_queries(schema: str, table: str) -> list[str]:
         "CAST(UNIQUE_CONSTRAINT_NAME AS BINARY) "
         f"FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = {s} "
         f"AND REFERENCED_TABLE_NAME = {t}",
-        "SELECT CAST(EVENT_OBJECT_TABLE AS BINARY) FROM information_schema.TRIGGERS "
-        f"WHERE EVENT_OBJECT_SCHEMA = {s} AND EVENT_OBJECT_TABLE = {t}",
     ]
 
 
 def _meta_from_results(schema: str, table: str, results: Sequence["Result"]) -> TableMeta | None:
-    tables, columns, stats, fks, parent_stats, children, triggers = results
+    tables, columns, stats, fks, parent_stats, children = results
     # information_schema compares names case-insensitively: keep exact matches only.
     trow = [r for r in tables.rows if _b(r[0]) == table]
     if not trow:
@@ -639,9 +502,6 @@ def _meta_from_results(schema: str, table: str, results: Sequence["Result"]) -> 
                 charset=_b(r[6]),
                 collation=_b(r[7]),
                 generated=("VIRTUAL GENERATED" in extra or "STORED GENERATED" in extra or "PERSISTENT" in extra),
-                auto_increment="AUTO_INCREMENT" in extra,
-                default=_b(r[9]),
-                invisible="INVISIBLE" in extra,
             )
         )
     indexes: dict[str, list[tuple[str | None, int]]] = {}
@@ -702,7 +562,6 @@ def _meta_from_results(schema: str, table: str, results: Sequence["Result"]) -> 
         for r in children.rows
         if _b(r[5]) == table
     ]
-    trigger_count = sum(1 for r in triggers.rows if _b(r[0]) == table)
     return TableMeta.build(
         schema,
         table,
@@ -712,7 +571,6 @@ def _meta_from_results(schema: str, table: str, results: Sequence["Result"]) -> 
         unique_keys=uniques,
         parents=parents,
         children=child_refs,
-        trigger_count=trigger_count,
         engine=engine,
         table_type=table_type,
         unsupported_index=unsupported_index,

@@ -2,8 +2,9 @@
 
 Two callers ask the same questions about the same texts:
 
-* the member session (replication layer): does this statement need write capture (DML), is it
-  DDL to be totally ordered, is it transaction control, may it be relayed as a plain read?
+* the member session (replication layer): may this statement write (it then runs inside the
+  member's XA transaction), is it DDL to be totally ordered, is it transaction control, may it
+  be relayed as a plain read?
 * the router: may it go to a read member (`is_read_only`), must the session stay on its
   connection (`session_functions`, `temporary_table`, user variables, locking functions), does it
   change the session state that the router replays (`assignments`, `USE`), does it start, end or
@@ -2113,9 +2114,10 @@ def replace_call(sql: bytes, function: str, value: int) -> bytes:
     `value`; a select-list item keeps its column name (`value AS \`function()\``).
 
     A text-level rewrite for session functions whose answer the proxy knows better than the
-    server it relays to (CONNECTION_ID() through the router, ROW_COUNT() after a captured write).
-    A string literal containing the call is rewritten too, so callers rewrite only statements
-    the classifier says call a session function. Returns `sql` itself when there is no call.
+    server it relays to (CONNECTION_ID() through the router, ROW_COUNT() after a member ended
+    an autocommit write with its XA COMMIT). A string literal containing the call is rewritten
+    too, so callers rewrite only statements the classifier says call a session function.
+    Returns `sql` itself when there is no call.
     """
     pattern = _call_re(function)
 

@@ -1,4 +1,4 @@
-"""Reading a backend's binary log: the capture path of DESIGN §5.
+"""Reading a backend's binary log: where a member's write transactions are read back (DESIGN §5).
 
 Layers, bottom up (each usable alone; none knows about members or sessions):
 

@@ -7,8 +7,8 @@ metadata). `decoder_for(table_map)` compiles one small decoding function per col
 table definition (cached by the caller: `RowDecoder` objects are immutable), and
 `RowDecoder.decode(event)` turns a rows event into `BinlogRowChange`s.
 
-Values come out already in `replication.rowimage`'s representation (`Form`), so that the row
-images derived from the binlog are the ones statement capture reads back:
+Values come out already in `replication.rowimage`'s representation (`Form`), the one the
+applier renders as exact SQL literals (`rowimage.render_value`) on every other member:
 
     integers, YEAR, BIT, SET (bitmask), ENUM (index)   int
     DECIMAL                                            the server's text ("-12.30")
@@ -18,12 +18,12 @@ images derived from the binlog are the ones statement capture reads back:
     CHAR, VARCHAR, TEXT (and MariaDB's JSON = LONGTEXT) raw bytes in the column's charset
     BINARY (re-padded with 0x00: the binlog strips them), VARBINARY, BLOB  raw bytes
     GEOMETRY                                           internal bytes (SRID + WKB)
-    INET4, INET6, UUID (MariaDB)                       16/4 raw bytes here; their text (as
-                                                       capture reads them) in to_row_changes
+    INET4, INET6, UUID (MariaDB)                       16/4 raw bytes here; their canonical
+                                                       text (as the server prints them) in
+                                                       to_row_changes
 
 `to_row_changes` then maps a table's decoded changes onto its `RowShape` (columns by name from
-the table map, generated columns dropped) and builds `RowChange`s exactly as capture does:
-inserts and updates are upserts carrying the after-image and the key material of the after and
+the table map, generated columns dropped) and builds `RowChange`s: inserts and updates are upserts carrying the after-image and the key material of the after and
 before rows, an update that moves the primary key is a delete and an upsert, deletes carry the
 before row's key material. Key material of collated strings is the server's WEIGHT_STRING, which
 no pure function can compute: `weight_requests` lists what is needed and `fetch_weights` asks the
@@ -526,7 +526,8 @@ def _inet6_text(raw: bytes) -> str:
 
 
 def _native_text(data_type: str, raw: bytes) -> bytes:
-    """The text a MariaDB INET4 / INET6 / UUID value reads back as (capture's image form)."""
+    """The text a MariaDB INET4 / INET6 / UUID value reads back as (its image form: the applier
+    writes it back as that text)."""
     if data_type == "inet4" and len(raw) == 4:
         return ".".join(str(b) for b in raw).encode("ascii")
     if data_type == "inet6" and len(raw) == 16:
@@ -543,7 +544,7 @@ _NATIVE = frozenset({"inet6", "inet4", "uuid"})
 def _shape(meta: "TableMeta") -> RowShape:
     shape = meta.shape
     if shape is None:
-        raise BinlogUnsupported(f"{meta.schema}.{meta.table} has no row shape: {meta.unfit_reason() or meta.unsupported_reason()}")
+        raise BinlogUnsupported(f"{meta.schema}.{meta.table} has no row shape: {meta.shapeless_reason()}")
     return shape
 
 
@@ -627,11 +628,11 @@ async def fetch_weights(conn: "BackendConnection", requests: Iterable[WeightRequ
 def to_row_changes(
     meta: "TableMeta", table_map: TableMap, changes: Sequence[BinlogRowChange], weights: Weights | None = None
 ) -> list[RowChange]:
-    """The `RowChange`s of one table's decoded binlog rows, as capture would have produced them.
+    """The `RowChange`s of one table's decoded binlog rows (what the applier applies elsewhere).
 
     `meta` is the table's metadata (replication.schema.TableMeta: shape, key parts, collations);
     `weights` must hold every request of `weight_requests(meta, table_map, changes)`.
-    An update whose images are equal is dropped (capture reports no change for it). Raises
+    An update whose images are equal is dropped (it changed nothing another member must repeat). Raises
     BinlogUnsupported when the table cannot be converted (no shape, a column type not converted,
     columns absent from the event, a table map that does not match `meta`).
     """

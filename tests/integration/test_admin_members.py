@@ -21,7 +21,6 @@ import pytest
 from grproxy.config import Config, FrontendConfig, UserConfig
 from grproxy.frontend import FrontendServer
 from grproxy.mysqld import ServerHandle, free_port
-from replication.capture import RowCapturer
 from replication.gcs.interface import MemberId, MemberState
 from replication.gcs.xcom.binding import XcomGroup, new_incarnation
 from replication.gcs.xcom.core import CoreConfig
@@ -29,6 +28,7 @@ from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
 from replication.member_session import MemberSessionFactory
 from replication.protocol.backend import BackendAddress
+from replication.rowimage import apply_encoded
 from router.service import Router, RouterSettings
 from router.session import RouterFactory
 
@@ -75,13 +75,12 @@ class Group:
                 return new_gcs
             new_gcs = factory()
             gcs = await new_gcs()
-            capturer = RowCapturer()
             port = free_port()
             member = Member(MemberConfig(uuid=uuid, backend=BackendAddress(b.host, b.port, b.user, b.password),
                                          member_address=f"127.0.0.1:{port}", stable_report_interval_s=0.2),
-                            gcs, capturer.apply, after_ddl=capturer.on_ddl, gcs_factory=new_gcs)
+                            gcs, apply_encoded, gcs_factory=new_gcs)
             config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port), users=USERS, backends=())
-            server = FrontendServer(config, VERSION, 0xFFFFFFFF, MemberSessionFactory(member, capturer))
+            server = FrontendServer(config, VERSION, 0xFFFFFFFF, MemberSessionFactory(member))
             await server.start()
             self.members.append(member)
             self.servers.append(server)

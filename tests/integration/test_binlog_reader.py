@@ -27,7 +27,7 @@ from replication.binlog.stream import BinlogPosition, BinlogStreamBroken
 from replication.binlog.transactions import BinlogTransaction
 from replication.protocol.backend import BackendConnection
 from test_binlog_support import HEARTBEAT_S, address, connect, replica_id, run_sql
-from test_capture_support import open_conn
+from tables_support import open_conn
 
 DB = "blrd"
 TIMEOUT_S = 30.0  # generous: a bound on a hang, never a measured time

@@ -27,7 +27,7 @@ from replication.binlog.reader import BinlogReader
 from replication.binlog.stream import BinlogPosition, BinlogStream, BinlogStreamBroken
 from replication.binlog.transactions import BinlogTransaction
 from test_binlog_support import HEARTBEAT_S, address, read_until_marker, replica_id, run_sql
-from test_capture_support import open_conn
+from tables_support import open_conn
 
 DB = "blst"
 

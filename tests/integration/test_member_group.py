@@ -1,7 +1,7 @@
 """Three members in one process: real MariaDB backends, real TCP group communication.
 
 The row changes here are plain SQL (a test-only encoding of `apply_changes`): what is under
-test is ordering, certification, the applier, positions and their persistence, not capture.
+test is ordering, certification, the applier, positions and their persistence, not row images.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from replication.gcs.xcom.binding import XcomGroup, new_incarnation
 from replication.gcs.xcom.core import CoreConfig
 from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
-from replication.capture import RowCapturer
 from replication.member_session import MemberSessionFactory
 from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.errors import CertificationConflict
@@ -59,7 +58,7 @@ class Group:
             config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port),
                             users=(UserConfig("root", "", admin=True),), backends=())
             server = FrontendServer(config, "10.11.0-MariaDB-grproxy", 0xFFFFFFFF,
-                                    MemberSessionFactory(member, RowCapturer()))
+                                    MemberSessionFactory(member))
             await server.start()
             self.servers.append(server)
             self.gcs.append(gcs)

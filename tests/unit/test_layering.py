@@ -13,7 +13,8 @@ FORBIDDEN = {
     "router": ("grproxy",),
     "replication": ("grproxy", "router"),
     "replication/gcs": ("grproxy", "router", "replication.protocol", "replication.member", "replication.engine",
-                        "replication.capture", "replication.applier", "replication.statements"),
+                        "replication.local_commit", "replication.writeset", "replication.applier",
+                        "replication.statements"),
 }
 
 

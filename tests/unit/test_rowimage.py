@@ -315,7 +315,7 @@ def test_apply_statements_bounds_and_special_rows() -> None:
     stmts = list(_statements([_up(shape, 1), _up(shape, 2, e=0), _up(shape, 3)], mariadb=True))
     assert [(s.kind, s.rows, s.enum_zero) for s in stmts] == [
         ("upsert", 1, False), ("upsert", 1, True), ("warnings", 0, False), ("upsert", 1, False)]
-    # Self-referencing tables: deletes one row at a time, in capture order.
+    # Self-referencing tables: deletes one row at a time, in the origin's order.
     tree = _shape(self_referencing=True)
     stmts = list(_statements([_del(tree, 3), _del(tree, 1), _del(tree, 2)], mariadb=True))
     assert [s.sql for s in stmts] == [f"DELETE FROM `s`.`t` WHERE `id` IN ({i})" for i in (3, 1, 2)]

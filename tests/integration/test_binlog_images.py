@@ -1,21 +1,21 @@
-"""Row images from the binlog equal the ones statement capture reads back (DESIGN §5).
+"""Row images from the binlog, applied on another server, give identical tables (DESIGN §5).
 
 A table holding every column type MariaDB 10.11 logs (integers signed and unsigned at their
 limits, DECIMAL(65,30) and small decimals, FLOAT, DOUBLE, BIT(1/13/64), DATE, TIME / DATETIME /
-TIMESTAMP with 0-6 fractional digits, YEAR, CHAR / VARCHAR in utf8mb4 and latin1, BINARY with
-zero bytes, VARBINARY, every TEXT and BLOB size, ENUM, SET, JSON, GEOMETRY and POINT, virtual
-and stored generated columns, a collated unique key with a prefix) is written through
-`capture_statement` inside ordinary transactions; the same transactions are read from the
-binlog. For each statement the `RowChange`s `to_row_changes` derives from the rows events must
-equal capture's, and applying them on a second server must give the same table (CHECKSUM TABLE
-and every row).
+TIMESTAMP with 0-6 fractional digits, YEAR, CHAR / VARCHAR in utf8mb4, latin1, utf32 and ucs2,
+BINARY with zero bytes, VARBINARY, every TEXT and BLOB size, ENUM with 300 members, SET with 64,
+JSON, GEOMETRY and POINT, virtual and stored generated columns, collated unique keys with a
+prefix and NO PAD) is written on server A in ordinary transactions, under a +05:30 session. Each
+transaction is read back from A's binlog and goes the member's way: `writeset.derive` (row
+changes and write set), the group's encoding (`rowimage.encode_changes` / `decode_changes`),
+and the applier's `rowimage.apply_encoded` on server B. After every statement CHECKSUM TABLE and
+every row (hex) are equal on A and B, and every statement derived changes and write-set keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections import Counter
 import random
 from collections.abc import Callable, Iterator, Sequence
 
@@ -23,16 +23,15 @@ import pytest
 
 from grproxy.mysqld import ServerHandle
 from replication.binlog.events import Heartbeat
-from replication.binlog.rows import fetch_weights, to_row_changes, weight_requests
 from replication.binlog.stream import BinlogStream
 from replication.binlog.transactions import Assembler, BinlogTransaction
-from replication.capture import capture_statement
-from replication.rowimage import RowChange, apply_changes
+from replication.rowimage import apply_encoded, decode_changes, encode_changes
 from replication.schema import SchemaCatalog
+from replication.writeset import Derived, derive
+from tables_support import open_conn, table_state
 from test_binlog_support import HEARTBEAT_S, address, replica_id, run_sql
-from test_capture_support import open_conn, table_state
 
-DB = "bleq"
+DB = "blimg"
 
 TABLE = """
 CREATE TABLE every (
@@ -117,92 +116,77 @@ STATEMENTS = [
 
 @pytest.fixture(scope="module")
 def servers(backend_factory: Callable[..., ServerHandle]) -> Iterator[tuple[ServerHandle, ServerHandle]]:
-    a = backend_factory("binlog_eq_a")
-    b = backend_factory("binlog_eq_b")
+    a = backend_factory("binlog_img_a")
+    b = backend_factory("binlog_img_b")
     for handle in (a, b):
         run_sql(handle, None, [f"DROP DATABASE IF EXISTS {DB}", f"CREATE DATABASE {DB} CHARACTER SET utf8mb4"])
         run_sql(handle, DB, [TABLE, NATIVE_TABLE])
     yield a, b
 
 
-async def _scenario(
-    a: ServerHandle, b: ServerHandle, table: str = "every", statements: Sequence[str] = STATEMENTS,
-) -> list[tuple[str, list[RowChange], list[RowChange]]]:
+async def _next_transaction(stream: BinlogStream, assembler: Assembler) -> BinlogTransaction:
+    """The next transaction with rows (statements that changed nothing log none)."""
+    while True:
+        event = await stream.next_event()
+        if isinstance(event, Heartbeat):
+            continue
+        txn = assembler.feed(event)
+        if txn is not None and txn.has_rows:
+            return txn
+
+
+async def _replicate(
+    a: ServerHandle, b: ServerHandle, statements: Sequence[str], *, session: str = "SET time_zone = '+05:30', NAMES utf8mb4",
+) -> list[tuple[str, Derived, dict[str, object], dict[str, object], bool]]:
+    """Run each statement on A in a transaction; derive its binlog transaction and apply it on B.
+    Returns (statement, derived, state of A, state of B, rows changed) after each."""
     stream = await BinlogStream.open(address(a), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S)
     assembler = Assembler()
     conn = await open_conn(a, DB)
+    meta_conn = await open_conn(a, DB)
     applier = await open_conn(b, DB)
     catalog = SchemaCatalog()
     out = []
     try:
-        await conn.execute_all("SET time_zone = '+05:30', NAMES utf8mb4")
+        await conn.execute_all(session)
         for sql in statements:
+            before = table_state(a, DB)
             await conn.execute("BEGIN")
-            _, captured = await capture_statement(conn, sql, DB, catalog, sql_mode=None)
+            await conn.execute(sql)
             await conn.execute("COMMIT")
-            txn: BinlogTransaction | None = None
-            while txn is None:
-                event = await stream.next_event()
-                if not isinstance(event, Heartbeat):
-                    txn = assembler.feed(event)
-                    if txn is not None and not txn.has_rows:
-                        txn = None  # capture's own reads log nothing; skip anything else
-            snapshot = await catalog.snapshot(conn, [(DB, table)])
-            meta = snapshot.table(DB, table)
-            assert meta is not None
-            derived: list[RowChange] = []
-            for table_rows in txn.tables:
-                requests = weight_requests(meta, table_rows.table_map, table_rows.changes)
-                weights = await fetch_weights(conn, requests)
-                derived += to_row_changes(meta, table_rows.table_map, table_rows.changes, weights)
-            out.append((sql, captured, derived))
-            await applier.execute("BEGIN")
-            await apply_changes(applier, derived)
-            await applier.execute("COMMIT")
+            after = table_state(a, DB)
+            changed = after != before
+            derived = Derived((), frozenset())
+            if changed:
+                txn = await _next_transaction(stream, assembler)
+                derived = await derive(txn, meta_conn, catalog, size_limit_bytes=0)
+                data = encode_changes(list(derived.changes))
+                assert decode_changes(data) == list(derived.changes)
+                await applier.execute("BEGIN")
+                await apply_encoded(applier, data)
+                await applier.execute("COMMIT")
+            out.append((sql, derived, after, table_state(b, DB), changed))
     finally:
         conn.close()
+        meta_conn.close()
         applier.close()
         await stream.close()
     return out
 
 
-def _diff(derived: list[RowChange], captured: list[RowChange]) -> list[tuple[object, ...]]:
-    """(pk, column, from the binlog, from capture) of the values that differ, for the message."""
-    by_pk = {(c.pk, c.op): c for c in captured}
-    out: list[tuple[object, ...]] = []
-    for d in derived:
-        c = by_pk.get((d.pk, d.op))
-        if c is None:
-            out.append((d.pk, d.op, "not captured"))
-            continue
-        for name, x, y in zip(d.shape.columns, d.after or (), c.after or ()):
-            if x != y:
-                out.append((d.pk, name, x if not isinstance(x, bytes) else x[:40], y if not isinstance(y, bytes) else y[:40]))
-        if d.after_key != c.after_key or d.before_key != c.before_key:
-            out.append((d.pk, "key material", d.after_key, c.after_key, d.before_key, c.before_key))
-    return out[:10]
-
-
-def test_binlog_row_images_equal_capture_and_apply_identically(servers: tuple[ServerHandle, ServerHandle]) -> None:
+def test_every_type_applies_identically_statement_by_statement(servers: tuple[ServerHandle, ServerHandle]) -> None:
     a, b = servers
-    # The scenario runs statement by statement so that the two sides are compared after each.
-    results = asyncio.run(_scenario(a, b))
+    results = asyncio.run(_replicate(a, b, STATEMENTS))
     assert len(results) == len(STATEMENTS)
-    for sql, captured, derived in results:
+    for sql, derived, state_a, state_b, changed in results:
+        assert state_a == state_b, f"backends differ after {sql[:80]}"
+        assert bool(derived.changes) == changed and bool(derived.keys) == changed, sql[:80]
         if sql.startswith("REPLACE"):
-            # The server logged what it did: a delete of the conflicting row and an insert
-            # (capture reads one upsert). Same final image, same key material on both sides.
-            assert [c.op for c in derived] == ["delete", "upsert"], sql
-            assert [(c.pk, c.after) for c in derived if c.op == "upsert"] == [(c.pk, c.after) for c in captured]
-            assert {m for c in derived for m in (c.after_key or ()) + (c.before_key or ())} == {
-                m for c in captured for m in (c.after_key or ()) + (c.before_key or ())
-            }
-            continue
-        # Same changes; capture orders a multi-row statement's rows by its own reads, the
-        # binlog by execution, so they are compared as multisets (order within a primary key
-        # is the same: a key appears once per statement, except a moved key's delete + upsert).
-        assert Counter(derived) == Counter(captured), (sql[:80], _diff(derived, captured))
-    assert table_state(a, DB) == table_state(b, DB)
+            # The server logged what it did: a delete of the conflicting row and an insert.
+            assert [c.op for c in derived.changes] == ["delete", "upsert"], sql
+        if sql.startswith("UPDATE every SET id = id + 100"):
+            assert [c.op for c in derived.changes] == ["delete", "upsert"], sql  # a moved primary key
+    assert all(changed for *_, changed in results)  # every statement here changes rows
 
 
 def test_states_match_midway(servers: tuple[ServerHandle, ServerHandle]) -> None:
@@ -210,34 +194,9 @@ def test_states_match_midway(servers: tuple[ServerHandle, ServerHandle]) -> None
     a, b = servers
     run_sql(a, DB, ["DELETE FROM every"])
     run_sql(b, DB, ["DELETE FROM every"])
-
-    async def go() -> None:
-        stream = await BinlogStream.open(address(a), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S)
-        assembler = Assembler()
-        conn = await open_conn(a, DB)
-        applier = await open_conn(b, DB)
-        catalog = SchemaCatalog()
-        try:
-            await conn.execute("SET time_zone = '+05:30'")
-            await conn.execute(f"INSERT INTO every ({COLS}) VALUES ({MAXIMA}), ({MINIMA}), ({ZEROES}), ({NULLS}), ({TYPICAL})")
-            txn = None
-            while txn is None or not txn.has_rows:
-                event = await stream.next_event()
-                txn = None if isinstance(event, Heartbeat) else assembler.feed(event)
-            meta = (await catalog.snapshot(conn, [(DB, "every")])).table(DB, "every")
-            assert meta is not None
-            (table_rows,) = txn.tables
-            weights = await fetch_weights(conn, weight_requests(meta, table_rows.table_map, table_rows.changes))
-            await applier.execute("BEGIN")
-            await apply_changes(applier, to_row_changes(meta, table_rows.table_map, table_rows.changes, weights))
-            await applier.execute("COMMIT")
-        finally:
-            conn.close()
-            applier.close()
-            await stream.close()
-
-    asyncio.run(go())
-    state_a, state_b = table_state(a, DB), table_state(b, DB)
+    insert = f"INSERT INTO every ({COLS}) VALUES ({MAXIMA}), ({MINIMA}), ({ZEROES}), ({NULLS}), ({TYPICAL})"
+    ((_, derived, state_a, state_b, _),) = asyncio.run(_replicate(a, b, [insert], session="SET time_zone = '+05:30'"))
+    assert len(derived.changes) == 5
     assert len(state_a["every"][1]) == 5  # type: ignore[index]
     assert state_a == state_b
 
@@ -271,7 +230,7 @@ def _addresses(n: int) -> list[tuple[bytes, bytes, bytes]]:
     return out
 
 
-def test_native_types_equal_capture(servers: tuple[ServerHandle, ServerHandle]) -> None:
+def test_native_types_apply_identically(servers: tuple[ServerHandle, ServerHandle]) -> None:
     a, b = servers
     values = _addresses(300)
     rows = ", ".join(f"({i}, X'{x.hex()}', X'{y.hex()}', X'{z.hex()}')" for i, (x, y, z) in enumerate(values))
@@ -281,7 +240,6 @@ def test_native_types_equal_capture(servers: tuple[ServerHandle, ServerHandle]) 
         "UPDATE native SET id = id + 1000 WHERE id = 21",
         "DELETE FROM native WHERE id > 250",
     ]
-    results = asyncio.run(_scenario(a, b, "native", statements))
-    for sql, captured, derived in results:
-        assert Counter(derived) == Counter(captured), sql[:80]
-    assert table_state(a, DB)["native"] == table_state(b, DB)["native"]
+    for sql, _, state_a, state_b, changed in asyncio.run(_replicate(a, b, statements)):
+        assert changed, sql[:80]
+        assert state_a["native"] == state_b["native"], sql[:80]
