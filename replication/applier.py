@@ -83,6 +83,11 @@ class Applier:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def discard_queue(self) -> int:
+        n = len(self._queue)
+        self._queue.clear()
+        return n
+
     def submit(self, item: ApplyRemote | ExecuteDdl) -> None:
         """Queue an item (delivery order). Raises ApplierFull at the bound."""
         if len(self._queue) >= self.queue_max:

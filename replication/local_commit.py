@@ -127,6 +127,15 @@ class LocalCommits:
             replica_server_id=self._replica_server_id(), on_outside_xa=self._outside_xa,
         )
 
+    async def reopen_if_broken(self) -> None:
+        """A reader whose stream broke (the backend restarted) is replaced by a new one at the
+        binlog's end (rejoin: nothing is being committed meanwhile)."""
+        if self.reader is not None and self.reader.error is not None:
+            self._log.warning("binlog_reader_reopened", error=str(self.reader.error))
+            await self.reader.close()
+            self.reader = None
+        await self.open()
+
     def _replica_server_id(self) -> int:
         """A server_id for our binlog dump connection, stable per member, unlike any backend's."""
         return 0x40000000 | (zlib.crc32(self.member.config.uuid.encode()) & 0x3FFFFFFF)

@@ -183,6 +183,7 @@ class Member:
         self._bootstrapping: LifecycleEvent | None = None  # BOOTSTRAP / REBOOT until the first view
         self._no_majority_since: float | None = None
         self._backend_failures = 0
+        self._applier_task: asyncio.Task[None] | None = None
         self.positions = Positions()
         self.store = PositionStore()
         self.local = LocalCommits(self)  # the binlog write path (replication/local_commit.py)
@@ -277,7 +278,8 @@ class Member:
         self._seeds = seeds
         await self.local.open()  # before any write is served: the binlog from here on
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run_applier()), loop.create_task(self._housekeeping())]
+        self._applier_task = loop.create_task(self._run_applier())
+        self._tasks = [self._applier_task, loop.create_task(self._housekeeping())]
         self._enter_group(self.gcs, LifecycleEvent.BOOTSTRAP if bootstrap else LifecycleEvent.JOIN)
 
     def _enter_group(self, gcs: GroupCommunication, event: LifecycleEvent) -> None:
@@ -299,7 +301,9 @@ class Member:
         gcs.add_event_listener(lambda e: self._on_event(e) if gcs is self.gcs else None)
         if event in (LifecycleEvent.BOOTSTRAP, LifecycleEvent.REBOOT):
             self._bootstrapping = event
-            gcs.bootstrap((gcs.me,))  # ONLINE once the bootstrap view is installed
+            # ONLINE once the bootstrap view is installed; refused (GROUP_EXISTS) when one of
+            # the seeds answers from a running group: two groups under one name never run.
+            gcs.bootstrap((gcs.me,), self._seeds)
         else:
             self._bootstrapping = None
             self._move(event)
@@ -355,6 +359,11 @@ class Member:
     async def _resolve_local(self) -> None:
         """Before a new incarnation: end the prepared XA transactions the old one left (their
         sessions were closed when it failed) and take the positions they recorded."""
+        await self.local.reopen_if_broken()
+        if self._applier_task is not None and self._applier_task.done():
+            self.applier.discard_queue()
+            self._applier_task = asyncio.get_running_loop().create_task(self._run_applier())
+            self._tasks.append(self._applier_task)
         conn = await self.connect()
         try:
             committed, _ = await self.local.resolve_prepared(conn)
@@ -457,23 +466,39 @@ class Member:
                 fut.set_exception(HookError(f"Error on observer while running replication hook 'before_commit'. ({why})"))
 
     def _schedule_rejoin(self) -> None:
+        """GR's autorejoin: try again as a new incarnation every autorejoin_interval_s. A try
+        made while the backend does not answer is not counted (the member waits for it); a try
+        that fails uses one of autorejoin_tries; when none is left, exit_state_action applies.
+        A join that fails later (refused, no seed answers) comes back here through _fail."""
         async def run() -> None:
-            await asyncio.sleep(self.config.autorejoin_interval_s)
-            if self.state is not MemberState.ERROR:
-                return
-            self._log.info("autorejoin", tries_left=self._rejoins_left)
-            try:
-                await self.rejoin()
-            except (StartRefused, OSError, GcsError) as exc:
-                self._log.warning("autorejoin_failed", error=str(exc))
-                self.error = f"autorejoin failed: {exc}"
+            while True:
+                await asyncio.sleep(self.config.autorejoin_interval_s)
+                if self.state is not MemberState.ERROR:
+                    return
+                if not await self._backend_answers():
+                    self._log.info("autorejoin_waits_for_backend")
+                    continue
+                self._log.info("autorejoin", tries_left=self._rejoins_left)
+                try:
+                    await self.rejoin()
+                    return
+                except (StartRefused, OSError, GcsError, MySQLError, BackendError) as exc:
+                    self._log.warning("autorejoin_failed", error=str(exc))
+                    self.error = f"autorejoin failed: {exc}"
+                if self._rejoins_left <= 0:
+                    for listener in self.on_error:
+                        listener(self.error or "autorejoin failed")
+                    return
+                self._rejoins_left -= 1
 
         self._cancel_rejoin()
         self._rejoin_task = asyncio.get_running_loop().create_task(run())
 
     def _cancel_rejoin(self) -> None:
-        if self._rejoin_task is not None and not self._rejoin_task.done():
-            self._rejoin_task.cancel()
+        """Drop a scheduled autorejoin (never the running one: rejoin() itself calls this)."""
+        task = self._rejoin_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
         self._rejoin_task = None
 
     # --- group callbacks (called in delivery order, from the loop) ------------------------------------
@@ -556,6 +581,9 @@ class Member:
                             GcsErrorCode.JOIN_REFUSED):
             # GR's autorejoin: a member that was removed, or could not get in, tries again.
             self._fail(f"group communication: {event.code.value}: {event.detail}", rejoin=True)
+        elif event.code is GcsErrorCode.GROUP_EXISTS:
+            self._fail(f"bootstrap refused: a group with this name is running ({event.detail}); "
+                       "start this member with bootstrap off so that it joins it")
         elif event.code is GcsErrorCode.INTERNAL:
             self._fail(f"group communication: {event.code.value}: {event.detail}")
         elif event.code is GcsErrorCode.BROADCAST_STALLED:
@@ -1149,9 +1177,22 @@ class Member:
             self._backend_failures += 1
             self._log.warning("backend_probe_failed", failures=self._backend_failures, error=str(exc))
             if self._backend_failures >= self.config.backend_check_failures_max:
-                self._fail(f"the backend {self.config.backend} stopped answering ({exc})")
+                # Rejoins (autorejoin_tries) once the backend answers again.
+                self._fail(f"the backend {self.config.backend} stopped answering ({exc})", rejoin=True)
             return
         self._backend_failures = 0
+
+    async def _backend_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(max(1.0, self.config.backend_check_interval_s)):
+                conn = await self.connect()
+                try:
+                    await conn.execute("SELECT 1")
+                finally:
+                    conn.close()
+            return True
+        except (MySQLError, BackendError, OSError, TimeoutError):
+            return False
 
     def _check_majority(self, now: float) -> None:
         """group_replication_unreachable_majority_timeout: a member that cannot reach a
@@ -1185,10 +1226,9 @@ class Member:
     async def _run_applier(self) -> None:
         try:
             await self.applier.run()
-        except ApplierFailed as exc:
-            self._fail(str(exc))
-        except MySQLError as exc:
-            self._fail(f"applier: {exc}")
+        except (ApplierFailed, MySQLError) as exc:
+            why = str(exc) if isinstance(exc, ApplierFailed) else f"applier: {exc}"
+            self._fail(why, rejoin=not await self._backend_answers())
 
     async def _housekeeping(self) -> None:
         """Stable-position reports (certification GC) and positions compaction."""

@@ -54,16 +54,9 @@ def test_secondary_member_process_frozen_and_resumed(tmp_path: Path) -> None:
     _assert_clean(_run(tmp_path, Fault(5, 9, "stop-member", ("m3",))))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: an expelled member goes to ERROR ('expelled: … says we are not in view'); its first "
-    "autorejoin attempt then never reaches the group (no new incarnation dials a peer, no further log), "
-    "so the group never becomes whole again after the partition heals"))
 def test_member_expelled_by_a_long_partition_rejoins(tmp_path: Path) -> None:
     _assert_clean(_run(tmp_path, Fault(4, 22, "isolate", ("m3",))))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: a member whose backend was killed goes to ERROR ('backend lost while applying seq …') "
-    "and stays there after the backend is restarted: no rejoin, the group never becomes whole again"))
 def test_member_rejoins_after_its_backend_is_killed_and_restarted(tmp_path: Path) -> None:
     _assert_clean(_run(tmp_path, Fault(5, 12, "kill-backend", ("m2",))))
