@@ -142,7 +142,8 @@ class App:
                          member_weight=m.member_weight, member_address=f"{m.host}:{m.port}",
                          transaction_size_limit=m.transaction_size_limit, autorejoin_tries=m.autorejoin_tries,
                          autorejoin_interval_s=m.autorejoin_interval_s, exit_state_action=m.exit_state_action,
-                         unreachable_majority_timeout_s=m.unreachable_majority_timeout_s),
+                         unreachable_majority_timeout_s=m.unreachable_majority_timeout_s,
+                         message_cache_size=m.message_cache_size),
             self.gcs, apply_encoded, gcs_factory=new_gcs,
         )
         self.member.on_error.append(self._member_failed)

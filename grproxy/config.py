@@ -77,6 +77,7 @@ class MemberSection:
     exit_state_action: str = "READ_ONLY"  # on ERROR: READ_ONLY, OFFLINE_MODE or ABORT_SERVER
     unreachable_majority_timeout_s: float = 0.0  # 0 = wait for a majority forever
     transaction_size_limit: int = 150_000_000
+    message_cache_size: int = 1 << 30  # bytes of certified transactions kept for joiners (GR's default)
     compression_threshold: int = 1_000_000
     communication_max_message_size: int = 10_485_760
     paxos_single_leader: bool = False
@@ -239,6 +240,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
             key = "member.ssl_ca" if "ssl_ca" in str(exc) else "member.ssl_cert"
             raise ConfigError(key, str(exc)) from None
         _check_positive(member.transaction_size_limit, "member.transaction_size_limit")
+        # Below GR's 128 MiB minimum on purpose: a small cache makes joiners clone (tests, demos).
+        _check_positive(member.message_cache_size, "member.message_cache_size")
     if member is not None and router is not None:
         raise ConfigError("router", "a process hosts a [member] or a [router], not both (run two processes)")
     return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log, member=member,

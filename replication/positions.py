@@ -155,6 +155,17 @@ class Positions:
                     if not fut.done():
                         fut.set_result(None)
 
+    def replace(self, applied: AppliedSet) -> None:
+        """The backend's positions were replaced as a whole (a clone, replication/recovery):
+        take them, and wake whoever waited for a seq they now cover."""
+        self.applied = applied
+        lwm = applied.lwm
+        for target in [t for t in self._waiters if t <= lwm]:
+            for fut in self._waiters.pop(target):
+                self._count -= 1
+                if not fut.done():
+                    fut.set_result(None)
+
     async def wait_applied(self, seq: int, timeout_s: float) -> None:
         """Wait until LWM >= seq. Raises TimeoutError after `timeout_s`, OverflowError when
         WAITERS_MAX sessions already wait."""
