@@ -2,7 +2,9 @@
 
 Theory of operation. Every member feeds the same views and deliveries, in the same order, to
 its `Engine`; the engine holds nothing that depends on local timing, so every member reaches
-the same decisions: which transactions commit and with which seq, when DDL runs, which member
+the same decisions: which transactions commit and with which seq, when DDL runs (and whether it
+runs: a DDL is decided by its origin's DdlOutcome, or — when the origin leaves the view first —
+run by everyone; see `ExecuteDdl`), which member
 is primary, what each member's state is, and when certification data may be collected.
 The member (replication/member.py) turns the returned actions into I/O: answering the local
 session waiting on a commit, queueing remote transactions for the applier, running DDL.
@@ -28,6 +30,7 @@ from .messages import (
     AppliedAck,
     Announce,
     DdlMessage,
+    DdlOutcome,
     MemberStats,
     Message,
     ReplicationDecodeError,
@@ -94,14 +97,29 @@ class AckReceived:
 
 @dataclass(frozen=True, slots=True)
 class ExecuteDdl:
-    """Run DDL as `seq`, on every member in this order; `local` for the member that asked."""
+    """DDL ordered as `seq`: at that point of the order every member's applier stops (all
+    earlier seqs applied, no later one started). `local`: this member asked for it — its
+    session runs it now, in the client's own session. Elsewhere it runs, under the origin
+    session's `context`, once `DdlDecided(seq)` says so."""
 
     seq: Seq
     origin: str
     txn_id: int
     schema: str
-    sql: str
+    sql: bytes
     local: bool
+    context: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DdlDecided:
+    """DDL `seq` is decided: `run` — it succeeded on its origin, or its origin left the view
+    before saying (`origin_left`); not `run` — it failed there with `errno`: nobody runs it."""
+
+    seq: Seq
+    run: bool
+    errno: int = 0
+    origin_left: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +160,7 @@ class AdminOutcome:
 
 
 Action = (LocalOutcome | ApplyRemote | ExecuteDdl | SyncReached | MembershipChanged | CertifierRefused
-          | AckReceived | AdminOutcome)
+          | AckReceived | AdminOutcome | DdlDecided)
 
 # GR's answers to its group actions (plugin/group_replication udf_single_primary.cc / udf_multi_primary.cc).
 NOT_A_MEMBER = "The requested uuid is not a member of the group."
@@ -179,6 +197,7 @@ class Engine:
     stats_local_rollback: int = 0
     last_conflict_free: Seq = Seq(0)
     member_stats: dict[str, MemberStats] = field(default_factory=dict)
+    pending_ddl: dict[Seq, str] = field(default_factory=dict)  # DDL seq → origin, until decided
 
     # views ---------------------------------------------------------------------------------------
 
@@ -195,6 +214,7 @@ class Engine:
             # was expelled) starts over: RECOVERING, no role; the old one's role is re-elected.
             if not first and m.uuid in self.members:
                 del self.members[m.uuid]
+        decided = self._decide_left_ddl(present - joined)
         for m in view.members:
             if m.uuid not in self.members:
                 self._joins += 1
@@ -205,7 +225,16 @@ class Engine:
                 state = MemberState.ONLINE if online else MemberState.RECOVERING
                 self.members[m.uuid] = MemberRecord(m.uuid, state, Role.SECONDARY, join_index=self._joins)
         self.view = view
-        return self._membership_actions()
+        return [*decided, *self._membership_actions()]
+
+    def _decide_left_ddl(self, staying: set[str]) -> list[Action]:
+        """DDL whose origin (that incarnation) left before its outcome: everyone runs it. Its
+        origin may have run it already; if it did not, it re-runs it when it recovers (its
+        position lacks the seq)."""
+        gone = sorted(seq for seq, origin in self.pending_ddl.items() if origin not in staying)
+        for seq in gone:
+            del self.pending_ddl[seq]
+        return [DdlDecided(seq, True, 0, origin_left=True) for seq in gone]
 
     def _membership_actions(self) -> list[Action]:
         previous = self.primary
@@ -264,8 +293,15 @@ class Engine:
             case TxnMessage():
                 return self._on_txn(msg)
             case DdlMessage():
-                seq = self.certifier.assign()
-                return [ExecuteDdl(seq, msg.origin, msg.txn_id, msg.schema, msg.sql, msg.origin == self.me)]
+                seq = self.certifier.ddl(msg.tables)
+                self.pending_ddl[seq] = msg.origin
+                return [ExecuteDdl(seq, msg.origin, msg.txn_id, msg.schema, msg.sql, msg.origin == self.me,
+                                   msg.context)]
+            case DdlOutcome():
+                if self.pending_ddl.get(msg.seq) != msg.origin:
+                    return []  # decided already (its origin left) — or not a DDL of that member
+                del self.pending_ddl[msg.seq]
+                return [DdlDecided(msg.seq, msg.errno == 0, msg.errno)]
             case StableReport():
                 view = [m.uuid for m in self.view.members] if self.view else []
                 if msg.member in view:
@@ -301,7 +337,7 @@ class Engine:
                 f"{self.certifier.last_seq}: members disagree on the order"
             )
         try:
-            outcome = self.certifier.certify(msg.write_set, msg.snapshot, frozenset(msg.seen))
+            outcome = self.certifier.certify(msg.write_set, msg.snapshot, frozenset(msg.seen), msg.tables)
         except CertifierFull:
             return [CertifierRefused(msg.origin, msg.txn_id)]
         self.stats_checked += 1
@@ -361,6 +397,8 @@ class Engine:
             "last_seq": c.last_seq, "stable": c.stable, "reports": dict(c._reports),
             "members": [[m.uuid, m.state.value, m.role.value, m.weight, m.member_address, m.version, m.join_index]
                         for m in self.members.values()],
+            "last_ddl": [[k, v] for k, v in c.ddl_state().items()],
+            "pending_ddl": [[seq, origin] for seq, origin in self.pending_ddl.items()],
         }
         head = json.dumps(header).encode()
         writers = c._last_writer
@@ -379,8 +417,10 @@ class Engine:
         except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise EngineInvariantError(f"invalid recovery state: {exc}") from exc
         last_writer = {KeyHash(pairs[i]): Seq(pairs[i + 1]) for i in range(0, len(pairs), 2)}
-        self.certifier = Certifier.from_state(Seq(header["last_seq"]), Seq(header["stable"]), last_writer,
-                                              keys_max=self.certifier.keys_max)
+        self.certifier = Certifier.from_state(
+            Seq(header["last_seq"]), Seq(header["stable"]), last_writer, keys_max=self.certifier.keys_max,
+            last_ddl={KeyHash(k): Seq(v) for k, v in header.get("last_ddl", [])})
+        self.pending_ddl = {Seq(seq): origin for seq, origin in header.get("pending_ddl", [])}
         self.certifier._reports = {k: Seq(v) for k, v in header["reports"].items()}
         self.single_primary = header["single_primary"]
         self.primary = header["primary"]

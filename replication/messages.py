@@ -37,16 +37,48 @@ class TxnMessage:
     changes: bytes  # encoded row changes (opaque here; see replication.capture)
     ack: bool = False  # consistency AFTER: every member reports when it has applied it
     seen: tuple[Seq, ...] = ()  # seqs committed on the origin above `snapshot` (out of order)
+    tables: tuple[KeyHash, ...] = ()  # hashes of the tables and schemas it wrote (DDL certification)
+
+
+# The session variables a DDL runs under, as MySQL's binlog carries them in a Query event: other
+# members set them before running it. Only these names are accepted (they become SET statements).
+DDL_CONTEXT_VARIABLES = ("sql_mode", "character_set_client", "collation_connection", "collation_server",
+                         "time_zone", "foreign_key_checks", "unique_checks", "default_storage_engine",
+                         "explicit_defaults_for_timestamp", "lc_time_names", "check_constraint_checks")
+DDL_TABLES_MAX = 10_000  # table / schema hashes one DDL names (more: it names ALL_TABLES instead)
 
 
 @dataclass(frozen=True, slots=True)
 class DdlMessage:
-    """A DDL statement, executed by every member in delivery order."""
+    """A DDL statement, ordered first and then run on every member at its seq: by its origin's
+    session (in the client's own session), by every other member after the origin's DdlOutcome,
+    under `context` (the origin session's variables, see DDL_CONTEXT_VARIABLES)."""
 
     origin: str
     txn_id: int
     schema: str  # default schema of the session that ran it ('' for none)
-    sql: str
+    sql: bytes  # as the client sent it, in its character_set_client
+    context: tuple[tuple[str, str], ...] = ()  # (variable, value) pairs
+    tables: tuple[KeyHash, ...] = ()  # what it changes (see certifier.Certifier.ddl)
+
+    def __post_init__(self) -> None:
+        for name, value in self.context:
+            if name not in DDL_CONTEXT_VARIABLES:
+                raise ValueError(f"{name!r} is not a DDL context variable")
+            if not value.isprintable() or "'" in value or "\\" in value or len(value) > 1024:
+                raise ValueError(f"value {value[:40]!r} of {name} cannot be quoted as a plain literal")
+        if len(self.tables) > DDL_TABLES_MAX:
+            raise ValueError(f"a DDL naming {len(self.tables)} tables is over {DDL_TABLES_MAX}")
+
+
+@dataclass(frozen=True, slots=True)
+class DdlOutcome:
+    """How DDL `seq` ended on its origin: `errno` 0 → every other member runs it; otherwise
+    (the server's error there) nobody does."""
+
+    origin: str
+    seq: Seq
+    errno: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +171,11 @@ class MemberStats:
             raise ValueError(f"negative counter in {self!r}")
 
 
-Message = TxnMessage | DdlMessage | StableReport | SyncPoint | Announce | AppliedAck | AdminOp | MemberStats
+Message = (TxnMessage | DdlMessage | StableReport | SyncPoint | Announce | AppliedAck | AdminOp | MemberStats
+           | DdlOutcome)
 
 _KIND = {TxnMessage: 1, DdlMessage: 2, StableReport: 3, SyncPoint: 4, Announce: 5, AppliedAck: 6, AdminOp: 7,
-         MemberStats: 8}
+         MemberStats: 8, DdlOutcome: 9}
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
 
@@ -153,6 +186,10 @@ def _bytes(b: bytes) -> bytes:
 
 def _text(s: str) -> bytes:
     return _bytes(s.encode("utf-8"))
+
+
+def _hashes(hashes: tuple[KeyHash, ...]) -> bytes:
+    return _I.pack(len(hashes)) + struct.pack(f"<{len(hashes)}Q", *hashes)
 
 
 def encode(msg: Message) -> bytes:
@@ -167,9 +204,15 @@ def encode(msg: Message) -> bytes:
             seen = struct.pack(f"<{len(msg.seen)}Q", *msg.seen)
             return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _Q.pack(msg.snapshot),
                              _I.pack(len(msg.write_set)), ws, _bytes(msg.changes), bytes((1 if msg.ack else 0,)),
-                             _I.pack(len(msg.seen)), seen))
+                             _I.pack(len(msg.seen)), seen, _hashes(msg.tables)))
         case DdlMessage():
-            return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _text(msg.schema), _text(msg.sql)))
+            if len(msg.sql) > TEXT_BYTES_MAX:
+                raise ValueError(f"DDL of {len(msg.sql)} bytes is over {TEXT_BYTES_MAX}")
+            context = b"".join(_text(name) + _text(value) for name, value in msg.context)
+            return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _text(msg.schema), _bytes(msg.sql),
+                             _I.pack(len(msg.context)), context, _hashes(msg.tables)))
+        case DdlOutcome():
+            return b"".join((head, _text(msg.origin), _Q.pack(msg.seq), _I.pack(msg.errno)))
         case StableReport():
             return b"".join((head, _text(msg.member), _Q.pack(msg.lowest_snapshot)))
         case SyncPoint():
@@ -220,6 +263,12 @@ class _Reader:
         except UnicodeDecodeError:
             raise ReplicationDecodeError("invalid UTF-8 text") from None
 
+    def hashes(self, limit: int) -> tuple[KeyHash, ...]:
+        n = self.i()
+        if n > limit:
+            raise ReplicationDecodeError(f"{n} hashes over their bound of {limit}")
+        return tuple(KeyHash(x) for x in struct.unpack(f"<{n}Q", self.take(8 * n)))
+
     def end(self) -> None:
         if self.pos != len(self.data):
             raise ReplicationDecodeError(f"{len(self.data) - self.pos} trailing bytes")
@@ -248,9 +297,22 @@ def decode(payload: bytes) -> Message:
         if m > SEEN_SEQS_MAX:
             raise ReplicationDecodeError("seen seqs over their bound")
         seen = tuple(Seq(x) for x in struct.unpack(f"<{m}Q", r.take(8 * m)))
-        msg = TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in ws), changes, bool(flag), seen)
+        tables = r.hashes(WRITE_SET_KEYS_MAX)
+        msg = TxnMessage(origin, txn_id, Seq(snapshot), tuple(KeyHash(k) for k in ws), changes, bool(flag), seen,
+                         tables)
     elif kind == 2:
-        msg = DdlMessage(r.text(), r.q(), r.text(), r.text())
+        origin, txn_id, schema, sql = r.text(), r.q(), r.text(), r.blob(TEXT_BYTES_MAX)
+        n = r.i()
+        if n > len(DDL_CONTEXT_VARIABLES):
+            raise ReplicationDecodeError(f"{n} DDL context variables")
+        context = tuple((r.text(), r.text()) for _ in range(n))
+        tables = r.hashes(DDL_TABLES_MAX)
+        try:
+            msg = DdlMessage(origin, txn_id, schema, sql, context, tables)
+        except ValueError as exc:
+            raise ReplicationDecodeError(f"invalid DDL message: {exc}") from None
+    elif kind == 9:
+        msg = DdlOutcome(r.text(), Seq(r.q()), r.i())
     elif kind == 3:
         msg = StableReport(r.text(), Seq(r.q()))
     elif kind == 4:

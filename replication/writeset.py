@@ -13,10 +13,15 @@ GR's rules refuse, with 3098, a transaction that wrote a table without a primary
 InnoDB, and a change that fired a foreign key's cascading action on another table (the cascaded
 rows are not in the binlog: applying the parent's row image elsewhere would not repeat them).
 Rows of the `grproxy` schema (positions, the member's own bookkeeping) are not replicated.
+
+A transaction also names the tables and schemas it wrote (`table_hash`, `schema_hash`, from its
+events' table maps), and a DDL the ones it changes (`ddl_tables`): the certifier fails a
+transaction whose snapshot precedes a DDL on one of them (certifier.py, DDL).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,9 +30,11 @@ from replication.protocol.errors import BeforeDmlValidation, HookError, NotSuppo
 
 from .binlog import BinlogTransaction, fetch_weights, to_row_changes, weight_requests
 from .binlog.events import BinlogUnsupported
-from .certifier import KeyHash
+from .certifier import ALL_TABLES, KeyHash
+from .messages import DDL_TABLES_MAX
 from .rowimage import RowChange, TransactionChanges, TransactionTooLarge, write_set_keys
 from .schema import SchemaCatalog, TableMeta
+from .statements import Statement
 
 if TYPE_CHECKING:
     from .protocol.backend import BackendConnection
@@ -37,10 +44,55 @@ OWN_SCHEMA = "grproxy"
 
 @dataclass(frozen=True, slots=True)
 class Derived:
-    """A transaction's row changes (in binlog order) and its write set."""
+    """A transaction's row changes (in binlog order), its write set, and the hashes of the
+    tables and schemas it wrote."""
 
     changes: tuple[RowChange, ...]
     keys: frozenset[KeyHash]
+    tables: frozenset[KeyHash] = frozenset()
+
+
+_TABLE_PERSON = b"grproxy-table"
+
+
+def _name_hash(kind: bytes, *names: str) -> KeyHash:
+    # Names are folded: with lower_case_table_names=0 two tables differing in case share a hash
+    # (a spurious conflict at worst, never a missed one).
+    h = hashlib.blake2b(kind, digest_size=8, person=_TABLE_PERSON)
+    for name in names:
+        part = name.lower().encode("utf-8")
+        h.update(len(part).to_bytes(4, "big") + part)
+    return KeyHash(int.from_bytes(h.digest(), "big") or 1)  # 0 is ALL_TABLES
+
+
+def table_hash(schema: str, table: str) -> KeyHash:
+    return _name_hash(b"table", schema, table)
+
+
+def schema_hash(schema: str) -> KeyHash:
+    return _name_hash(b"schema", schema)
+
+
+_NO_TABLE_OBJECTS = frozenset({"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE", "VIEW", "USER", "ROLE",
+                               "SERVER"})
+
+
+def ddl_tables(stmt: "Statement", schema: str) -> tuple[KeyHash, ...]:
+    """What DDL `stmt` (run with default schema `schema`) changes, for certification: a
+    schema's hash for CREATE/ALTER/DROP DATABASE, the tables it names, or ALL_TABLES when the
+    lexer found none (a transaction on any table then conflicts: safe, never a missed one).
+    A CREATE TABLE naming one new table changes no table a transaction could have written, but
+    is kept: CREATE … SELECT, OR REPLACE replace one. Routines, triggers, events, views and
+    accounts change no table's rows or definition (a transaction's row images are what its
+    member's server did): they name nothing."""
+    if stmt.ddl_object in _NO_TABLE_OBJECTS:
+        return ()
+    if stmt.ddl_object in ("DATABASE", "SCHEMA"):
+        return (schema_hash(stmt.schema),) if stmt.schema else (ALL_TABLES,)
+    if not stmt.tables:
+        return (ALL_TABLES,)
+    hashes = tuple(sorted({table_hash(ref.schema or schema, ref.name) for ref in stmt.tables}))
+    return hashes if len(hashes) <= DDL_TABLES_MAX else (ALL_TABLES,)
 
 
 def _unfit(why: str) -> BeforeDmlValidation:
@@ -107,7 +159,9 @@ async def derive(txn: BinlogTransaction, conn: "BackendConnection", catalog: Sch
     weights = await fetch_weights(conn, requests) if requests else {}
     collected = TransactionChanges(size_limit_bytes)
     keys: set[KeyHash] = set()
+    tables: set[KeyHash] = set()
     for meta, rows in plans:
+        tables |= {table_hash(meta.schema, meta.table), schema_hash(meta.schema)}
         try:
             changes = to_row_changes(meta, rows.table_map, rows.changes, weights)
         except BinlogUnsupported as exc:
@@ -119,4 +173,4 @@ async def derive(txn: BinlogTransaction, conn: "BackendConnection", catalog: Sch
             raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc})") from None
         for change in changes:
             keys |= write_set_keys(change, meta)
-    return Derived(tuple(collected.changes), frozenset(keys))
+    return Derived(tuple(collected.changes), frozenset(keys), frozenset(tables))

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replication.certifier import KeyHash, Seq
+from replication.certifier import ALL_TABLES, KeyHash, Seq
 from replication.engine import (
     ApplyRemote,
+    DdlDecided,
     Engine,
     EngineInvariantError,
     ExecuteDdl,
@@ -22,6 +23,7 @@ from replication.messages import (
     AppliedAck,
     Announce,
     DdlMessage,
+    DdlOutcome,
     ReplicationDecodeError,
     StableReport,
     SyncPoint,
@@ -98,10 +100,41 @@ def test_ddl_and_sync_points_take_their_place_in_order() -> None:
     e = Engine("a")
     e.on_view(view(1, (A, B)))
     e.on_delivery(txn("b", 1, 0, 1))
-    [ddl] = e.on_delivery(encode(DdlMessage("a", 7, "db", "ALTER TABLE t ADD c INT")))
-    assert ddl == ExecuteDdl(Seq(2), "a", 7, "db", "ALTER TABLE t ADD c INT", True)
+    ctx = (("sql_mode", "ANSI_QUOTES"), ("time_zone", "+02:00"))
+    [ddl] = e.on_delivery(encode(DdlMessage("a", 7, "db", b"ALTER TABLE t ADD c INT", ctx, (KeyHash(5),))))
+    assert ddl == ExecuteDdl(Seq(2), "a", 7, "db", b"ALTER TABLE t ADD c INT", True, ctx)
     [sync] = e.on_delivery(encode(SyncPoint("b", 3)))
     assert sync == SyncReached("b", 3, Seq(2))
+
+
+def test_ddl_is_decided_by_its_origins_outcome_or_run_when_the_origin_leaves() -> None:
+    e = Engine("b")
+    e.on_view(view(1, (A, B, C)))
+    e.on_delivery(encode(DdlMessage("a", 1, "db", b"TRUNCATE t", (), (KeyHash(5),))))  # seq 1
+    e.on_delivery(encode(DdlMessage("a", 2, "db", b"DROP TABLE nosuch", (), (KeyHash(6),))))  # seq 2
+    e.on_delivery(encode(DdlMessage("c", 1, "db", b"CREATE TABLE u (id INT)", (), (ALL_TABLES,))))  # seq 3
+    assert e.on_delivery(encode(DdlOutcome("a", Seq(1), 0))) == [DdlDecided(Seq(1), True, 0)]
+    assert e.on_delivery(encode(DdlOutcome("a", Seq(2), 1051))) == [DdlDecided(Seq(2), False, 1051)]
+    assert e.on_delivery(encode(DdlOutcome("b", Seq(3), 0))) == []  # not b's DDL
+    actions = e.on_view(view(2, (A, B), left=(C,)))
+    assert actions[0] == DdlDecided(Seq(3), True, 0, origin_left=True)
+    assert e.on_delivery(encode(DdlOutcome("c", Seq(3), 1050))) == []  # decided already
+    assert e.pending_ddl == {}
+
+
+def test_a_transaction_whose_snapshot_precedes_a_ddl_on_its_table_conflicts() -> None:
+    e = Engine("a")
+    e.on_view(view(1, (A, B)))
+    t, u = KeyHash(5), KeyHash(6)
+    e.on_delivery(encode(DdlMessage("a", 1, "db", b"TRUNCATE t", (), (t,))))  # seq 1
+    before = TxnMessage("a", 2, Seq(0), (KeyHash(100),), b"rows", tables=(t,))
+    seen_it = TxnMessage("a", 3, Seq(0), (KeyHash(101),), b"rows", seen=(Seq(1),), tables=(t,))
+    other_table = TxnMessage("b", 4, Seq(0), (KeyHash(102),), b"rows", tables=(u,))
+    assert e.on_message(before) == [LocalOutcome(2, None, Seq(1))]
+    assert e.on_message(seen_it) == [LocalOutcome(3, Seq(2), None, b"rows")]
+    assert [a.seq for a in e.on_message(other_table)] == [Seq(3)]  # type: ignore[union-attr]
+    e.on_delivery(encode(DdlMessage("b", 5, "db", b"???", (), (ALL_TABLES,))))  # seq 4: any table
+    assert e.on_message(TxnMessage("b", 6, Seq(3), (KeyHash(103),), b"rows", tables=(u,))) == []
 
 
 def test_stable_reports_collect() -> None:
@@ -130,9 +163,14 @@ def test_garbage_payload_is_an_invariant_violation() -> None:
 
 messages = st.one_of(
     st.builds(TxnMessage, st.text(max_size=8), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
-              st.lists(st.integers(0, 2**64 - 1), max_size=20).map(tuple), st.binary(max_size=64), st.booleans()),
+              st.lists(st.integers(0, 2**64 - 1), max_size=20).map(tuple), st.binary(max_size=64), st.booleans(),
+              st.just(()), st.lists(st.integers(0, 2**64 - 1), max_size=5).map(tuple)),
     st.builds(AppliedAck, st.text(max_size=8), st.integers(0, 2**64 - 1)),
-    st.builds(DdlMessage, st.text(max_size=8), st.integers(0, 2**64 - 1), st.text(max_size=8), st.text(max_size=40)),
+    st.builds(DdlMessage, st.text(max_size=8), st.integers(0, 2**64 - 1), st.text(max_size=8), st.binary(max_size=40),
+              st.lists(st.tuples(st.sampled_from(["sql_mode", "time_zone"]), st.sampled_from(["", "ANSI_QUOTES", "+00:00"])),
+                       max_size=2).map(tuple),
+              st.lists(st.integers(0, 2**64 - 1), max_size=5).map(tuple)),
+    st.builds(DdlOutcome, st.text(max_size=8), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)),
     st.builds(StableReport, st.text(max_size=8), st.integers(0, 2**64 - 1)),
     st.builds(SyncPoint, st.text(max_size=8), st.integers(0, 2**64 - 1)),
     st.builds(Announce, st.text(max_size=8), st.sampled_from([s.value for s in MemberState]), st.integers(0, 2**32 - 1),
@@ -174,5 +212,19 @@ def test_state_transfer_gives_identical_decisions() -> None:
         got, want = joiner.on_delivery(p), twin.on_delivery(p)
         assert [getattr(a, "seq", None) for a in got] == [getattr(a, "seq", None) for a in want]
     assert joiner.certifier.snapshot_state() == twin.certifier.snapshot_state()
+    # DDL: the tables' last DDL seqs and the undecided DDL go with the state.
+    donor = joiner  # it holds the same state as the twin now
+    for e in (donor, twin):
+        e.on_delivery(encode(DdlMessage("b", 20, "db", b"TRUNCATE t", (), (KeyHash(500),))))
+    v3 = view(3, (A, B, C, MemberId("d", "127.0.0.1:3009", 1)), joined=(MemberId("d", "127.0.0.1:3009", 1),))
+    donor.on_view(v3)
+    twin.on_view(v3)
+    joiner = Engine("d")
+    joiner.import_state(donor.export_state(), v3)
+    assert joiner.pending_ddl == twin.pending_ddl and joiner.certifier.ddl_state() == twin.certifier.ddl_state()
+    late = TxnMessage("b", 30, Seq(1), (KeyHash(900),), b"rows", tables=(KeyHash(500),))
+    assert joiner.on_message(late) == twin.on_message(late) == []
+    decided = encode(DdlOutcome("b", twin.certifier.last_seq, 0))
+    assert joiner.on_delivery(decided) == twin.on_delivery(decided) != []
     with pytest.raises(EngineInvariantError):
         Engine("d").import_state(b"\x00garbage", v2)
