@@ -4,27 +4,64 @@ Items arrive in delivery order (`submit`) and are applied in that order where it
 transactions with disjoint write sets run in parallel on up to `workers` connections — each in
 one backend transaction that also records its seq (PositionStore.record_sql), so a crash never loses or
 repeats one: at start-up the applied set is read back and seqs already there are skipped.
-DDL runs in the same queue, so it takes effect at its place in the total order on every member
-(origin included); the session that asked for it awaits `ddl_outcome(seq)`.
+DDL runs in the same queue, alone: at its seq every earlier item is applied and no later one
+has started, on every member. There (`_run_ddl`) the origin's session runs it in the client's
+own session (`run_local_ddl`, the member's; the lock watch below covers that connection too)
+and reports how it ended through the group; every other member waits for that decision
+(`decide`) and runs it under the origin session's variables, or skips it when it failed on the
+origin. A DDL that fails here after succeeding on its origin is ApplierFailed: the member goes
+to ERROR. A member that leaves the group before a DDL is decided drops that DDL and what is
+queued behind it (`abandon_undecided`): distributed recovery brings them when it rejoins.
 
 Bounds: `queue_max` items waiting (beyond it `submit` raises ApplierFull — the member treats
 that as the signal for flow control, see replication/member.py); a transaction that hits a
 deadlock or lock-wait timeout against local sessions is retried `retries_max` times.
+
+Applier priority (DESIGN §5: a certified transaction never waits behind a local open one, as
+GR's and Galera's appliers make sure). A local write transaction takes its row locks while it
+runs and only derives its write set at COMMIT (from the binlog), so no key comparison can
+foresee the conflict: the applier watches for it instead. While an item has been applying for
+`LOCK_WAIT_CHECK_AFTER_S`, the lock watch (`_watch_locks`, every `LOCK_WATCH_INTERVAL_S`, one
+query on a connection of its own) reads who blocks the applier's connections:
+
+* row locks: information_schema.INNODB_LOCK_WAITS joined with INNODB_TRX gives the blocking
+  transaction's `trx_mysql_thread_id`;
+* metadata locks (DDL, or DML behind a lock a local transaction holds): the processlist shows
+  the applier's connection 'Waiting for table metadata lock', but MariaDB does not say who
+  holds it without the metadata_lock_info plugin; every transaction InnoDB knows of on another
+  connection is taken for a holder. Of those only local ACTIVE transactions are doomed (below),
+  so a DDL that waits spuriously dooms at worst the member's other open write transactions —
+  the price of never letting the group's order wait on a client.
+
+Each blocker's thread id goes to `doom_thread(thread_id, seq)` (the member): when it runs a
+local transaction that is still ACTIVE — not prepared: a prepared one was broadcast and ends by
+its verdict shortly, so the applier just waits — the member dooms it (its next statement or
+COMMIT answers 3101) and its session rolls it back at once if idle. A doomed blocker still
+blocking `DOOMED_KILL_AFTER_S` later is busy with a statement of its own: that statement is
+killed (`KILL QUERY`, at most `KILLS_PER_S_MAX` a second; never while it is rolling back or
+ending its XA), after which the session is idle and the next round's doom rolls it back.
+Blockers that are no local transaction (prepared XA, the member's bookkeeping, outside
+connections) are waited for, up to innodb_lock_wait_timeout and the retries above. The member
+finds the transaction by its connection: one that ended between the check's query and the doom
+leaves its session's next transaction doomed (a spurious 3101, within one round trip's window).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
+from collections.abc import Iterator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
 from replication.protocol.backend import BackendConnection
-from replication.protocol.errors import BackendError, BackendLost
+from replication.protocol.constants import Command
+from replication.protocol.errors import BackendError, BackendLost, MySQLError
 
-from .engine import ApplyRemote, ExecuteDdl
+from .engine import ApplyRemote, DdlDecided, ExecuteDdl
 from .positions import Positions, PositionStore
 
 log = structlog.get_logger("grproxy.applier")
@@ -33,9 +70,20 @@ APPLIER_QUEUE_MAX = 100_000
 APPLY_RETRIES_MAX = 10
 APPLIER_WORKERS = 4  # transactions applied at once (disjoint write sets); connections kept
 _RETRYABLE = {1213, 1205}  # deadlock, lock wait timeout: local sessions held the rows
+# The lock watch (see the module docstring).
+LOCK_WAIT_CHECK_AFTER_S = 0.2  # an item applying this long is checked for lock waits
+LOCK_WATCH_INTERVAL_S = 0.1  # between two checks (INNODB_TRX is refreshed every 0.1 s anyway)
+DOOMED_KILL_AFTER_S = 0.2  # a doomed transaction still blocking this long: its statement is killed
+KILLS_PER_S_MAX = 20  # KILL QUERY statements the watch sends in any one second
+LOCK_WAITS_PER_CHECK_MAX = 200  # (waiter, blocker) pairs one check reads
+LOCK_WATCH_RETRY_S = 1.0  # after the watch's own query failed
+MDL_WAIT_STATE = "Waiting for table metadata lock"
 
 ApplyChanges = Callable[[BackendConnection, bytes], Awaitable[None]]
 Connect = Callable[[], Awaitable[BackendConnection]]
+# (backend thread id of a blocking transaction, seq of the applier's item it blocks) → whether it
+# was a local ACTIVE transaction of the member (now doomed). See `Member.doom_thread`.
+DoomThread = Callable[[int, int], bool]
 
 
 class ApplierFull(Exception):
@@ -46,10 +94,9 @@ class ApplierFailed(Exception):
     """An item could not be applied: the member must go to ERROR."""
 
 
-@dataclass(frozen=True, slots=True)
-class DdlOutcome:
-    seq: int
-    error: BackendError | None
+# The origin's session runs its own DDL when the applier reaches it; returns the server's errno
+# (0: it succeeded). See `Member.run_local_ddl`.
+RunLocalDdl = Callable[[ExecuteDdl], Awaitable[int]]
 
 
 class Applier:
@@ -64,6 +111,8 @@ class Applier:
         retries_max: int = APPLY_RETRIES_MAX,
         workers: int = APPLIER_WORKERS,
         after_ddl: Callable[[str, str], None] | None = None,
+        doom_thread: DoomThread | None = None,
+        run_local_ddl: RunLocalDdl | None = None,
     ) -> None:
         self._connect = connect
         self.positions = positions
@@ -74,16 +123,29 @@ class Applier:
         self.after_ddl = after_ddl  # (schema, sql): e.g. forget cached table metadata
         self._queue: deque[ApplyRemote | ExecuteDdl] = deque()
         self._wakeup = asyncio.Event()
-        self._ddl: dict[int, asyncio.Future[DdlOutcome]] = {}
+        # DDL (see the module docstring): seq → its decision (None: abandoned), the DDL running.
+        self.run_local_ddl = run_local_ddl
+        self._decisions: dict[int, asyncio.Future[DdlDecided | None]] = {}
+        self._settled: dict[int, asyncio.Future[bool]] = {}  # local DDL seq → recorded here (False: abandoned)
+        self._ddl_running: int | None = None
         self.workers = workers
         self._idle: list[BackendConnection] = []
         self.applied_count = 0
         self.retried_count = 0
+        # The lock watch: None disables it (unit tests without a server).
+        self.doom_thread = doom_thread
+        self._applying: dict[BackendConnection, tuple[int, float]] = {}  # conn → (seq, started at)
+        self._doomed_at: dict[tuple[int, bytes], float] = {}  # (thread id, trx id) → first doomed at
+        self._kills: deque[float] = deque()  # times of the KILL QUERYs of the last second
+        self._watch_conn: BackendConnection | None = None
+        self.stats_blockers_doomed = 0  # times a blocking local transaction was doomed (first time each)
+        self.stats_blockers_killed = 0  # KILL QUERYs of a doomed blocker's running statement
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def discard_queue(self) -> int:
+        """Drop what waits to be applied (the member rejoins: recovery fetches it again)."""
         n = len(self._queue)
         self._queue.clear()
         return n
@@ -93,16 +155,24 @@ class Applier:
         if len(self._queue) >= self.queue_max:
             raise ApplierFull(f"{self.queue_max} certified transactions wait to be applied")
         self._queue.append(item)
-        if isinstance(item, ExecuteDdl) and item.local:
-            self._ddl.setdefault(item.seq, asyncio.get_running_loop().create_future())
+        if isinstance(item, ExecuteDdl):
+            self._decision(item.seq)
+            if item.local:
+                self.ddl_settled(item.seq)
         self._wakeup.set()
 
-    def ddl_outcome(self, seq: int) -> asyncio.Future[DdlOutcome]:
-        """The outcome of local DDL `seq` (created on demand; resolved once it ran here)."""
-        fut = self._ddl.get(seq)
+    def ddl_settled(self, seq: int) -> "asyncio.Future[bool]":
+        """Local DDL `seq`: resolved True once its seq is recorded here (it ran, or failed and the
+        group decided nobody runs it), False when abandoned (the member left the group first)."""
+        fut = self._settled.get(seq)
         if fut is None:
-            fut = self._ddl[seq] = asyncio.get_running_loop().create_future()
+            fut = self._settled[seq] = asyncio.get_running_loop().create_future()
         return fut
+
+    def _settle(self, seq: int, recorded: bool) -> None:
+        fut = self._settled.pop(seq, None)
+        if fut is not None and not fut.done():
+            fut.set_result(recorded)
 
     async def run(self) -> None:
         """Apply forever. Raises ApplierFailed when an item cannot be applied.
@@ -114,6 +184,8 @@ class Applier:
         known (fetched by recovery), run alone.
         """
         running: dict[asyncio.Task[None], frozenset[int] | None] = {}
+        watch = (asyncio.get_running_loop().create_task(self._watch_locks())
+                 if self.doom_thread is not None else None)
         try:
             while True:
                 while not self._queue and not running:
@@ -150,6 +222,8 @@ class Applier:
         finally:
             for task in running:
                 task.cancel()
+            if watch is not None:
+                watch.cancel()
 
     async def _connection(self) -> BackendConnection:
         if self._idle:
@@ -169,11 +243,15 @@ class Applier:
     async def _apply(self, item: ApplyRemote) -> None:
         for attempt in range(self.retries_max + 1):
             conn = await self._connection()
+            self._applying[conn] = (item.seq, asyncio.get_running_loop().time())  # for the lock watch
             try:
-                await conn.execute("BEGIN")
-                await self.apply_changes(conn, item.changes)
-                await conn.execute(self.store.record_sql(item.seq))
-                await conn.execute("COMMIT")
+                try:
+                    await conn.execute("BEGIN")
+                    await self.apply_changes(conn, item.changes)
+                    await conn.execute(self.store.record_sql(item.seq))
+                    await conn.execute("COMMIT")
+                finally:
+                    self._applying.pop(conn, None)
             except BackendError as exc:
                 await _rollback(conn)
                 self._release(conn)
@@ -189,38 +267,226 @@ class Applier:
             self.positions.mark_applied(item.seq)
             return
 
+    # --- DDL (see the module docstring) -------------------------------------------------------
+
+    def _decision(self, seq: int) -> "asyncio.Future[DdlDecided | None]":
+        fut = self._decisions.get(seq)
+        if fut is None:
+            fut = self._decisions[seq] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def decide(self, decision: DdlDecided) -> None:
+        """DDL `decision.seq` is decided (the engine, in delivery order; recovery, from a
+        donor): its item runs it or skips it when the applier reaches it. A decision for a seq
+        applied here already (the origin's own, after it ran) is dropped."""
+        if decision.seq in self.positions.applied:
+            self._decisions.pop(decision.seq, None)
+            return
+        fut = self._decision(decision.seq)
+        if not fut.done():
+            fut.set_result(decision)
+
+    def abandon_undecided(self) -> int:
+        """The member left the group: DDL not decided yet never will be here. The running DDL,
+        if undecided, ends without being applied; the first undecided one queued and
+        everything queued behind either are dropped (their positions stay unrecorded: recovery
+        fetches them, in order, when the member rejoins). Returns the items dropped."""
+        undecided = {seq for seq, fut in self._decisions.items() if not fut.done()}
+        cut: int | None = 0 if self._ddl_running is not None else None
+        if cut is None:
+            cut = next((i for i, item in enumerate(self._queue) if item.seq in undecided), None)
+        dropped = 0
+        if cut is not None:
+            while len(self._queue) > cut:
+                item = self._queue.pop()
+                self._decisions.pop(item.seq, None)
+                self._settle(item.seq, False)
+                dropped += 1
+        for seq in undecided:
+            fut = self._decisions.get(seq)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        if dropped or undecided:
+            log.warning("ddl_abandoned", undecided=sorted(undecided), dropped=dropped)
+        return dropped
+
+    @contextlib.contextmanager
+    def watching(self, conn: BackendConnection, seq: int) -> Iterator[None]:
+        """While inside, the lock watch dooms the local transactions that block `conn`, which
+        runs item `seq` (the origin's session running its DDL)."""
+        self._applying[conn] = (seq, asyncio.get_running_loop().time())
+        try:
+            yield
+        finally:
+            self._applying.pop(conn, None)
+
     async def _run_ddl(self, item: ExecuteDdl) -> None:
+        """DDL `item` at its seq (alone: see `run`). On its origin the session runs it; if it
+        succeeded there it is applied — everyone runs it, whatever happens next (the outcome
+        says so, or the origin left the view first). Otherwise, and on every other member,
+        the decision is awaited: run here under the origin's variables, or skipped; the seq
+        is recorded either way. Raises ApplierFailed when it fails here."""
+        self._ddl_running = item.seq
+        recorded = False
+        try:
+            if item.local and self.run_local_ddl is not None:
+                if await self.run_local_ddl(item) == 0:
+                    await self._record_ddl(item)
+                    recorded = True
+                    return
+            decision = await self._decision(item.seq)
+            if decision is None:
+                return  # abandoned: the member left the group (see abandon_undecided)
+            if decision.run:
+                await self._execute_ddl(item)
+            await self._record_ddl(item)
+            recorded = True
+        finally:
+            self._ddl_running = None
+            self._decisions.pop(item.seq, None)
+            self._settle(item.seq, recorded)
+
+    async def _execute_ddl(self, item: ExecuteDdl) -> None:
+        """Run another member's DDL on a connection of its own (the origin's session variables
+        must not outlive it). Raises ApplierFailed."""
+        try:
+            conn = await self._connect()
+        except (MySQLError, OSError) as exc:
+            raise ApplierFailed(f"cannot connect to run DDL seq {item.seq}: {exc}") from exc
+        try:
+            with self.watching(conn, item.seq):
+                if item.context:
+                    await conn.execute("SET SESSION " + ", ".join(f"{name} = '{value}'" for name, value in item.context))
+                if item.schema:
+                    await conn.execute(f"USE `{item.schema.replace('`', '``')}`")
+                await conn.command(Command.QUERY, item.sql)
+        except BackendError as exc:
+            raise ApplierFailed(f"DDL seq {item.seq} from {item.origin} succeeded there but failed here: {exc} "
+                                f"({item.sql[:200].decode('utf-8', 'replace')})") from exc
+        except (BackendLost, OSError) as exc:
+            raise ApplierFailed(f"backend lost while running DDL seq {item.seq}: {exc}") from exc
+        finally:
+            conn.close()
+        if self.after_ddl is not None:
+            self.after_ddl(item.schema, item.sql.decode("utf-8", "replace"))
+
+    async def _record_ddl(self, item: ExecuteDdl) -> None:
+        """DDL commits implicitly: its position is recorded right after (see the README's
+        limitations: a crash between the two re-runs it at recovery)."""
         conn = await self._connection()
         try:
-            await self._run_ddl_on(conn, item)
-        finally:
-            self._release(conn)
-
-    async def _run_ddl_on(self, conn: BackendConnection, item: ExecuteDdl) -> None:
-        error: BackendError | None = None
-        try:
-            if item.schema:
-                await conn.execute(f"USE `{item.schema.replace('`', '``')}`")
-            await conn.execute(item.sql)
+            await conn.execute(self.store.record_sql(item.seq))
         except BackendError as exc:
-            error = exc
+            await _rollback(conn)
+            raise ApplierFailed(f"cannot record DDL seq {item.seq}: {exc}") from exc
         except BackendLost as exc:
-            raise ApplierFailed(f"backend lost while running DDL seq {item.seq}: {exc}") from exc
-        if self.after_ddl is not None:
-            self.after_ddl(item.schema, item.sql)
-        # DDL commits implicitly; its position is recorded right after (see the README's
-        # limitations: a crash between the two re-runs the DDL on recovery).
-        await conn.execute(self.store.record_sql(item.seq))
+            conn.close()
+            raise ApplierFailed(f"backend lost while recording DDL seq {item.seq}: {exc}") from exc
+        self._release(conn)
         self.positions.mark_applied(item.seq)
-        fut = self._ddl.pop(item.seq, None)
-        if fut is not None and not fut.done():
-            fut.set_result(DdlOutcome(item.seq, error))
-        elif error is not None:
-            log.warning("ddl_failed_here", seq=item.seq, origin=item.origin, error=str(error))
+
+    # --- applier priority: the lock watch ----------------------------------------------------
+
+    async def _watch_locks(self) -> None:
+        """Forever: every LOCK_WATCH_INTERVAL_S, the items applying for LOCK_WAIT_CHECK_AFTER_S
+        or longer are checked for lock waits (see the module docstring). Never raises: a failed
+        check is logged and tried again LOCK_WATCH_RETRY_S later (the applier then falls back
+        on innodb_lock_wait_timeout and its retries)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(LOCK_WATCH_INTERVAL_S)
+            now = loop.time()
+            waiting = {conn.thread_id: seq for conn, (seq, started) in list(self._applying.items())
+                       if now - started >= LOCK_WAIT_CHECK_AFTER_S and conn.thread_id}
+            if not waiting:
+                self._doomed_at.clear()
+                continue
+            try:
+                await self.check_lock_waits(waiting)
+            except (MySQLError, OSError) as exc:
+                log.warning("lock_watch_failed", error=str(exc))
+                if self._watch_conn is not None:
+                    self._watch_conn.close()
+                    self._watch_conn = None
+                await asyncio.sleep(LOCK_WATCH_RETRY_S)
+
+    async def check_lock_waits(self, waiting: dict[int, int]) -> int:
+        """One check of the lock watch. `waiting`: backend thread id → seq of the item that
+        connection applies. Dooms the local ACTIVE transactions that block them and kills the
+        running statement of those still blocking DOOMED_KILL_AFTER_S after their doom.
+        Returns how many blockers were local transactions. Raises MySQLError / OSError when the
+        check's own query fails."""
+        assert self.doom_thread is not None
+        conn = self._watch_conn
+        if conn is None or conn.closed:
+            conn = self._watch_conn = await self._connect()
+        ids = ",".join(str(int(t)) for t in waiting)
+        # Row locks first, then metadata locks (holders unknown: every InnoDB transaction of
+        # another connection is a candidate). trx_query is what the blocker runs now (NULL:
+        # idle); trx_state 'ROLLING BACK' and our own XA statements are never killed.
+        r = await conn.execute(
+            "SELECT r.trx_mysql_thread_id, b.trx_mysql_thread_id, b.trx_id, b.trx_state, LEFT(b.trx_query, 16) "
+            "FROM information_schema.INNODB_LOCK_WAITS w "
+            "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id "
+            "JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id "
+            f"WHERE r.trx_mysql_thread_id IN ({ids}) "
+            "UNION ALL "
+            "SELECT p.ID, b.trx_mysql_thread_id, b.trx_id, b.trx_state, LEFT(b.trx_query, 16) "
+            "FROM information_schema.PROCESSLIST p JOIN information_schema.INNODB_TRX b "
+            f"ON b.trx_mysql_thread_id <> p.ID WHERE p.ID IN ({ids}) AND p.STATE = '{MDL_WAIT_STATE}' "
+            f"LIMIT {LOCK_WAITS_PER_CHECK_MAX}")
+        now = asyncio.get_running_loop().time()
+        seen: set[tuple[int, bytes]] = set()
+        local = 0
+        for row in r.rows:
+            waiter, blocker, trx_id = int(row[0] or 0), int(row[1] or 0), bytes(row[2] or b"")
+            if blocker == 0 or blocker in waiting:
+                continue  # a prepared XA left by a dead connection, or another applier connection
+            key = (blocker, trx_id)
+            if key in seen:
+                continue
+            seen.add(key)
+            if not self.doom_thread(blocker, waiting.get(waiter, 0)):
+                continue  # not a local ACTIVE transaction: wait for it
+            local += 1
+            first = self._doomed_at.get(key)
+            if first is None:
+                self._doomed_at[key] = now
+                self.stats_blockers_doomed += 1
+                log.info("applier_blocked_local_doomed", thread_id=blocker, seq=waiting.get(waiter))
+                continue
+            state = bytes(row[3] or b"").upper()
+            query = bytes(row[4] or b"").lstrip().upper()
+            if now - first < DOOMED_KILL_AFTER_S or not query or query.startswith(b"XA ") or b"ROLLING" in state:
+                continue  # idle (the doom rolls it back) or already ending
+            if not self._kill_allowed(now):
+                continue
+            self._doomed_at[key] = now  # the next kill, if any, after another grace period
+            try:
+                await conn.execute(f"KILL QUERY {blocker}")
+                self.stats_blockers_killed += 1
+                log.info("applier_blocked_local_killed", thread_id=blocker, seq=waiting.get(waiter))
+            except BackendError as exc:
+                if exc.backend_errno != 1094:  # ER_NO_SUCH_THREAD: it went away meanwhile
+                    raise
+        for key in [k for k in self._doomed_at if k not in seen]:
+            del self._doomed_at[key]  # no longer blocking
+        return local
+
+    def _kill_allowed(self, now: float) -> bool:
+        while self._kills and now - self._kills[0] >= 1.0:
+            self._kills.popleft()
+        if len(self._kills) >= KILLS_PER_S_MAX:
+            return False
+        self._kills.append(now)
+        return True
 
     async def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+        if self._watch_conn is not None:
+            self._watch_conn.close()
+            self._watch_conn = None
 
 
 async def _rollback(conn: BackendConnection) -> None:

@@ -218,7 +218,8 @@ class LocalCommits:
             return Committed(None)
         member = self.member
         try:
-            future = member.broadcast_local(txn, tuple(derived.keys), member_encode(derived.changes), ack)
+            future = member.broadcast_local(txn, tuple(derived.keys), member_encode(derived.changes), ack,
+                                            tuple(sorted(derived.tables)))
         except BaseException:
             await self._end(conn, f"XA ROLLBACK {lit}", xid)
             raise

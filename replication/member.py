@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid as uuidlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from dataclasses import dataclass, field
@@ -60,10 +59,11 @@ from replication.protocol.errors import (
     HoldWaitTimeout,
     HookError,
     MySQLError,
+    NotSupported,
     ReadOnly,
 )
 
-from .applier import Applier, ApplierFailed, ApplierFull, ApplyChanges, DdlOutcome
+from .applier import Applier, ApplierFailed, ApplierFull, ApplyChanges
 from .certifier import Certifier, KeyHash, Seq
 from .consistency import Level
 from .lifecycle import ExitStateAction, LifecycleEvent, transition
@@ -73,6 +73,7 @@ from .engine import (
     Action,
     ApplyRemote,
     CertifierRefused,
+    DdlDecided,
     Engine,
     EngineInvariantError,
     ExecuteDdl,
@@ -83,9 +84,10 @@ from .engine import (
     SyncReached,
 )
 from .messages import SEEN_SEQS_MAX, AppliedAck, Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
-from .positions import AppliedSet, Positions, PositionStore, gtid_set
+from .positions import Positions, PositionStore, gtid_set
 from .engine import AdminOutcome
-from .messages import AdminAction, AdminOp, MemberStats
+from .messages import AdminAction, AdminOp, DdlOutcome, MemberStats
+from .recovery import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, CACHE_TXN, Donor, Joiner, TransactionCache, ddl_blob
 
 log = structlog.get_logger("grproxy.member")
 
@@ -110,7 +112,8 @@ class MemberConfig:
     message_cache_size: int = 1 << 30  # bytes of certified transactions kept for joiners
     recovery_user: str = "root"  # login on donors' member ports (an admin user there)
     recovery_password: str = ""
-    recovery_timeout_s: float = 120.0
+    recovery_timeout_s: float = 120.0  # to find a donor; for fetched transactions to be applied
+    recovery_retry_count: int = 10  # donor failures (all donors together) before recovery fails (GR's name)
     recovery_buffer_max: int = 200_000  # deliveries buffered while recovering; more → ERROR
     consistency: int = 0  # default group_replication_consistency of new sessions (Level value)
     ack_waits_max: int = 10_000  # AFTER acknowledgements pending at once
@@ -149,6 +152,25 @@ class SyncBatch:
     outcome: asyncio.Future[Seq | GcsError]
     waiters: int = 0
     sync_id: int | None = None  # set once broadcast
+
+
+class DdlNotRun(Exception):
+    """The session that asked for a DDL cannot run it any more (its connection is closed)."""
+
+
+@dataclass(slots=True, eq=False)
+class LocalDdl:
+    """A DDL asked for by a session of this member, from its broadcast until it settled (see
+    `Member.run_ddl`). `execute` runs it on the session's connection `conn` and returns the
+    server's errno (0: OK), raising DdlNotRun when it could not even be sent."""
+
+    txn_id: int
+    conn: BackendConnection
+    execute: Callable[[], Awaitable[int]]
+    ordered: asyncio.Future[Seq]  # its seq, at delivery
+    settled: asyncio.Future[bool] | None = None  # the applier's (see Applier.ddl_settled)
+    started: bool = False  # its session runs it now: nothing may abandon it
+    errno: int = 0  # how it ended on this member's backend
 
 
 class StartRefused(Exception):
@@ -193,13 +215,14 @@ class Member:
             if after_ddl is not None:
                 after_ddl(schema, sql)
 
-        self.applier = Applier(self.connect, self.positions, self.store, apply_changes, after_ddl=forget_metadata)
+        self.applier = Applier(self.connect, self.positions, self.store, apply_changes, after_ddl=forget_metadata,
+                               doom_thread=self.doom_thread, run_local_ddl=self.run_local_ddl)
         self.unreachable: set[str] = set()
         self._log = log.bind(member_id=config.uuid)
         self._txn_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[LocalOutcome | CertifierRefused]] = {}
         self._pending_snapshots: dict[int, Seq] = {}
-        self._ddl_pending: dict[int, asyncio.Future[ExecuteDdl]] = {}
+        self._local_ddl: dict[int, LocalDdl] = {}  # DDL of this member's sessions, by txn_id
         # Consistency BEFORE (see sync_point): broadcast sync points not yet delivered, by
         # sync_id; the latest one broadcast (it gates the pending batch); callers that came
         # while it was in flight.
@@ -214,8 +237,11 @@ class Member:
         self._announced: MemberState | None = None
         self.on_membership: list[Callable[[MembershipChanged], None]] = []
         # Distributed recovery: what donors keep, and what a joiner buffers meanwhile.
+        # (replication/recovery: the donor side serves joiners; `recovery` is the latest joiner.)
         self.cache = TransactionCache(config.message_cache_size)
-        self._recovery_points: OrderedDict[ViewId, bytes] = OrderedDict()
+        self.donor = Donor(self.cache, self.connect, lambda: self.group_uuid, lambda: self.positions.applied,
+                           lambda: self.local.committing)
+        self.recovery: Joiner | None = None
         self._recovering: View | None = None
         self._buffer: list[View | Delivery] = []
         self._donors: dict[str, str] = {}  # uuid → member address, from announcements
@@ -291,7 +317,7 @@ class Member:
         self._recovering = None
         self._buffer = []
         self._donors = {}
-        self._recovery_points.clear()
+        self.donor.reset()
         self._announced = None
         self._last_report = None
         self._no_majority_since = None
@@ -361,6 +387,7 @@ class Member:
         sessions were closed when it failed) and take the positions they recorded."""
         await self.local.reopen_if_broken()
         if self._applier_task is not None and self._applier_task.done():
+            # What the failed applier still held is fetched again by recovery (not applied here).
             self.applier.discard_queue()
             self._applier_task = asyncio.get_running_loop().create_task(self._run_applier())
             self._tasks.append(self._applier_task)
@@ -436,6 +463,7 @@ class Member:
                 pass
         await self.applier.close()
         await self.local.close()
+        self.donor.close()
         self.state = MemberState.OFFLINE
 
     def _fail(self, why: str, *, rejoin: bool = False) -> None:
@@ -461,9 +489,24 @@ class Member:
             listener(why)
 
     def _abort_waiters(self, why: str) -> None:
-        for fut in list(self._pending.values()) + list(self._ddl_pending.values()):
+        for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(HookError(f"Error on observer while running replication hook 'before_commit'. ({why})"))
+        self._abandon_ddl(why)
+
+    def _abandon_ddl(self, why: str) -> None:
+        """The member leaves the group: DDL not decided yet is not applied here (the applier
+        drops it and what follows; recovery brings them back). Local DDL not started yet never
+        runs: its session gets 3100. One that runs now finishes, and settles as the applier
+        records it."""
+        self.applier.abandon_undecided()
+        for txn_id, ddl in list(self._local_ddl.items()):
+            if ddl.started:
+                continue
+            del self._local_ddl[txn_id]
+            if not ddl.ordered.done():
+                ddl.ordered.set_exception(HookError(f"Error on observer while running replication hook "
+                                                    f"'before_commit'. ({why})"))
 
     def _schedule_rejoin(self) -> None:
         """GR's autorejoin: try again as a new incarnation every autorejoin_interval_s. A try
@@ -518,13 +561,12 @@ class Member:
             # We join a running group: its state up to this view comes from a donor.
             self._recovering = view
             self._buffer = []
-            self._tasks.append(asyncio.get_running_loop().create_task(self._recover(view)))
+            self.recovery = Joiner(self, view)
+            self._tasks.append(asyncio.get_running_loop().create_task(self.recovery.run()))
             return
         self._run_actions(self.engine.on_view(view))
         if view.joined:
-            self._recovery_points[view.view_id] = self.engine.export_state()
-            while len(self._recovery_points) > RECOVERY_POINTS_MAX:
-                self._recovery_points.popitem(last=False)
+            self.donor.keep_point(view.view_id, self.engine.export_state())
             if self._announced is not None:
                 # Joiners learn every member's facts (weight, address, state) from these.
                 self._announce(self._announced)
@@ -613,12 +655,17 @@ class Member:
                         acked.add(action.member)
                         self._check_acks(action.seq)
                 case ExecuteDdl():
-                    self.cache.put(action.seq, CACHE_DDL, _ddl_blob(action.schema, action.sql))
-                    if action.local:
-                        fut_ddl = self._ddl_pending.pop(action.txn_id, None)
-                        if fut_ddl is not None and not fut_ddl.done():
-                            fut_ddl.set_result(action)
+                    self.cache.put(action.seq, CACHE_DDL_PENDING, ddl_blob(action))
                     self._submit(action)
+                    ddl = self._local_ddl.get(action.txn_id) if action.local else None
+                    if ddl is not None and not ddl.ordered.done():
+                        ddl.settled = self.applier.ddl_settled(action.seq)
+                        ddl.ordered.set_result(action.seq)
+                case DdlDecided():
+                    self.cache.mark(action.seq, CACHE_DDL if action.run else CACHE_DDL_SKIPPED)
+                    self.applier.decide(action)
+                    if action.origin_left:
+                        self._log.warning("ddl_origin_left", seq=action.seq)
                 case SyncReached():
                     if action.origin == self.config.uuid:
                         self._sync_reached(action.sync_id, action.seq)
@@ -662,74 +709,27 @@ class Member:
                 if txn.on_doom is not None:
                     txn.on_doom()
 
-    # --- distributed recovery ---------------------------------------------------------------------------
+    # --- distributed recovery (replication/recovery: the joiner calls these) ------------------------
 
-    async def _recover(self, view: View) -> None:
-        """Joiner: state as of `view` and the transactions this backend lacks, from a donor;
-        then replay what the group delivered meanwhile, and announce ONLINE."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.recovery_timeout_s
-        tried: set[str] = set()
-        last_error = "no ONLINE donor announced itself"
-        while loop.time() < deadline:
-            candidates = [(u, a) for u, a in self._donors.items() if u not in tried]
-            if not candidates:
-                if tried and not [u for u in self._donors if u not in tried]:
-                    tried.clear()  # every donor failed once: try them again until the deadline
-                await asyncio.sleep(RECOVERY_RETRY_S)
-                continue
-            uuid, address = sorted(candidates)[0]
-            try:
-                await self._recover_from(address, view)
-            except JoinerRefused as exc:
-                self._fail(f"distributed recovery refused this member: {exc}")  # no retry: it would refuse again
-                return
-            except (MySQLError, ApplierFailed, EngineInvariantError, OSError, ValueError) as exc:
-                last_error = f"donor {uuid} ({address}): {exc}"
-                self._log.warning("recovery_donor_failed", donor=uuid, error=str(exc))
-                tried.add(uuid)
-                continue
-            return
-        self._fail(f"distributed recovery failed: {last_error}")
+    def donor_candidates(self) -> dict[str, str]:
+        """uuid → member address of the members that announced themselves ONLINE since we joined."""
+        return dict(self._donors)
 
-    async def _recover_from(self, address: str, view: View) -> None:
-        host, _, port = address.rpartition(":")
-        donor = await BackendConnection.open(
-            BackendAddress(host, int(port), self.config.recovery_user, self.config.recovery_password),
-            capabilities=MEMBER_CAPABILITIES, collation=UTF8MB4_GENERAL_CI, timeout_s=10,
-        )
-        try:
-            r = await donor.execute(f"/* grproxy */ RECOVERY STATE {view.view_id.epoch} {view.view_id.number}")
-            blob = r.rows[0][0] if r.rows else None
-            if not isinstance(blob, bytes):
-                raise ValueError("donor sent no state")
-            group_uuid, state = unpack_recovery_state(blob)
-            probe = Engine(self.config.uuid)
-            probe.import_state(state, view)
-            upto = probe.certifier.last_seq
-            await self._check_joiner(group_uuid, upto)
-            missing = list(self.positions.applied.missing(upto))
-            self._log.info("recovery_fetch", donor=address, upto=upto, missing=len(missing))
-            for i in range(0, len(missing), RECOVERY_FETCH_SEQS_MAX):
-                chunk = missing[i : i + RECOVERY_FETCH_SEQS_MAX]
-                r = await donor.execute("/* grproxy */ RECOVERY TRANSACTIONS " + ",".join(map(str, chunk)))
-                got = {int(seq): (bytes(kind).decode(), payload)  # type: ignore[arg-type]
-                       for seq, kind, payload in r.rows}
-                for seq in chunk:
-                    if seq not in got:
-                        raise ValueError(f"donor no longer holds seq {seq} (message_cache_size); a full clone is needed")
-                    kind, payload = got[seq]
-                    assert isinstance(payload, bytes)
-                    if kind == CACHE_DDL:
-                        schema, _, sql = payload.decode("utf-8").partition("\x00")
-                        self.applier.submit(ExecuteDdl(Seq(seq), "donor", 0, schema, sql, False))
-                    else:
-                        self.applier.submit(ApplyRemote(Seq(seq), "donor", payload, ()))
-                    self.cache.put(seq, kind, payload)
-            await self.positions.wait_applied(upto, timeout_s=self.config.recovery_timeout_s)
-        finally:
-            donor.close()
-        # Continue exactly where the donor's state was taken, then catch up with the buffer.
+    def recovery_failed(self, why: str) -> None:
+        """The joiner gave up (or was refused): ERROR; a failed member never announces ONLINE."""
+        self._fail(why)
+
+    def forget_metadata(self, schemas: set[str]) -> None:
+        """A clone dropped or created these schemas: cached table metadata of them is stale."""
+        self.local.catalog.invalidate_all()
+        if self.applier.after_ddl is not None:
+            for schema in schemas:
+                self.applier.after_ddl(schema, "DROP DATABASE `" + schema.replace("`", "``") + "`")
+
+    def replay_backlog(self, state: bytes, view: View) -> tuple[int, Seq]:
+        """Continue exactly where the donor's state was taken, then replay what the group
+        delivered meanwhile (through the engine and the applier, as live deliveries). Returns
+        how many items were replayed and the last seq ordered so far (applied before ONLINE)."""
         self.engine.import_state(state, view)
         self._recovering = None
         buffered, self._buffer = self._buffer, []
@@ -738,46 +738,21 @@ class Member:
                 self._on_view(item)
             else:
                 self._on_delivery(item)
+        return len(buffered), self.engine.certifier.last_seq
+
+    def recovery_done(self, joiner: Joiner) -> None:
+        """The backlog is applied: ONLINE (unless something failed this member meanwhile)."""
         if self.state is not MemberState.RECOVERING:
-            return  # the replayed buffer failed this member: it never announces ONLINE
+            return
         self._move(LifecycleEvent.RECOVERED)
         self._rejoins_left = self.config.autorejoin_tries
         self._announce(MemberState.ONLINE)
-        self._log.info("recovered", donor=address, seq=upto, replayed=len(buffered), gtid_executed=self.gtid_executed())
-
-    async def _check_joiner(self, group_uuid: str, upto: Seq) -> None:
-        """Refuse (JoinerRefused) a backend holding another group's transactions, or seqs of
-        this group beyond what the group had ordered when it admitted us; a backend that never
-        belonged to a group takes the group's uuid now, before it applies anything."""
-        if self.group_uuid is not None and self.group_uuid != group_uuid:
-            raise JoinerRefused(
-                f"this backend holds transactions of another group: {gtid_set(self.group_uuid, self.positions.applied) or self.group_uuid}"
-                f" (the group is {group_uuid}); give this member an empty backend, or remove grproxy.meta's group_uuid "
-                "after making sure its data belongs here")
-        if self.group_uuid is None and len(self.positions.applied):
-            raise JoinerRefused(f"this backend holds transactions of an unnamed group: {self.positions.applied}")
-        extra = AppliedSet(iv for iv in self.positions.applied.intervals() if iv[1] > upto)
-        if len(extra):
-            extra = AppliedSet((max(lo, upto + 1), hi) for lo, hi in extra.intervals())
-            raise JoinerRefused(
-                f"this backend holds transactions the group does not have: {gtid_set(group_uuid, extra)} "
-                f"(the group has ordered up to {upto}); restart the whole group with `grproxy reboot` from the most "
-                "advanced member, or give this member an empty backend")
-        if self.group_uuid is None:
-            conn = await self.connect()
-            try:
-                await self.store.set_meta(conn, "group_uuid", group_uuid)
-            finally:
-                await conn.quit()
-            self.group_uuid = group_uuid
+        self._log.info("recovered", donor=joiner.donor[0] if joiner.donor else None, seq=joiner.upto,
+                       clones=joiner.clones, fetched=joiner.fetched, gtid_executed=self.gtid_executed())
 
     def recovery_state(self, view_id: ViewId) -> bytes | None:
-        """Donor: the group's uuid and the engine state taken when `view_id` was installed
-        (None if not kept)."""
-        state = self._recovery_points.get(view_id)
-        if state is None or self.group_uuid is None:
-            return None
-        return pack_recovery_state(self.group_uuid, state)
+        """Donor: the group's uuid and the engine state taken when `view_id` was installed."""
+        return self.donor.recovery_state(view_id)
 
     # --- what sessions call ---------------------------------------------------------------------------
 
@@ -864,7 +839,7 @@ class Member:
         return self.verdict(txn, outcome, snapshot)
 
     def broadcast_local(self, txn: LocalTxn, write_set: tuple[KeyHash, ...], changes: bytes,
-                        ack: bool = False) -> "asyncio.Future[LocalOutcome | CertifierRefused]":
+                        ack: bool = False, tables: tuple[KeyHash, ...] = ()) -> "asyncio.Future[LocalOutcome | CertifierRefused]":
         """Broadcast a local transaction (snapshot: this member's low-water mark now); returns
         the future its delivery resolves. The caller must call `broadcast_done(txn)` once it no
         longer waits. Raises HookError (3100) when it cannot be broadcast, ReadOnly (1290)."""
@@ -879,7 +854,8 @@ class Member:
         if ack:
             self._ack_txns.add(txn.txn_id)
         try:
-            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes, ack, seen)))
+            self.gcs.broadcast(encode(TxnMessage(self.config.uuid, txn.txn_id, snapshot, write_set, changes, ack, seen,
+                                                 tables)))
         except GcsError as exc:
             self.broadcast_done(txn)
             raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc.code.value})") from exc
@@ -917,23 +893,79 @@ class Member:
         self._acks.pop(seq, None)  # nobody will wait for its acknowledgements
         self._fail(f"certified transaction {seq} failed to commit locally: {error}")
 
-    async def run_ddl(self, schema: str, sql: str) -> DdlOutcome:
-        """Order DDL through the group, then wait until it ran here (in delivery order)."""
+    async def run_ddl(self, conn: BackendConnection, schema: str, sql: bytes, context: tuple[tuple[str, str], ...],
+                      tables: tuple[KeyHash, ...], execute: Callable[[], Awaitable[int]]) -> int:
+        """A session's DDL (DESIGN §5): ordered through the group first; at its seq, when every
+        earlier seq is applied here and no later one started, `execute` runs it on the
+        session's own connection `conn` (its sql_mode, character set, time zone, default
+        schema; the server's answer is the session's to relay), while the applier's lock watch
+        dooms the local transactions that block it. Its outcome goes to the group: on success
+        every other member runs it under `context` (the session's variables) with default
+        schema `schema`, on failure nobody does. `tables`: what it changes (certification).
+
+        Returns the server's errno (0: OK) once settled here — its seq recorded, after it ran,
+        or after the group heard it failed. Runs in a task of its own: the caller may leave,
+        the DDL still ends as decided. Raises ReadOnly (1290), HookError (3100: not ordered
+        within commit_timeout_s, or the member left the group before it was decided)."""
         self.check_writable()
-        txn_id = next(self._txn_ids)
-        fut: asyncio.Future[ExecuteDdl] = asyncio.get_running_loop().create_future()
-        self._ddl_pending[txn_id] = fut
+        loop = asyncio.get_running_loop()
+        ddl = LocalDdl(next(self._txn_ids), conn, execute, loop.create_future())
         try:
-            self.gcs.broadcast(encode(DdlMessage(self.config.uuid, txn_id, schema, sql)))
-            async with asyncio.timeout(self.config.commit_timeout_s):
-                action = await fut
-                return await self.applier.ddl_outcome(action.seq)
-        except GcsError as exc:
-            raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc.code.value})") from exc
-        except TimeoutError:
-            raise HookError("Error on observer while running replication hook 'before_commit'. (timed out waiting for the group)") from None
+            payload = encode(DdlMessage(self.config.uuid, ddl.txn_id, schema, sql, context, tables))
+        except ValueError as exc:  # over TEXT_BYTES_MAX, or naming over DDL_TABLES_MAX tables
+            raise NotSupported(f"This DDL cannot be replicated by grproxy: {exc}") from None
+        self._local_ddl[ddl.txn_id] = ddl
+        task = loop.create_task(self._order_ddl(ddl, payload))
+        return await asyncio.shield(task)
+
+    async def _order_ddl(self, ddl: LocalDdl, payload: bytes) -> int:
+        try:
+            try:
+                self.gcs.broadcast(payload)
+                async with asyncio.timeout(self.config.commit_timeout_s):
+                    await asyncio.shield(ddl.ordered)
+            except GcsError as exc:
+                raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc.code.value})") from exc
+            except TimeoutError:
+                # Ordered later, it finds no runner: its outcome tells the group nobody runs it.
+                raise HookError("Error on observer while running replication hook 'before_commit'. "
+                                "(timed out waiting for the group to order the DDL)") from None
+            assert ddl.settled is not None
+            if not await ddl.settled:
+                raise HookError("Error on observer while running replication hook 'before_commit'. (the member left "
+                                "the group before the DDL's outcome was decided)")
+            return ddl.errno
         finally:
-            self._ddl_pending.pop(txn_id, None)
+            self._local_ddl.pop(ddl.txn_id, None)
+
+    async def run_local_ddl(self, item: ExecuteDdl) -> int:
+        """The applier reached local DDL `item`: its session runs it now (see run_ddl), and the
+        group hears how it ended. Returns the server's errno (0: OK). A session that is gone, or
+        gave up before the DDL was ordered, answers ER_QUERY_INTERRUPTED: nobody runs it. A
+        connection lost while the DDL ran leaves its outcome unknown here: ERROR (the group
+        then runs it, as for any origin that left before its outcome)."""
+        ddl = self._local_ddl.get(item.txn_id)
+        errno = ER_QUERY_INTERRUPTED
+        if ddl is not None:
+            ddl.started = True
+            try:
+                with self.applier.watching(ddl.conn, item.seq):
+                    errno = await ddl.execute()
+            except DdlNotRun:
+                errno = ER_QUERY_INTERRUPTED
+            except (MySQLError, OSError) as exc:
+                self._fail(f"DDL seq {item.seq} lost its connection while it ran: its outcome on this member's "
+                           f"backend is unknown ({exc})")
+                return ER_QUERY_INTERRUPTED
+            ddl.errno = errno
+        if errno == 0 and self.applier.after_ddl is not None:
+            self.applier.after_ddl(item.schema, item.sql.decode("utf-8", "replace"))
+        try:
+            self.gcs.broadcast(encode(DdlOutcome(self.config.uuid, item.seq, errno)))
+        except GcsError as exc:
+            # The others would wait for it forever: leave, and they decide without us.
+            self._fail(f"cannot tell the group how DDL seq {item.seq} ended here: {exc}")
+        return errno
 
     async def sync_point(self, timeout_s: float) -> Seq:
         """Consistency BEFORE: returns a seq that every transaction committed anywhere in the
@@ -1134,6 +1166,8 @@ class Member:
         """This member's replication_group_member_stats counters now."""
         e = self.engine
         buffered = sum(1 for item in self._buffer if isinstance(item, Delivery))
+        if self.state is MemberState.RECOVERING and self.recovery is not None:
+            buffered += self.recovery.transactions_left  # what recovery still fetches, then the buffer
         # A doomed transaction is a conflict found before certification (it would have failed it).
         return MemberStats(self.config.uuid, in_queue=buffered, checked=e.stats_checked,
                            conflicts=e.stats_conflicts + self.stats_doomed, rows_validating=len(e.certifier),
@@ -1224,6 +1258,8 @@ class Member:
         return len(members - self.unreachable) * 2 > len(members)
 
     async def _run_applier(self) -> None:
+        """The applier until it fails: ERROR; a rejoin (autorejoin when the backend had died)
+        starts it again (see _resolve_local)."""
         try:
             await self.applier.run()
         except (ApplierFailed, MySQLError) as exc:
@@ -1266,62 +1302,7 @@ class Member:
 
 
 
-class JoinerRefused(Exception):
-    """This member's backend may not join this group (its transactions say so)."""
-
-
-RECOVERY_STATE_MAGIC = b"GRPX1"
-
-
-def pack_recovery_state(group_uuid: str, engine_state: bytes) -> bytes:
-    """What a donor sends a joiner: the group's uuid, then the engine's state."""
-    g = group_uuid.encode()
-    return RECOVERY_STATE_MAGIC + len(g).to_bytes(2, "little") + g + engine_state
-
-
-def unpack_recovery_state(blob: bytes) -> tuple[str, bytes]:
-    """Inverse of pack_recovery_state. Raises ValueError."""
-    head = len(RECOVERY_STATE_MAGIC)
-    if not blob.startswith(RECOVERY_STATE_MAGIC) or len(blob) < head + 2:
-        raise ValueError("donor's recovery state has an unknown format")
-    n = int.from_bytes(blob[head : head + 2], "little")
-    return blob[head + 2 : head + 2 + n].decode(), blob[head + 2 + n :]
-
-
 SYNC_TIMEOUT_MESSAGE = ("Timeout exceeded for held statement while new Group Replication primary member is "
                         "applying backlog or while waiting for the group.")
 ACK_WAIT_S = 3600.0  # how long a member waits to apply a transaction whose origin wants an ack
-RECOVERY_POINTS_MAX = 8  # engine states kept for joiners (one per view that admitted someone)
-RECOVERY_RETRY_S = 0.2
-RECOVERY_FETCH_SEQS_MAX = 1_000  # seqs asked for in one round trip
-CACHE_TXN = "T"
-CACHE_DDL = "D"
-
-
-def _ddl_blob(schema: str, sql: str) -> bytes:
-    return schema.encode("utf-8") + b"\x00" + sql.encode("utf-8")
-
-
-class TransactionCache:
-    """Payloads of certified seqs for joiners, bounded by bytes (oldest dropped first) — GR's
-    group_replication_message_cache_size."""
-
-    def __init__(self, bytes_max: int) -> None:
-        self.bytes_max = bytes_max
-        self.bytes = 0
-        self._items: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
-
-    def put(self, seq: int, kind: str, payload: bytes) -> None:
-        if seq in self._items:
-            return
-        self._items[seq] = (kind, payload)
-        self.bytes += len(payload)
-        while self.bytes > self.bytes_max and self._items:
-            _, (_, old) = self._items.popitem(last=False)
-            self.bytes -= len(old)
-
-    def get(self, seq: int) -> tuple[str, bytes] | None:
-        return self._items.get(seq)
-
-    def __len__(self) -> int:
-        return len(self._items)
+ER_QUERY_INTERRUPTED = 1317  # the outcome of a DDL its session could not run (see run_local_ddl)

@@ -16,7 +16,8 @@ the slow path here:
   remote winner answers 3101 at its next statement;
 * ROLLBACK ends the XA transaction (XA ROLLBACK); ROLLBACK TO SAVEPOINT is the server's own
   (the binlog holds only what survived it);
-* DDL: implicit commit, then ordered through the group and run by every member's applier;
+* DDL: implicit commit, then ordered through the group and run in this session at its place
+  in the order (`_ddl`, `Member.run_ddl`), then by every other member's applier;
   temporary tables stay session-local (the binlog logs no rows of them);
 * refused before they run, because their effect escapes the transaction: a write naming a
   table that is not InnoDB (3098, GR's rule) and MariaDB sequence functions (1235);
@@ -36,10 +37,10 @@ import structlog
 
 from replication.protocol.backend import BackendConnection, Sink
 from replication.protocol.constants import Cap, Command, Status
-from replication.gcs.interface import ViewId
 from replication.protocol.errors import (
     BackendError,
     BeforeDmlValidation,
+    BackendLost,
     CertificationConflict,
     MySQLError,
     NotSupported,
@@ -57,7 +58,9 @@ from .admin import Admin, mentions, router_members
 from .consistency import Level
 from .binlog import XaId
 from .local_commit import xa_literal
-from .member import LocalTxn, Member, StartRefused
+from .member import DdlNotRun, LocalTxn, Member, StartRefused
+from .messages import DDL_CONTEXT_VARIABLES
+from .writeset import ddl_tables
 from .statements import Kind, Statement, classify, replace_call
 
 log = structlog.get_logger("grproxy.member_session")
@@ -66,11 +69,27 @@ IN_TRANS = int(Status.IN_TRANS)
 AUTOCOMMIT = int(Status.AUTOCOMMIT)
 RECOVERY_PREFIX = b"/* grproxy */ "
 PREPARED_WRITES_MAX = 10_000  # prepared write statements tracked per session
-RECOVERY_SEQS_PER_REQUEST_MAX = 10_000
 AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
 ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back
 _ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
 ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after an autocommit write
+RECOVERY_STATS_COLUMNS = ("RECOVERY_PHASE", "RECOVERY_DONOR", "CLONE_TABLES_DONE", "CLONE_TABLES", "CLONE_ROWS",
+                          "CLONE_BYTES", "CLONE_MIB_PER_S", "RECOVERY_TRANSACTIONS_LEFT", "RECOVERY_FETCHED",
+                          "RECOVERY_FETCH_TXNS_PER_S", "RECOVERY_CLONES", "CLONES_SERVED")
+
+
+def recovery_stats(member: Member) -> tuple[object, ...]:
+    """MEMBER STATS' recovery columns (RECOVERY_STATS_COLUMNS): the latest joiner's progress."""
+    j = member.recovery
+    served = member.donor.stats_clones_served
+    if j is None:
+        return (None, None, 0, 0, 0, 0, "0", 0, 0, "0", 0, served)
+    c = j.clone
+    now = asyncio.get_running_loop().time()
+    return (j.phase.value, j.donor[0] if j.donor else None, c.tables_done, c.tables, c.rows, c.bytes,
+            f"{c.mib_per_s(now):.2f}", j.transactions_left, j.fetched, f"{j.fetch_txns_per_s():.1f}", j.clones, served)
+
+
 def member_auto_increment_sql(member: Member) -> str:
     """Multi-primary: members' auto-increment values never collide (GR's default step 7)."""
     return (f"SET SESSION auto_increment_increment = {AUTO_INCREMENT_INCREMENT}, "
@@ -491,6 +510,8 @@ class MemberSession(RelaySession):
             if failed:
                 raise  # the statement's own error is the answer; ours only in the log
             raise exc
+        if failed and txn.local.doomed_by is not None:  # interrupted: it blocked the group's order
+            raise CertificationConflict("Plugin instructed the server to rollback the current transaction.")
         held.flush(self.link.transport, self.status)
         if not failed and scanner.ok_prefix:
             # The backend's ROW_COUNT() now describes our XA COMMIT: answer the client's own.
@@ -590,17 +611,52 @@ class MemberSession(RelaySession):
             self.status &= ~IN_TRANS
 
     async def _ddl(self, stmt: Statement, sql: str) -> None:
+        """DDL (DESIGN §5). A temporary table's stays in the session. Any other commits the open
+        transaction, then runs in this session — its sql_mode, character set, time zone, default
+        schema — at its place in the group's order (`Member.run_ddl`); the server's own answer
+        (affected rows, info, warnings for SHOW WARNINGS, or its error) reaches the client once
+        the DDL settled: recorded here, or its failure told to the group (nobody runs it)."""
         if stmt.temporary_table:
             await self._relay_packet_mode(sql)  # session-local; its rows are not in the binlog
             return
         self.member.check_writable()
         if self.txn is not None or self.status & IN_TRANS:
             await self._commit()  # DDL commits implicitly, as in MySQL
-        schema = await self._schema()
-        outcome = await self.member.run_ddl(schema or "", sql)  # the applier invalidates metadata
-        if outcome.error is not None:
-            raise outcome.error
-        self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
+        schema = await self._schema() or ""
+        r = await self.backend.execute("SHOW SESSION VARIABLES WHERE Variable_name IN ("
+                                       + ", ".join(f"'{name}'" for name in DDL_CONTEXT_VARIABLES) + ")")
+        values = {bytes(row[0]).decode().lower(): bytes(row[1] or b"").decode("utf-8", "replace")  # type: ignore[arg-type]
+                  for row in r.rows}
+        context = tuple((name, values[name]) for name in DDL_CONTEXT_VARIABLES
+                        if name in values and values[name].isprintable() and not set(values[name]) & {"'", "\\"})
+        held = _Held()
+        backend = self.backend
+        lost_at: list[bool] = []
+
+        async def execute() -> int:
+            """Run on this session's connection (called by the member at the DDL's seq)."""
+            if self.closed or backend.closed:
+                raise DdlNotRun("the session is closed")
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[ResponseScanner] = loop.create_future()
+            lost: asyncio.Future[bool] = loop.create_future()
+            backend.relay(_frame_query(sql), Expect.QUERY, held, _setter(done),
+                          lambda relayed: lost.done() or lost.set_result(relayed))
+            await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not done.done():
+                lost_at.append(lost.result())
+                raise BackendLost(f"Lost connection to backend {backend.address} during query")
+            scanner = done.result()
+            self.status = scanner.status & ~IN_TRANS
+            return scanner.error[0] if scanner.error is not None else 0
+
+        try:
+            await self.member.run_ddl(backend, schema, sql.encode("utf-8", "surrogateescape"), context,
+                                      ddl_tables(stmt, schema), execute)
+        finally:
+            if lost_at:
+                self._on_lost(False)
+        held.flush(self.link.transport, self.status)
 
     async def _schema(self) -> str | None:
         """The session's default schema: asked once, and again after anything that may change
@@ -653,8 +709,9 @@ class MemberSession(RelaySession):
         backend's host and port, its default consistency level and its state. `MEMBER STATS` →
         BEFORE sync points asked for and broadcast (their ratio is the batching). Donor side of
         distributed recovery:
-        `RECOVERY STATE <epoch> <number>` → one row with the engine state taken at that view;
-        `RECOVERY TRANSACTIONS <seq>,<seq>,…` → (seq, kind, payload) of each cached seq."""
+        `RECOVERY …` and `CLONE …` are answered by the member's `Donor` (replication/recovery).
+        `MEMBER STATS` also shows the latest recovery's phase and progress (clone rows, bytes,
+        tables, MiB/s; transactions left to fetch; transactions/s fetched from a cache)."""
         words = text.split()
         if words == ["ROUTER", "MEMBERS"]:
             # The router's poll (any user: it shows what replication_group_members shows, and
@@ -665,8 +722,9 @@ class MemberSession(RelaySession):
             raise SpecificAccessDenied("Access denied; you need (at least one of) the grproxy admin privilege(s) for this operation")
         if words == ["MEMBER", "STATS"]:
             m = self.member
-            cols = [Column("SYNC_POINT_REQUESTS", TYPE_LONGLONG, 20), Column("SYNC_POINT_BROADCASTS", TYPE_LONGLONG, 20)]
-            row = (m.stats_sync_requests, m.stats_sync_broadcasts)
+            cols = [Column("SYNC_POINT_REQUESTS", TYPE_LONGLONG, 20), Column("SYNC_POINT_BROADCASTS", TYPE_LONGLONG, 20),
+                    *(Column(name, length=64) for name in RECOVERY_STATS_COLUMNS)]
+            row = (m.stats_sync_requests, m.stats_sync_broadcasts, *recovery_stats(m))
             self.link.transport.write(text_resultset(cols, [row], self.status, seq=self._cmd_seq + 1))
             return
         if words == ["ROUTER", "ENDPOINT"]:
@@ -679,22 +737,9 @@ class MemberSession(RelaySession):
             row = (self.member.config.uuid, b.host, b.port, self.member.consistency.name, self.member.state.value)
             self.link.transport.write(text_resultset(cols, [row], self.status, seq=self._cmd_seq + 1))
             return
-        if len(words) == 4 and words[:2] == ["RECOVERY", "STATE"] and words[2].isdigit() and words[3].isdigit():
-            state = self.member.recovery_state(ViewId(int(words[2]), int(words[3])))
-            if state is None:
-                raise NotSupported(f"this member kept no recovery state for view {words[2]}:{words[3]}")
-            self.link.transport.write(text_resultset([Column("state", length=1 << 24)], [(state,)], self.status,
-                                                     seq=self._cmd_seq + 1))
-            return
-        if len(words) == 3 and words[:2] == ["RECOVERY", "TRANSACTIONS"]:
-            seqs = [int(x) for x in words[2].split(",") if x.isdigit()][:RECOVERY_SEQS_PER_REQUEST_MAX]
-            rows = []
-            for seq in seqs:
-                item = self.member.cache.get(seq)
-                if item is not None:
-                    rows.append((seq, item[0], item[1]))
-            cols = [Column("seq", TYPE_LONGLONG, 20), Column("kind", length=1), Column("payload", length=1 << 24)]
-            self.link.transport.write(text_resultset(cols, rows, self.status, seq=self._cmd_seq + 1))
+        if words and words[0] in ("RECOVERY", "CLONE"):
+            columns, rows = await self.member.donor.answer(words, owner=self)  # replication/recovery/donor.py
+            self.send_rows(columns, rows)
             return
         if words and words[0] == "GROUP":
             await self._group_command(words[1:])
@@ -752,6 +797,7 @@ class MemberSession(RelaySession):
 
     def close(self) -> None:
         self._drop_txn()
+        self.member.donor.release(self)  # a clone this session began (a joiner gone) ends now
         super().close()
 
 
