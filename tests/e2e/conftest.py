@@ -208,7 +208,7 @@ class Sandbox:
     def group_members(self, via: MemberInfo | None = None) -> list[GroupMember]:
         """replication_group_members as `via` (default: the first live member that answers) sees it."""
         candidates = [via] if via is not None else self.live_members()
-        last: Exception | None = None
+        last: object = None
         for m in candidates:
             try:
                 conn = self.connect_member(m, connect_timeout=3, read_timeout=10)
@@ -225,6 +225,10 @@ class Sandbox:
                 continue
             finally:
                 conn.close()
+            if any(p is None for p, _, _ in rows):
+                # A member that joined a moment ago has not announced its address yet.
+                last = f"a member without its address yet: {rows}"
+                continue
             by_port = {m.member_port: m for m in self.members}
             return [GroupMember(by_port[int(p)], str(s), str(r)) for p, s, r in rows]
         raise AssertionError(f"no member answered replication_group_members: {last!r}")
