@@ -11,6 +11,7 @@ Every test ends with identical CHECKSUM TABLE and GTID sets on every ONLINE memb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -299,12 +300,13 @@ def test_member_with_an_empty_backend_joins_a_loaded_group_by_clone(sandbox_fact
                 [sys.executable, "-m", "grproxy", "serve", "--config", str(config)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        from conftest import BackendInfo, MemberInfo  # noqa: PLC0415 - the fixtures' own types
-
-        fourth = MemberInfo(id="member4", member_port=member_port, group_port=group_port, pid=proc.pid,
-                            backend=BackendInfo(host=backend.host, port=backend.port, user=backend.user,
-                                                password=backend.password, pid=backend.pid,
-                                                datadir=str(backend.datadir)))
+        # The fixtures' own types, taken from a member they made (`conftest` is no importable
+        # module: in a whole run that name is another directory's conftest).
+        model = sandbox.members[0]
+        fourth = dataclasses.replace(
+            model, id="member4", member_port=member_port, group_port=group_port, pid=proc.pid,
+            backend=dataclasses.replace(model.backend, host=backend.host, port=backend.port, user=backend.user,
+                                        password=backend.password, pid=backend.pid, datadir=str(backend.datadir)))
         _wait_online(sandbox, fourth)
         stats = _stats(sandbox, fourth)
         assert int(stats["RECOVERY_CLONES"]) == 1 and int(stats["CLONE_ROWS"]) >= 3_000, stats
