@@ -47,6 +47,7 @@ from replication.protocol.errors import BackendError, CertificationConflict, Hoo
 from .binlog import BinlogError, BinlogPosition, BinlogReader, BinlogTransaction, XaId
 from .certifier import Seq
 from .positions import LocalPositionWriter
+from .rowimage import encode_changes
 from .schema import SchemaCatalog
 from .writeset import OWN_SCHEMA, derive
 
@@ -218,7 +219,7 @@ class LocalCommits:
             return Committed(None)
         member = self.member
         try:
-            future = member.broadcast_local(txn, tuple(derived.keys), member_encode(derived.changes), ack,
+            future = member.broadcast_local(txn, tuple(derived.keys), encode_changes(derived.changes), ack,
                                             tuple(sorted(derived.tables)))
         except BaseException:
             await self._end(conn, f"XA ROLLBACK {lit}", xid)
@@ -357,9 +358,3 @@ def _text(value: object) -> str:
 def _is_ddl(query: bytes) -> bool:
     head = query.lstrip()[:16].upper()
     return head.startswith((b"CREATE", b"ALTER", b"DROP", b"RENAME", b"TRUNCATE"))
-
-
-def member_encode(changes: tuple[object, ...]) -> bytes:
-    from .rowimage import encode_changes
-
-    return encode_changes(changes)  # type: ignore[arg-type]

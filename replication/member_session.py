@@ -507,9 +507,10 @@ class MemberSession(RelaySession):
             else:
                 await self._commit()
         except MySQLError as exc:
-            if failed:
-                raise  # the statement's own error is the answer; ours only in the log
-            raise exc
+            if not failed:
+                raise
+            # The statement's own error (held) is the answer; the rollback's only in the log.
+            log.warning("autocommit_rollback_failed", conn_id=self.link.conn_id, error=str(exc))
         if failed and txn.local.doomed_by is not None:  # interrupted: it blocked the group's order
             raise CertificationConflict("Plugin instructed the server to rollback the current transaction.")
         held.flush(self.link.transport, self.status)
