@@ -4,6 +4,19 @@ Items arrive in delivery order (`submit`) and are applied in that order where it
 transactions with disjoint write sets run in parallel on up to `workers` connections — each in
 one backend transaction that also records its seq (PositionStore.record_sql), so a crash never loses or
 repeats one: at start-up the applied set is read back and seqs already there are skipped.
+
+Commit order. Parallel items *run* at once but *commit* in seq order, as a GR member's
+multi-threaded applier does with `replica_preserve_commit_order=ON`: each item, its changes
+done, waits for its predecessor's commit before its own COMMIT. Otherwise a reader on this
+member could see T2 without T1 where T2 came after T1 on the origin (read skew: a state no
+other member ever showed). Waiting with its row locks held could close a cycle InnoDB cannot
+see — the predecessor waiting for a lock of the successor, the successor waiting in Python for
+the predecessor — (write sets are disjoint, so only gap or foreign-key locks can do it): the
+lock watch below finds the predecessor blocked by a later applier connection and makes that
+one give way (ROLLBACK, wait for its predecessor, run again). Applier connections run READ
+COMMITTED, which takes no gap locks for the applier's by-key changes. The wait is bounded by
+the predecessor's own bounds (its retries and innodb_lock_wait_timeout); a predecessor that
+fails makes its successors fail without committing.
 DDL runs in the same queue, alone: at its seq every earlier item is applied and no later one
 has started, on every member. There (`_run_ddl`) the origin's session runs it in the client's
 own session (`run_local_ddl`, the member's; the lock watch below covers that connection too)
@@ -138,6 +151,11 @@ class Applier:
         self._doomed_at: dict[tuple[int, bytes], float] = {}  # (thread id, trx id) → first doomed at
         self._kills: deque[float] = deque()  # times of the KILL QUERYs of the last second
         self._watch_conn: BackendConnection | None = None
+        # Commit order: the commit of the item dispatched last (None: nothing dispatched yet),
+        # and the applier connections told to give way to an earlier item (see the docstring).
+        self._last_commit: asyncio.Future[None] | None = None
+        self._give_way: dict[BackendConnection, asyncio.Event] = {}
+        self.stats_gave_way = 0  # times a later item rolled back so that an earlier one could go on
         self.stats_blockers_doomed = 0  # times a blocking local transaction was doomed (first time each)
         self.stats_blockers_killed = 0  # KILL QUERYs of a doomed blocker's running statement
 
@@ -184,6 +202,7 @@ class Applier:
         known (fetched by recovery), run alone.
         """
         running: dict[asyncio.Task[None], frozenset[int] | None] = {}
+        self._last_commit = None  # a new run (after ERROR) owes nothing to the last one's items
         watch = (asyncio.get_running_loop().create_task(self._watch_locks())
                  if self.doom_thread is not None else None)
         try:
@@ -202,7 +221,11 @@ class Applier:
                             k is None or not k.isdisjoint(keys) for k in running.values())):
                         break
                     self._queue.popleft()
-                    coro = self._run_ddl(item) if isinstance(item, ExecuteDdl) else self._apply(item)
+                    # Commit order (module docstring): each item commits after the one dispatched before it.
+                    prev, mine = self._last_commit, asyncio.get_running_loop().create_future()
+                    self._last_commit = mine
+                    coro = (self._ordered_ddl(item, prev, mine) if isinstance(item, ExecuteDdl)
+                            else self._apply(item, prev, mine))
                     running[asyncio.get_running_loop().create_task(coro)] = keys
                     if alone:
                         break
@@ -232,6 +255,7 @@ class Applier:
                 return conn
         conn = await self._connect()
         await conn.execute("SET SESSION time_zone = '+00:00'")
+        await conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")  # no gap locks
         return conn
 
     def _release(self, conn: BackendConnection) -> None:
@@ -240,22 +264,47 @@ class Applier:
         else:
             conn.close()
 
-    async def _apply(self, item: ApplyRemote) -> None:
-        for attempt in range(self.retries_max + 1):
+    async def _apply(self, item: ApplyRemote, prev: "asyncio.Future[None] | None",
+                     mine: "asyncio.Future[None]") -> None:
+        """Apply `item` in one backend transaction with its position, committing only after
+        `prev` (the item dispatched before it) committed; `mine` resolves once this one has
+        committed (or fails with ApplierFailed: successors then roll back)."""
+        try:
+            await self._apply_in_order(item, prev)
+        except BaseException as exc:
+            if not mine.done():
+                mine.set_exception(ApplierFailed(f"seq {item.seq} was not applied: {exc!r}"))
+                mine.exception()  # retrieved: a successor may never look at it
+            raise
+        if not mine.done():
+            mine.set_result(None)
+
+    async def _apply_in_order(self, item: ApplyRemote, prev: "asyncio.Future[None] | None") -> None:
+        attempt = 0
+        while True:
             conn = await self._connection()
             self._applying[conn] = (item.seq, asyncio.get_running_loop().time())  # for the lock watch
+            gave_way = False
             try:
                 try:
                     await conn.execute("BEGIN")
                     await self.apply_changes(conn, item.changes)
                     await conn.execute(self.store.record_sql(item.seq))
-                    await conn.execute("COMMIT")
+                    if prev is not None and not prev.done():
+                        gave_way = await self._wait_turn(conn, prev)
+                    if prev is not None and prev.done() and prev.exception() is not None:
+                        await _rollback(conn)
+                        raise ApplierFailed(f"seq {item.seq} not committed: an earlier item failed")
+                    if not gave_way:
+                        await conn.execute("COMMIT")
                 finally:
                     self._applying.pop(conn, None)
+                    self._give_way.pop(conn, None)
             except BackendError as exc:
                 await _rollback(conn)
                 self._release(conn)
                 if exc.backend_errno in _RETRYABLE and attempt < self.retries_max:
+                    attempt += 1
                     self.retried_count += 1
                     await asyncio.sleep(min(0.005 * 2**attempt, 0.5))
                     continue
@@ -263,9 +312,40 @@ class Applier:
             except BackendLost as exc:
                 conn.close()
                 raise ApplierFailed(f"backend lost while applying seq {item.seq}: {exc}") from exc
+            if gave_way:
+                # An earlier item waits for a lock this transaction held: let it commit first.
+                await _rollback(conn)
+                self._release(conn)
+                self.stats_gave_way += 1
+                assert prev is not None
+                await asyncio.wait([prev])
+                continue
             self._release(conn)
             self.positions.mark_applied(item.seq)
             return
+
+    async def _wait_turn(self, conn: BackendConnection, prev: "asyncio.Future[None]") -> bool:
+        """Wait until `prev` is done, or until the lock watch tells `conn` to give way (True)."""
+        give_way = self._give_way[conn] = asyncio.Event()
+        waiter = asyncio.ensure_future(give_way.wait())
+        try:
+            await asyncio.wait([prev, waiter], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return not prev.done()
+
+    async def _ordered_ddl(self, item: ExecuteDdl, prev: "asyncio.Future[None] | None",
+                           mine: "asyncio.Future[None]") -> None:
+        """A DDL runs alone (see `run`): everything before it has committed already."""
+        try:
+            await self._run_ddl(item)
+        except BaseException as exc:
+            if not mine.done():
+                mine.set_exception(ApplierFailed(f"DDL seq {item.seq} was not applied: {exc!r}"))
+                mine.exception()
+            raise
+        if not mine.done():
+            mine.set_result(None)
 
     # --- DDL (see the module docstring) -------------------------------------------------------
 
@@ -438,8 +518,17 @@ class Applier:
         now = asyncio.get_running_loop().time()
         seen: set[tuple[int, bytes]] = set()
         local = 0
+        appliers = {c.thread_id: (c, seq) for c, (seq, _) in list(self._applying.items()) if c.thread_id}
         for row in r.rows:
             waiter, blocker, trx_id = int(row[0] or 0), int(row[1] or 0), bytes(row[2] or b"")
+            if blocker in appliers:
+                # Another applier connection: a later item waiting for its turn to commit while
+                # an earlier one waits for its lock gives way (commit order, module docstring).
+                other, other_seq = appliers[blocker]
+                give_way = self._give_way.get(other)
+                if give_way is not None and other_seq > waiting.get(waiter, other_seq):
+                    give_way.set()
+                continue
             if blocker == 0 or blocker in waiting:
                 continue  # a prepared XA left by a dead connection, or another applier connection
             key = (blocker, trx_id)

@@ -384,7 +384,12 @@ class Member:
 
     async def _resolve_local(self) -> None:
         """Before a new incarnation: end the prepared XA transactions the old one left (their
-        sessions were closed when it failed) and take the positions they recorded."""
+        sessions were closed when it failed), then take the backend's recorded positions as
+        the truth. They can differ from what this process believed in both directions when the
+        backend died: a commit whose answer was lost did happen (its seq is recorded: applying
+        it again would fail on a duplicate), and a backend without durable commits
+        (innodb_flush_log_at_trx_commit != 1) can lose seqs it had acknowledged (recovery
+        fetches them again)."""
         await self.local.reopen_if_broken()
         if self._applier_task is not None and self._applier_task.done():
             # What the failed applier still held is fetched again by recovery (not applied here).
@@ -393,14 +398,14 @@ class Member:
             self._tasks.append(self._applier_task)
         conn = await self.connect()
         try:
-            committed, _ = await self.local.resolve_prepared(conn)
-            if committed:
-                for lo, hi in (await self.store.load(conn)).intervals():
-                    for seq in range(lo, hi + 1):
-                        if seq not in self.positions.applied:
-                            self.positions.mark_applied(seq)
+            await self.local.resolve_prepared(conn)
+            stored = await self.store.load(conn)
         finally:
             await conn.quit()
+        believed = self.positions.applied
+        if list(stored.intervals()) != list(believed.intervals()):
+            self._log.warning("positions_reloaded", believed=str(believed), stored=str(stored))
+        self.positions.replace(stored)
 
     def _stop_joining(self) -> None:
         """A join still asking seeds is abandoned for what replaces it."""

@@ -192,3 +192,35 @@ def test_concurrent_conflict_one_wins_with_3101(three_backends: list[ServerHandl
             await group.stop()
 
     run(scenario())
+
+
+def test_a_member_leaving_error_takes_its_backends_positions_as_the_truth(three_backends: list[ServerHandle]) -> None:
+    """The backend died while the applier committed seq s: the COMMIT happened, its answer
+    was lost. Before the new incarnation (autorejoin, START GROUP_REPLICATION) the member reads
+    its positions back, so recovery does not fetch s again (a duplicate position: ERROR for
+    ever) — and a seq the backend lost (no durable commits) is fetched again."""
+    prepare(three_backends, "t3")
+
+    async def scenario() -> None:
+        group = Group(three_backends, single_primary=True)
+        await group.start()
+        try:
+            primary = next(m for m in group.members if m.may_write())
+            other = next(m for m in group.members if m is not primary)
+            seqs = [await write(primary, "t3", i, f"v{i}") for i in range(3)]
+            await other.positions.wait_applied(seqs[-1], timeout_s=20)
+            other._fail("test: the backend went away while applying")
+            conn = await other.connect()
+            try:
+                await conn.execute(other.store.record_sql(seqs[-1] + 1000))  # committed, answer lost
+                await conn.execute(f"DELETE FROM grproxy.applied WHERE seq = {seqs[0]}")  # lost by the backend
+            finally:
+                conn.close()
+            assert seqs[-1] + 1000 not in other.positions.applied and seqs[0] in other.positions.applied
+            await other._resolve_local()
+            assert seqs[-1] + 1000 in other.positions.applied
+            assert seqs[0] not in other.positions.applied and seqs[1] in other.positions.applied
+        finally:
+            await group.stop()
+
+    run(scenario())
