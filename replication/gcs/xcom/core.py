@@ -95,7 +95,10 @@ slot's configuration is dropped (closed group). An origin whose batch did not ma
 *Joining.* A seed proposes JOIN; every member that executes it sends the joiner a Welcome
 (the replicated state after that slot). The joiner fetches decided slots from there, silently,
 and starts delivering at its first view. A crashed member restarts as a new incarnation;
-joining replaces the older incarnation with the same uuid or address. A member that leaves at
+joining replaces the older incarnation with the same uuid or address — except that a join
+with the uuid of a member at another address that was heard from within
+_DUPLICATE_ALIVE_HEARTBEATS heartbeat intervals is a second live process with that uuid, and is
+refused (JoinRefused: the joiner goes OFFLINE with JOIN_REFUSED). A member that leaves at
 a switch (left, expelled) first hands the decisions before the switch to peers behind it, and
 answers Fetch while OFFLINE: with the rest of its configuration dead it may hold the only copy.
 
@@ -401,6 +404,10 @@ _FROM_ANYONE: frozenset[type] = frozenset(
 
 _LATENCY_BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, -1)
 _SKIP_RANGES_MAX = 64  # skip ranges remembered per owner (see _add_skip)
+# A join whose uuid belongs to a member of the group heard from within this many heartbeat
+# intervals is a duplicate (a second process with the same uuid), refused; a silent one is a
+# crashed incarnation, which the join replaces.
+_DUPLICATE_ALIVE_HEARTBEATS = 2
 
 
 class _AcceptorSlot:
@@ -1708,6 +1715,16 @@ class Core:
                 self._send(joiner, welcome)
             return
         replaced = any(m.uuid == joiner.uuid or m.address == joiner.address for m in latest.members)
+        alive_ms = _DUPLICATE_ALIVE_HEARTBEATS * self.cfg.heartbeat_interval_ms
+        for m in latest.members:
+            if m.uuid != joiner.uuid or m.address == joiner.address:
+                continue  # same address: the same process slot restarted
+            heard = self._heard_ms.get(m)
+            if m == self.me or (heard is not None and self._now_ms - heard < alive_ms):
+                self._send(joiner, JoinRefused(
+                    joiner, f"member uuid {joiner.uuid} is in the group already, at {m.address}, and alive: "
+                            "a second member with the same uuid is refused (give each member its own uuid)"))
+                return
         if len(latest.members) >= MEMBERS_MAX and not replaced:
             self._send(joiner, JoinRefused(joiner, f"the group already has {MEMBERS_MAX} members"))
             return

@@ -328,3 +328,34 @@ def test_consensus_messages_from_non_members_are_dropped_and_counted() -> None:
     c.step("a", Received(stranger, Decide(c.cores["a"].next_slot, Ballot(0), NOOP)))
     assert c.cores["a"].statistics().counters.messages_from_non_members == 1
     assert c.cores["a"].next_slot == 1  # nothing learned from another group
+
+
+def test_a_second_live_process_with_a_members_uuid_is_refused_and_a_crashed_ones_replaced() -> None:
+    """Duplicate uuid (a copied config, two processes): refused while the member with that uuid
+    is heard from; once it is silent the join is a restart and replaces it."""
+    c = Cluster("abc")
+    c.run(500)
+    dup = Core(MemberId("b", "elsewhere:1", 2), CFG)
+    dup.step(Tick(c.now))
+
+    def ask() -> list[Message]:
+        ready = dup.step(Join((mid("a"),)))
+        answers: list[Message] = []
+        for to, msg in ready.sends:
+            assert to.uuid == "a"
+            answer = c.step("a", Received(dup.me, msg))
+            answers += [m for t, m in answer.sends if t == dup.me]
+        return answers
+
+    answers = ask()
+    assert [type(m).__name__ for m in answers] == ["JoinRefused"]
+    assert "same uuid" in answers[0].reason  # type: ignore[attr-defined]
+    ready = dup.step(Received(mid("a"), answers[0]))
+    assert ready.phase is Phase.OFFLINE and GcsErrorCode.JOIN_REFUSED in [e.code for e in ready.errors]
+    # b crashes: after it is silent the same join is a new incarnation of b and goes ahead.
+    c.down.add("b")
+    c.run(1_000)
+    dup = Core(MemberId("b", "elsewhere:1", 3), CFG)
+    dup.step(Tick(c.now))
+    assert ask() == []  # no refusal: a's proposal to add it is under way
+    assert any(rc.members == (dup.me,) for rc in c.cores["a"]._reconfigs) or c.cores["a"]._mine
