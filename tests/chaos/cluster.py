@@ -22,8 +22,15 @@ Recovery connections of a joiner to a donor's member port also go through the do
 member-port relay, where they count as ``router`` traffic (a MySQL handshake does not say which
 member dials).
 
-Process faults: :meth:`Cluster.signal_member` / :meth:`Cluster.signal_backend` (SIGKILL, SIGSTOP,
-SIGCONT), :meth:`Cluster.restart_member` (same config: a new incarnation that must rejoin).
+Process faults: :meth:`Cluster.signal_member` / :meth:`Cluster.signal_backend` /
+:meth:`Cluster.signal_router` (SIGKILL, SIGSTOP, SIGCONT), :meth:`Cluster.restart_member` (same
+config, every other member as a seed: a new incarnation that must rejoin),
+:meth:`Cluster.restart_backend`, :meth:`Cluster.restart_router` (same client port).
+
+What a DBA does after a disaster, as the README documents it: :meth:`Cluster.reboot` (``grproxy
+reboot --config …`` once every member was restarted after a complete outage) and
+:meth:`Cluster.force_members` (``SET GLOBAL group_replication_force_members`` on a survivor of a
+lost majority). Both talk to the members' real ports (the relays may be faulted).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -54,6 +62,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUP_NAME = "grproxy-chaos"
 MEMBER_ONLINE_TIMEOUT_S = 90.0
 ROUTER_START_TIMEOUT_S = 30.0
+REBOOT_TIMEOUT_S = 150.0  # `grproxy reboot --timeout`: until every member is ONLINE
+REBOOT_PROCESS_TIMEOUT_S = REBOOT_TIMEOUT_S + 30.0
+ADMIN_TIMEOUT_S = 10.0  # one admin statement on a member port
 
 
 def _die_with_parent() -> None:  # in the child between fork and exec (Linux)
@@ -189,14 +200,17 @@ class Cluster:
         return json.dumps({m.group_relay.address: f"127.0.0.1:{m.group_port}",
                            m.member_relay.address: f"127.0.0.1:{m.member_port}"})
 
-    def _spawn(self, m: MemberNode, *, bootstrap: bool) -> None:
+    def _spawn(self, m: MemberNode, *, bootstrap: bool, all_seeds: bool = False) -> None:
+        """Start ``m``'s process. Seeds: the first member's group address for the initial join
+        (the others are not up yet), every other member's when ``all_seeds`` or when ``m`` is the
+        first member (a restart: whoever is in the group now must be reachable as a seed)."""
         m.workdir.mkdir(parents=True, exist_ok=True)
         first = self.members[0]
         assert first.group_relay is not None
         seeds = [] if bootstrap else [first.group_relay.address]
-        if not bootstrap and m is first:
+        if not bootstrap and (m is first or all_seeds):
             seeds = [x.group_relay.address for x in self.members if x is not m and x.group_relay is not None]
-        config = m.workdir / "grproxy.toml"
+        config = self.member_config(m.name)
         config.write_text(m.config_text(seeds, bootstrap, self.single_primary))
         env = dict(os.environ, PYTHONUNBUFFERED="1", GRPROXY_CHAOS_LISTEN=self._listen_map(m))
         with open(m.log_path, "ab") as out:
@@ -207,8 +221,14 @@ class Cluster:
             )
         m.stopped = False
 
-    def _start_router(self) -> None:
-        self.router_port = free_port()
+    def member_config(self, name: str) -> Path:
+        return self.member(name).workdir / "grproxy.toml"
+
+    def _start_router(self, port: int = 0, *, until_login: bool = True) -> None:
+        """Start the router process; wait until it serves a login (``until_login``) or only
+        until its client port accepts connections (a restart while the group is down: no
+        login can succeed before the group is back)."""
+        self.router_port = port or free_port()
         workdir = self.base / "router"
         workdir.mkdir(parents=True, exist_ok=True)
         members = ", ".join(json.dumps(m.member_relay.address) for m in self.members if m.member_relay)
@@ -233,12 +253,15 @@ class Cluster:
             if self.router_process.poll() is not None:
                 raise RuntimeError(f"router exited: {self.tail(workdir / 'grproxy.log')}")
             try:
+                if not until_login:
+                    socket.create_connection(("127.0.0.1", self.router_port), timeout=2).close()
+                    return
                 conn = connect(self.router_port, timeout_s=2)
                 with conn.cursor() as cur:
                     cur.execute("SELECT 1")
                 conn.close()
                 return
-            except pymysql.MySQLError as exc:
+            except (pymysql.MySQLError, OSError) as exc:
                 last = exc
                 time.sleep(0.2)
         raise RuntimeError(f"router did not serve a login in {ROUTER_START_TIMEOUT_S}s: {last!r}")
@@ -369,12 +392,83 @@ class Cluster:
         self.note(f"{sig.name} backend {name}")
 
     def restart_member(self, name: str) -> None:
-        """Start the member process again with its config (after SIGKILL): it must rejoin."""
+        """Start the member process again with its config (after SIGKILL), every other member
+        as a seed: it must rejoin (or wait, in ERROR, for a reboot when there is no group)."""
         m = self.member(name)
         if m.alive():
             return
-        self._spawn(m, bootstrap=False)
+        self._spawn(m, bootstrap=False, all_seeds=True)
         self.note(f"restart member {name}")
+
+    def signal_router(self, sig: signal.Signals) -> None:
+        p = self.router_process
+        if p is not None and p.poll() is None:
+            p.send_signal(sig)
+            if sig == signal.SIGKILL:
+                p.wait(10)
+        self.note(f"{sig.name} router")
+
+    def router_alive(self) -> bool:
+        return self.router_process is not None and self.router_process.poll() is None
+
+    def restart_router(self) -> None:
+        """The router again, on the same client port (clients reconnect to where it was)."""
+        if self.router_alive():
+            return
+        self._start_router(self.router_port, until_login=False)
+        self.note("restart router")
+
+    def admin(self, name: str, sql: str, timeout_s: float = ADMIN_TIMEOUT_S) -> list[tuple[Any, ...]]:
+        """One statement on member ``name``'s real member port as the admin user."""
+        conn = connect(self.member(name).member_port, timeout_s=timeout_s)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def group_status(self, name: str) -> dict[str, Any]:
+        """``/* grproxy */ GROUP STATUS`` of member ``name``: MEMBER_STATE, GROUP_UUID, IN_GROUP …"""
+        conn = connect(self.member(name).member_port, timeout_s=ADMIN_TIMEOUT_S)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("/* grproxy */ GROUP STATUS")
+                names = [d[0] for d in cur.description]
+                row = cur.fetchone()
+                return dict(zip(names, row, strict=True)) if row else {}
+        finally:
+            conn.close()
+
+    def group_address(self, name: str) -> str:
+        """The group address member ``name`` advertises (its relay): its local_address."""
+        relay = self.member(name).group_relay
+        assert relay is not None
+        return relay.address
+
+    def force_members(self, survivors: list[str]) -> None:
+        """``SET GLOBAL group_replication_force_members`` with the survivors' local_address
+        values, on the first of them. Raises pymysql.MySQLError when the member refuses (a
+        majority is still reachable, or it is not ONLINE)."""
+        value = ",".join(self.group_address(n) for n in survivors)
+        self.admin(survivors[0], f"SET GLOBAL group_replication_force_members = '{value}'")
+        self.note(f"force_members {','.join(survivors)} on {survivors[0]}")
+
+    def reboot(self, timeout_s: float = REBOOT_TIMEOUT_S) -> tuple[int, str]:
+        """``grproxy reboot --config <each member's config>``, as the README documents it after a
+        complete outage (every member restarted first). Returns (exit code, its output)."""
+        args = [sys.executable, "-m", "grproxy", "reboot", "--timeout", str(timeout_s)]
+        for m in self.members:
+            args += ["--config", str(self.member_config(m.name))]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT,
+                                  timeout=REBOOT_PROCESS_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            self.note("reboot timed out")
+            return -1, f"grproxy reboot did not end in {REBOOT_PROCESS_TIMEOUT_S:.0f}s: {exc.stdout!r} {exc.stderr!r}"
+        output = (done.stdout + done.stderr).strip()
+        self.note(f"reboot exit {done.returncode}: {output.splitlines()[0] if output else ''}")
+        return done.returncode, output
 
     def restart_backend(self, name: str) -> None:
         m = self.member(name)

@@ -54,34 +54,89 @@ from .checkers.result import Anomaly, CheckResult, result
 from .cluster import Cluster, connect
 from .history import Completed, Recorder
 from .netfault import RESET, Rule
-from .workloads import Bank, Client, ListAppend, parse_list
+from .report import summary_markdown, write_plot
+from .workloads import OP_TIMEOUT_S, Bank, Client, ListAppend, parse_list
 
 NETWORK_FAULTS = ("isolate", "split", "bridge", "one-way", "delay", "reset")
 PROCESS_FAULTS = ("stop-member", "stop-backend", "kill-member", "kill-backend")
-ALL_FAULTS = NETWORK_FAULTS + PROCESS_FAULTS
+DISASTER_FAULTS = ("crash-all", "force-members")
+CLIENT_FAULTS = ("give-up",)
+ALL_FAULTS = NETWORK_FAULTS + PROCESS_FAULTS + DISASTER_FAULTS + CLIENT_FAULTS
+# The list-append clients' consistency levels (one each); strict levels vary per run of the matrix.
 LA_LEVELS = ("BEFORE", "EVENTUAL", "AFTER", "EVENTUAL")
 BANK_CLIENTS = 2
 CONVERGENCE_TIMEOUT_S = 120.0
 USER_TABLES = ("bank.accounts", "la.lists")
+# After a disaster (crash-all, force-members) the next fault waits this much longer: the group
+# needs the time to be whole again, and a fault on a half-rebooted group tests the reboot, not
+# the group.
+DISASTER_CALM_S = (8.0, 12.0)
+CALM_MIN_S = 2.0  # the nemesis never applies a fault sooner than this after the last heal ended
+RESTARTED_ANSWER_TIMEOUT_S = 60.0  # a restarted member answers on its member port within this
+FORCE_TIMEOUT_S = 40.0  # the survivor of a lost majority accepts force_members within this
+GIVE_UP_TIMEOUTS_MS = (30, 60, 120, 250)
 
 
 @dataclasses.dataclass(frozen=True)
 class Fault:
+    """One fault of a schedule.
+
+    ``targets`` by kind: one member (isolate, reset, split's minority, stop-*, kill-*); the two
+    ends (one-way: bytes from the first to the second are dropped); bridge, one side, other side
+    (bridge); survivor then the two lost members (force-members); the processes in the order
+    they are killed, ``member:mN`` / ``backend:mN`` / ``router``, ``gaps_ms`` apart (crash-all).
+    ``delay_ms``: delay on every link (delay; give-up, where 0 means none). ``timeout_ms``: the
+    clients' read timeout while it lasts (give-up). ``backends``: the lost members' backends die
+    too (force-members).
+    """
+
     at_s: float  # since the workload started
     heal_at_s: float
     kind: str
     targets: tuple[str, ...]
     delay_ms: int = 0
+    timeout_ms: int = 0
+    backends: bool = False
+    gaps_ms: tuple[int, ...] = ()
+
+    def label(self) -> str:
+        """A few words: kind and whom it hits."""
+        match self.kind:
+            case "crash-all":
+                return "crash-all"
+            case "force-members":
+                return f"force-members: {self.targets[0]} survives"
+            case "delay" | "give-up":
+                return f"{self.kind} {self.timeout_ms or self.delay_ms}ms"
+            case "bridge":
+                return f"bridge via {self.targets[0]}"
+            case "one-way":
+                return f"one-way {self.targets[0]}->{self.targets[1]}"
+            case _:
+                return f"{self.kind} {' '.join(self.targets)}"
 
     def describe(self) -> str:
-        extra = f" {self.delay_ms}ms" if self.kind == "delay" else ""
+        extra = ""
+        if self.kind == "delay" or (self.kind == "give-up" and self.delay_ms):
+            extra += f" {self.delay_ms}ms"
+        if self.kind == "give-up":
+            extra += f" timeout {self.timeout_ms}ms"
+        if self.kind == "force-members":
+            extra += " (with backends)" if self.backends else ""
+            return (f"{self.at_s:5.1f}s-{self.heal_at_s:5.1f}s {self.kind}{extra} survivor {self.targets[0]}, "
+                    f"lost {' '.join(self.targets[1:])}")
+        if self.kind == "crash-all":
+            order = " ".join(t if i == 0 else f"+{g}ms {t}" for i, (t, g) in
+                             enumerate(zip(self.targets, (0, *self.gaps_ms), strict=True)))
+            return f"{self.at_s:5.1f}s-{self.heal_at_s:5.1f}s {self.kind} {order}"
         return f"{self.at_s:5.1f}s-{self.heal_at_s:5.1f}s {self.kind}{extra} {' '.join(self.targets)}"
 
 
 def schedule(rng: random.Random, kinds: tuple[str, ...], duration_s: float, members: list[str]) -> list[Fault]:
     """Faults one after another: each lasts 4-16 s (long enough, at times, for the failure
     detector to suspect and expel: 5 s of silence + member_expel_timeout 5 s), with 2-5 s of
-    calm between."""
+    calm between (more after a disaster: DISASTER_CALM_S). The draws for the older kinds are
+    unchanged, so their seeds replay as before."""
     out: list[Fault] = []
     if not kinds:
         return out
@@ -91,6 +146,7 @@ def schedule(rng: random.Random, kinds: tuple[str, ...], duration_s: float, memb
         length = min(rng.uniform(4, 16), duration_s - 2 - t)
         shuffled = rng.sample(members, len(members))
         delay_ms = rng.choice((50, 100, 300)) if kind == "delay" else 0
+        timeout_ms, backends, gaps_ms = 0, False, ()
         targets: tuple[str, ...]
         if kind in ("one-way",):
             targets = (shuffled[0], shuffled[1])
@@ -98,11 +154,39 @@ def schedule(rng: random.Random, kinds: tuple[str, ...], duration_s: float, memb
             targets = tuple(shuffled[:3])  # bridge, one side, other side
         elif kind == "delay":
             targets = ()
+        elif kind == "crash-all":
+            # Everything within a second: every member process, every backend, the router.
+            procs = [f"{what}:{m}" for m in members for what in ("member", "backend")] + ["router"]
+            targets = tuple(rng.sample(procs, len(procs)))
+            gaps_ms = tuple(rng.randint(0, 1000 // len(procs)) for _ in procs[1:])
+            length = min(rng.uniform(2, 8), duration_s - 2 - t)  # everything stays down this long
+        elif kind == "force-members":
+            targets = tuple(shuffled)  # survivor, then the majority that is lost
+            backends = rng.random() < 0.5
+        elif kind == "give-up":
+            targets = ()
+            timeout_ms = rng.choice(GIVE_UP_TIMEOUTS_MS)
+            delay_ms = rng.choice((0, 20, 50))
         else:
             targets = (shuffled[0],)
-        out.append(Fault(round(t, 1), round(t + length, 1), kind, targets, delay_ms))
+        out.append(Fault(round(t, 1), round(t + length, 1), kind, targets, delay_ms, timeout_ms, backends, gaps_ms))
         t += length + rng.uniform(2, 5)
+        if kind in DISASTER_FAULTS:
+            t += rng.uniform(*DISASTER_CALM_S)
     return out
+
+
+@dataclasses.dataclass
+class Interval:
+    """What the nemesis did, in seconds since the workload started: the fault from ``start_s``,
+    its heal from ``heal_s`` until ``end_s`` (a reboot or a rejoin can take a while)."""
+
+    kind: str
+    what: str  # the fault as scheduled (Fault.describe)
+    label: str  # a few words for the plot
+    start_s: float
+    heal_s: float | None = None
+    end_s: float | None = None
 
 
 class Nemesis:
@@ -111,38 +195,61 @@ class Nemesis:
     Runs in the main thread on purpose: processes are started with PR_SET_PDEATHSIG, which
     kills a child when the *thread* that started it exits, so a member or backend restarted
     from a short-lived thread would die with it.
+
+    Timing: each fault starts at its ``at_s`` or, when the previous heal overran (a reboot),
+    ``CALM_MIN_S`` after that heal ended; a fault that would then start less than 3 s before
+    the end of the workload is left out (listed in ``skipped``). The order of faults is the
+    schedule's; their exact times are in ``intervals``.
     """
 
-    def __init__(self, cluster: Cluster, faults: list[Fault], members: list[str]) -> None:
+    def __init__(self, cluster: Cluster, faults: list[Fault], members: list[str],
+                 clients: list[Client] | None = None) -> None:
         self.c = cluster
         self.faults = faults
         self.members = members
+        self.clients: list[Client] = clients or []
         self.applied: list[str] = []
+        self.skipped: list[str] = []
         self.errors: list[str] = []
+        self.intervals: list[Interval] = []
+        self.log: list[str] = []  # what the DBA saw (reboot reports, refusals)
+        self.t0 = time.monotonic()
 
-    def run(self, duration_s: float) -> None:
-        """Apply the schedule; returns ``duration_s`` after it was called."""
-        t0 = time.monotonic()
+    def now_s(self) -> float:
+        return time.monotonic() - self.t0
+
+    def run(self, duration_s: float, t0: float | None = None) -> None:
+        """Apply the schedule; returns ``duration_s`` after ``t0`` (the workload's start,
+        default now), or when the last heal ended if that is later."""
+        self.t0 = time.monotonic() if t0 is None else t0
 
         def sleep_until(at_s: float) -> None:
-            time.sleep(max(0.0, t0 + min(at_s, duration_s) - time.monotonic()))
+            time.sleep(max(0.0, self.t0 + min(at_s, duration_s) - time.monotonic()))
 
+        not_before = 0.0
         for f in self.faults:
-            if f.at_s >= duration_s:
-                break
-            sleep_until(f.at_s)
+            start = max(f.at_s, not_before)
+            if start >= duration_s - 3:
+                self.skipped.append(f.describe())
+                continue
+            sleep_until(start)
+            iv = Interval(f.kind, f.describe(), f.label(), self.now_s())
+            self.intervals.append(iv)
             try:
                 self.apply(f)
                 self.applied.append(f.describe())
                 self.c.note(f"fault {f.describe()}")
             except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                 self.errors.append(f"{f.describe()}: {exc!r}")
-            sleep_until(f.heal_at_s)
+            sleep_until(start + (f.heal_at_s - f.at_s))
+            iv.heal_s = self.now_s()
             try:
                 self.heal(f)
                 self.c.note(f"heal {f.kind}")
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"heal {f.describe()}: {exc!r}")
+            iv.end_s = self.now_s()
+            not_before = iv.end_s + CALM_MIN_S
         sleep_until(duration_s)
 
     def apply(self, f: Fault) -> None:
@@ -172,6 +279,15 @@ class Nemesis:
                 c.signal_member(f.targets[0], signal.SIGKILL)
             case "kill-backend":
                 c.signal_backend(f.targets[0], signal.SIGKILL)
+            case "crash-all":
+                self._crash_all(f)
+            case "force-members":
+                self._lose_majority_and_force(f)
+            case "give-up":
+                for client in self.clients:
+                    client.read_timeout_s = f.timeout_ms / 1000
+                if f.delay_ms:
+                    c.on_loop(lambda: net.delay_all(f.delay_ms))
             case _:
                 raise ValueError(f"unknown fault {f.kind}")
 
@@ -186,11 +302,96 @@ class Nemesis:
                 c.restart_member(f.targets[0])
             case "kill-backend":
                 c.restart_backend(f.targets[0])
+            case "crash-all":
+                self._reboot_after_outage()
+            case "force-members":
+                # The lost members come back (their hosts were repaired) and rejoin the group
+                # the survivor now is, by themselves.
+                for name in f.targets[1:]:
+                    c.restart_backend(name)
+                for name in f.targets[1:]:
+                    c.restart_member(name)
+            case "give-up":
+                self._patient_clients()
+                c.on_loop(c.net.heal)
             case _:
                 c.on_loop(c.net.heal)
 
+    def _patient_clients(self) -> None:
+        for client in self.clients:
+            client.read_timeout_s = OP_TIMEOUT_S
+
+    def _crash_all(self, f: Fault) -> None:
+        """Kill -9 every process of the group (members, backends, the router) in the
+        schedule's order, ``gaps_ms`` apart: all within a second."""
+        c = self.c
+        for target, gap_ms in zip(f.targets, (0, *f.gaps_ms), strict=True):
+            time.sleep(gap_ms / 1000)
+            what, _, name = target.partition(":")
+            if what == "member":
+                c.signal_member(name, signal.SIGKILL)
+            elif what == "backend":
+                c.signal_backend(name, signal.SIGKILL)
+            else:
+                c.signal_router(signal.SIGKILL)
+
+    def _reboot_after_outage(self) -> None:
+        """The documented whole-group reboot (README, Membership): restart every backend and
+        member with its own config (they wait, in ERROR, with no group to join), then `grproxy
+        reboot --config …` once; and the router."""
+        c = self.c
+        for name in self.members:
+            c.restart_backend(name)
+        for name in self.members:
+            c.restart_member(name)
+        deadline = time.monotonic() + RESTARTED_ANSWER_TIMEOUT_S
+        waiting = set(self.members)
+        while waiting:
+            for name in sorted(waiting):
+                try:
+                    status = c.group_status(name)
+                except pymysql.MySQLError:
+                    continue
+                self.log.append(f"{self.now_s():6.1f}s {name} restarted: {status.get('MEMBER_STATE')} "
+                                f"in_group={status.get('IN_GROUP')} gtids={status.get('GTID_EXECUTED')}")
+                waiting.discard(name)
+            if waiting and time.monotonic() > deadline:
+                raise RuntimeError(f"restarted members {sorted(waiting)} did not answer in {RESTARTED_ANSWER_TIMEOUT_S:.0f}s")
+            if waiting:
+                time.sleep(0.5)
+        c.restart_router()  # it starts listening once a member port answers
+        code, report = c.reboot()
+        self.log.append(f"{self.now_s():6.1f}s grproxy reboot (exit {code}):\n{report}")
+        if code != 0:
+            raise RuntimeError(f"grproxy reboot failed (exit {code}): {report[-600:]}")
+
+    def _lose_majority_and_force(self, f: Fault) -> None:
+        """Two members' hosts die (processes, and backends when ``f.backends``): the survivor
+        has no majority. As GR's manual says, the DBA makes sure the lost members are down, then
+        sets group_replication_force_members to the survivor alone, on the survivor; it refuses
+        until the survivor suspects the lost members, so the DBA tries again (bounded)."""
+        c = self.c
+        survivor, *lost = f.targets
+        for name in lost:
+            c.signal_member(name, signal.SIGKILL)
+            if f.backends:
+                c.signal_backend(name, signal.SIGKILL)
+        deadline = time.monotonic() + FORCE_TIMEOUT_S
+        refusals = 0
+        while True:
+            try:
+                c.force_members([survivor])
+                break
+            except pymysql.MySQLError as exc:
+                refusals += 1
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"force_members on {survivor} refused for {FORCE_TIMEOUT_S:.0f}s: {exc}") from None
+                time.sleep(0.5)
+        self.log.append(f"{self.now_s():6.1f}s force_members on {survivor} accepted after {refusals} refusal(s)")
+
     def heal_all(self) -> None:
         c = self.c
+        self._patient_clients()
         c.on_loop(c.net.heal)
         for m in c.members:
             if m.stopped:
@@ -201,19 +402,34 @@ class Nemesis:
                 c.restart_backend(m.name)
             if not m.alive():
                 c.restart_member(m.name)
+        c.restart_router()
         c.note("healed all")
 
 
+@dataclasses.dataclass
+class Workload:
+    """What the clients did: their histories, the models, counts, when they started."""
+
+    bank_rec: Recorder
+    la_rec: Recorder
+    bank: Bank
+    la: ListAppend
+    counts: dict[str, int]
+    t0_ns: int  # time.monotonic_ns() when the clients started (the histories' clock)
+    end_s: float  # since t0, when the last client stopped
+    level_errors: list[str]
+
+
 def run_clients(cluster: Cluster, seed_text: str, duration_s: float, out: Path,
-                nemesis: Nemesis | None) -> tuple[Recorder, Recorder, Bank, ListAppend, dict[str, int]]:
+                nemesis: Nemesis | None, levels: tuple[str, ...] = LA_LEVELS) -> Workload:
     bank, la = Bank(), ListAppend()
     bank_rec, la_rec = Recorder(out / "bank.jsonl"), Recorder(out / "list-append.jsonl")
     clients: list[tuple[Client, Callable[[Client], Any]]] = []
     for i in range(BANK_CLIENTS):
         clients.append((Client(i, BANK_CLIENTS, cluster.router_port, bank_rec, _seed_int(f"{seed_text}:bank:{i}")),
                         bank.step))
-    for i, level in enumerate(LA_LEVELS):
-        clients.append((Client(i, len(LA_LEVELS), cluster.router_port, la_rec,
+    for i, level in enumerate(levels):
+        clients.append((Client(i, len(levels), cluster.router_port, la_rec,
                                _seed_int(f"{seed_text}:la:{i}"), level=level), la.step))
     stop = threading.Event()
 
@@ -225,22 +441,27 @@ def run_clients(cluster: Cluster, seed_text: str, duration_s: float, out: Path,
         client.close()
 
     threads = [threading.Thread(target=loop, args=cs, daemon=True) for cs in clients]
+    t0_ns = time.monotonic_ns()
     for t in threads:
         t.start()
     if nemesis is not None:
-        nemesis.run(duration_s)
+        nemesis.clients = [c for c, _ in clients]
+        nemesis.run(duration_s, t0=t0_ns / 1e9)
     else:
         stop.wait(duration_s)
     stop.set()
     for t in threads:
         t.join(60)
+    end_s = (time.monotonic_ns() - t0_ns) / 1e9
     bank_rec.close()
     la_rec.close()
     counts = {"ok": 0, "fail": 0, "info": 0}
+    level_errors: list[str] = []
     for c, _ in clients:
         for k, v in c.counts.items():
             counts[k] += v
-    return bank_rec, la_rec, bank, la, counts
+        level_errors += c.level_errors
+    return Workload(bank_rec, la_rec, bank, la, counts, t0_ns, end_s, level_errors)
 
 
 def _seed_int(text: str) -> int:
@@ -348,7 +569,7 @@ def _append_elements(c: Completed) -> list[tuple[int, int]]:
 def check_run(bank: Bank, bank_ops: list[Any], la_ops: list[Any], finals: dict[str, MemberFinal],
               online: set[str], converged_s: float | None, convergence_note: str,
               convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S,
-              snapshot_isolation: bool = True) -> list[CheckResult]:
+              snapshot_isolation: bool = True, levels: tuple[str, ...] = LA_LEVELS) -> list[CheckResult]:
     results = [
         check_bank(bank_ops, total=bank.total, accounts=[str(a) for a in bank.accounts]),
         check_list_append(la_ops, snapshot_isolation=snapshot_isolation),
@@ -356,7 +577,8 @@ def check_run(bank: Bank, bank_ops: list[Any], la_ops: list[Any], finals: dict[s
             la_ops,
             writes=_append_elements,
             reads=lambda c: [(m[1], set(m[2])) for m in (c.value or []) if c.f == "txn" and m[0] == "r"],
-            level=lambda c: LA_LEVELS[c.process % len(LA_LEVELS)],
+            # A client that continues after an `info` takes process + len(levels): same level.
+            level=lambda c: levels[c.process % len(levels)],
         ),
     ]
     for name in sorted(online):
@@ -396,10 +618,24 @@ class RunResult:
     converged_s: float | None
     nemesis_errors: list[str]
     directory: str
+    klass: str = "custom"
+    mode: str = "single-primary"
+    duration_s: float = 0.0
+    levels: tuple[str, ...] = LA_LEVELS
+    intervals: list[Interval] = dataclasses.field(default_factory=list)
+    workload_end_s: float | None = None  # since the workload started
+    healed_s: float | None = None  # heal_all done, convergence wait starts
+    nemesis_log: list[str] = dataclasses.field(default_factory=list)
+    replay: str = ""
 
     @property
     def valid(self) -> bool:
         return all(r.valid for r in self.results)
+
+    @property
+    def identical_backends(self) -> bool:
+        """Every member ONLINE and every backend with the same checksums and positions."""
+        return self.converged_s is not None and all(r.valid for r in self.results if r.checker == "convergence")
 
     def violations(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -417,21 +653,44 @@ class RunResult:
         return out
 
     def lost_writes(self) -> int:
-        return max((len(r.anomalies.get("lost", ())) for r in self.results if r.checker.startswith("lost-writes")),
+        return self._most("lost")
+
+    def resurrected_writes(self) -> int:
+        """Failed appends present in the final state (``failed-present``)."""
+        return self._most("failed-present")
+
+    def _most(self, kind: str) -> int:
+        return max((len(r.anomalies.get(kind, ())) for r in self.results if r.checker.startswith("lost-writes")),
                    default=0)
 
+    def stale_reads(self) -> dict[str, Any]:
+        for r in self.results:
+            if r.checker == "stale-reads":
+                return {"strict": len(r.anomalies.get("stale-read", ())),
+                        "eventual": len(r.anomalies.get("stale-read-eventual", ())),
+                        "by_level": r.stats.get("by_level", {})}
+        return {"strict": 0, "eventual": 0, "by_level": {}}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "seed": self.seed, "faults": self.faults, "ops": self.ops,
-                "converged_s": self.converged_s, "valid": self.valid, "violations": self.violations(),
+        return {"run": self.run, "seed": self.seed, "class": self.klass, "mode": self.mode,
+                "duration_s": self.duration_s, "levels": list(self.levels), "faults": self.faults,
+                "ops": self.ops, "converged_s": self.converged_s, "valid": self.valid,
+                "identical_backends": self.identical_backends, "violations": self.violations(),
                 "allowed": self.allowed(), "lost_writes": self.lost_writes(),
-                "nemesis_errors": self.nemesis_errors, "directory": self.directory,
+                "resurrected_writes": self.resurrected_writes(), "stale_reads": self.stale_reads(),
+                "nemesis_errors": self.nemesis_errors, "nemesis_log": self.nemesis_log,
+                "intervals": [dataclasses.asdict(i) for i in self.intervals],
+                "workload_end_s": self.workload_end_s, "healed_s": self.healed_s,
+                "directory": self.directory, "replay": self.replay,
                 "results": [r.to_dict() for r in self.results]}
 
 
 def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out: Path, *,
              faults: list[Fault] | None = None, convergence_timeout_s: float = CONVERGENCE_TIMEOUT_S,
-             single_primary: bool = True) -> RunResult:
-    """One run; ``faults`` replaces the seeded schedule (a test's fixed scenario)."""
+             single_primary: bool = True, levels: tuple[str, ...] = LA_LEVELS, klass: str = "custom",
+             replay: str = "") -> RunResult:
+    """One run; ``faults`` replaces the seeded schedule (a test's fixed scenario). Writes the
+    histories, logs, ``verdict.json`` and ``plot.svg`` into ``out``."""
     seed_text = f"{seed}:{run}"
     rng = random.Random(seed_text)
     out.mkdir(parents=True, exist_ok=True)
@@ -441,6 +700,9 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
     if faults is None:
         faults = schedule(rng, kinds, duration_s, members)
     (out / "schedule.txt").write_text("\n".join(f.describe() for f in faults) + "\n")
+    nemesis: Nemesis | None = None
+    work: Workload | None = None
+    healed_s: float | None = None
     try:
         with cluster:
             conn = connect(cluster.router_port, timeout_s=30)
@@ -449,34 +711,46 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
                 ListAppend.setup(ListAppend(), cur)
             conn.close()
             nemesis = Nemesis(cluster, faults, members) if faults else None
-            bank_rec, la_rec, bank, _la, counts = run_clients(cluster, seed_text, duration_s, out, nemesis)
+            work = run_clients(cluster, seed_text, duration_s, out, nemesis, levels)
             if nemesis is not None:
                 nemesis.heal_all()
+            healed_s = (time.monotonic_ns() - work.t0_ns) / 1e9
             converged_s, note = wait_converged(cluster, convergence_timeout_s)
             finals = read_final(cluster)
             online = online_group(cluster) & {n for n, f in finals.items() if f.state.error is None}
-            results = check_run(bank, bank_rec.ops(), la_rec.ops(), finals, online, converged_s, note,
-                                convergence_timeout_s, cluster.snapshot_isolation)
+            results = check_run(work.bank, work.bank_rec.ops(), work.la_rec.ops(), finals, online, converged_s, note,
+                                convergence_timeout_s, cluster.snapshot_isolation, levels)
             exits = cluster.unexpected_exits()
             if exits:
                 results.append(result("processes", [Anomaly("unexpected-exit", (), e) for e in exits]))
+            if work.level_errors:
+                results.append(result("harness", [Anomaly("consistency-level-not-set", (), e)
+                                                  for e in work.level_errors[:20]]))
             (out / "final.json").write_text(json.dumps(
                 {n: {"error": f.state.error, "checksums": dict(f.state.checksums), "position": f.state.position,
                      "balances": f.balances, "lists": {str(k): v for k, v in sorted((f.lists or {}).items())}}
                  for n, f in finals.items()}, indent=1) + "\n")
             (out / "events.txt").write_text("\n".join(f"{t - cluster.events[0][0]:8.2f} {w}" for t, w in cluster.events) + "\n")
+            if nemesis is not None and nemesis.log:
+                (out / "nemesis.txt").write_text("\n".join(nemesis.log) + "\n")
     finally:
         for p in [*(m.log_path for m in cluster.members), base / "router" / "grproxy.log"]:
             if p.exists():
                 shutil.copy(p, out / f"{p.parent.name}.log")
         shutil.rmtree(base, ignore_errors=True)
-    rr = RunResult(run, seed_text, [f.describe() for f in faults], [f.kind for f in faults], counts, results, converged_s,
-                   nemesis.errors if nemesis else [], str(out))
+    assert work is not None
+    rr = RunResult(run, seed_text, [f.describe() for f in faults], [f.kind for f in faults], work.counts, results,
+                   converged_s, (nemesis.errors + [f"skipped (no time left): {x}" for x in nemesis.skipped])
+                   if nemesis else [], str(out),
+                   klass=klass, mode="single-primary" if single_primary else "multi-primary", duration_s=duration_s,
+                   levels=levels, intervals=nemesis.intervals if nemesis else [], workload_end_s=work.end_s,
+                   healed_s=healed_s, nemesis_log=nemesis.log if nemesis else [], replay=replay)
     (out / "verdict.json").write_text(json.dumps(rr.to_dict(), indent=2, default=str) + "\n")
+    write_plot(rr, [*work.bank_rec.ops(), *work.la_rec.ops()], work.t0_ns, out / "plot.svg")
     return rr
 
 
-def failed_run(seed: int, run: int, out: Path, exc: BaseException) -> RunResult:
+def failed_run(seed: int, run: int, out: Path, exc: BaseException, **labels: Any) -> RunResult:
     """A run that broke before its checks (the group did not start, setup was refused …)."""
     import traceback
 
@@ -484,80 +758,154 @@ def failed_run(seed: int, run: int, out: Path, exc: BaseException) -> RunResult:
     out.mkdir(parents=True, exist_ok=True)
     (out / "error.txt").write_text(text)
     err = result("run", [Anomaly("run-error", (), f"{type(exc).__name__}: {exc}"[:400], {"traceback": text[-2000:]})])
-    return RunResult(run, f"{seed}:{run}", [], [], {"ok": 0, "fail": 0, "info": 0}, [err], None, [], str(out))
+    return RunResult(run, f"{seed}:{run}", [], [], {"ok": 0, "fail": 0, "info": 0}, [err], None, [], str(out),
+                     **labels)
 
 
-def summary_table(runs: list[RunResult], seed: int, kinds: tuple[str, ...], duration_s: float,
-                  mode: str = "single-primary") -> str:
-    lines = [
-        f"# chaos summary — seed {seed}, {mode}", "",
-        f"replay: `python -m tests.chaos.runner --seed {seed} --runs {len(runs)} --duration {duration_s:g} "
-        f"--mode {mode} --faults {','.join(kinds) or 'none'}`", "",
-        "| run | faults | ops ok/fail/info | violations by kind | allowed (reported) | lost writes | converged in | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        kinds_applied = sorted(set(r.fault_kinds)) or ["none"]
-        viol = ", ".join(f"{k} {n}" for k, n in sorted(r.violations().items())) or "—"
-        allowed = ", ".join(f"{k} {n}" for k, n in sorted(r.allowed().items())) or "—"
-        conv = f"{r.converged_s:.1f} s" if r.converged_s is not None else "NO"
-        lines.append(f"| {r.seed} | {len(r.faults)}: {' '.join(kinds_applied)} | "
-                     f"{r.ops['ok']}/{r.ops['fail']}/{r.ops['info']} | {viol} | {allowed} | {r.lost_writes()} | "
-                     f"{conv} | {'ok' if r.valid else 'ANOMALIES'} |")
-    total_ops = sum(sum(r.ops.values()) for r in runs)
-    total_faults = sum(len(r.faults) for r in runs)
-    bad = sum(1 for r in runs if not r.valid)
-    lines += ["", f"runs {len(runs)}, operations {total_ops}, faults {total_faults}, runs with anomalies {bad}", ""]
-    for r in runs:
-        lines += [f"## run {r.seed}", "", "schedule:", "```", *(r.faults or ["(no faults)"]), "```"]
-        if r.nemesis_errors:
-            lines += ["nemesis errors:", "```", *r.nemesis_errors, "```"]
-        for res in r.results:
-            if res.kinds():
-                lines.append(f"- {res.checker}: {res.counts()}" + ("" if res.valid else " **violation**"))
-                for k, v in res.anomalies.items():
-                    if v and k not in res.allowed:
-                        lines.append(f"  - e.g. {v[0].detail}")
-        lines += [f"- files: {r.directory}", ""]
-    return "\n".join(lines) + "\n"
+# --------------------------------------------------------------------------- the matrix
+
+FAULT_CLASSES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "partitions": ("isolate", "split", "bridge", "one-way", "reset", "delay"),
+    "kills": ("kill-member", "kill-backend"),
+    "pauses": ("stop-member", "stop-backend"),
+    "crash": ("crash-all",),
+    "force-members": ("force-members",),
+    "give-up": ("give-up",),
+    "mixed": ALL_FAULTS,
+}
+# (class, runs): 10 without faults, 21 with.
+MATRIX: tuple[tuple[str, int], ...] = (
+    ("none", 10), ("partitions", 3), ("kills", 3), ("pauses", 3), ("crash", 3), ("force-members", 3),
+    ("give-up", 3), ("mixed", 3),
+)
+MODES = ("single-primary", "multi-primary")
+# The list-append clients' levels per run: every strict level appears, and two EVENTUAL clients
+# in each run show that the stale-read check sees lag where no level forbids it.
+LEVEL_SETS: tuple[tuple[str, ...], ...] = (
+    ("BEFORE", "EVENTUAL", "AFTER", "EVENTUAL"),
+    ("BEFORE_AND_AFTER", "EVENTUAL", "AFTER", "EVENTUAL"),
+    ("BEFORE", "EVENTUAL", "BEFORE_AND_AFTER", "EVENTUAL"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of the matrix; everything about it follows from the matrix seed and ``run``."""
+
+    run: int
+    klass: str
+    mode: str
+    duration_s: float
+    levels: tuple[str, ...]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return FAULT_CLASSES[self.klass]
+
+
+def matrix(seed: int, durations_s: tuple[float, float] = (60.0, 90.0)) -> list[RunSpec]:
+    """The whole schedule of runs from one seed: MATRIX's classes, each alternating single- and
+    multi-primary mode (which comes first is drawn), durations drawn in ``durations_s`` (5 s
+    steps), strict consistency levels rotating through LEVEL_SETS; the runs in a drawn order
+    (so fault-free and faulty runs meet the machine's load alike). The fault schedule of each
+    run is drawn from ``f"{seed}:{run}"`` as for any run."""
+    rng = random.Random(f"{seed}:matrix")
+    lo, hi = durations_s
+    steps = list(range(int(lo), int(hi) + 1, 5)) or [int(lo)]
+    drawn: list[tuple[str, str, float, tuple[str, ...]]] = []
+    for klass, count in MATRIX:
+        first_mode = rng.randrange(2)
+        first_levels = rng.randrange(len(LEVEL_SETS))
+        for i in range(count):
+            drawn.append((klass, MODES[(first_mode + i) % 2], float(rng.choice(steps)),
+                          LEVEL_SETS[(first_levels + i) % len(LEVEL_SETS)]))
+    rng.shuffle(drawn)
+    return [RunSpec(i, *d) for i, d in enumerate(drawn)]
+
+
+def _parse_only(text: str | None) -> set[int] | None:
+    if not text:
+        return None
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.chaos.runner", description=__doc__.split("\n")[0])
     p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    p.add_argument("--matrix", action="store_true",
+                   help=f"the whole matrix from the seed ({sum(n for _, n in MATRIX)} runs: "
+                        + ", ".join(f"{k} x{n}" for k, n in MATRIX) + "); --runs/--faults/--mode/--duration unused")
+    p.add_argument("--durations", default="60-90", help="with --matrix: range of run durations in seconds (LO-HI)")
+    p.add_argument("--only", default=None, help="run only these run numbers, e.g. 3,7 or 0-5 (the others are not run)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--duration", type=float, default=40.0, help="seconds of workload per run")
     p.add_argument("--faults", default=",".join(ALL_FAULTS),
                    help=f"comma-separated subset of {','.join(ALL_FAULTS)}, or 'none'")
-    p.add_argument("--mode", choices=("single-primary", "multi-primary"), default="single-primary")
+    p.add_argument("--mode", choices=MODES, default="single-primary")
+    p.add_argument("--levels", default=",".join(LA_LEVELS),
+                   help="the list-append clients' consistency levels (without --matrix)")
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "grproxy-chaos"),
                    help="directory for histories, logs and the summary (default: $TMPDIR/grproxy-chaos)")
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**9)
-    kinds = () if args.faults in ("", "none") else tuple(args.faults.split(","))
-    unknown = set(kinds) - set(ALL_FAULTS)
-    if unknown:
-        p.error(f"unknown faults {sorted(unknown)}")
+    only = _parse_only(args.only)
+    if args.matrix:
+        lo, _, hi = args.durations.partition("-")
+        specs = matrix(seed, (float(lo), float(hi or lo)))
+        label = f"matrix of {len(specs)} runs"
+        base_cmd = f"python -m tests.chaos.runner --matrix --seed {seed} --durations {args.durations}"
+    else:
+        kinds = () if args.faults in ("", "none") else tuple(args.faults.split(","))
+        unknown = set(kinds) - set(ALL_FAULTS)
+        if unknown:
+            p.error(f"unknown faults {sorted(unknown)}")
+        levels = tuple(x.strip().upper() for x in args.levels.split(","))
+        klass = next((k for k, v in FAULT_CLASSES.items() if v == kinds), "custom")
+        specs = [RunSpec(i, klass, args.mode, args.duration, levels) for i in range(args.runs)]
+        custom_kinds = kinds
+        label = f"{args.runs} runs of {args.duration:.0f}s, {args.mode}, faults {','.join(kinds) or 'none'}"
+        base_cmd = (f"python -m tests.chaos.runner --seed {seed} --runs {args.runs} --duration {args.duration:g} "
+                    f"--mode {args.mode} --faults {','.join(kinds) or 'none'} --levels {','.join(levels)}")
+    selected = [s for s in specs if only is None or s.run in only]
     out = Path(args.out).resolve() / f"seed-{seed}"
-    print(f"chaos: seed {seed} ({args.runs} runs of {args.duration:.0f}s, {args.mode}, "
-          f"faults {','.join(kinds) or 'none'}) → {out}",
-          flush=True)
+    print(f"chaos: seed {seed} ({label}; running {len(selected)}) → {out}", flush=True)
     runs = []
-    for i in range(args.runs):
+    for spec in selected:
+        kinds = spec.kinds if args.matrix else custom_kinds
+        replay = f"{base_cmd} --only {spec.run}"
+        labels = {"klass": spec.klass, "mode": spec.mode, "duration_s": spec.duration_s, "levels": spec.levels,
+                  "replay": replay}
+        started = time.monotonic()
         try:
-            r = run_once(seed, i, kinds, args.duration, out / f"run-{i}",
-                         single_primary=args.mode == "single-primary")
+            r = run_once(seed, spec.run, kinds, spec.duration_s, out / f"run-{spec.run}",
+                         single_primary=spec.mode == "single-primary", levels=spec.levels, klass=spec.klass,
+                         replay=replay)
         except Exception as exc:  # noqa: BLE001 - a run that could not even start is a finding too
-            r = failed_run(seed, i, out / f"run-{i}", exc)
+            r = failed_run(seed, spec.run, out / f"run-{spec.run}", exc, **labels)
         runs.append(r)
-        print(f"  run {r.seed}: ops {r.ops}, faults {len(r.faults)}, violations {r.violations() or 'none'}, "
+        sr = r.stale_reads()
+        print(f"  run {r.seed} [{spec.klass}, {spec.mode}, {spec.duration_s:.0f}s] in {time.monotonic() - started:.0f}s: "
+              f"ops {r.ops}, faults {len(r.faults)}, violations {r.violations() or 'none'}, "
+              f"stale {sr['strict']}/{sr['eventual']} (strict/eventual), "
               f"converged {r.converged_s if r.converged_s is None else round(r.converged_s, 1)}", flush=True)
-    text = summary_table(runs, seed, kinds, args.duration, args.mode)
-    (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps([r.to_dict() for r in runs], indent=2, default=str) + "\n")
+        write_summary(out, runs, seed, base_cmd)  # after each run: a long matrix shows progress
+    text = write_summary(out, runs, seed, base_cmd)
     print(text)
     print(f"chaos: summary in {out / 'summary.md'}; replay with --seed {seed}", flush=True)
     return 0 if all(r.valid for r in runs) else 1
+
+
+def write_summary(out: Path, runs: list[RunResult], seed: int, command: str) -> str:
+    text = summary_markdown(runs, seed, command, out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps([r.to_dict() for r in runs], indent=2, default=str) + "\n")
+    return text
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ ROLLED_BACK_AT_COMMIT = frozenset({3101, 3100, 1290, 1020, 1213, 1205, 3781, 378
 # PyMySQL's client-side codes: the answer never arrived.
 CLIENT_SIDE = frozenset({2003, 2006, 2013, 2014, 2055, 0})
 OP_TIMEOUT_S = 20
+# What `SELECT @@SESSION.group_replication_consistency` answers for each level a client sets.
+LEVELS = ("EVENTUAL", "BEFORE_ON_PRIMARY_FAILOVER", "BEFORE", "AFTER", "BEFORE_AND_AFTER")
 
 
 class Abort(Exception):
@@ -42,8 +44,20 @@ class Abort(Exception):
 
 
 class Client:
+    """One workload client. ``level`` is set on every connection it makes (``SET SESSION
+    group_replication_consistency``, through the router) and read back: a connection whose
+    level did not take is recorded in ``level_errors`` (the run reports it: the stale-read
+    check would otherwise judge reads by a level they did not run at).
+
+    ``read_timeout_s`` is how long it waits for any answer; the nemesis may shorten it for a
+    while ("clients that give up mid-commit"): a COMMIT whose answer does not arrive in time is
+    ``info``. The next operation uses a new connection with the current timeout.
+    """
+
     def __init__(self, index: int, clients: int, port: int, recorder: Recorder, seed: int, *,
                  level: str = "EVENTUAL") -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown consistency level {level!r}")
         self.index = index
         self.clients = clients
         self.port = port
@@ -53,15 +67,32 @@ class Client:
         self.process = index
         self.conn: pymysql.connections.Connection | None = None
         self.counts = {"ok": 0, "fail": 0, "info": 0}
+        self.read_timeout_s: float = OP_TIMEOUT_S
+        self._conn_timeout_s: float = OP_TIMEOUT_S
+        self.level_errors: list[str] = []
 
     def _connect(self) -> pymysql.connections.Connection:
+        if self.conn is not None and self._conn_timeout_s != self.read_timeout_s:
+            self._drop()
         if self.conn is None:
+            timeout_s = self.read_timeout_s
+            # Setting up the session always gets the full timeout: a client gives up on
+            # operations, not on its login.
             conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
                                    connect_timeout=5, read_timeout=OP_TIMEOUT_S, write_timeout=OP_TIMEOUT_S,
                                    autocommit=True)
-            if self.level != "EVENTUAL":
+            try:
                 with conn.cursor() as cur:
-                    cur.execute(f"SET SESSION group_replication_consistency = '{self.level}'")
+                    cur.execute(f"SET @@SESSION.group_replication_consistency = '{self.level}'")
+                    cur.execute("SELECT @@SESSION.group_replication_consistency")
+                    (got,) = cur.fetchone()
+                if (got.decode() if isinstance(got, bytes) else str(got)).upper() != self.level:
+                    self.level_errors.append(f"set {self.level}, the session reports {got!r}")
+            except BaseException:
+                conn.close()
+                raise
+            conn._read_timeout = timeout_s  # noqa: SLF001 - PyMySQL applies it at each read
+            self._conn_timeout_s = timeout_s
             self.conn = conn
         return self.conn
 

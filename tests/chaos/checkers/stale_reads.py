@@ -42,7 +42,9 @@ def check_stale_reads(
     write_level: Callable[[Completed], str] | None = None,
 ) -> CheckResult:
     """Kinds: ``stale-read`` (a strict pair: a read missed a write acknowledged before it
-    started), ``stale-read-eventual`` (the same for a pair the levels do not protect; allowed)."""
+    started), ``stale-read-eventual`` (the same for a pair the levels do not protect; allowed).
+    Stats: ``reads_checked`` (key reads) and ``by_level``: per reading level, key reads checked
+    and how many of them were stale (strict, allowed)."""
     write_level = write_level or level
     done = complete(ops)
     # Per key, the acknowledged writes sorted by ack time.
@@ -61,19 +63,24 @@ def check_stale_reads(
     times = {k: [t[0] for t in v] for k, v in acked.items()}
     found: list[Anomaly] = []
     checked = 0
+    by_level: dict[str, dict[str, int]] = {}  # level -> reads checked, strict and allowed stale reads
     for c in done:
         if c.type != "ok":
             continue
         lvl = level(c).upper()
+        counts = by_level.setdefault(lvl, {"reads": 0, "stale": 0, "stale_allowed": 0})
         for key, seen in reads(c):
             checked += 1
+            counts["reads"] += 1
             before = acked.get(key, [])
             n = bisect.bisect_left(times.get(key, []), c.invoke_ns)
             missing = [(e, w) for _, e, w in before[:n] if e not in seen]
             strict = [(e, w) for e, w in missing if lvl in STRICT_READ_LEVELS or w in strict_write]
             for kind, which in (("stale-read", strict), ("stale-read-eventual", [m for m in missing if m not in strict])):
                 if which:
+                    counts["stale" if kind == "stale-read" else "stale_allowed"] += 1
                     found.append(Anomaly(kind, (c.invoke.index, *(w for _, w in which[:5])),
                                          f"read of {key!r} at {lvl} missed {len(which)} acknowledged write(s)",
                                          {"key": key, "missing": [e for e, _ in which[:20]], "level": lvl}))
-    return result("stale-reads", found, allowed={"stale-read-eventual"}, stats={"reads_checked": checked})
+    return result("stale-reads", found, allowed={"stale-read-eventual"},
+                  stats={"reads_checked": checked, "by_level": dict(sorted(by_level.items()))})
