@@ -27,7 +27,7 @@ from replication.lifecycle import ExitStateAction
 from replication.member import Member, MemberConfig, StartRefused
 from replication.member_session import MemberSessionFactory
 from replication.positions import PositionStore
-from replication.rowimage import apply_encoded
+from replication.rowevents import RowEventApplier
 from replication.protocol.relay import RelayFactory, SessionFactory
 from router.service import Router, RouterSettings
 from router.session import RouterFactory
@@ -144,7 +144,7 @@ class App:
                          autorejoin_interval_s=m.autorejoin_interval_s, exit_state_action=m.exit_state_action,
                          unreachable_majority_timeout_s=m.unreachable_majority_timeout_s,
                          message_cache_size=m.message_cache_size),
-            self.gcs, apply_encoded, gcs_factory=new_gcs,
+            self.gcs, RowEventApplier(), gcs_factory=new_gcs,
         )
         self.member.on_error.append(self._member_failed)
         factory = MemberSessionFactory(self.member)

@@ -64,9 +64,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterator
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -92,7 +92,18 @@ LOCK_WAITS_PER_CHECK_MAX = 200  # (waiter, blocker) pairs one check reads
 LOCK_WATCH_RETRY_S = 1.0  # after the watch's own query failed
 MDL_WAIT_STATE = "Waiting for table metadata lock"
 
-ApplyChanges = Callable[[BackendConnection, bytes], Awaitable[None]]
+
+class ApplyChanges(Protocol):
+    """Applies a certified transaction's changes on `conn` inside its open transaction
+    (rowevents.RowEventApplier in a member), with the `head` statements run before them and the
+    `tail` statements after them in the same round trips: the applier's BEGIN, and its position
+    record and COMMIT (`Applier._apply_in_order`). Raises BackendError when the server refused a
+    statement (none after it ran), or an error of its own when the changes cannot be applied."""
+
+    def __call__(self, conn: BackendConnection, changes: bytes, /, *, head: Sequence[str] = (),
+                 tail: Sequence[str] = ()) -> Awaitable[object]: ...
+
+
 Connect = Callable[[], Awaitable[BackendConnection]]
 # (backend thread id of a blocking transaction, seq of the applier's item it blocks) → whether it
 # was a local ACTIVE transaction of the member (now doomed). See `Member.doom_thread`.
@@ -287,16 +298,21 @@ class Applier:
             gave_way = False
             try:
                 try:
-                    await conn.execute("BEGIN")
-                    await self.apply_changes(conn, item.changes)
-                    await conn.execute(self.store.record_sql(item.seq))
-                    if prev is not None and not prev.done():
-                        gave_way = await self._wait_turn(conn, prev)
-                    if prev is not None and prev.done() and prev.exception() is not None:
-                        await _rollback(conn)
-                        raise ApplierFailed(f"seq {item.seq} not committed: an earlier item failed")
-                    if not gave_way:
-                        await conn.execute("COMMIT")
+                    # One round trip when it may commit at once (its predecessor committed):
+                    # BEGIN, the changes, the position record and COMMIT; else the COMMIT
+                    # waits for its turn below.
+                    commit_now = prev is None or (prev.done() and prev.exception() is None)
+                    record = self.store.record_sql(item.seq)
+                    await self.apply_changes(conn, item.changes, head=("BEGIN",),
+                                             tail=(record, "COMMIT") if commit_now else (record,))
+                    if not commit_now:
+                        if prev is not None and not prev.done():
+                            gave_way = await self._wait_turn(conn, prev)
+                        if prev is not None and prev.done() and prev.exception() is not None:
+                            await _rollback(conn)
+                            raise ApplierFailed(f"seq {item.seq} not committed: an earlier item failed")
+                        if not gave_way:
+                            await conn.execute("COMMIT")
                 finally:
                     self._applying.pop(conn, None)
                     self._give_way.pop(conn, None)
@@ -312,6 +328,11 @@ class Applier:
             except BackendLost as exc:
                 conn.close()
                 raise ApplierFailed(f"backend lost while applying seq {item.seq}: {exc}") from exc
+            except ApplierFailed:
+                raise
+            except Exception as exc:  # ApplyChanges' own: the changes cannot be applied here
+                conn.close()  # in a transaction, maybe mid-answer: never reused
+                raise ApplierFailed(f"cannot apply seq {item.seq} from {item.origin}: {exc}") from exc
             if gave_way:
                 # An earlier item waits for a lock this transaction held: let it commit first.
                 await _rollback(conn)

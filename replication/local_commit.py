@@ -9,7 +9,9 @@ its own, which the session's disconnect or cancellation does not stop:
    it survives the client, the session and a crash;
 2. the row events are read back from the binlog (`binlog.BinlogReader.prepared`), and turned
    into row changes and a write set (`writeset.derive`);
-3. broadcast through the group, certified at delivery by every member alike;
+3. broadcast through the group with the events themselves as logged (`rowevents.ship`: the
+   other members apply them with BINLOG statements), certified at delivery by every member
+   alike;
 4. positive: the position (seq, xid) is recorded (`LocalPositionWriter`), then `XA COMMIT`;
    negative: `XA ROLLBACK`, and the client gets 3101. The transaction ends exactly as the
    group decided, whoever is still connected.
@@ -47,7 +49,7 @@ from replication.protocol.errors import BackendError, CertificationConflict, Hoo
 from .binlog import BinlogError, BinlogPosition, BinlogReader, BinlogTransaction, XaId
 from .certifier import Seq
 from .positions import LocalPositionWriter
-from .rowimage import encode_changes
+from .rowevents import RowEventsError, check_binlog_replay, ship
 from .schema import SchemaCatalog
 from .writeset import OWN_SCHEMA, derive
 
@@ -68,6 +70,9 @@ REQUIRED_SETTINGS = (
     ("binlog_format", ("ROW",)),
     ("binlog_row_image", ("FULL",)),
 )
+# MariaDB only: applied row events must not run the tables' triggers (their writes are row events
+# of the transaction already; see replication/rowevents.py).
+REQUIRED_SETTINGS_MARIADB = (("slave_run_triggers_for_rbr", ("NO",)),)
 
 
 class BackendUnfit(Exception):
@@ -104,19 +109,27 @@ class LocalCommits:
     # --- start / stop ----------------------------------------------------------------------------
 
     async def check_backend(self, conn: BackendConnection) -> None:
-        """Raise BackendUnfit unless the backend logs full row images (GR's requirements)."""
-        names = [n for n, _ in REQUIRED_SETTINGS]
-        r = await conn.execute("SELECT " + ", ".join(f"@@GLOBAL.{n}" for n in names))
+        """Raise BackendUnfit unless the backend logs full row images (GR's requirements), applies
+        row events without running triggers (MariaDB), and the account may run BINLOG
+        statements (the applier's; BINLOG REPLAY privilege)."""
+        required = REQUIRED_SETTINGS
+        if conn.handshake is not None and conn.handshake.is_mariadb:
+            required += REQUIRED_SETTINGS_MARIADB
+        r = await conn.execute("SELECT " + ", ".join(f"@@GLOBAL.{n}" for n, _ in required))
         row = r.rows[0]
         wrong = []
-        for (name, allowed), value in zip(REQUIRED_SETTINGS, row):
+        for (name, allowed), value in zip(required, row):
             text = value.decode() if isinstance(value, bytes) else str(value)
             if text.upper() not in allowed:
                 wrong.append(f"{name}={text} (needs {allowed[-1]})")
+        refused = await check_binlog_replay(conn)
+        if refused is not None:
+            wrong.append(f"the account cannot run BINLOG statements ({refused}): grant it BINLOG REPLAY")
         if wrong:
             raise BackendUnfit(
                 f"backend {self.member.config.backend} is not fit for group replication: {', '.join(wrong)}; "
-                "run it with log_bin, binlog_format=ROW, binlog_row_image=FULL (and binlog_row_metadata=FULL)")
+                "run it with log_bin, binlog_format=ROW, binlog_row_image=FULL, slave_run_triggers_for_rbr=NO "
+                "(and binlog_row_metadata=FULL)")
 
     async def open(self) -> None:
         """Open the binlog reader at the end of the binlog (before any write is served)."""
@@ -210,17 +223,20 @@ class LocalCommits:
             bt = await self._prepared_events(xid, logged_before)
             async with self._metadata() as meta_conn:
                 derived = await derive(bt, meta_conn, self.catalog, self.member.config.transaction_size_limit)
+            try:
+                shipped = ship(bt, OWN_SCHEMA) if derived.changes else b""
+            except RowEventsError as exc:
+                raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc})") from None
         except BaseException as exc:
             self._log.info("local_commit_refused", xid=xid.gtrid.decode(), error=repr(exc))
             await self._end(conn, f"XA ROLLBACK {lit}", xid)
             raise
-        if not derived.changes:
+        if not shipped:
             await self._end(conn, f"XA COMMIT {lit}", xid)  # nothing the group needs (no user rows)
             return Committed(None)
         member = self.member
         try:
-            future = member.broadcast_local(txn, tuple(derived.keys), encode_changes(derived.changes), ack,
-                                            tuple(sorted(derived.tables)))
+            future = member.broadcast_local(txn, tuple(derived.keys), shipped, ack, tuple(sorted(derived.tables)))
         except BaseException:
             await self._end(conn, f"XA ROLLBACK {lit}", xid)
             raise

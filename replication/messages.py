@@ -16,7 +16,7 @@ from typing import assert_never
 
 from .certifier import KeyHash, Seq
 
-VERSION = 1
+VERSION = 2  # 2: TxnMessage.changes holds the row events as logged (replication/rowevents.py)
 WRITE_SET_KEYS_MAX = 10_000_000
 SEEN_SEQS_MAX = 10_000  # seqs above the snapshot a transaction names; beyond, fewer (safe: more conflicts)  # per transaction; more is refused before broadcast
 TEXT_BYTES_MAX = 1 << 24  # DDL text, member addresses
@@ -34,7 +34,7 @@ class TxnMessage:
     txn_id: int  # origin-local, for matching the outcome to the waiting session
     snapshot: Seq
     write_set: tuple[KeyHash, ...]
-    changes: bytes  # encoded row changes (opaque here; see replication.capture)
+    changes: bytes  # the row events as logged (opaque here; see replication/rowevents.py)
     ack: bool = False  # consistency AFTER: every member reports when it has applied it
     seen: tuple[Seq, ...] = ()  # seqs committed on the origin above `snapshot` (out of order)
     tables: tuple[KeyHash, ...] = ()  # hashes of the tables and schemas it wrote (DDL certification)

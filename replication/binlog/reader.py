@@ -80,7 +80,9 @@ class BinlogReader:
         self._stream = stream
         # Only prepared XA transactions are decoded as read; the others (the applier's commits,
         # the member's bookkeeping, a stray write) decode their rows if someone reads them.
-        self._assembler = Assembler(transaction_bytes_max=limits.transaction_bytes_max, decode_outside_xa=False)
+        # Prepared ones keep their events as logged too: the group ships those (rowevents.py).
+        self._assembler = Assembler(transaction_bytes_max=limits.transaction_bytes_max, decode_outside_xa=False,
+                                    keep_events=True)
         self._on_outside_xa = on_outside_xa
         self.limits = limits
         self._waiters: dict[XaId, asyncio.Future[BinlogTransaction]] = {}
@@ -208,7 +210,7 @@ class BinlogReader:
                 if isinstance(event, Heartbeat):
                     self.heartbeats += 1
                     continue
-                txn = assembler.feed(event)
+                txn = assembler.feed(event, stream.last_raw)
                 if txn is not None:
                     self.transactions_read += 1
                     self._group_position = stream.position

@@ -176,6 +176,7 @@ class BinlogStream:
         self.start_gtid_pos: str | None = None
         self.events_read = 0
         self.bytes_read = 0
+        self.last_raw: memoryview = memoryview(b"")  # the bytes of the event next_event returned last
 
     @classmethod
     async def open(
@@ -308,6 +309,7 @@ class BinlogStream:
             raise self._break(f"binlog event at {self.position}: {exc}") from exc
         self.events_read += 1
         self.bytes_read += len(raw)
+        self.last_raw = raw
         if isinstance(event, FormatDescription):
             self._fde = event
         elif isinstance(event, Rotate):

@@ -22,6 +22,14 @@ delivered with `oversize=True` and no tables, so its owner can refuse it (GR's 3
 assembler ever holding more than the bound. Rows events outside any group (no GTID first, which
 MariaDB never writes) are delivered as a transaction with `gtid=None`.
 
+Raw events: with `keep_events=True` the assembler also keeps, for each group it decodes eagerly
+(every group in the default mode, prepared XA groups in the member's mode), the bytes of its
+Table_map and rows events as the stream read them (`feed(event, raw)`), and the last
+Format_description event seen: the transaction then carries `format_description` and `events`,
+which is what another server needs to apply it with the BINLOG statement (replication/rowevents.py).
+Raw bytes are taken as given (the stream verified their CRC32); they are bounded with the rows by
+`transaction_bytes_max` (an oversize transaction keeps none).
+
 Savepoints: for a transaction touching transactional tables only, ROLLBACK TO SAVEPOINT truncates
 the server's binlog cache, so rolled-back rows never reach the binlog. When non-transactional
 tables are involved the server logs the "ROLLBACK TO" statement instead; such a transaction is
@@ -35,7 +43,8 @@ from dataclasses import dataclass, field
 
 from ..rowimage import TRANSACTION_SIZE_LIMIT_DEFAULT
 from .events import (
-    BinlogDecodeError, Event, Gtid, Query, RowsEvent, TableMap, XaId, XaPrepare, XidEvent, AnnotateRows,
+    AnnotateRows, BinlogDecodeError, Event, FormatDescription, Gtid, Query, RowsEvent, TableMap, XaId, XaPrepare,
+    XidEvent,
 )
 from .rows import BinlogRowChange, RowDecoder, decoder_for
 
@@ -124,6 +133,10 @@ class BinlogTransaction:
     counted_rows: int | None = field(compare=False)  # None: rows kept undecoded (row_count decodes them)
     oversize: bool = False
     rolled_back_to_savepoint: bool = False
+    # With Assembler(keep_events=True): the Format_description event in force and the group's
+    # Table_map and rows events, as logged (see the module docstring); else b"" and ().
+    format_description: bytes = field(default=b"", compare=False)
+    events: tuple[bytes | memoryview, ...] = field(default=(), compare=False)
 
     @property
     def row_count(self) -> int:
@@ -154,12 +167,15 @@ class _Open:
     row_count: int = 0
     oversize: bool = False
     savepoint_rollback: bool = False
+    raw: list[bytes | memoryview] | None = None  # Table_map and rows events as logged (keep_events)
+    format_description: bytes = b""
 
     def close(self, end: str, xid: XaId | None) -> BinlogTransaction:
         tables = () if self.oversize else tuple(TableRows(tm, tuple(ch)) for tm, ch in self.tables)
         return BinlogTransaction(
             self.gtid, end, xid, tables, tuple(self.statements), tuple(self.queries), self.rows_bytes,
-            self.row_count, self.oversize, self.savepoint_rollback,
+            self.row_count, self.oversize, self.savepoint_rollback, self.format_description,
+            tuple(self.raw) if self.raw and not self.oversize else (),
         )
 
     def close_lazy(self, end: str, xid: XaId | None, decoder: Callable[[TableMap], RowDecoder]) -> BinlogTransaction:
@@ -179,11 +195,14 @@ def _words(sql: bytes, n: int) -> list[bytes]:
 class Assembler:
     """See the module docstring. Not thread-safe; one per stream."""
 
-    def __init__(self, *, transaction_bytes_max: int = TRANSACTION_BYTES_MAX, decode_outside_xa: bool = True) -> None:
+    def __init__(self, *, transaction_bytes_max: int = TRANSACTION_BYTES_MAX, decode_outside_xa: bool = True,
+                 keep_events: bool = False) -> None:
         if transaction_bytes_max <= 0:
             raise ValueError("transaction_bytes_max must be positive")
         self.transaction_bytes_max = transaction_bytes_max
         self.decode_outside_xa = decode_outside_xa
+        self.keep_events = keep_events
+        self._format_description = b""  # the last one fed (keep_events)
         self._open: _Open | None = None
         self._decoders: dict[int, RowDecoder] = {}
         self.transactions = 0
@@ -202,32 +221,49 @@ class Assembler:
         self._decoders[table_map.table_id] = decoder
         return decoder
 
-    def feed(self, event: Event) -> BinlogTransaction | None:
+    def feed(self, event: Event, raw: bytes | memoryview | None = None) -> BinlogTransaction | None:
         """Take the next event of the stream; return the transaction it completes, if any.
 
+        `raw` is the event's bytes as read (header and checksum included); needed, with
+        keep_events, for Format_description, Table_map and rows events.
         Raises BinlogDecodeError when the events do not form valid groups (a GTID inside an
         open group, rows for an unmapped table id) and BinlogUnsupported for rows it cannot
         decode; the stream must then be reopened (the assembler is reset).
         """
         try:
-            return self._feed(event)
+            return self._feed(event, raw)
         except BinlogDecodeError:
             self._open = None
             raise
 
-    def _feed(self, event: Event) -> BinlogTransaction | None:
+    def _new_group(self, gtid: Gtid | None) -> _Open:
+        group = self._open = _Open(gtid)
+        if self.keep_events and (self.decode_outside_xa or gtid is None or gtid.prepared_xa):
+            group.raw = []
+            group.format_description = self._format_description
+        return group
+
+    def _keep(self, group: _Open, raw: bytes | memoryview | None, event: Event) -> None:
+        if raw is None:
+            raise ValueError(f"[BUG] keep_events needs the raw bytes of every {type(event).__name__}")
+        assert group.raw is not None
+        group.raw.append(raw)
+
+    def _feed(self, event: Event, raw: bytes | memoryview | None) -> BinlogTransaction | None:
         group = self._open
         if isinstance(event, Gtid):
             if group is not None:
                 raise BinlogDecodeError(f"GTID {event.text} inside the unterminated group of {_gtid_text(group.gtid)}")
-            self._open = _Open(event)
+            self._new_group(event)
             return None
         if isinstance(event, TableMap):
             if group is None:
-                group = self._open = _Open(None)
+                group = self._new_group(None)
             if len(group.table_maps) >= TABLE_MAPS_PER_TRANSACTION_MAX:
                 raise BinlogDecodeError("too many table maps in one event group")
             group.table_maps[event.table_id] = event
+            if group.raw is not None:
+                self._keep(group, raw, event)
             return None
         if isinstance(event, RowsEvent):
             if group is None:
@@ -239,6 +275,9 @@ class Assembler:
             if group.rows_bytes > self.transaction_bytes_max:
                 group.oversize = True
                 group.tables.clear()
+                group.raw = None
+            if group.raw is not None:
+                self._keep(group, raw, event)
             if not group.oversize:
                 if self.decode_outside_xa:
                     changes = self._decoder(table_map).decode(event)
@@ -255,6 +294,10 @@ class Assembler:
                 return self._finish("none", None)
             return None
         if group is None:
+            if isinstance(event, FormatDescription) and self.keep_events:
+                if raw is None:
+                    raise ValueError("[BUG] keep_events needs the raw bytes of every FormatDescription")
+                self._format_description = bytes(raw)
             return None  # FORMAT_DESCRIPTION, ROTATE, heartbeats, Gtid_list, … between groups
         if isinstance(event, AnnotateRows):
             group.statements.append(event.sql)

@@ -359,17 +359,21 @@ class BackendConnection(asyncio.Protocol):
         results = await self.command_all(command, body)
         return results[-1]
 
-    async def command_all(self, command: Command, body: bytes = b"") -> list[Result]:
+    async def command_all(self, command: Command, body: bytes = b"", *, results: int | None = None) -> list[Result]:
         """As `command`, but every result of a multi-statement / CALL, in order.
 
         An ERR ends the answer: results before it are lost and BackendError is raised (as the
-        protocol itself stops at the first failing statement).
+        protocol itself stops at the first failing statement). `results`: read exactly that many
+        results (a multi-statement of that many statements that return no result sets) whatever
+        their SERVER_MORE_RESULTS_EXISTS flags say — MariaDB 10.11 leaves the flag off the OK of
+        a BINLOG statement that applied row events even when statements follow it (they still
+        run and answer). A last result that says more follow poisons the connection.
         """
         if self.busy:
             raise RuntimeError("[BUG] command on a backend connection with a command in flight")
         try:
             self.write_packet(bytes((command,)) + body, 0)
-            return await self._read_results()
+            return await self._read_results(results)
         except asyncio.CancelledError:
             self._poison(None)
             raise
@@ -385,7 +389,7 @@ class BackendConnection(asyncio.Protocol):
         """Run a multi-statement text (needs Cap.MULTI_STATEMENTS); every result, in order."""
         return await self.command_all(Command.QUERY, sql.encode("utf-8"))
 
-    async def _read_results(self) -> list[Result]:
+    async def _read_results(self, expected: int | None = None) -> list[Result]:
         results: list[Result] = []
         while True:
             result = Result()
@@ -419,7 +423,14 @@ class BackendConnection(asyncio.Protocol):
                         raise BackendLost(f"result over {RESULT_ROWS_MAX} rows in packet mode")
                     result.rows.append(text_row_values(row, ncols))
             results.append(result)
-            if not result.status & 0x0008:  # SERVER_MORE_RESULTS_EXISTS
+            more = result.status & 0x0008  # SERVER_MORE_RESULTS_EXISTS
+            if expected is None:
+                if not more:
+                    return results
+            elif len(results) >= expected:
+                if more:
+                    self._poison(None)
+                    raise MalformedPacket(f"backend {self.address} answered more than the {expected} statements sent")
                 return results
 
     # --- closing --------------------------------------------------------------------------------

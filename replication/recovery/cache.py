@@ -14,7 +14,7 @@ from ..certifier import Seq
 from ..engine import ExecuteDdl
 from ..messages import DdlMessage, ReplicationDecodeError, decode, encode
 
-CACHE_TXN = "T"  # row images of a transaction (rowimage.encode_changes)
+CACHE_TXN = "T"  # row events of a transaction (rowevents.ship)
 CACHE_DDL = "D"  # a DDL every member runs (payload: its DdlMessage, ddl_blob)
 CACHE_DDL_SKIPPED = "S"  # a DDL that failed on its origin: nobody runs it (its seq is recorded)
 CACHE_DDL_PENDING = "P"  # a DDL not decided yet: the joiner gets its decision from the group

@@ -1,7 +1,7 @@
 """Members with member ports in this test's event loop (no tests here).
 
 `PortGroup` runs members in a `LoopThread` (real TCP group communication, one real MariaDB
-backend each, row changes applied with `rowimage.apply_encoded` as `grproxy serve` does); clients
+backend each, row events applied with `rowevents.RowEventApplier` as `grproxy serve` does); clients
 are PyMySQL connections in the test's thread, as an application would use.
 """
 
@@ -24,7 +24,7 @@ from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
 from replication.member_session import MemberSessionFactory
 from replication.protocol.backend import BackendAddress
-from replication.rowimage import apply_encoded
+from replication.rowevents import RowEventApplier
 
 
 class LoopThread:
@@ -60,7 +60,7 @@ class PortGroup:
             port = free_port()
             member = Member(MemberConfig(uuid=mid.uuid, backend=BackendAddress(b.host, b.port, b.user, b.password),
                                          single_primary=self.single_primary, member_address=f"127.0.0.1:{port}",
-                                         stable_report_interval_s=0.2), gcs, apply_encoded)
+                                         stable_report_interval_s=0.2), gcs, RowEventApplier())
             config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port),
                             users=(UserConfig("root", "", admin=True),),
                             backends=())

@@ -28,7 +28,7 @@ from replication.gcs.xcom.transport import TransportConfig
 from replication.member import Member, MemberConfig
 from replication.member_session import MemberSessionFactory
 from replication.protocol.backend import BackendAddress
-from replication.rowimage import apply_encoded
+from replication.rowevents import RowEventApplier
 from router.service import Router, RouterSettings
 from router.session import RouterFactory
 
@@ -78,7 +78,7 @@ class Group:
             port = free_port()
             member = Member(MemberConfig(uuid=uuid, backend=BackendAddress(b.host, b.port, b.user, b.password),
                                          member_address=f"127.0.0.1:{port}", stable_report_interval_s=0.2),
-                            gcs, apply_encoded, gcs_factory=new_gcs)
+                            gcs, RowEventApplier(), gcs_factory=new_gcs)
             config = Config(frontend=FrontendConfig(host="127.0.0.1", port=port), users=USERS, backends=())
             server = FrontendServer(config, VERSION, 0xFFFFFFFF, MemberSessionFactory(member))
             await server.start()

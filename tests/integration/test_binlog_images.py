@@ -7,15 +7,18 @@ BINARY with zero bytes, VARBINARY, every TEXT and BLOB size, ENUM with 300 membe
 JSON, GEOMETRY and POINT, virtual and stored generated columns, collated unique keys with a
 prefix and NO PAD) is written on server A in ordinary transactions, under a +05:30 session. Each
 transaction is read back from A's binlog and goes the member's way: `writeset.derive` (row
-changes and write set), the group's encoding (`rowimage.encode_changes` / `decode_changes`),
-and the applier's `rowimage.apply_encoded` on server B. After every statement CHECKSUM TABLE and
-every row (hex) are equal on A and B, and every statement derived changes and write-set keys.
+changes and write set), the group's form of its events (`rowevents.ship` /
+`decode_row_events`), and the applier's `rowevents.RowEventApplier` (BINLOG statements) on
+server B, in one transaction with a position record as the applier runs it. After every
+statement CHECKSUM TABLE and every row (hex) are equal on A and B, and every statement derived
+changes and write-set keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import random
 from collections.abc import Callable, Iterator, Sequence
 
@@ -25,13 +28,15 @@ from grproxy.mysqld import ServerHandle
 from replication.binlog.events import Heartbeat
 from replication.binlog.stream import BinlogStream
 from replication.binlog.transactions import Assembler, BinlogTransaction
-from replication.rowimage import apply_encoded, decode_changes, encode_changes
+from replication.positions import PositionStore
+from replication.rowevents import RowEventApplier, decode_row_events, ship
 from replication.schema import SchemaCatalog
 from replication.writeset import Derived, derive
 from tables_support import open_conn, table_state
 from test_binlog_support import HEARTBEAT_S, address, replica_id, run_sql
 
 DB = "blimg"
+_seqs = itertools.count(1)
 
 TABLE = """
 CREATE TABLE every (
@@ -130,7 +135,7 @@ async def _next_transaction(stream: BinlogStream, assembler: Assembler) -> Binlo
         event = await stream.next_event()
         if isinstance(event, Heartbeat):
             continue
-        txn = assembler.feed(event)
+        txn = assembler.feed(event, stream.last_raw)
         if txn is not None and txn.has_rows:
             return txn
 
@@ -141,13 +146,15 @@ async def _replicate(
     """Run each statement on A in a transaction; derive its binlog transaction and apply it on B.
     Returns (statement, derived, state of A, state of B, rows changed) after each."""
     stream = await BinlogStream.open(address(a), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S)
-    assembler = Assembler()
+    assembler = Assembler(keep_events=True)
     conn = await open_conn(a, DB)
     meta_conn = await open_conn(a, DB)
     applier = await open_conn(b, DB)
     catalog = SchemaCatalog()
+    events = RowEventApplier()
     out = []
     try:
+        await applier.execute_all(PositionStore.SETUP_SQL[0] + ";" + PositionStore.SETUP_SQL[1])
         await conn.execute_all(session)
         for sql in statements:
             before = table_state(a, DB)
@@ -160,11 +167,10 @@ async def _replicate(
             if changed:
                 txn = await _next_transaction(stream, assembler)
                 derived = await derive(txn, meta_conn, catalog, size_limit_bytes=0)
-                data = encode_changes(list(derived.changes))
-                assert decode_changes(data) == list(derived.changes)
-                await applier.execute("BEGIN")
-                await apply_encoded(applier, data)
-                await applier.execute("COMMIT")
+                data = ship(txn, "grproxy")
+                assert decode_row_events(data).events == b"".join(txn.events)
+                position = PositionStore.record_sql(next(_seqs))
+                await events.apply(applier, data, head=("BEGIN",), tail=(position, "COMMIT"))
             out.append((sql, derived, after, table_state(b, DB), changed))
     finally:
         conn.close()

@@ -26,8 +26,9 @@ from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.errors import CertificationConflict
 
 
-async def sql_apply(conn: BackendConnection, changes: bytes) -> None:
-    for stmt in changes.decode().split(";\n"):
+async def sql_apply(conn: BackendConnection, changes: bytes, *, head: tuple[str, ...] = (),
+                    tail: tuple[str, ...] = ()) -> None:
+    for stmt in (*head, *changes.decode().split(";\n"), *tail):
         if stmt:
             await conn.execute(stmt)
 

@@ -62,13 +62,17 @@ def make() -> Harness:
     async def connect() -> FakeConn:
         return FakeConn(log)
 
-    async def apply(conn: FakeConn, changes: bytes) -> None:
+    async def apply(conn: FakeConn, changes: bytes, *, head: tuple[str, ...] = (), tail: tuple[str, ...] = ()) -> None:
+        for sql in head:  # the statements ApplyChanges runs around the changes, logged one by one
+            await conn.execute(sql)
         gate = h.gates.get(changes)
         if gate is not None:
             await gate.wait()
         if changes in h.fail:
             raise BackendError(1146, "42S02", "Table 'db.gone' doesn't exist")
         log.append((conn.thread_id, f"apply {changes.decode()}"))
+        for sql in tail:
+            await conn.execute(sql)
 
     h = Harness(Applier(connect, Positions(), PositionStore(), apply), log)  # type: ignore[arg-type]
     return h

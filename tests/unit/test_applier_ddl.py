@@ -51,8 +51,12 @@ def make(fail_on: bytes = b"") -> Harness:
     async def connect() -> FakeConn:
         return FakeConn(log, fail_on)
 
-    async def apply(_conn: object, changes: bytes) -> None:
+    async def apply(conn: FakeConn, changes: bytes, *, head: tuple[str, ...] = (), tail: tuple[str, ...] = ()) -> None:
+        for sql in head:  # the statements ApplyChanges runs around the changes, logged one by one
+            await conn.execute(sql)
         log.append(f"apply {changes.decode()}")
+        for sql in tail:
+            await conn.execute(sql)
 
     h = Harness(Applier(connect, Positions(), PositionStore(), apply), log)  # type: ignore[arg-type]
 

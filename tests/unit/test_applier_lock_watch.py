@@ -53,7 +53,7 @@ def make(locals_: set[int]) -> tuple[Applier, FakeConn, list[tuple[int, int]]]:
     async def connect() -> FakeConn:
         return conn
 
-    async def apply(_conn: object, _changes: bytes) -> None:
+    async def apply(_conn: object, _changes: bytes, *, head: object = (), tail: object = ()) -> None:
         raise AssertionError("not applying here")
 
     a = Applier(connect, Positions(), PositionStore(), apply, doom_thread=doom)  # type: ignore[arg-type]

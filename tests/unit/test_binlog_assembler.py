@@ -179,3 +179,30 @@ def test_to_row_changes_rules() -> None:
     other = TableMeta.build("db", "t", [make_column("id", 1, "int(11)"), make_column("w", 2, "int(11)")], primary_key=["id"])
     with pytest.raises(BinlogUnsupported, match="does not match"):
         to_row_changes(other, tm, changes)
+
+
+def test_raw_events_are_kept_for_the_groups_decoded_eagerly() -> None:
+    """keep_events: the Table_map and rows events' bytes as fed, and the last Format_description
+    (what rowevents.ship sends); in the member's mode only for prepared XA groups."""
+    from replication.binlog.events import FormatDescription
+
+    tm = table_map()
+    fde = FormatDescription(H, 4, "10.11", 0, 19, b"", 1)
+    raw = {id(e): f"raw{i}".encode() for i, e in enumerate([fde, tm])}
+    ins, upd = rows_event("insert", row(1, 10)), rows_event("delete", row(1, 10))
+    raw[id(ins)], raw[id(upd)] = b"rawins", b"rawupd"
+    events = [fde, gtid(1, GTID_PREPARED_XA, XID), tm, ins, XaPrepare(H, False, XID), gtid(2), tm, upd, XidEvent(H, 9)]
+    member = Assembler(decode_outside_xa=False, keep_events=True)
+    prepared, ordinary = [t for t in (member.feed(e, raw.get(id(e))) for e in events) if t is not None]
+    assert prepared.format_description == b"raw0" and prepared.events == (b"raw1", b"rawins")
+    assert ordinary.events == ()  # the applier's own commits: nothing kept
+    every = Assembler(keep_events=True)
+    _, ordinary = [t for t in (every.feed(e, raw.get(id(e))) for e in events) if t is not None]
+    assert ordinary.events == (b"raw1", b"rawupd")
+    assert [t.events for t in feed(Assembler(), *events)] == [(), ()]  # not asked for
+    with pytest.raises(ValueError, match="raw bytes"):
+        Assembler(keep_events=True).feed(fde)
+    small = Assembler(transaction_bytes_max=6, keep_events=True)
+    (big,) = [t for t in (small.feed(e, b"r") for e in (gtid(3, GTID_PREPARED_XA, XID), tm, ins, tm, upd,
+                                                       XaPrepare(H, False, XID))) if t is not None]
+    assert big.oversize and big.events == ()
