@@ -178,7 +178,6 @@ class TableMeta:
     shape: RowShape | None = None
     key_parts: tuple[tuple[str, int], ...] = ()
     by_name: Mapping[str, Column] = field(default_factory=dict)
-    trigger_count: int = 0  # triggers on this table (the applier's SQL would fire them again)
 
     @classmethod
     def build(
@@ -195,7 +194,6 @@ class TableMeta:
         table_type: str = "BASE TABLE",
         unsupported_index: str | None = None,
         primary_key_parts: Sequence[tuple[str, int]] | None = None,
-        trigger_count: int = 0,
     ) -> "TableMeta":
         """Derive the row shape and key parts. `unique_keys` excludes the primary key."""
         cols = tuple(sorted(columns, key=lambda c: c.position))
@@ -233,7 +231,7 @@ class TableMeta:
             )
         return cls(
             schema, table, table_type, engine, cols, pk_names, uniques, tuple(parents), tuple(children),
-            unsupported_index, shape, tuple(parts), by_name, trigger_count,
+            unsupported_index, shape, tuple(parts), by_name,
         )
 
     def unfit_reason(self) -> str | None:
@@ -478,14 +476,11 @@ def _table_queries(schema: str, table: str) -> list[str]:
         "CAST(UNIQUE_CONSTRAINT_NAME AS BINARY) "
         f"FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = {s} "
         f"AND REFERENCED_TABLE_NAME = {t}",
-        "SELECT CAST(EVENT_OBJECT_TABLE AS BINARY), COUNT(*) FROM information_schema.TRIGGERS "
-        f"WHERE EVENT_OBJECT_SCHEMA = {s} AND EVENT_OBJECT_TABLE = {t} GROUP BY EVENT_OBJECT_TABLE",
     ]
 
 
 def _meta_from_results(schema: str, table: str, results: Sequence["Result"]) -> TableMeta | None:
-    tables, columns, stats, fks, parent_stats, children, triggers = results
-    trigger_count = sum(int(r[1] or 0) for r in triggers.rows if _b(r[0]) == table)
+    tables, columns, stats, fks, parent_stats, children = results
     # information_schema compares names case-insensitively: keep exact matches only.
     trow = [r for r in tables.rows if _b(r[0]) == table]
     if not trow:
@@ -579,5 +574,4 @@ def _meta_from_results(schema: str, table: str, results: Sequence["Result"]) -> 
         engine=engine,
         table_type=table_type,
         unsupported_index=unsupported_index,
-        trigger_count=trigger_count,
     )

@@ -147,13 +147,6 @@ async def derive(txn: BinlogTransaction, conn: "BackendConnection", catalog: Sch
         why = meta.unfit_reason()
         if why:
             raise _unfit(why)
-        if meta.trigger_count:
-            # The other members apply row images with SQL, which would fire the table's
-            # triggers again on top of images that already hold their effect: the members
-            # would diverge. Refused until the applier applies the server's own row events.
-            raise NotSupported(
-                f"grproxy cannot replicate writes to {meta.schema}.{meta.table}: it has triggers, and the members' "
-                "appliers would run them a second time (see README, Limitations)")
         plans.append((meta, rows))
         requests |= weight_requests(meta, rows.table_map, rows.changes)
     weights = await fetch_weights(conn, requests) if requests else {}

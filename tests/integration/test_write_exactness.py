@@ -23,8 +23,9 @@ virtual and stored generated columns, a unique key). What the statement capture 
 version refused with 1235 (stored functions and procedures, CALL, multi-statements, views,
 RETURNING, executable comments, REPLACE that replaces its own row, ODKU moving unique values,
 keys from RAND(), mixed AUTO_INCREMENT, CREATE … SELECT, LOAD DATA LOCAL) now runs and
-replicates; triggers run, but the applier fires them again on the other member (a known gap,
-marked xfail). The refusals left are GR's own — 3098 for a table without a primary key or not
+replicates, and so do writes to tables with triggers (they run on the origin; the other member
+applies the row events, the trigger's own writes among them, without running them). The
+refusals left are GR's own — 3098 for a table without a primary key or not
 in InnoDB (before the statement: a MyISAM write cannot be undone at COMMIT), and for a change
 that fired a cascading foreign key — raised at COMMIT by writeset.derive, leaving no trace on
 any backend; and 1235 for what has no exact row image here (sequences, system-versioned tables,
@@ -179,6 +180,14 @@ FORMERLY_REFUSED: list[tuple[str, list[str], str, bool] | object] = [
      "INSERT INTO t (id, u, v) SELECT id, u, v FROM t ON DUPLICATE KEY UPDATE u = CONCAT(t.u, '!')", True),
     ("self-join-update", [T, T_ROWS], "UPDATE t AS x JOIN t AS y ON x.id = y.id - 1 SET x.v = y.v, y.v = 0", True),
     ("user-variable-keys", [T], "INSERT INTO t (id, u) VALUES ((@x := 40), 'a'), ((@x := @x + 1), 'b')", True),
+    # Triggers run on the origin only: the other member applies the row events (a trigger's own
+    # writes among them) without running its triggers (they were refused with 1235 while the
+    # applier applied generated SQL, which would have run them a second time).
+    ("trigger-sets-new", [T, T_ROWS, "CREATE TRIGGER trg BEFORE UPDATE ON t FOR EACH ROW SET NEW.v = NEW.v + 1"],
+     "UPDATE t SET v = 0 WHERE id = 1", True),
+    ("trigger-writes-another-table", [T, T_ROWS, LOG, "CREATE TRIGGER trg AFTER UPDATE ON t FOR EACH ROW "
+                                      "INSERT INTO log (what) VALUES (CONCAT('v ', OLD.v, ' -> ', NEW.v))"],
+     "UPDATE t SET v = v * 3", True),
 ]
 
 # Edge cases of the happy path that need special sessions or tables.
@@ -217,14 +226,6 @@ FK_STATEMENTS = [
 # the group refuses writes to are seeded by CREATE … SELECT (DDL: every member runs it).
 CASCADE_CHILD = "CREATE TABLE c (id INT PRIMARY KEY, tid INT, FOREIGN KEY (tid) REFERENCES t (id) ON DELETE CASCADE)"
 REFUSALS: list[tuple[str, list[str], str, int]] = [
-    # The applier applies row images with SQL, so the other members would fire a table's
-    # triggers again on top of images that already hold their effect (a replica applying row
-    # events does not): writes to tables with triggers are refused at COMMIT (1235).
-    ("trigger-sets-new", [T, T_ROWS, "CREATE TRIGGER trg BEFORE UPDATE ON t FOR EACH ROW SET NEW.v = NEW.v + 1"],
-     "UPDATE t SET v = 0 WHERE id = 1", ER_NOT_SUPPORTED_YET),
-    ("trigger-writes-another-table", [T, T_ROWS, LOG, "CREATE TRIGGER trg AFTER UPDATE ON t FOR EACH ROW "
-                                      "INSERT INTO log (what) VALUES (CONCAT('v ', OLD.v, ' -> ', NEW.v))"],
-     "UPDATE t SET v = v * 3", ER_NOT_SUPPORTED_YET),
     ("no-primary-key", ["CREATE TABLE nopk (a INT, b INT) ENGINE=InnoDB"],
      "INSERT INTO nopk VALUES (1, 1)", ER_BEFORE_DML_VALIDATION),
     ("no-primary-key-update", ["CREATE TABLE nopk (a INT, b INT) ENGINE=InnoDB SELECT 1 AS a, 1 AS b"],
