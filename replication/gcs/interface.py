@@ -233,6 +233,7 @@ class GcsCounters:
     views_installed: int = 0
     fetches_sent: int = 0
     messages_from_non_members: int = 0  # consensus messages dropped: sender not in our configurations
+    learns_without_value: int = 0  # value-less decisions for a slot we held no value of (fetched instead)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,12 @@
 
 They only look at what crosses the core's boundary: broadcasts accepted (Ready.broadcast_seqs),
 deliveries, views, errors, what each acceptor reports it accepted (Ready.accepted) and the
-Decide messages on the wire. Every incarnation is tracked separately.
+Decide and Learn messages on the wire. Every incarnation is tracked separately.
 
 - consensus: no two Decide messages for the same slot (and ballot epoch) carry different
-  values -- caught as soon as a wrong decision is announced, before anyone delivers it;
+  values -- caught as soon as a wrong decision is announced, before anyone delivers it; a
+  Learn (a decision without its value) stands for the value accepted in its slot at its
+  ballot;
 - integrity: a message is delivered at most once per incarnation, and only if its origin
   broadcast exactly that payload under that origin_seq;
 - agreement / total order: a position holds the same message everywhere, a message has one
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 
 from replication.gcs.interface import Delivery, GcsErrorCode, MemberId, Position, View, ViewId
 from replication.gcs.xcom.core import Bootstrap, Event, Phase, Ready, Received
-from replication.gcs.xcom.messages import Accept, Batch, Decide, Value, Welcome
+from replication.gcs.xcom.messages import Accept, Batch, Decide, Learn, Value, Welcome
 from replication.gcs.xcom.quorum import majority
 from replication.gcs.xcom.types import ballot_epoch
 
@@ -193,16 +195,30 @@ class Checker(Observer):
                     if entry[0] is not av.value and entry[0] != av.value:
                         raise Violation("consensus", f"two values accepted in slot {av.slot} ballot {av.ballot:#x}")
                     entry[1].add(member)
+        learned: set[tuple[int, int]] = set()
         for _to, msg in ready.sends:
-            if type(msg) is Decide:
-                key = (lineage, ballot_epoch(msg.ballot), msg.slot)
-                known = self.decided.get(key)
-                if known is None:
-                    self.decided[key] = msg.value
-                elif known is not msg.value and known != msg.value:
-                    raise Violation(
-                        "consensus", f"slot {msg.slot} decided as {_show(known)} and as {_show(msg.value)} ({member})"
-                    )
+            kind = type(msg)
+            if kind is Decide:
+                value = msg.value
+            elif kind is Learn:
+                if (msg.slot, msg.ballot) in learned:
+                    continue
+                learned.add((msg.slot, msg.ballot))
+                entry = self.accepted_by.get((lineage, msg.slot), {}).get(msg.ballot)
+                if entry is None:
+                    raise Violation("consensus", f"slot {msg.slot} decided at ballot {msg.ballot:#x} "
+                                                 f"that no acceptor accepted ({member})")
+                value = entry[0]
+            else:
+                continue
+            key = (lineage, ballot_epoch(msg.ballot), msg.slot)
+            known = self.decided.get(key)
+            if known is None:
+                self.decided[key] = value
+            elif known is not value and known != value:
+                raise Violation(
+                    "consensus", f"slot {msg.slot} decided as {_show(known)} and as {_show(value)} ({member})"
+                )
         if ready.views or ready.deliveries:
             self._on_views_and_deliveries(member, ready)
 

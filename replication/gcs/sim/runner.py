@@ -48,6 +48,7 @@ from replication.gcs.xcom.core import CoreConfig, Event, ForceMembers, Phase, Re
 from replication.gcs.xcom.messages import (
     Accept,
     Decide,
+    Learn,
     ForwardReconfig,
     JoinRequest,
     Promise,
@@ -151,7 +152,7 @@ class _Run(Checker):
             and self.world.groups is None
             and self.world.now_ms >= self.quiet_until_ms
         ):
-            if any(type(msg) is Decide for _to, msg in ready.sends) and self.rng.random() < self.isolate_chance:
+            if any(type(msg) in (Decide, Learn) for _to, msg in ready.sends) and self.rng.random() < self.isolate_chance:
                 self._isolate(node)
         if self.trace is not None:
             world = self.world

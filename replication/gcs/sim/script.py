@@ -56,6 +56,7 @@ from replication.gcs.xcom.messages import (
     Batch,
     Decide,
     ForceInstall,
+    Learn,
     ForceState,
     Forward,
     Message,
@@ -112,6 +113,8 @@ def _message(msg: Message) -> str:
             return f"Decide slot={slot} {_ballot(ballot)} {_value(value)}"
         case Accepted(slot=slot, ballot=ballot):
             return f"Accepted slot={slot} {_ballot(ballot)}"
+        case Learn(slot=slot, ballot=ballot):
+            return f"Learn slot={slot} {_ballot(ballot)}"
         case Nack(slot=slot, ballot=ballot, promised=promised):
             return f"Nack slot={slot} {_ballot(ballot)} promised={_ballot(promised)}"
         case Prepare(ballot=ballot, slots=slots):

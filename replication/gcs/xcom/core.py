@@ -161,6 +161,7 @@ from replication.gcs.xcom.messages import (
     Batch,
     ConfigRecord,
     Decide,
+    Learn,
     Fetch,
     ForceAck,
     ForceInstall,
@@ -1282,6 +1283,8 @@ class Core:
                 self._on_promise(sender, msg)
             case Decide():
                 self._on_decide(msg.slot, msg.ballot, msg.value)
+            case Learn():
+                self._on_learn(msg)
             case Skip():
                 self._on_skip(sender, msg)
             case Fetch():
@@ -1298,8 +1301,12 @@ class Core:
             case JoinRefused():
                 pass  # for an earlier join of ours, or another incarnation
             case NotMember(member=member, view_id=view_id):
-                if member == self.me and view_id > self._latest_view_id():
+                # Only a peer may tell us we were removed: from anyone else (a stranger, another
+                # incarnation at a peer's address) it would expel us on its word (fuzzing found it).
+                if member == self.me and view_id > self._latest_view_id() and sender in self._last_heard:
                     self._go_offline(GcsErrorCode.EXPELLED, f"{sender} says we are not in view {view_id}")
+                elif sender not in self._last_heard:
+                    self._counters.messages_from_non_members += 1
             case ForceQuery(force_id=force_id):
                 self._send(sender, self._force_state(force_id))
             case ForceState():
@@ -1311,7 +1318,7 @@ class Core:
                 self._apply_force(msg, sender)
             case ForceAck(force_id=force_id):
                 op = self._force
-                if op is not None and op.force_id == force_id:
+                if op is not None and op.force_id == force_id and sender in op.members:
                     op.acks.add(sender)
                     if len(op.acks) >= len(op.members):
                         self._force = None
@@ -1456,10 +1463,23 @@ class Core:
             self._chosen(p)
 
     def _chosen(self, p: _Proposal) -> None:
-        """A majority of the slot's configuration accepted p: it is decided. Tell everyone."""
+        """A majority of the slot's configuration accepted p: it is decided. Tell everyone:
+        the slot's configuration, which was sent the Accept, without the value (Learn); other
+        peers (members of later configurations) with it (Decide)."""
         del self._proposals[p.slot]
-        self._send_all(Decide(p.slot, p.ballot, p.value))
+        members = p.config.member_set
+        self._send_all(Learn(p.slot, p.ballot), p.config.members)
+        others = [m for m in self._peers if m not in members]
+        if others:
+            self._send_all(Decide(p.slot, p.ballot, p.value), others)
         self._on_decide(p.slot, p.ballot, p.value)
+
+    def _on_learn(self, msg: Learn) -> None:
+        a = self._acc.get(msg.slot)
+        if a is not None and a.ballot == msg.ballot:
+            self._on_decide(msg.slot, msg.ballot, a.value)
+        else:
+            self._counters.learns_without_value += 1  # learned later like any missing slot
 
     def _on_nack(self, sender: MemberId, msg: Nack) -> None:
         p = self._proposals.get(msg.slot)
@@ -1858,6 +1878,11 @@ class Core:
     def _apply_force(self, msg: ForceInstall, sender: MemberId) -> None:
         record = msg.config
         if self.me not in record.members:
+            return
+        if sender != self.me and (sender not in record.members or not self._in_any_config(sender)):
+            # A forcer is a member of our configuration that lists itself (force_members runs on
+            # a listed member); anyone else could install a group of its choosing, itself in it.
+            self._counters.messages_from_non_members += 1
             return
         latest = self._configs[-1]
         if record.view_id.epoch <= latest.view_id.epoch:

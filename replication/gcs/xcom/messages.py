@@ -48,6 +48,7 @@ __all__ = [
     "Prepare",
     "Promise",
     "Decide",
+    "Learn",
     "Skip",
     "Fetch",
     "Forgotten",
@@ -67,7 +68,7 @@ __all__ = [
     "decode_message",
 ]
 
-WIRE_VERSION: Final = 1
+WIRE_VERSION: Final = 2  # 2: Learn (value-less decide)
 _U64_MAX: Final = 2**64 - 1
 _U32_MAX: Final = 2**32 - 1
 
@@ -251,6 +252,17 @@ class Decide:
 
 
 @dataclass(frozen=True, slots=True)
+class Learn:
+    """`slot` is decided at `ballot` with the value the receiver accepted at that ballot: the
+    proposer's Decide without the value, sent to the acceptors it sent its Accept to (links are
+    FIFO, so the Accept arrived first). A receiver that holds no value accepted at `ballot`
+    ignores it and learns the slot like any missing one (Fetch)."""
+
+    slot: Slot
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
 class Skip:
     """From the owner: every slot it owns in [first, end) is a no-op (it never proposes there).
 
@@ -373,6 +385,7 @@ Message = (
     | Prepare
     | Promise
     | Decide
+    | Learn
     | Skip
     | Fetch
     | Forgotten
@@ -425,6 +438,7 @@ _TAGS: Final[dict[type, int]] = {
     ForceAck: 18,
     Forward: 19,
     ForwardReconfig: 20,
+    Learn: 21,
 }
 
 
@@ -603,7 +617,7 @@ def encode_message(msg: Message) -> bytes:
         case Accept(slot=slot, ballot=ballot, value=value) | Decide(slot=slot, ballot=ballot, value=value):
             w.raw(_U64U64.pack(slot, ballot))
             w.value(value)
-        case Accepted(slot=slot, ballot=ballot):
+        case Accepted(slot=slot, ballot=ballot) | Learn(slot=slot, ballot=ballot):
             w.raw(_U64U64.pack(slot, ballot))
         case Nack(slot=slot, ballot=ballot, promised=promised):
             w.raw(_U64U64U64.pack(slot, ballot, promised))
@@ -674,9 +688,9 @@ def _decode_body(tag: int, r: _Reader) -> Message:
         value = r.value()
         cls = Accept if tag == 1 else Decide
         return cls(Slot(slot), Ballot(ballot), value)
-    if tag == 2:
+    if tag == 2 or tag == 21:
         slot, ballot = _U64U64.unpack_from(r.data, r._take(16))
-        return Accepted(Slot(slot), Ballot(ballot))
+        return (Accepted if tag == 2 else Learn)(Slot(slot), Ballot(ballot))
     if tag == 3:
         slot, ballot, promised = _U64U64U64.unpack_from(r.data, r._take(24))
         return Nack(Slot(slot), Ballot(ballot), Ballot(promised))

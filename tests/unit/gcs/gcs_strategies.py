@@ -47,6 +47,7 @@ messages = st.one_of(
     st.builds(m.Prepare, ballots, st.lists(slots, min_size=1, max_size=5).map(tuple)),
     st.builds(m.Promise, ballots, slot_tuples, st.lists(st.builds(m.AcceptedValue, slots, ballots, values), max_size=3).map(tuple)),
     st.builds(m.Decide, slots, ballots, values),
+    st.builds(m.Learn, slots, ballots),
     st.builds(lambda r, b: m.Skip(r.first, r.end, b), ranges(), ballots),
     ordered_pair(m.Fetch),
     st.builds(m.Forgotten, slots),
