@@ -11,7 +11,9 @@ messages of its own, and reports messages/s and its broadcast -> local delivery 
 
 Columns: ``msgs/s`` = messages delivered in total order per second (all origins together);
 ``p50``/``p99`` = the worst member's percentile; ``MB/s`` = payload bytes per second;
-``wire/payload`` = transport bytes sent per payload byte (below 1 with compression on).
+``wire/payload`` = transport bytes sent per payload byte (below 1 with compression on);
+``CPU µs/msg`` = CPU time (user + system, every member process together, from /proc) per
+ordered message: unlike msgs/s and latency it hardly moves when other jobs load the machine.
 "Compression on" means ``compression_threshold = 1024`` (GR's default, 1000000, would leave
 these messages alone): the transport compresses every frame above 1 KiB, i.e. most batches.
 After each run the members' delivery digests are compared (same messages, same order).
@@ -125,6 +127,18 @@ class Row:
     wire_ratio: float
     agreed: bool
     failed: int
+    cpu_us_per_msg: float
+
+
+def cpu_s(members: list[Member]) -> float:
+    """User + system CPU seconds of the member processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for m in members:
+        with open(f"/proc/{m.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def form_group(n: int, compression: bool) -> list[Member]:
@@ -150,12 +164,14 @@ def stats_of(members: list[Member]) -> list[dict[str, Any]]:
 
 def run_load(members: list[Member], size: int, duration_ms: int, window: int, compression: bool) -> Row:
     before = stats_of(members)
+    cpu_before = cpu_s(members)
     for m in members:
         m.send(
             {"cmd": "load", "duration_ms": duration_ms, "size": size, "window": window, "timeout_ms": LOAD_STALL_MS}
         )
     deadline = time.monotonic() + duration_ms / 1000 + LOAD_GRACE_S
     results = [m.wait_for("load_done", deadline) for m in members]
+    cpu_used = cpu_s(members) - cpu_before
     # every member delivers everything: wait (bounded) until the counts agree
     agreed = False
     after: list[dict[str, Any]] = []
@@ -181,18 +197,19 @@ def run_load(members: list[Member], size: int, duration_ms: int, window: int, co
         wire_ratio=wire / payload_bytes if payload_bytes else 0.0,
         agreed=agreed,
         failed=sum(r["failed"] for r in results),
+        cpu_us_per_msg=cpu_used / total * 1e6 if total else 0.0,
     )
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'members':>7} {'compr':>5} {'payload':>8} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'MB/s':>7} {'wire/payload':>12} {'same order':>10} {'failed':>6}"
+    head = f"{'members':>7} {'compr':>5} {'payload':>8} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'MB/s':>7} {'wire/payload':>12} {'same order':>10} {'failed':>6} {'CPU µs/msg':>10}"
     print(head)
     print("-" * len(head))
     for r in rows:
         size = f"{r.size // 1024} KiB" if r.size >= 1024 else f"{r.size} B"
         print(
             f"{r.members:>7} {'on' if r.compression else 'off':>5} {size:>8} {r.msgs_per_s:>9,.0f} "
-            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.mb_per_s:>7.1f} {r.wire_ratio:>12.2f} {'yes' if r.agreed else 'NO':>10} {r.failed:>6}"
+            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.mb_per_s:>7.1f} {r.wire_ratio:>12.2f} {'yes' if r.agreed else 'NO':>10} {r.failed:>6} {r.cpu_us_per_msg:>10.0f}"
         )
     sys.stdout.flush()
 
