@@ -8,7 +8,9 @@ hands the words over).
 * `RECOVERY TRANSACTIONS <seq>,<seq>,…` → (seq, kind, payload) of each cached seq;
 * `CLONE BEGIN` → (clone id, group uuid, the snapshot's positions): a consistent snapshot of
   the backend, kept open on a connection of its own (replication/recovery/clone.py);
-* `CLONE OBJECTS <id>` → (kind, schema, name, sql_mode, create statement, insert columns);
+* `CLONE OBJECTS <id>` → one row per object of the snapshot's user schemas, its fields
+  CloneObject.WIRE_COLUMNS (kind, schema, name, sql_mode, create statement, insert columns,
+  time zone, client character set, connection collation, schema collation);
 * `CLONE ROWS <id> <schema hex> <table hex>` → the table's next chunk of rows;
 * `CLONE END <id>` → closes the snapshot.
 
@@ -31,7 +33,7 @@ from replication.protocol.results import TYPE_LONGLONG, Column
 
 from ..positions import AppliedSet
 from .cache import TransactionCache
-from .clone import CLONE_IDLE_TIMEOUT_S, CLONE_SESSIONS_MAX, CloneError, CloneSnapshot
+from .clone import CLONE_IDLE_TIMEOUT_S, CLONE_SESSIONS_MAX, CloneError, CloneObject, CloneSnapshot
 
 log = structlog.get_logger("grproxy.recovery.donor")
 
@@ -123,8 +125,8 @@ class Donor:
                 return await self._clone_begin(owner)
             case ["CLONE", "OBJECTS", clone_id]:
                 snap = self._clone(clone_id)
-                cols = [Column(n, length=1 << 24) for n in ("kind", "schema", "name", "sql_mode", "create", "columns")]
-                return cols, list(snap.objects)
+                cols = [Column(n, length=1 << 24) for n in CloneObject.WIRE_COLUMNS]
+                return cols, [obj.row() for obj in snap.objects]
             case ["CLONE", "ROWS", clone_id, schema_hex, table_hex]:
                 snap = self._clone(clone_id)
                 try:

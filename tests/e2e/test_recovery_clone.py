@@ -2,7 +2,8 @@
 
 - A member kept down until the donors' transaction caches (made small through `message_cache_size`
   in their config files) no longer reach back restarts, clones a donor's data in a consistent
-  snapshot, fetches the rest from the cache, applies its backlog, and only then shows ONLINE.
+  snapshot, fetches the rest from the cache, applies its backlog, and only then shows ONLINE;
+  its copy of an ENABLED event is DISABLE ON SLAVE.
 - The donor is killed while a joiner clones from it: another donor serves a new clone and the
   joiner converges.
 
@@ -118,7 +119,9 @@ def _execute(sandbox: Sandbox, *statements: str) -> None:
 
 
 def _schema(sandbox: Sandbox) -> None:
-    """Tables, a foreign key, a view, a trigger, a procedure and a function: all cloned."""
+    """Tables, a foreign key, views (one over another, one calling a function), a trigger, a
+    procedure, a function, a sequence moved by DDL and an event: all cloned (every other kind
+    of object and state: tests/integration/test_recovery_clone_objects.py)."""
     _execute(
         sandbox,
         "CREATE DATABASE app",
@@ -135,6 +138,10 @@ def _schema(sandbox: Sandbox) -> None:
         "CREATE TRIGGER app.counted BEFORE INSERT ON app.counts FOR EACH ROW SET NEW.n = NEW.n + 1",
         "CREATE PROCEDURE app.p() SELECT COUNT(*) FROM app.items",
         "CREATE FUNCTION app.twice(x INT) RETURNS INT DETERMINISTIC RETURN 2 * x",
+        "CREATE VIEW app.doubled AS SELECT id, app.twice(v) AS v2 FROM app.items",
+        "CREATE SEQUENCE app.tickets START WITH 100 INCREMENT BY 10",
+        "ALTER SEQUENCE app.tickets RESTART WITH 500",
+        "CREATE EVENT app.nightly ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DO DELETE FROM app.counts",
     )
 
 
@@ -169,16 +176,38 @@ def _assert_converged(sandbox: Sandbox, members: list[MemberInfo]) -> None:
                 and len(set(sums)) == 1)
 
     _wait("identical checksums and GTID sets", sandbox, same)
+    programs = []
     for m in members:
         c = sandbox.connect_backend(m)
         try:
             with c.cursor() as cur:
                 cur.execute("SELECT app.twice(21), (SELECT COUNT(*) FROM app.big2), (SELECT COUNT(*) FROM "
-                            "information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'app' AND TRIGGER_NAME = 'counted')")
-                twice, big, triggers = cur.fetchone()
-                assert twice == 42 and big > 0 and triggers == 1
+                            "information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'app' AND TRIGGER_NAME = 'counted'), "
+                            "(SELECT SUM(v2) FROM app.doubled)")
+                twice, big, triggers, doubled = cur.fetchone()
+                assert twice == 42 and big > 0 and triggers == 1 and doubled > 0
+                cur.execute("SHOW CREATE SEQUENCE app.tickets")
+                sequence = cur.fetchone()
+                cur.execute("SELECT * FROM app.tickets")
+                sequence_row = cur.fetchone()
+                cur.execute("SELECT EVENT_DEFINITION, INTERVAL_VALUE, INTERVAL_FIELD, STARTS, TIME_ZONE "
+                            "FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'app' AND EVENT_NAME = 'nightly'")
+                event = cur.fetchone()
+                programs.append((sequence, sequence_row, event, doubled))
         finally:
             c.close()
+    assert programs[0][1][0] == 500, programs[0]  # next_not_cached_value after the RESTART
+    assert all(p == programs[0] for p in programs), programs
+
+
+def _event_status(sandbox: Sandbox, member: MemberInfo) -> str:
+    c = sandbox.connect_backend(member)
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'app' AND EVENT_NAME = 'nightly'")
+            return str(cur.fetchone()[0])
+    finally:
+        c.close()
 
 
 def test_member_behind_the_cache_recovers_by_clone(sandbox_factory: Callable[..., Sandbox]) -> None:
@@ -201,6 +230,7 @@ def test_member_behind_the_cache_recovers_by_clone(sandbox_factory: Callable[...
           f"cache fetch {stats['RECOVERY_FETCHED']} txns at {stats['RECOVERY_FETCH_TXNS_PER_S']} txns/s")
     _small_txns(sandbox, 101, 20)  # the group goes on with the cloned member in it
     _assert_converged(sandbox, list(sandbox.members))
+    assert _event_status(sandbox, victim) == "SLAVESIDE_DISABLED"  # a cloned event never fires on the joiner
 
 
 @pytest.mark.parametrize("fault", ["kill", "stall"])

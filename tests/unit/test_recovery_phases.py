@@ -1,12 +1,22 @@
-"""replication/recovery: the joiner's phase table, the cache's reach, the donor's wire format and
-the clone's chunk queries (pure parts; the clone itself runs in tests/e2e/test_recovery_clone.py)."""
+"""replication/recovery: the joiner's phase table, the cache's reach, the donor's wire format, the
+clone's chunk queries and what the joiner does to the donor's texts (pure parts; the clone itself
+runs in tests/integration/test_recovery_clone_objects.py and tests/e2e/test_recovery_clone.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from replication.recovery.cache import TransactionCache
-from replication.recovery.clone import TableCursor, literal_expr
+from replication.recovery.clone import (
+    CloneError,
+    CloneObject,
+    TableCursor,
+    encode_for_client,
+    event_disabled_here,
+    literal_expr,
+    order_views,
+    split_qualified,
+)
 from replication.recovery.donor import pack_recovery_state, unpack_recovery_state
 from replication.recovery.phases import TRANSITIONS, IllegalPhase, Phase, PhaseEvent, next_phase
 
@@ -80,3 +90,55 @@ def test_values_are_rendered_as_literals_by_the_donors_server() -> None:
     assert "HEX(`c`)" in literal_expr("c", "VARBINARY")
     assert "CAST(`c` AS UNSIGNED)" in literal_expr("c", "bit")
     assert "ST_AsBinary(`c`)" in literal_expr("c", "point")
+
+
+def test_an_enabled_event_is_disabled_on_the_joiner_and_only_its_status_changes() -> None:
+    head = "CREATE DEFINER=`root`@`%` EVENT `e ON COMPLETION PRESERVE ENABLE DO` ON SCHEDULE EVERY '1:30' HOUR_MINUTE "
+    create = head + "STARTS '2030-01-01 10:00:00' ON COMPLETION NOT PRESERVE ENABLE COMMENT 'x ENABLE DO' DO SELECT 1"
+    assert event_disabled_here(create, "e ON COMPLETION PRESERVE ENABLE DO") == (
+        head + "STARTS '2030-01-01 10:00:00' ON COMPLETION NOT PRESERVE DISABLE ON SLAVE COMMENT 'x ENABLE DO' DO SELECT 1")
+    for status in ("DISABLE", "DISABLE ON SLAVE"):
+        kept = f"CREATE DEFINER=`u`@`h` EVENT `e` ON SCHEDULE AT '2031-01-01 00:00:00' ON COMPLETION PRESERVE {status} DO DO 1"
+        assert event_disabled_here(kept, "e") == kept
+    with pytest.raises(CloneError, match="no status"):
+        event_disabled_here("CREATE EVENT `e` DO SELECT 1", "e")
+
+
+def test_program_text_is_sent_in_its_own_client_character_set_when_it_can_be() -> None:
+    assert encode_for_client("SELECT 'café'", "latin1") == (b"SELECT 'caf\xe9'", "latin1")
+    assert encode_for_client("SELECT 'café'", "utf8mb3") == ("SELECT 'café'".encode(), "utf8mb3")
+    assert encode_for_client("SELECT 1", "tis620") == (b"SELECT 1", "tis620")  # ASCII: the same bytes
+    assert encode_for_client("SELECT '€'", "latin2") == ("SELECT '€'".encode(), "utf8mb4")  # no € in latin2
+    assert encode_for_client("SELECT 'é'", "tis620") == ("SELECT 'é'".encode(), "utf8mb4")  # unknown here
+    assert encode_for_client("SELECT 1", "swe7") == (b"SELECT 1", "utf8mb4")  # not ASCII underneath
+
+
+def _view(name: str, body: str, schema: str = "s") -> CloneObject:
+    return CloneObject("VIEW", schema, name, "", f"CREATE ALGORITHM=UNDEFINED VIEW `{schema}`.`{name}` AS {body}")
+
+
+def test_views_come_after_the_views_they_name() -> None:
+    a = _view("a", "select `b`.`x` AS `x` from `s`.`b`")
+    b = _view("b", "select `c`.`x` AS `x` from `t`.`c`")
+    c = _view("c", "select 1 AS `x`", schema="t")
+    d = _view("d", "select 1 AS `x`")
+    other_c = _view("c", "select `a`.`x` AS `x` from `s`.`a`")  # `c` named, but t.c is another schema's
+    assert [(v.schema, v.name) for v in order_views([a, b, c, d])] == [("t", "c"), ("s", "d"), ("s", "b"), ("s", "a")]
+    assert [(v.schema, v.name) for v in order_views([other_c, a, b])][-1] == ("s", "c")
+    x, y = _view("x", "select 'y' AS `y` from `s`.`y`"), _view("y", "select 'x' AS `x` from `s`.`x`")
+    assert order_views([x, y]) == [x, y]  # a cycle of mere mentions keeps the order given
+
+
+def test_a_qualified_name_splits_after_a_known_schema() -> None:
+    assert split_qualified("a.b.c", {"a.b"}) == ("a.b", "c")
+    assert split_qualified("a.b.c", {"x"}) == ("a", "b.c")
+    assert split_qualified("plain", set()) == ("", "plain")
+
+
+def test_clone_objects_are_checked_when_decoded() -> None:
+    row = ("VIEW", "s", "v", "", "CREATE VIEW v AS SELECT 1", "")
+    assert CloneObject.from_row([x.encode() for x in row]).row() == (*row, "", "", "", "")  # a first-version donor
+    with pytest.raises(ValueError, match="unknown clone object kind"):
+        CloneObject.from_row(("PACKAGE", "s", "p", "", "CREATE PACKAGE p", ""))
+    with pytest.raises(ValueError, match="fields"):
+        CloneObject.from_row(("VIEW", "s"))
