@@ -317,6 +317,7 @@ class LocalPositionWriter:
     group commit of positions): while one batch is written, the next one gathers. `record`
     returns once its row is durable, or raises what the backend raised (the caller must then
     not commit: the member goes to ERROR, as for any certified transaction it cannot commit).
+    A connection the backend closed while it was idle is replaced before it is used.
     """
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
@@ -341,6 +342,10 @@ class LocalPositionWriter:
                 batch = self._pending[:LOCAL_POSITIONS_BATCH_MAX]
                 del self._pending[:LOCAL_POSITIONS_BATCH_MAX]
                 try:
+                    if self._conn is not None and getattr(self._conn, "closed", False):
+                        # The backend closed it while it was idle (it restarted, and the member
+                        # rejoined since): a write on it fails for sure, so take a new one.
+                        self._conn = None
                     if self._conn is None:
                         self._conn = await self._connect()
                     await self._conn.execute(PositionStore.record_local_sql((s, x) for s, x, _ in batch))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from grproxy.mysqld import ServerHandle
-from replication.positions import AppliedSet, PositionStore, gtid_set
+from replication.positions import AppliedSet, LocalPositionWriter, PositionStore, gtid_set
 from replication.protocol.backend import BackendAddress, BackendConnection
 from replication.protocol.constants import OWN_CAPABILITIES, UTF8MB4_GENERAL_CI
 
@@ -98,3 +98,38 @@ def test_identity_lives_beside_the_positions(positions_backend: ServerHandle) ->
 def test_gtid_set_notation() -> None:
     assert gtid_set("g", AppliedSet([(1, 10), (12, 12)])) == "g:1-10:12"
     assert gtid_set("g", AppliedSet()) == ""
+
+
+def test_local_positions_survive_a_connection_the_backend_closed(positions_backend: ServerHandle) -> None:
+    """The writer's idle connection is closed by the backend (as a backend restart closes
+    every connection; here KILL): the next position is written on a new connection. It used to
+    be written on the dead one, and the member went to ERROR for the first transaction it
+    committed after rejoining (chaos seed 7002 run 10: force_members left that member alone,
+    so the whole group was gone)."""
+
+    async def scenario() -> None:
+        admin = await _open(positions_backend)
+        writer = LocalPositionWriter(lambda: _open(positions_backend))
+        try:
+            await PositionStore().setup(admin)
+            await admin.execute("DELETE FROM grproxy.applied WHERE seq IN (9001, 9002)")
+            await writer.record(9001, b"xid-9001")
+            r = await admin.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO IS NULL "
+                                    "AND ID <> CONNECTION_ID() AND USER = 'root' ORDER BY ID DESC")
+            ids = [int(row[0]) for row in r.rows]  # type: ignore[arg-type]
+            for thread_id in ids:  # the writer's connection is among the idle ones
+                await admin.execute(f"KILL {thread_id}")
+            # Until the writer's side has seen the close (bounded: a liveness wait).
+            for _ in range(200):
+                if writer._conn is None or writer._conn.closed:  # noqa: SLF001
+                    break
+                await asyncio.sleep(0.05)
+            assert writer._conn is not None and writer._conn.closed  # noqa: SLF001
+            await writer.record(9002, b"xid-9002")
+            r = await admin.execute("SELECT seq FROM grproxy.applied WHERE seq IN (9001, 9002) ORDER BY seq")
+            assert [int(row[0]) for row in r.rows] == [9001, 9002]  # type: ignore[arg-type]
+        finally:
+            writer.close()
+            admin.close()
+
+    asyncio.run(scenario())
