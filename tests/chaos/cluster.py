@@ -202,13 +202,14 @@ class Cluster:
 
     def _spawn(self, m: MemberNode, *, bootstrap: bool, all_seeds: bool = False) -> None:
         """Start ``m``'s process. Seeds: the first member's group address for the initial join
-        (the others are not up yet), every other member's when ``all_seeds`` or when ``m`` is the
-        first member (a restart: whoever is in the group now must be reachable as a seed)."""
+        (the others are not up yet); every other member's for the bootstrapping member (as
+        `grproxy sandbox` writes it: once expelled, it rejoins through them), for the first member
+        and when ``all_seeds`` (a restart: whoever is in the group now must be reachable)."""
         m.workdir.mkdir(parents=True, exist_ok=True)
         first = self.members[0]
         assert first.group_relay is not None
-        seeds = [] if bootstrap else [first.group_relay.address]
-        if not bootstrap and (m is first or all_seeds):
+        seeds = [first.group_relay.address]
+        if bootstrap or m is first or all_seeds:
             seeds = [x.group_relay.address for x in self.members if x is not m and x.group_relay is not None]
         config = self.member_config(m.name)
         config.write_text(m.config_text(seeds, bootstrap, self.single_primary))

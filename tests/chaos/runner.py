@@ -2,26 +2,48 @@
 
 Usage::
 
-    python -m tests.chaos.runner [--seed N] [--runs 3] [--duration 40] [--faults a,b,…] [--out DIR]
+    python -m tests.chaos.runner --matrix [--seed N] [--durations 60-90] [--only 3,7] [--out DIR]
+    python -m tests.chaos.runner [--seed N] [--runs 3] [--duration 40] [--faults a,b,…]
+                                 [--mode single-primary|multi-primary] [--levels L1,L2,L3,L4]
+
+``--matrix`` is the whole schedule of runs from one seed (see :func:`matrix`): 10 fault-free
+runs and 21 with faults, by class (partitions, kills, pauses, a coordinated crash, majority loss
+then force_members, clients that give up mid-commit, everything mixed), in single- and
+multi-primary mode. Without it, ``--runs`` runs of one configuration.
 
 Each run starts a fresh 3-member group (tests/chaos/cluster.py), creates the schemas through the
-router, and runs the bank workload (2 clients) and the list-append workload (4 clients: BEFORE,
-EVENTUAL, AFTER, EVENTUAL) for ``--duration`` seconds while a nemesis applies faults from a
-schedule drawn from the seed: network faults through the relays (isolate a member, majority /
-minority split, bridge, one-way, delay, reset) and process faults (SIGSTOP/SIGCONT of a member
-process or a backend, SIGKILL of either followed by a restart). Then everything is healed, the
-group must become whole again and converge (a liveness bound, not a speed assertion), the final
-state is read from every backend, and the checkers run:
+router, and runs the bank workload (2 clients) and the list-append workload (4 clients, each at
+its own ``group_replication_consistency``, set on its session through the router: two EVENTUAL,
+two among BEFORE / AFTER / BEFORE_AND_AFTER) for the run's duration while a nemesis applies
+faults from a schedule drawn from the seed:
+
+- network faults through the relays: isolate a member, majority / minority split, bridge,
+  one-way, delay, reset;
+- process faults: SIGSTOP/SIGCONT of a member process or a backend, SIGKILL of either followed
+  by a restart;
+- ``crash-all``: SIGKILL of every member process, backend and the router within a second, then
+  the README's whole-group reboot (restart everything with its config, ``grproxy reboot``);
+- ``force-members``: two members' hosts die (processes, sometimes backends), the survivor is
+  forced alone with ``SET GLOBAL group_replication_force_members``, the two are restarted later
+  and rejoin;
+- ``give-up``: every client's read timeout drops to 30-250 ms (links sometimes slowed): COMMITs
+  whose answer does not come in time are ``info``.
+
+Then everything is healed, the group must become whole again and converge (a liveness bound,
+not a speed assertion), the final state is read from every backend, and the checkers run:
 
 - bank (every read sums to the total, no negative balance),
 - list-append (Elle-style cycles and friends; G2-item allowed),
-- lost writes (per ONLINE member), stale reads (reads at BEFORE, writes at AFTER),
-  convergence (checksums and applied positions of every backend).
+- lost writes (per ONLINE member), stale reads (a read at BEFORE / BEFORE_AND_AFTER, or of a
+  write made at AFTER / BEFORE_AND_AFTER, must see every write acknowledged before it started;
+  other stale reads are reported as allowed), convergence (checksums and applied positions of
+  every backend).
 
 The seed fixes the schedule (which fault, when, on whom) and every client's requests; what the
 system does concurrently is real and not replayed exactly. A run's directory keeps the
-histories (JSON lines), every process's log, the schedule and the verdict; the summary table is
-written to ``summary.md`` (and ``summary.json``) in ``--out``.
+histories (JSON lines), every process's log, the schedule, the verdict and ``plot.svg``; the
+summary (report.py) is written to ``summary.md`` (and ``summary.json``) in ``--out``/seed-N,
+after every run.
 """
 
 from __future__ import annotations
@@ -737,6 +759,9 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
         for p in [*(m.log_path for m in cluster.members), base / "router" / "grproxy.log"]:
             if p.exists():
                 shutil.copy(p, out / f"{p.parent.name}.log")
+        for m in cluster.members:  # the backends' error logs (crash recovery, XA, aborts)
+            if m.backend.error_log.exists():
+                shutil.copy(m.backend.error_log, out / f"{m.name}-backend.err")
         shutil.rmtree(base, ignore_errors=True)
     assert work is not None
     rr = RunResult(run, seed_text, [f.describe() for f in faults], [f.kind for f in faults], work.counts, results,
@@ -807,10 +832,12 @@ class RunSpec:
 def matrix(seed: int, durations_s: tuple[float, float] = (60.0, 90.0)) -> list[RunSpec]:
     """The whole schedule of runs from one seed: MATRIX's classes, each alternating single- and
     multi-primary mode (which comes first is drawn), durations drawn in ``durations_s`` (5 s
-    steps), strict consistency levels rotating through LEVEL_SETS; the runs in a drawn order
+    steps, from their own generator: other durations leave every run's class, mode and levels
+    as they were), strict consistency levels rotating through LEVEL_SETS; the runs in a drawn order
     (so fault-free and faulty runs meet the machine's load alike). The fault schedule of each
     run is drawn from ``f"{seed}:{run}"`` as for any run."""
     rng = random.Random(f"{seed}:matrix")
+    rng_durations = random.Random(f"{seed}:durations")  # other durations, same runs otherwise
     lo, hi = durations_s
     steps = list(range(int(lo), int(hi) + 1, 5)) or [int(lo)]
     drawn: list[tuple[str, str, float, tuple[str, ...]]] = []
@@ -818,7 +845,7 @@ def matrix(seed: int, durations_s: tuple[float, float] = (60.0, 90.0)) -> list[R
         first_mode = rng.randrange(2)
         first_levels = rng.randrange(len(LEVEL_SETS))
         for i in range(count):
-            drawn.append((klass, MODES[(first_mode + i) % 2], float(rng.choice(steps)),
+            drawn.append((klass, MODES[(first_mode + i) % 2], float(rng_durations.choice(steps)),
                           LEVEL_SETS[(first_levels + i) % len(LEVEL_SETS)]))
     rng.shuffle(drawn)
     return [RunSpec(i, *d) for i, d in enumerate(drawn)]
