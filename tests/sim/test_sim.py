@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from replication.gcs.sim.runner import FAULTS, SimOptions, replay_command, run_seed
+from replication.gcs.sim.runner import FAULTS, SimOptions, replay_command, run_seed, run_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = 2000
 CHUNK = 500
+JOBS = min(os.cpu_count() or 1, 4)  # worker processes for the seed ranges (results do not depend on it)
 SAFETY_KINDS = {"consensus", "agreement", "total-order", "integrity", "safe-delivery", "view-synchrony", "invariant"}
 
 
@@ -73,8 +74,7 @@ REGRESSION_SEEDS: dict[int, tuple[tuple[str, ...], str]] = {
 
 def _failures(seeds: range, options: SimOptions, stop_after: int = 5) -> list[str]:
     found = []
-    for seed in seeds:
-        result = run_seed(seed, options)
+    for seed, result in zip(seeds, run_seeds(list(seeds), options, JOBS)):
         if result.violation is not None:
             found.append(
                 f"seed {seed}: {result.violation.kind}: {result.violation.detail}\n"

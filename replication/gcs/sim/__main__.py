@@ -11,9 +11,8 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 
-from .runner import FAULTS, SeedResult, SimOptions, replay_command, run_seed
+from .runner import FAULTS, SeedResult, SimOptions, replay_command, run_seed, run_seeds
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -34,21 +33,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _run_chunk(args: tuple[list[int], SimOptions]) -> list[SeedResult]:
-    seeds, options = args
-    return [run_seed(seed, options) for seed in seeds]
-
-
 def _results(seeds: list[int], options: SimOptions, jobs: int, trace: bool) -> Iterator[SeedResult]:
     if jobs <= 1:
         for seed in seeds:
             yield run_seed(seed, options, print if trace else None)
         return
-    chunk = 25
-    chunks = [(seeds[i : i + chunk], options) for i in range(0, len(seeds), chunk)]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for results in pool.map(_run_chunk, chunks):
-            yield from results
+    yield from run_seeds(seeds, options, jobs)
 
 
 def main(argv: list[str] | None = None) -> int:

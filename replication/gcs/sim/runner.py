@@ -40,7 +40,8 @@ live incarnation delivered, everyone executed up to the same slot.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from replication.gcs.interface import GcsErrorCode, MemberId, ViewId
@@ -756,3 +757,23 @@ def _liveness(world: World, rng: random.Random, run: _Run) -> None:
     if not world.run_until(start + LIVENESS_MS_MAX, converged):
         why = run.check_liveness(world.live_nodes()) or "did not converge"
         raise Violation("liveness", f"after {LIVENESS_MS_MAX} ms of healed network: {why}")
+
+
+SEEDS_PER_TASK = 25  # seeds a worker process runs per task of run_seeds
+
+
+def _run_chunk(args: tuple[list[int], SimOptions]) -> list[SeedResult]:
+    seeds, options = args
+    return [run_seed(seed, options) for seed in seeds]
+
+
+def run_seeds(seeds: list[int], options: SimOptions, jobs: int) -> Iterator[SeedResult]:
+    """`run_seed` for each seed, on `jobs` worker processes; results in the seeds' order (a
+    seed's result does not depend on which process ran it)."""
+    if jobs <= 1:
+        yield from (run_seed(seed, options) for seed in seeds)
+        return
+    chunks = [(seeds[i : i + SEEDS_PER_TASK], options) for i in range(0, len(seeds), SEEDS_PER_TASK)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for results in pool.map(_run_chunk, chunks):
+            yield from results
