@@ -54,6 +54,27 @@ def test_member_expelled_by_a_long_partition_rejoins(tmp_path: Path) -> None:
     _assert_clean(_run(tmp_path, Fault(4, 22, "isolate", ("m3",))))
 
 
+def test_coordinated_crash_then_the_documented_reboot(tmp_path: Path) -> None:
+    """Every member process, backend and the router killed -9 within a second; then what the
+    README says: restart everything with its config, `grproxy reboot --config …`. Nothing
+    acknowledged is lost and the group takes writes again (clients go on after the reboot)."""
+    crash = Fault(5, 9, "crash-all", ("member:m2", "backend:m1", "member:m1", "router", "backend:m3", "member:m3",
+                                      "backend:m2"), gaps_ms=(40, 90, 10, 120, 60, 30))
+    _assert_clean(_run(tmp_path, crash))
+
+
+def test_majority_lost_then_force_members_on_the_survivor(tmp_path: Path) -> None:
+    """Two members' hosts (process and backend) die; the DBA forces the survivor alone as the
+    group, which takes writes again; the two come back and rejoin it."""
+    _assert_clean(_run(tmp_path, Fault(4, 18, "force-members", ("m3", "m1", "m2"), backends=True)))
+
+
+def test_clients_that_give_up_mid_commit(tmp_path: Path) -> None:
+    """Clients with a 40 ms read timeout while every link is 20 ms slow: COMMITs whose answer
+    never came (info) must not make the members diverge."""
+    _assert_clean(_run(tmp_path, Fault(3, 20, "give-up", (), delay_ms=20, timeout_ms=40)))
+
+
 @pytest.mark.chaos_short
 def test_member_rejoins_after_its_backend_is_killed_and_restarted(tmp_path: Path) -> None:
     _assert_clean(_run(tmp_path, Fault(5, 12, "kill-backend", ("m2",))))
