@@ -184,6 +184,7 @@ class MemberSession(RelaySession):
             if cmd == Command.RESET_CONNECTION:  # the backend rolls back: so do we
                 self._auto_increment_set = False
                 self._drop_txn()
+                self.backend.drop_deferred()  # an XA START not sent yet: nothing to start now
                 self.consistency = self.member.consistency
                 for ids in (self._prepared_writes, self._prepared_refused, self._prepared_unheld):
                     ids.clear()  # the backend deallocated them
@@ -472,8 +473,10 @@ class MemberSession(RelaySession):
         if not self._auto_increment_set and not self.member.engine.single_primary:
             await self._member_auto_increment()  # the group switched to multi-primary since we set it
         xid = self.member.local.new_xid()
-        r = await self.backend.execute(f"XA START {xa_literal(xid)}")
-        self.status = r.status | IN_TRANS
+        # Sent with the transaction's first statement, whichever path relays it (one round trip
+        # less); a transaction that ends before any statement never reaches the backend.
+        self.backend.defer(b"\x03" + f"XA START {xa_literal(xid)}".encode())
+        self.status |= IN_TRANS
         self.txn = _Txn(self.member.open_txn(on_doom=self._on_doom, thread_id=self.backend.thread_id), xid,
                         autocommit=autocommit)
 
@@ -579,6 +582,9 @@ class MemberSession(RelaySession):
             self.status = r.status
             return
         self._drop_txn()
+        if self._unsent():
+            self.status &= ~IN_TRANS
+            return
         lit = xa_literal(txn.xid)
         if not txn.wrote:
             results = await self.backend.execute_all(f"XA END {lit};XA COMMIT {lit} ONE PHASE")
@@ -603,7 +609,7 @@ class MemberSession(RelaySession):
             return
         self._drop_txn()
         try:
-            if not txn.released:
+            if not txn.released and not self._unsent():
                 await self.member.local.rollback(self.backend, txn.xid)
         except BackendError as exc:
             if exc.backend_errno != 1397:  # XAER_NOTA: the server ended it already
@@ -682,7 +688,8 @@ class MemberSession(RelaySession):
             self._spawn_internal(self._release_doomed(self.txn))
 
     async def _release_doomed(self, txn: _Txn) -> None:
-        await self.member.local.rollback(self.backend, txn.xid)
+        if not self._unsent():
+            await self.member.local.rollback(self.backend, txn.xid)
         txn.released = True
         self.member.close_txn(txn.local)  # rolled back on the backend: nothing left to doom
 
@@ -704,6 +711,14 @@ class MemberSession(RelaySession):
         if self.txn is not None:
             self.member.close_txn(self.txn.local)
             self.txn = None
+
+    def _unsent(self) -> bool:
+        """Whether the session's XA START is still deferred (no statement ran in the
+        transaction): then it is dropped, and there is nothing to end on the backend."""
+        if self.backend.deferred:
+            self.backend.drop_deferred()
+            return True
+        return False
 
     async def _recovery_command(self, text: str) -> None:
         """grproxy's own commands (admin logins only). `ROUTER ENDPOINT` → this member's id, its
@@ -788,6 +803,7 @@ class MemberSession(RelaySession):
         """COM_CHANGE_USER: a fresh session — no open transaction, nothing cached."""
         if self.txn is not None:
             self._drop_txn()
+        self.backend.drop_deferred()
         await super().reset_for_user(database)
         self._auto_increment_set = False
         if not self.member.engine.single_primary:

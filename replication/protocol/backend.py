@@ -8,6 +8,11 @@ Two ways to use it, never at the same time (one command in flight per connection
   the answer is handed to a sink (normally the client's transport) as it arrives, until the
   `ResponseScanner` says the answer is complete. Nothing is decoded or re-encoded on the way.
 
+A command of the proxy's own can be deferred (`defer`): it goes out in the same write as the
+next command, in either mode, and its answer — one OK or ERR packet — is read and checked before
+that command's answer (a member's XA START rides with the transaction's first statement). An
+ERR there poisons the connection (the next command already ran without it).
+
 A connection that breaks, times out, or is cancelled mid-command is *poisoned*: it is closed
 and never used again (STYLE §14).
 """
@@ -89,6 +94,11 @@ class BackendConnection(asyncio.Protocol):
         self._on_done: Callable[[ResponseScanner], None] | None = None
         self._on_lost: Callable[[bool], None] | None = None
         self._relayed_bytes = 0
+        # deferred commands (`defer`): framed, not sent yet; sent, answers not read yet
+        self._deferred = b""
+        self._deferred_count = 0
+        self._prelude_answers = 0
+        self._prelude_buf = bytearray()
         # flow control hooks: the peer transport to pause when our writes back up
         self.on_pause_writing: Callable[[], None] | None = None
         self.on_resume_writing: Callable[[], None] | None = None
@@ -101,6 +111,35 @@ class BackendConnection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         return self._sink is not None or self._waiter is not None
+
+    def defer(self, payload: bytes) -> None:
+        """Send command `payload` (a command byte and its body, answered by one OK or ERR
+        packet: e.g. a COM_QUERY of XA START) in front of the next command, in the same write;
+        its answer is read before that command's. Deferred commands that are never followed by
+        another one (`drop_deferred`) are never sent."""
+        self._deferred += frame(payload, 0)
+        self._deferred_count += 1
+
+    @property
+    def deferred(self) -> int:
+        """Commands deferred and not sent yet."""
+        return self._deferred_count
+
+    def drop_deferred(self) -> None:
+        self._deferred, self._deferred_count = b"", 0
+
+    def _with_deferred(self, raw: bytes) -> bytes:
+        """`raw` with the deferred commands in front (their answers are now owed)."""
+        if not self._deferred_count:
+            return raw
+        head = self._deferred
+        self._prelude_answers += self._deferred_count
+        self._deferred, self._deferred_count = b"", 0
+        return head + raw
+
+    def _prelude_failed(self, payload: bytes) -> None:
+        errno, _, message = parse_err(payload)
+        self._poison(MalformedPacket(f"a deferred command failed ({errno}: {message})"))
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -224,6 +263,10 @@ class BackendConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _relay_data(self, sink: Sink, data: bytes) -> None:
+        if self._prelude_answers:
+            data = self._take_prelude_answers(data)
+            if not data:
+                return
         scanner = self.scanner
         try:
             used = scanner.feed(data)
@@ -242,6 +285,27 @@ class BackendConnection(asyncio.Protocol):
             self._on_lost = None
             if on_done is not None:
                 on_done(scanner)
+
+    def _take_prelude_answers(self, data: bytes) -> bytes:
+        """Consume the deferred commands' answers at the head of `data`; the rest follows."""
+        buf = self._prelude_buf
+        buf += data
+        while self._prelude_answers:
+            if len(buf) < 4:
+                return b""
+            length = int.from_bytes(buf[:3], "little")
+            if len(buf) < 4 + length:
+                return b""
+            payload = bytes(buf[4 : 4 + length])
+            del buf[: 4 + length]
+            self._prelude_answers -= 1
+            if payload[:1] != b"\x00":
+                self._prelude_failed(payload)
+                buf.clear()
+                return b""
+        rest = bytes(buf)
+        buf.clear()
+        return rest
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -288,14 +352,14 @@ class BackendConnection(asyncio.Protocol):
             raise RuntimeError("[BUG] relay on a backend connection with a command in flight")
         self.scanner.start(expect)
         if expect == Expect.NONE:
-            self.transport.write(raw)
+            self.transport.write(raw)  # no answer to read the deferred ones' with: they wait
             on_done(self.scanner)
             return
         self._sink = sink
         self._on_done = on_done
         self._on_lost = on_lost
         self._relayed_bytes = 0
-        self.transport.write(raw)
+        self.transport.write(self._with_deferred(raw))
         if self._buf:  # bytes that arrived unsolicited belong to this answer's stream
             data = bytes(self._buf)
             self._buf.clear()
@@ -372,7 +436,15 @@ class BackendConnection(asyncio.Protocol):
         if self.busy:
             raise RuntimeError("[BUG] command on a backend connection with a command in flight")
         try:
-            self.write_packet(bytes((command,)) + body, 0)
+            if self.transport is None or self.closed:
+                raise BackendLost(f"Lost connection to backend {self.address}")
+            self.transport.write(self._with_deferred(frame(bytes((command,)) + body, 0)))
+            while self._prelude_answers:
+                _, answer = await self.read_packet()
+                self._prelude_answers -= 1
+                if answer[:1] != b"\x00":
+                    self._prelude_failed(answer)
+                    raise BackendLost(f"backend {self.address}: a deferred command failed: {parse_err(answer)[2]}")
             return await self._read_results(results)
         except asyncio.CancelledError:
             self._poison(None)
