@@ -143,7 +143,8 @@ class App:
                          transaction_size_limit=m.transaction_size_limit, autorejoin_tries=m.autorejoin_tries,
                          autorejoin_interval_s=m.autorejoin_interval_s, exit_state_action=m.exit_state_action,
                          unreachable_majority_timeout_s=m.unreachable_majority_timeout_s,
-                         message_cache_size=m.message_cache_size),
+                         message_cache_size=m.message_cache_size,
+                         recovery_donor_timeout_s=m.recovery_donor_timeout_s),
             self.gcs, RowEventApplier(), gcs_factory=new_gcs,
         )
         self.member.on_error.append(self._member_failed)

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--base-dir", default=None, help="where datadirs live (default: a temporary directory, removed at exit)")
     sandbox.add_argument("--status-file", default=None, help="write the sandbox's ports and pids as JSON here")
     sandbox.add_argument("--log-format", choices=("console", "json"), default="console")
+    sandbox.add_argument("--member-setting", action="append", type=_member_setting, metavar="KEY=VALUE",
+                         help="a [member] setting for every member's config, e.g. message_cache_size=1048576 "
+                              "(repeatable; see conf/grproxy.example.toml)")
     return parser
 
 
@@ -76,3 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _member_setting(text: str) -> tuple[str, str]:
+    from .sandbox import member_setting
+
+    try:
+        return member_setting(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

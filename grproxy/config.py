@@ -78,6 +78,7 @@ class MemberSection:
     unreachable_majority_timeout_s: float = 0.0  # 0 = wait for a majority forever
     transaction_size_limit: int = 150_000_000
     message_cache_size: int = 1 << 30  # bytes of certified transactions kept for joiners (GR's default)
+    recovery_donor_timeout_s: float = 30.0  # one command on a donor during recovery; then the next donor
     compression_threshold: int = 1_000_000
     communication_max_message_size: int = 10_485_760
     paxos_single_leader: bool = False
@@ -242,6 +243,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         _check_positive(member.transaction_size_limit, "member.transaction_size_limit")
         # Below GR's 128 MiB minimum on purpose: a small cache makes joiners clone (tests, demos).
         _check_positive(member.message_cache_size, "member.message_cache_size")
+        _check_positive(member.recovery_donor_timeout_s, "member.recovery_donor_timeout_s")
     if member is not None and router is not None:
         raise ConfigError("router", "a process hosts a [member] or a [router], not both (run two processes)")
     return Config(frontend=frontend, users=tuple(users), backends=tuple(backends), log=log, member=member,

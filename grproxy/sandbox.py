@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import os
 import shutil
 import signal
@@ -61,6 +62,7 @@ class MemberProcess:
     group_port: int
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
+    settings: tuple[tuple[str, str], ...] = ()  # (key, TOML value) added to [member] (--member-setting)
 
     @property
     def id(self) -> str:
@@ -81,6 +83,7 @@ class MemberProcess:
             # after the bootstrap for the same reason).
             "bootstrap_group = false",
             f"single_primary_mode = {'true' if single_primary else 'false'}",
+            *(f"{key} = {value}" for key, value in self.settings),
             "", "[log]", 'format = "json"',
         ]
         return "\n".join(lines) + "\n"
@@ -204,7 +207,8 @@ async def run_sandbox(args: argparse.Namespace) -> int:
             write_status(args.status_file, status_document(None, servers, members))
             if stop.is_set():
                 return 130
-        planned = [MemberProcess(i, handle, free_port(), free_port(), base / f"member{i}")
+        planned = [MemberProcess(i, handle, free_port(), free_port(), base / f"member{i}",
+                                 settings=tuple(args.member_setting or ()))
                    for i, handle in enumerate(servers, start=1)]
         for m in planned:
             # Every member lists every other as a seed: any of them brings it back in.
@@ -264,3 +268,15 @@ def _client_name() -> str:
         return find_client_binary().name
     except Exception:  # noqa: BLE001 - only for the hint we print
         return "mariadb"
+
+
+def member_setting(text: str) -> tuple[str, str]:
+    """`KEY=VALUE` of --member-setting: a [member] key of the config file and its value, written
+    as TOML (numbers and true/false as they are, anything else quoted). Raises ValueError."""
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+        raise ValueError(f"expected KEY=VALUE with a [member] key, got {text!r}")
+    if not (re.fullmatch(r"-?\d+(\.\d+)?", value) or value in ("true", "false")):
+        value = json.dumps(value)
+    return key, value

@@ -113,6 +113,7 @@ class MemberConfig:
     recovery_user: str = "root"  # login on donors' member ports (an admin user there)
     recovery_password: str = ""
     recovery_timeout_s: float = 120.0  # to find a donor; for fetched transactions to be applied
+    recovery_donor_timeout_s: float = 30.0  # any one command on a donor's member port (then the next donor)
     recovery_retry_count: int = 10  # donor failures (all donors together) before recovery fails (GR's name)
     recovery_buffer_max: int = 200_000  # deliveries buffered while recovering; more → ERROR
     consistency: int = 0  # default group_replication_consistency of new sessions (Level value)

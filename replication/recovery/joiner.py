@@ -21,7 +21,7 @@ join view on (Member._buffer_item, bounded by recovery_buffer_max). The joiner t
   `recovery_retry_count` times in all, no donor within `recovery_timeout_s`, or the member
   left meanwhile — the member goes to ERROR and never announces ONLINE.
 
-Every donor command is bounded by DONOR_COMMAND_TIMEOUT_S: a donor that fails or stalls is
+Every donor command is bounded by MemberConfig.recovery_donor_timeout_s: a donor that fails or stalls is
 dropped for the next one (its connection is closed: a command cut in the middle poisons it),
 and a clone cut short restarts from the beginning at the next donor.
 """
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("grproxy.recovery.joiner")
 
 DONOR_CONNECT_TIMEOUT_S = 10.0
-DONOR_COMMAND_TIMEOUT_S = 30.0  # any one command on a donor's member port
 DONOR_WAIT_S = 0.2  # between two looks for an ONLINE donor
 DONOR_ROUND_WAIT_S = 1.0  # once every donor failed, before trying them again
 FETCH_SEQS_MAX = 1_000  # seqs asked for in one round trip
@@ -198,11 +197,12 @@ class Joiner:
         if conn is None or conn.closed:
             raise DonorFailed("no connection to the donor")
         try:
-            async with asyncio.timeout(DONOR_COMMAND_TIMEOUT_S):
+            bound = self.member.config.recovery_donor_timeout_s
+            async with asyncio.timeout(bound):
                 return await conn.execute("/* grproxy */ " + command)
         except TimeoutError:
             conn.close()
-            raise DonorFailed(f"the donor did not answer {command.split()[0:2]} within {DONOR_COMMAND_TIMEOUT_S:g}s") from None
+            raise DonorFailed(f"the donor did not answer {command.split()[0:2]} within {bound:g}s") from None
 
     def _close(self) -> None:
         if self._conn is not None:

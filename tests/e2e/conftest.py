@@ -84,10 +84,11 @@ class GroupMember:
 class Sandbox:
     """A running `grproxy sandbox`. Create it with `running_sandbox`."""
 
-    def __init__(self, base_dir: Path, members: int, mode: str) -> None:
+    def __init__(self, base_dir: Path, members: int, mode: str, settings: dict[str, object] | None = None) -> None:
         self.base_dir = base_dir
         self.members_count = members
         self.mode = mode
+        self.settings = dict(settings or {})  # --member-setting KEY=VALUE for every member
         self.status_file = base_dir / "status.json"
         self.log = base_dir / "sandbox.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -111,7 +112,8 @@ class Sandbox:
             self.process = subprocess.Popen(  # noqa: S603 - our own arguments
                 [sys.executable, "-m", "grproxy", "sandbox", "--members", str(self.members_count),
                  "--mode", self.mode, "--port", str(port), "--base-dir", str(self.base_dir / "sb"),
-                 "--status-file", str(self.status_file)],
+                 "--status-file", str(self.status_file),
+                 *(a for k, v in self.settings.items() for a in ("--member-setting", f"{k}={v}"))],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
                 # Its own process group, so stop() can signal it and its member processes; a
@@ -415,9 +417,11 @@ _RUNNING: list[Sandbox] = []
 
 
 @contextlib.contextmanager
-def running_sandbox(base_dir: Path, *, members: int = 3, mode: str = "single-primary") -> Iterator[Sandbox]:
-    """A started sandbox, stopped on exit (see Sandbox.stop)."""
-    sb = Sandbox(base_dir, members, mode)
+def running_sandbox(base_dir: Path, *, members: int = 3, mode: str = "single-primary",
+                    settings: dict[str, object] | None = None) -> Iterator[Sandbox]:
+    """A started sandbox, stopped on exit (see Sandbox.stop); `settings` go into every
+    member's config ([member] keys, `grproxy sandbox --member-setting`)."""
+    sb = Sandbox(base_dir, members, mode, settings)
     sb.start()
     _RUNNING.append(sb)
     try:
@@ -437,8 +441,8 @@ def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 def _factory(stack: contextlib.ExitStack, base: Callable[[], Path]) -> Callable[..., Sandbox]:
-    def start(members: int = 3, mode: str = "single-primary") -> Sandbox:
-        return stack.enter_context(running_sandbox(base(), members=members, mode=mode))
+    def start(members: int = 3, mode: str = "single-primary", settings: dict[str, object] | None = None) -> Sandbox:
+        return stack.enter_context(running_sandbox(base(), members=members, mode=mode, settings=settings))
 
     return start
 

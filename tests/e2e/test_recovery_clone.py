@@ -36,6 +36,8 @@ pytestmark = pytest.mark.e2e
 ONLINE_TIMEOUT_S = 180
 WRITE_RETRY_S = 60
 SMALL_CACHE_BYTES = 20_000  # a few dozen transactions: a member down for longer needs a clone
+SMALL_CACHE = {"message_cache_size": SMALL_CACHE_BYTES}  # every member's config from the start
+DONOR_TIMEOUT_S = 8  # recovery_donor_timeout_s of the stall case (the default 30 s would only slow it)
 TABLES = ["app.items", "app.parents", "app.children"]
 
 
@@ -73,23 +75,6 @@ def _wait(what: str, sandbox: Sandbox, check: Callable[[], bool], timeout_s: flo
 
 def _wait_online(sandbox: Sandbox, member: MemberInfo) -> None:
     _wait(f"{member.id} ONLINE", sandbox, lambda: _status(sandbox, member)["MEMBER_STATE"] == "ONLINE")
-
-
-def _small_cache(sandbox: Sandbox, member: MemberInfo) -> None:
-    """Give the member's config a small message_cache_size (used from its next start)."""
-    path = sandbox.member_config(member)
-    text = path.read_text()
-    if "message_cache_size" not in text:
-        path.write_text(text.replace("bootstrap_group = false\n",
-                                     f"bootstrap_group = false\nmessage_cache_size = {SMALL_CACHE_BYTES}\n"))
-
-
-def _restart_with_small_cache(sandbox: Sandbox, member: MemberInfo) -> MemberInfo:
-    _small_cache(sandbox, member)
-    sandbox.kill_member(member)
-    restarted = sandbox.restart_member(member)
-    _wait_online(sandbox, restarted)
-    return restarted
 
 
 def _execute(sandbox: Sandbox, *statements: str) -> None:
@@ -211,11 +196,9 @@ def _event_status(sandbox: Sandbox, member: MemberInfo) -> str:
 
 
 def test_member_behind_the_cache_recovers_by_clone(sandbox_factory: Callable[..., Sandbox]) -> None:
-    sandbox = sandbox_factory(members=3)
+    sandbox = sandbox_factory(members=3, settings=SMALL_CACHE)
     _schema(sandbox)
     _load(sandbox, 1, 2_000)
-    for m in list(sandbox.members):
-        _restart_with_small_cache(sandbox, m)
     victim = sandbox.secondaries()[0]  # the primary keeps taking the load
     sandbox.kill_member(victim)
     _load(sandbox, 2_001, 3_000)
@@ -237,11 +220,10 @@ def test_member_behind_the_cache_recovers_by_clone(sandbox_factory: Callable[...
 def test_donor_killed_or_stalled_mid_clone_another_donor_finishes(sandbox_factory: Callable[..., Sandbox],
                                                                    fault: str) -> None:
     """kill: the donor's process dies (its snapshot connection with it); stall: it is stopped
-    (SIGSTOP), so the joiner's next chunk times out (DONOR_COMMAND_TIMEOUT_S)."""
-    sandbox = sandbox_factory(members=4)  # one down and one killed: still a majority
+    (SIGSTOP), so the joiner's next chunk times out (recovery_donor_timeout_s)."""
+    sandbox = sandbox_factory(members=4,  # one down and one killed: still a majority
+                              settings={**SMALL_CACHE, "recovery_donor_timeout_s": DONOR_TIMEOUT_S})
     _schema(sandbox)
-    for m in list(sandbox.members):
-        _restart_with_small_cache(sandbox, m)
     victim = sandbox.secondaries()[0]  # the primary keeps taking the load
     sandbox.kill_member(victim)
     _load(sandbox, 1, 40_000)  # a clone of several seconds
@@ -313,11 +295,9 @@ def _fourth_member_config(sandbox: Sandbox, backend: object, member_port: int, g
 
 def test_member_with_an_empty_backend_joins_a_loaded_group_by_clone(sandbox_factory: Callable[..., Sandbox],
                                                                      tmp_path: Path) -> None:
-    sandbox = sandbox_factory(members=3)
+    sandbox = sandbox_factory(members=3, settings=SMALL_CACHE)  # the caches cannot hold the load
     _schema(sandbox)
     _load(sandbox, 1, 3_000)
-    for m in list(sandbox.members):
-        _restart_with_small_cache(sandbox, m)  # their caches now start after the load
     _small_txns(sandbox, 1, 50)
     backend = start_server(tmp_path / "member4" / "data", user="grproxy", password="grproxy", die_with_parent=True)
     proc: subprocess.Popen[bytes] | None = None
