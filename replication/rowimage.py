@@ -1,19 +1,16 @@
-"""Row images: what a replicated write carries, how it is hashed, encoded and applied.
+"""Row images: what a write changed, in the form its write set is derived from.
 
 Theory of operation (DESIGN §5). A member reads every row its prepared transaction changed back
-from the binary log (replication/binlog/rows.py, replication/writeset.py), in a form that
-re-applies bit for bit on another server, as `RowChange`s:
+from the binary log (replication/binlog/rows.py, replication/writeset.py) as `RowChange`s:
 
 * an *upsert* carries the full after-image of the row (every stored, non-generated column);
 * a *delete* carries the primary key of the row that is gone.
 
-Values are typed by the column's `Form`, chosen so that no session setting can alter them on
-the way out or on the way in: strings travel as the raw bytes of the column's character set and
-are applied as `_charset X'…'` (no character_set_results / character_set_client conversion);
-TIMESTAMP travels as UNIX_TIMESTAMP (time_zone independent) and is applied in a UTC session;
-FLOAT and DOUBLE travel as IEEE doubles (a FLOAT widened, which is exact) and are applied as
-double literals; DECIMAL, DATE, TIME, DATETIME as the server's exact text; BIT, ENUM,
-SET, YEAR and integers as integers (ENUM/SET by index/bitmask, so no collation is involved).
+Values are typed by the column's `Form`, chosen so that no session setting can alter them:
+strings are the raw bytes of the column's character set, TIMESTAMP is UNIX_TIMESTAMP text (time
+zone independent), FLOAT and DOUBLE are IEEE doubles (a FLOAT widened, which is exact), DECIMAL,
+DATE, TIME, DATETIME the server's exact text; BIT, ENUM, SET, YEAR and integers are integers
+(ENUM/SET by index/bitmask, so no collation is involved).
 
 Besides the image, a change carries *key material*: for every key part of the table (the
 primary key, each unique key, each foreign key's columns) the canonical bytes the index compares
@@ -24,14 +21,11 @@ a case-insensitive PAD SPACE collation) hash equal, on every member and in every
 a row referencing a parent through a foreign key, the parent's key hash is part of the write set
 too, so a transaction that deletes the parent conflicts with one that adds a child.
 
-`encode_changes` / `decode_changes` give a transaction's changes a compact, versioned byte form
-for group communication; decoding validates everything (shapes, forms, value types, bounds) and
-raises `RowCodecError` on anything else.
-
-`apply_changes` writes changes on a backend within the caller's transaction: upserts by primary
-key with INSERT … ON DUPLICATE KEY UPDATE (never REPLACE, which deletes and would fire
-foreign-key cascades), deletes by primary key, consecutive changes of one table batched into
-one statement and statements batched into few round trips, in the order the origin made them.
+What the other members apply is not these images but the origin's row events themselves
+(replication/rowevents.py: BINLOG statements, the server's own row applier), which replaced the
+SQL this module generated from the images (measured with bench/apply_paths.py at commit 968a515:
+about half the member's and two thirds of the server's CPU per transaction, and exact by
+construction). `TransactionChanges` bounds a transaction's images by transaction_size_limit.
 
 What cannot be exact: MariaDB's UUID type keeps two record layouts and logs (and reads back)
 its in-memory value. A 16-byte binary input with version ≥ 8 and a variant byte of 0x01-0x80
@@ -53,24 +47,13 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from .certifier import KeyHash
 
-if TYPE_CHECKING:
-    from .protocol.backend import BackendConnection, Result
-
 # --- bounds --------------------------------------------------------------------------------------
 
-CODEC_VERSION = 1
-CODEC_SHAPES_MAX = 4_096  # distinct tables one transaction may write
-CODEC_CHANGES_MAX = 10_000_000  # rows one transaction may change
-CODEC_COLUMNS_MAX = 4_096  # MySQL allows 4096 columns per table
-CODEC_NAME_BYTES_MAX = 256  # identifiers are at most 64 characters (256 bytes in utf8mb4)
-APPLY_ROWS_PER_STATEMENT_MAX = 1_000  # rows in one INSERT … VALUES or DELETE … IN (…)
-APPLY_STATEMENT_BYTES_MAX = 1 << 20  # a statement is closed once its text passes this size
-APPLY_BATCH_BYTES_MAX = 4 << 20  # statements sent in one multi-statement round trip
-APPLY_STATEMENTS_PER_BATCH_MAX = 256
+COLUMNS_MAX = 4_096  # MySQL allows 4096 columns per table
 
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 64) - 1  # BIGINT UNSIGNED
@@ -150,7 +133,7 @@ class RowShape:
         if not self.schema or not self.table:
             raise ValueError("a row shape needs a schema and a table")
         n = len(self.columns)
-        if not 0 < n <= CODEC_COLUMNS_MAX or len(self.forms) != n or len(self.charsets) != n:
+        if not 0 < n <= COLUMNS_MAX or len(self.forms) != n or len(self.charsets) != n:
             raise ValueError(f"row shape of {self.schema}.{self.table}: columns, forms, charsets differ in length")
         if len(set(self.columns)) != n:
             raise ValueError(f"row shape of {self.schema}.{self.table}: duplicate column")
@@ -347,7 +330,7 @@ def canonical_bytes(form: Form, value: Value) -> bytes | None:
     return value.encode("ascii")
 
 
-# --- SQL rendering -------------------------------------------------------------------------------
+# --- identifiers -------------------------------------------------------------------------------
 
 
 def quote_identifier(name: str) -> str:
@@ -357,307 +340,6 @@ def quote_identifier(name: str) -> str:
 
 def qualified_name(schema: str, table: str) -> str:
     return f"{quote_identifier(schema)}.{quote_identifier(table)}"
-
-
-def render_value(form: Form, value: Value, charset: str | None = None) -> str:
-    """A SQL literal that stores exactly `value` into a column of `form` (apply session: UTC).
-
-    Raises ValueError for a value that is not valid for the form.
-    """
-    check_value(form, value)
-    if value is None:
-        return "NULL"
-    if form in _INT_FORMS:
-        return str(value)
-    if form is Form.DOUBLE:
-        text = repr(value)
-        return text if "e" in text else text + "E0"
-    if form is Form.DECIMAL:
-        return str(value)
-    if form is Form.TEMPORAL:
-        return f"'{value}'"
-    if form is Form.TIMESTAMP:
-        if Decimal(str(value)) == 0:
-            return "'0000-00-00 00:00:00'"  # the zero TIMESTAMP: UNIX_TIMESTAMP() says 0
-        return f"FROM_UNIXTIME({value})"
-    assert isinstance(value, bytes)
-    hexed = value.hex().upper()
-    if form is Form.TEXT:
-        if charset is None or not _CHARSET_RE.match(charset):
-            raise ValueError(f"TEXT value needs a character set, not {charset!r}")
-        return f"_{charset} X'{hexed}'"
-    if form is Form.JSON:
-        return f"CAST(_utf8mb4 X'{hexed}' AS JSON)"
-    return f"X'{hexed}'"  # BYTES, GEOMETRY (internal format is accepted as is)
-
-
-def pk_predicate(shape: RowShape, keys: Sequence[Sequence[Value]], qualifier: str = "") -> str:
-    """`WHERE` text selecting exactly the rows with these primary keys ("FALSE" if none)."""
-    if not keys:
-        return "FALSE"
-    prefix = qualifier + "." if qualifier else ""
-    cols = [prefix + quote_identifier(shape.columns[i]) for i in shape.primary_key]
-    forms = [shape.forms[i] for i in shape.primary_key]
-    charsets = [shape.charsets[i] for i in shape.primary_key]
-    if len(cols) == 1:
-        literals = ", ".join(render_value(forms[0], k[0], charsets[0]) for k in keys)
-        return f"{cols[0]} IN ({literals})"
-    terms = []
-    for key in keys:
-        terms.append(
-            "(" + " AND ".join(f"{c} = {render_value(f, v, cs)}" for c, f, v, cs in zip(cols, forms, key, charsets)) + ")"
-        )
-    return "(" + " OR ".join(terms) + ")"
-
-
-# --- codec ---------------------------------------------------------------------------------------
-
-_MAGIC = b"\xc7R"
-_TAG_NULL, _TAG_INT, _TAG_FLOAT, _TAG_STR, _TAG_BYTES = 0, 1, 2, 3, 4
-_OP_DELETE, _HAS_AFTER_KEY, _HAS_BEFORE_KEY = 1, 2, 4
-_SHAPE_SELF_REFERENCING = 1
-
-
-class RowCodecError(ValueError):
-    """Bytes that are not a valid encoding of a transaction's row changes."""
-
-
-def _varint(n: int, out: bytearray) -> None:
-    if n < 0:
-        raise RowImageInvariant(f"varint of negative {n}")
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
-def _put_bytes(b: bytes, out: bytearray) -> None:
-    _varint(len(b), out)
-    out += b
-
-
-def _put_value(v: Value, out: bytearray) -> None:
-    if v is None:
-        out.append(_TAG_NULL)
-    elif type(v) is int:
-        out.append(_TAG_INT)
-        _varint((v << 1) if v >= 0 else ((-v << 1) - 1), out)  # zigzag
-    elif type(v) is float:
-        out.append(_TAG_FLOAT)
-        out += struct.pack(">d", v)
-    elif type(v) is str:
-        out.append(_TAG_STR)
-        _put_bytes(v.encode("ascii"), out)
-    elif type(v) is bytes:
-        out.append(_TAG_BYTES)
-        _put_bytes(v, out)
-    else:
-        raise RowImageInvariant(f"not a row value: {type(v).__name__}")
-
-
-def encode_changes(changes: Sequence[RowChange]) -> bytes:
-    """The versioned byte form of one transaction's changes, in order.
-
-    Shapes are written once and referenced by index. Changes are validated at construction, so
-    encoding cannot fail for a well-formed list; a list over the codec bounds raises ValueError.
-    """
-    if len(changes) > CODEC_CHANGES_MAX:
-        raise ValueError(f"{len(changes)} row changes is over the bound of {CODEC_CHANGES_MAX}")
-    shape_index: dict[RowShape, int] = {}
-    shapes: list[RowShape] = []
-    for change in changes:
-        if change.shape not in shape_index:
-            shape_index[change.shape] = len(shapes)
-            shapes.append(change.shape)
-    if len(shapes) > CODEC_SHAPES_MAX:
-        raise ValueError(f"{len(shapes)} tables is over the bound of {CODEC_SHAPES_MAX}")
-    out = bytearray(_MAGIC)
-    out.append(CODEC_VERSION)
-    _varint(len(shapes), out)
-    for shape in shapes:
-        _put_bytes(shape.schema.encode("utf-8"), out)
-        _put_bytes(shape.table.encode("utf-8"), out)
-        _varint(len(shape.columns), out)
-        for name, form, charset in zip(shape.columns, shape.forms, shape.charsets):
-            _put_bytes(name.encode("utf-8"), out)
-            out.append(int(form))
-            _put_bytes((charset or "").encode("ascii"), out)
-        _varint(len(shape.primary_key), out)
-        for i in shape.primary_key:
-            _varint(i, out)
-        _varint(len(shape.key_parts), out)
-        for column, sub_part in shape.key_parts:
-            _put_bytes(column.encode("utf-8"), out)
-            _varint(sub_part, out)
-        out.append(_SHAPE_SELF_REFERENCING if shape.self_referencing else 0)
-    _varint(len(changes), out)
-    for change in changes:
-        _varint(shape_index[change.shape], out)
-        flags = (_OP_DELETE if change.op == "delete" else 0)
-        flags |= _HAS_AFTER_KEY if change.after_key is not None else 0
-        flags |= _HAS_BEFORE_KEY if change.before_key is not None else 0
-        out.append(flags)
-        if change.op == "delete":
-            for v in change.pk:
-                _put_value(v, out)
-        else:
-            assert change.after is not None
-            for v in change.after:
-                _put_value(v, out)
-        for material in (change.after_key, change.before_key):
-            if material is not None:
-                for m in material:
-                    _put_value(m, out)
-    return bytes(out)
-
-
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise RowCodecError("truncated")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def varint(self, bound: int) -> int:
-        n = 0
-        for shift in range(0, 10 * 7, 7):
-            b = self.byte()
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                if b == 0 and shift:
-                    raise RowCodecError("non-minimal varint")
-                if n > bound:
-                    raise RowCodecError(f"value {n} over its bound {bound}")
-                return n
-        raise RowCodecError("varint too long")
-
-    def raw(self, bound: int) -> bytes:
-        n = self.varint(bound)
-        if self.pos + n > len(self.data):
-            raise RowCodecError("truncated")
-        b = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return b
-
-    def name(self) -> str:
-        try:
-            return self.raw(CODEC_NAME_BYTES_MAX).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RowCodecError("a name is not UTF-8") from exc
-
-    def value(self) -> Value:
-        tag = self.byte()
-        if tag == _TAG_NULL:
-            return None
-        if tag == _TAG_INT:
-            z = self.varint(2 * INT_MAX + 2)
-            v = (z >> 1) if not z & 1 else -((z + 1) >> 1)
-            return v
-        if tag == _TAG_FLOAT:
-            if self.pos + 8 > len(self.data):
-                raise RowCodecError("truncated")
-            (f,) = struct.unpack_from(">d", self.data, self.pos)
-            self.pos += 8
-            return float(f)
-        if tag == _TAG_STR:
-            try:
-                return self.raw(len(self.data)).decode("ascii")
-            except UnicodeDecodeError as exc:
-                raise RowCodecError("text value is not ASCII") from exc
-        if tag == _TAG_BYTES:
-            return self.raw(len(self.data))
-        raise RowCodecError(f"unknown value tag {tag}")
-
-
-def decode_changes(data: bytes) -> list[RowChange]:
-    """Inverse of `encode_changes`. Raises RowCodecError for anything but a valid encoding."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise RowCodecError("row changes must be bytes")
-    r = _Reader(bytes(data))
-    if r.data[:2] != _MAGIC:
-        raise RowCodecError("not an encoding of row changes (bad magic)")
-    r.pos = 2
-    version = r.byte()
-    if version != CODEC_VERSION:
-        raise RowCodecError(f"row changes encoding version {version} is not {CODEC_VERSION}")
-    try:
-        shapes: list[RowShape] = []
-        for _ in range(r.varint(CODEC_SHAPES_MAX)):
-            schema, table = r.name(), r.name()
-            ncols = r.varint(CODEC_COLUMNS_MAX)
-            columns, forms, charsets = [], [], []
-            for _ in range(ncols):
-                columns.append(r.name())
-                form_code = r.byte()
-                try:
-                    forms.append(Form(form_code))
-                except ValueError as exc:
-                    raise RowCodecError(f"unknown form {form_code}") from exc
-                charset = r.name()
-                charsets.append(charset or None)
-            pk = tuple(r.varint(CODEC_COLUMNS_MAX) for _ in range(r.varint(CODEC_COLUMNS_MAX)))
-            parts = tuple((r.name(), r.varint(1 << 32)) for _ in range(r.varint(CODEC_COLUMNS_MAX)))
-            flags = r.byte()
-            if flags & ~_SHAPE_SELF_REFERENCING:
-                raise RowCodecError(f"unknown shape flags {flags:#x}")
-            shapes.append(
-                RowShape(schema, table, tuple(columns), tuple(forms), tuple(charsets), pk, parts,
-                         bool(flags & _SHAPE_SELF_REFERENCING))
-            )
-        if len(set(shapes)) != len(shapes):
-            raise RowCodecError("a table shape is written twice")
-        changes: list[RowChange] = []
-        used = 0  # shapes are numbered in the order changes first use them
-        for _ in range(r.varint(CODEC_CHANGES_MAX)):
-            if not shapes:
-                raise RowCodecError("a change refers to no table")
-            index = r.varint(len(shapes) - 1)
-            if index > used:
-                raise RowCodecError("table shapes out of order")
-            used = max(used, index + 1)
-            shape = shapes[index]
-            flags = r.byte()
-            if flags & ~(_OP_DELETE | _HAS_AFTER_KEY | _HAS_BEFORE_KEY):
-                raise RowCodecError(f"unknown change flags {flags:#x}")
-            if flags & _OP_DELETE:
-                pk_values = tuple(r.value() for _ in shape.primary_key)
-                after = None
-            else:
-                after = tuple(r.value() for _ in shape.columns)
-                pk_values = tuple(after[i] for i in shape.primary_key)
-            nparts = len(shape.key_parts)
-            after_key = tuple(_material_value(r) for _ in range(nparts)) if flags & _HAS_AFTER_KEY else None
-            before_key = tuple(_material_value(r) for _ in range(nparts)) if flags & _HAS_BEFORE_KEY else None
-            changes.append(
-                RowChange(shape, "delete" if flags & _OP_DELETE else "upsert", pk_values, after, after_key, before_key)
-            )
-    except RowCodecError:
-        raise
-    except (ValueError, TypeError) as exc:  # a constructor refused what was decoded
-        raise RowCodecError(str(exc)) from exc
-    if used != len(shapes):
-        raise RowCodecError("a table shape is not used by any change")
-    if r.pos != len(r.data):
-        raise RowCodecError(f"{len(r.data) - r.pos} bytes after the last change")
-    return changes
-
-
-def _material_value(r: _Reader) -> bytes | None:
-    v = r.value()
-    if v is not None and type(v) is not bytes:
-        raise RowCodecError("key material must be bytes or NULL")
-    return v
 
 
 # --- transactions ----------------------------------------------------------------------------------
@@ -696,161 +378,3 @@ class TransactionChanges:
 
     def __len__(self) -> int:
         return len(self.changes)
-
-
-# --- apply -------------------------------------------------------------------------------------------
-
-# The applier's session. UTC so that FROM_UNIXTIME() gives back the TIMESTAMP that was read;
-# NO_AUTO_VALUE_ON_ZERO so that a replicated 0 in an AUTO_INCREMENT column stays 0;
-# ALLOW_INVALID_DATES so that a date the origin accepted (under that mode) is stored again;
-# not strict, because the one value strict mode rejects that an origin may hold is the ENUM
-# error value (index 0) — every apply statement's warnings are checked instead, so a value that
-# does not store exactly fails loudly rather than being truncated.
-#
-# foreign_key_checks stays ON. The applier applies whole transactions in certification order,
-# each on a backend that already holds every earlier transaction touching the same keys (a
-# referenced parent's key is in the write set of every transaction that depends on it, so a
-# child cannot overtake the transaction that creates its parent, nor run beside one deleting
-# it), and within a transaction changes are applied in the order the origin made them: every
-# intermediate state passed the origin's checks and passes them here. Cascading actions never
-# need to fire because writeset.derive refuses changes that fired one (3098). Keeping the
-# checks on turns a divergence into a loud apply error instead of silent orphans.
-# unique_checks stays ON for the same reason.
-APPLY_SESSION_SQL = (
-    "SET SESSION time_zone = '+00:00', "
-    "sql_mode = 'NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES,NO_ENGINE_SUBSTITUTION', "
-    "foreign_key_checks = 1, unique_checks = 1, character_set_client = utf8mb4, "
-    "character_set_results = NULL, collation_connection = utf8mb4_general_ci"
-)
-
-
-class ApplyError(Exception):
-    """A change did not apply exactly (a delete found no row, a value did not store as is).
-
-    The backends have diverged or the image is wrong: the member must stop (ERROR state), and the
-    caller's transaction must be rolled back.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class _ApplyStatement:
-    sql: str
-    kind: Literal["session", "upsert", "delete", "warnings"]
-    rows: int
-    enum_zero: bool = False
-
-
-def _enum_zero(change: RowChange) -> bool:
-    return change.after is not None and any(
-        f is Form.ENUM and v == 0 for f, v in zip(change.shape.forms, change.after)
-    )
-
-
-def _statements(changes: Sequence[RowChange], mariadb: bool) -> Iterator[_ApplyStatement]:
-    i = 0
-    n = len(changes)
-    while i < n:
-        first = changes[i]
-        shape, op = first.shape, first.op
-        group = [first]
-        j = i + 1
-        size = 0
-        zero = _enum_zero(first)
-        single = zero or (op == "delete" and shape.self_referencing)
-        while not single and j < n and len(group) < APPLY_ROWS_PER_STATEMENT_MAX and size < APPLY_STATEMENT_BYTES_MAX:
-            nxt = changes[j]
-            if nxt.shape != shape or nxt.op != op:
-                break
-            if _enum_zero(nxt):
-                break
-            group.append(nxt)
-            size += nxt.size_bytes()
-            j += 1
-        if op == "upsert":
-            yield _ApplyStatement(_upsert_sql(shape, group, mariadb), "upsert", len(group), zero)
-            if zero:
-                yield _ApplyStatement("SHOW WARNINGS", "warnings", 0)
-        else:
-            where = pk_predicate(shape, [c.pk for c in group])
-            yield _ApplyStatement(f"DELETE FROM {qualified_name(shape.schema, shape.table)} WHERE {where}", "delete", len(group))
-        i = j
-
-
-def _upsert_sql(shape: RowShape, group: Sequence[RowChange], mariadb: bool) -> str:
-    cols = [quote_identifier(c) for c in shape.columns]
-    rows = []
-    for change in group:
-        assert change.after is not None
-        rows.append("(" + ", ".join(render_value(f, v, cs) for f, v, cs in zip(shape.forms, change.after, shape.charsets)) + ")")
-    pk = set(shape.primary_key)
-    updated = [c for i, c in enumerate(cols) if i not in pk] or [cols[shape.primary_key[0]]]
-    head = f"INSERT INTO {qualified_name(shape.schema, shape.table)} ({', '.join(cols)}) VALUES {', '.join(rows)}"
-    if mariadb:
-        return head + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in updated)
-    # MySQL 8.0.20+ deprecates VALUES() here (warning 1287): use a row alias.
-    return head + " AS `__grproxy_new` ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = `__grproxy_new`.{c}" for c in updated)
-
-
-async def apply_changes(
-    conn: "BackendConnection",
-    changes: Sequence[RowChange],
-) -> int:
-    """Apply `changes` in order on `conn`, inside the caller's open transaction.
-
-    Sets the applier session (APPLY_SESSION_SQL) first, in the same round trip as the first
-    statements, and leaves it so (the applier's connections are its own). A row holding the
-    ENUM error value (index 0) is applied in a statement of its own whose only tolerated
-    warning is 1265. Returns the number of round trips used.
-
-    Raises ApplyError when a delete finds fewer rows than it names or a statement warns (the
-    value did not store exactly) — the caller must roll back and stop applying; BackendError for
-    a server error (duplicate key, foreign key violation: a divergence as well).
-    """
-    mariadb = bool(conn.handshake and conn.handshake.is_mariadb)
-    statements = [_ApplyStatement(APPLY_SESSION_SQL, "session", 0)]
-    statements += _statements(changes, mariadb)
-    round_trips = 0
-    k = 0
-    multi = bool(conn.capabilities & (1 << 16))  # Cap.MULTI_STATEMENTS
-    while k < len(statements):
-        batch = [statements[k]]
-        size = len(statements[k].sql)
-        k += 1
-        while (
-            multi and k < len(statements) and len(batch) < APPLY_STATEMENTS_PER_BATCH_MAX
-            and size + len(statements[k].sql) < APPLY_BATCH_BYTES_MAX
-        ):
-            batch.append(statements[k])
-            size += len(statements[k].sql)
-            k += 1
-        if batch[-1].kind == "upsert" and batch[-1].enum_zero and k < len(statements):
-            batch.append(statements[k])  # keep an ENUM-0 upsert with its SHOW WARNINGS
-            k += 1
-        results = await conn.execute_all(";\n".join(s.sql for s in batch))
-        round_trips += 1
-        if len(results) != len(batch):
-            raise RowImageInvariant(f"{len(batch)} apply statements gave {len(results)} results")
-        for stmt, result in zip(batch, results):
-            _check_applied(stmt, result)
-    return round_trips
-
-
-def _check_applied(stmt: _ApplyStatement, result: "Result") -> None:
-    affected, warnings = result.affected_rows, result.warnings
-    if stmt.kind == "delete" and affected != stmt.rows:
-        raise ApplyError(f"delete by primary key removed {affected} of {stmt.rows} rows: {stmt.sql[:300]}")
-    if stmt.kind == "upsert" and warnings and not stmt.enum_zero:
-        raise ApplyError(f"applying a row image raised {warnings} warnings (value not stored exactly): {stmt.sql[:300]}")
-    if stmt.kind == "warnings":
-        bad = [r for r in result.rows if r[1] != b"1265"]
-        if bad:
-            raise ApplyError(f"applying a row image warned: {bad!r}")
-
-
-async def apply_encoded(conn: "BackendConnection", data: bytes) -> None:
-    """The applier's entry point (replication.applier.ApplyChanges): decode, then apply_changes.
-
-    Raises RowCodecError for bytes that are not a valid encoding (the member must stop: the
-    group delivered something no member should have sent).
-    """
-    await apply_changes(conn, decode_changes(data))

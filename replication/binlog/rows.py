@@ -7,8 +7,8 @@ metadata). `decoder_for(table_map)` compiles one small decoding function per col
 table definition (cached by the caller: `RowDecoder` objects are immutable), and
 `RowDecoder.decode(event)` turns a rows event into `BinlogRowChange`s.
 
-Values come out already in `replication.rowimage`'s representation (`Form`), the one the
-applier renders as exact SQL literals (`rowimage.render_value`) on every other member:
+Values come out already in `replication.rowimage`'s representation (`Form`), the one write-set
+key material is derived from:
 
     integers, YEAR, BIT, SET (bitmask), ENUM (index)   int
     DECIMAL                                            the server's text ("-12.30")

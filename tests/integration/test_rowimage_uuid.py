@@ -1,4 +1,4 @@
-"""MariaDB UUID values through the binlog and `apply_changes`: what is exact, and the one gap.
+"""MariaDB UUID values through the binlog and the applier's BINLOG statements: what is exact, and the one gap.
 
 MariaDB stores a UUID in one of two record layouts (segments reversed for "swappable" values:
 version 1-5 with the variant bit set, so that time-based UUIDs sort by time) and logs it in
@@ -29,7 +29,8 @@ from replication.binlog.events import Heartbeat
 from replication.binlog.rows import fetch_weights, to_row_changes, weight_requests
 from replication.binlog.stream import BinlogStream
 from replication.binlog.transactions import Assembler
-from replication.rowimage import RowChange, apply_changes
+from replication.rowevents import RowEventApplier, ship
+from replication.rowimage import RowChange
 from replication.schema import SchemaCatalog
 from test_binlog_support import HEARTBEAT_S, address, connect, replica_id, run_sql
 from tables_support import open_conn
@@ -68,12 +69,13 @@ def _rows(handle: ServerHandle, table: str) -> list[tuple[object, ...]]:
 
 async def _replicate(a: ServerHandle, b: ServerHandle, table: str, statements: Sequence[str]) -> list[RowChange]:
     """Run `statements` on `a` (one transaction each), derive their row images from a's
-    binlog, apply them on `b`; returns the images."""
+    binlog, apply its row events on `b` as the applier does; returns the images."""
     stream = await BinlogStream.open(address(a), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S)
     conn = await open_conn(a, DB)
     applier = await open_conn(b, DB)
     catalog = SchemaCatalog()
-    assembler = Assembler()
+    assembler = Assembler(keep_events=True)
+    events = RowEventApplier()
     out: list[RowChange] = []
     try:
         for sql in statements:
@@ -82,7 +84,7 @@ async def _replicate(a: ServerHandle, b: ServerHandle, table: str, statements: S
             while txn is None:
                 event = await stream.next_event()
                 if not isinstance(event, Heartbeat):
-                    txn = assembler.feed(event)
+                    txn = assembler.feed(event, stream.last_raw)
                     if txn is not None and not txn.has_rows:
                         txn = None
             meta = (await catalog.snapshot(conn, [(DB, table)])).table(DB, table)
@@ -91,9 +93,7 @@ async def _replicate(a: ServerHandle, b: ServerHandle, table: str, statements: S
             for t in txn.tables:
                 weights = await fetch_weights(conn, weight_requests(meta, t.table_map, t.changes))
                 changes += to_row_changes(meta, t.table_map, t.changes, weights)
-            await applier.execute("BEGIN")
-            await apply_changes(applier, changes)
-            await applier.execute("COMMIT")
+            await events.apply(applier, ship(txn, "grproxy"), head=("BEGIN",), tail=("COMMIT",))
             out += changes
     finally:
         conn.close()

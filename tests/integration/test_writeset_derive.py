@@ -20,7 +20,9 @@ from replication.binlog.events import Heartbeat
 from replication.binlog.stream import BinlogStream
 from replication.binlog.transactions import Assembler, BinlogTransaction
 from replication.protocol.errors import BeforeDmlValidation, HookError, MySQLError, NotSupported
-from replication.rowimage import Form, apply_encoded, encode_changes, key_hash
+from replication.positions import PositionStore
+from replication.rowevents import RowEventApplier, ship
+from replication.rowimage import Form, key_hash
 from replication.schema import CatalogSnapshot, SchemaCatalog
 from replication.writeset import Derived, derive
 from tables_support import open_conn, run_sql, table_state
@@ -63,12 +65,12 @@ def a(servers: tuple[ServerHandle, ServerHandle]) -> ServerHandle:
 
 
 async def _transaction_with_rows(stream: BinlogStream) -> BinlogTransaction:
-    assembler = Assembler()
+    assembler = Assembler(keep_events=True)
     for _ in range(EVENTS_MAX):
         event = await stream.next_event()
         if isinstance(event, Heartbeat):
             continue
-        txn = assembler.feed(event)
+        txn = assembler.feed(event, stream.last_raw)
         if txn is not None and txn.has_rows:
             return txn
     raise AssertionError(f"no transaction with rows in {EVENTS_MAX} events")
@@ -77,8 +79,14 @@ async def _transaction_with_rows(stream: BinlogStream) -> BinlogTransaction:
 def derive_sql(handle: ServerHandle, catalog: SchemaCatalog, statements: Sequence[str], size_limit_bytes: int = 0,
                before_derive: Sequence[str] = ()) -> Derived:
     """Run `statements` in one transaction, read it from the binlog and derive it."""
+    return derive_sql_txn(handle, catalog, statements, size_limit_bytes, before_derive)[1]
 
-    async def go() -> Derived:
+
+def derive_sql_txn(handle: ServerHandle, catalog: SchemaCatalog, statements: Sequence[str], size_limit_bytes: int = 0,
+                   before_derive: Sequence[str] = ()) -> tuple[BinlogTransaction, Derived]:
+    """As derive_sql; also the transaction as read (its events kept, as a member's reader keeps them)."""
+
+    async def go() -> tuple[BinlogTransaction, Derived]:
         stream = await BinlogStream.open(address(handle), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S)
         try:
             await asyncio.to_thread(run_sql, handle, DB, ["BEGIN", *statements, "COMMIT"])
@@ -88,7 +96,7 @@ def derive_sql(handle: ServerHandle, catalog: SchemaCatalog, statements: Sequenc
         await asyncio.to_thread(run_sql, handle, DB, before_derive)
         conn = await open_conn(handle, DB)
         try:
-            return await derive(txn, conn, catalog, size_limit_bytes)
+            return txn, await derive(txn, conn, catalog, size_limit_bytes)
         finally:
             conn.close()
 
@@ -117,26 +125,29 @@ def snapshot(handle: ServerHandle, catalog: SchemaCatalog, names: list[tuple[str
 
 def test_child_names_its_parents_as_they_hash_themselves(a: ServerHandle, servers: tuple[ServerHandle, ServerHandle]) -> None:
     catalog = SchemaCatalog()
-    child = derive_sql(a, catalog, ["INSERT INTO child (pcode, pid, note, tag) VALUES ('ONE ', 2, 'n', 't')"])
+    child_txn, child = derive_sql_txn(a, catalog, ["INSERT INTO child (pcode, pid, note, tag) VALUES ('ONE ', 2, 'n', 't')"])
     assert [c.op for c in child.changes] == ["upsert"]
     # Its own keys, and both parents' ('ONE ' = 'one' under utf8mb4_general_ci, PAD SPACE).
     assert key_hash(DB, "child", "PRIMARY", [b"1"]) in child.keys
     assert key_hash(DB, "parent", "PRIMARY", [b"2"]) in child.keys
     assert key_hash(DB, "parent", "code_u", [b"\x00O\x00N\x00E"]) in child.keys
     assert len(child.keys) == 5  # PRIMARY, note_u, tag_pid, parent PRIMARY 2, parent code_u 'one'
-    update_parent = derive_sql(a, catalog, ["UPDATE parent SET code = 'deux' WHERE id = 2"])
+    update_txn, update_parent = derive_sql_txn(a, catalog, ["UPDATE parent SET code = 'deux' WHERE id = 2"])
     assert key_hash(DB, "parent", "PRIMARY", [b"2"]) in update_parent.keys
     assert update_parent.keys & child.keys  # a concurrent parent update and child insert conflict
-    # Applied elsewhere, the two transactions give the same tables.
+    # Applied elsewhere (the applier's way: their row events, BINLOG), the two transactions give
+    # the same tables.
     b = servers[1]
 
     async def apply() -> None:
         conn = await open_conn(b, DB)
+        events = RowEventApplier()
         try:
-            for derived in (child, update_parent):
-                await conn.execute("BEGIN")
-                await apply_encoded(conn, encode_changes(list(derived.changes)))
-                await conn.execute("COMMIT")
+            await conn.execute_all(";".join(PositionStore.SETUP_SQL[:2]))
+            await conn.execute("DELETE FROM grproxy.applied WHERE seq IN (1, 2)")
+            for seq, txn in enumerate((child_txn, update_txn), 1):
+                await events.apply(conn, ship(txn, "grproxy"), head=("BEGIN",),
+                                   tail=(PositionStore.record_sql(seq), "COMMIT"))
         finally:
             conn.close()
 
