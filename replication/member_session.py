@@ -71,6 +71,9 @@ RECOVERY_PREFIX = b"/* grproxy */ "
 PREPARED_WRITES_MAX = 10_000  # prepared write statements tracked per session
 AUTO_INCREMENT_INCREMENT = 7  # group_replication_auto_increment_increment's default
 ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back
+ER_QUERY_INTERRUPTED = 1317  # a statement ended by KILL QUERY
+DOOM_TAIL_BYTES = 4_096  # answer bytes held back while a doomed transaction's statement runs (> any ERR packet)
+_DOOMED_MESSAGE = "Plugin instructed the server to rollback the current transaction."
 _ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
 ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after an autocommit write
 RECOVERY_STATS_COLUMNS = ("RECOVERY_PHASE", "RECOVERY_DONOR", "CLONE_TABLES_DONE", "CLONE_TABLES", "CLONE_ROWS",
@@ -168,6 +171,9 @@ class MemberSession(RelaySession):
         self._schema_known = False
         self._schema_value: str | None = None
         self._row_count: int | None = None  # ROW_COUNT() of the client's previous autocommit write
+        # The holder of the tail of the answer being relayed to the client once its transaction
+        # is doomed mid-statement (_on_doom, _DoomTail).
+        self._doom_tail: _DoomTail | None = None
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -262,6 +268,15 @@ class MemberSession(RelaySession):
             self.status |= IN_TRANS
 
     def _on_done(self, scanner: ResponseScanner) -> None:
+        if self._doom_tail is not None:
+            if scanner.infile:
+                self._finish_doom_tail(None)  # what was held back goes before the file request
+            elif self._finish_doom_tail(scanner):
+                # The client heard 3101 for its doomed transaction's killed statement: the
+                # command is done once that transaction is rolled back here too.
+                self.status = scanner.status
+                self._spawn(self._rollback_quietly())
+                return
         self._transaction_ended_under_us(scanner)
         if self.txn is not None and scanner.error is not None and scanner.error[0] == ER_LOCK_DEADLOCK:
             # The client heard 1213; the command is done once our XA transaction is ended too.
@@ -282,6 +297,10 @@ class MemberSession(RelaySession):
                 self._prepared_unheld.add(stmt_id)
             self._pending_prepare = None
         super()._on_done(scanner)
+
+    def _on_lost(self, relayed_any: bool) -> None:
+        self._finish_doom_tail(None)
+        super()._on_lost(relayed_any)
 
     def _needs_member(self, stmt: Statement) -> bool:
         kind = stmt.kind
@@ -540,6 +559,7 @@ class MemberSession(RelaySession):
         while True:
             finished, _ = await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
             if lost in finished:
+                self._finish_doom_tail(None)
                 self._on_lost(lost.result())
                 return None
             scanner = done.result()
@@ -547,16 +567,35 @@ class MemberSession(RelaySession):
                 break
             # The server asked for the client's file: pass the request on, then relay the
             # file's packets (on_infile_packet) and resume into the same sink.
+            self._finish_doom_tail(None)  # what was held back goes before the request
             if isinstance(sink, _Held):
                 sink.flush_request(self.link.transport)
             done = asyncio.get_running_loop().create_future()
             self._infile = (sink, _setter(done), on_lost)
             self.link.begin_infile()
+        interrupted = self._finish_doom_tail(scanner)
         self.status = scanner.status
         self._transaction_ended_under_us(scanner)
-        if self.txn is not None and scanner.error is not None and scanner.error[0] == ER_LOCK_DEADLOCK:
+        if interrupted:
+            await self._rollback_quietly()  # the client heard 3101: its transaction is over
+        elif self.txn is not None and scanner.error is not None and scanner.error[0] == ER_LOCK_DEADLOCK:
             await self._deadlocked()
         return scanner
+
+    def _finish_doom_tail(self, scanner: ResponseScanner | None) -> bool:
+        """Send what the doomed-statement sink held back (see _on_doom). A statement of a
+        doomed transaction that ended with ERR 1317 — killed by the applier's lock watch —
+        answers 3101 instead, as the doom promises. Returns whether it did."""
+        tail, self._doom_tail = self._doom_tail, None
+        if tail is None:
+            return False
+        if (scanner is not None and scanner.error is not None and scanner.error[0] == ER_QUERY_INTERRUPTED
+                and self.txn is not None and self.txn.local.doomed_by is not None
+                and tail.finish(scanner.error_len, b"\xff" + CertificationConflict.errno.to_bytes(2, "little")
+                                + b"#" + CertificationConflict.sqlstate.encode() + _DOOMED_MESSAGE.encode())):
+            return True
+        tail.finish()
+        return False
 
     def on_infile_packet(self, raw: bytes, last: bool) -> None:
         if self._infile is None:
@@ -683,9 +722,17 @@ class MemberSession(RelaySession):
     def _on_doom(self) -> None:
         """A remote transaction won keys this transaction wrote, or waits for its locks (the
         applier's lock watch): release its row locks now if the session is idle. The session
-        keeps the doomed transaction, so the client's next statement or COMMIT answers 3101."""
+        keeps the doomed transaction, so the client's next statement or COMMIT answers 3101.
+        A statement of it relaying its answer to the client now may be killed by the lock
+        watch: the rest of its answer goes through a _DoomTail, so that the kill's ERR 1317
+        reaches the client as 3101 (see _finish_doom_tail)."""
         if self._task is None and not self.backend.busy and not self.closed and self.txn is not None:
             self._spawn_internal(self._release_doomed(self.txn))
+        elif self._doom_tail is None and not self.closed:
+            client = self.link.transport  # only an answer going straight to the client (not a held one)
+            wrapped = self.backend.wrap_sink(lambda sink: _DoomTail(sink) if sink is client else sink)
+            if isinstance(wrapped, _DoomTail):
+                self._doom_tail = wrapped
 
     async def _release_doomed(self, txn: _Txn) -> None:
         if not self._unsent():
@@ -827,6 +874,39 @@ _WRITE_KINDS = frozenset({Kind.DML, Kind.CALL, Kind.LOAD_DATA, Kind.EXECUTE, Kin
 # Under autocommit=0 these start the implicit transaction: it is opened as XA first.
 _IMPLICIT_START_KINDS = frozenset({Kind.SELECT, Kind.DML, Kind.CALL, Kind.LOAD_DATA, Kind.EXECUTE, Kind.DO,
                                    Kind.MULTI, Kind.OTHER})
+
+
+class _DoomTail:
+    """The sink of a statement whose transaction was doomed while it ran: passes the answer
+    on as it comes except its last DOOM_TAIL_BYTES, so that a terminating ERR packet can still
+    be replaced (`finish`). Bounded: never holds more than DOOM_TAIL_BYTES."""
+
+    __slots__ = ("sink", "tail")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.tail = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.tail += data
+        over = len(self.tail) - DOOM_TAIL_BYTES
+        if over > 0:
+            self.sink.write(bytes(self.tail[:over]))
+            del self.tail[:over]
+
+    def finish(self, err_len: int = 0, err_payload: bytes = b"") -> bool:
+        """Send what is held; with `err_len`, its last err_len bytes (the answer's ERR packet)
+        are replaced by `err_payload` framed with the same sequence id. Returns whether the
+        replacement was made (not when the ERR packet had already gone out)."""
+        data, self.tail = self.tail, bytearray()
+        replaced = False
+        if 4 <= err_len <= len(data) and data[len(data) - err_len + 4] == 0xFF:
+            seq = data[len(data) - err_len + 3]
+            data = data[:len(data) - err_len] + frame(err_payload, seq)
+            replaced = True
+        if data:
+            self.sink.write(bytes(data))
+        return replaced
 
 
 class _Held:

@@ -365,6 +365,14 @@ class BackendConnection(asyncio.Protocol):
             self._buf.clear()
             self._relay_data(sink, data)
 
+    def wrap_sink(self, wrap: Callable[[Sink], Sink]) -> Sink | None:
+        """While an answer is being relayed: what is left of it goes to `wrap(sink)` instead of
+        the relay's sink. Returns the new sink, or None when no answer is in flight."""
+        if self._sink is None:
+            return None
+        self._sink = wrap(self._sink)
+        return self._sink
+
     def relay_more(self, raw: bytes) -> None:
         """Forward more client packets within the current command (LOCAL INFILE data)."""
         if self.transport is not None and not self.closed:

@@ -69,12 +69,13 @@ class ResponseScanner:
     has asked for a LOCAL INFILE: the response is paused until `resume_after_infile()`.
 
     After completion: `status` holds the server status flags of the last OK/EOF seen,
-    `error` the (errno, sqlstate, message) of a terminating ERR packet or None, `ok_prefix` the
+    `error` the (errno, sqlstate, message) of a terminating ERR packet or None (`error_len`: that
+    packet's length on the wire, header included), `ok_prefix` the
     first bytes of the last OK packet, `prepared` (stmt_id, columns, params) for a prepare.
     """
 
     __slots__ = (
-        "expect", "done", "infile", "status", "error", "ok_prefix", "prepared", "packets",
+        "expect", "done", "infile", "status", "error", "error_len", "ok_prefix", "prepared", "packets",
         "_state", "_skip", "_cont", "_final", "_remaining", "_ncols", "_carry",
     )
 
@@ -84,6 +85,7 @@ class ResponseScanner:
         self.infile = False
         self.status = 0
         self.error: tuple[int, str, str] | None = None
+        self.error_len = 0
         self.ok_prefix = b""
         self.prepared: tuple[int, int, int] | None = None
         self.packets = 0
@@ -101,6 +103,7 @@ class ResponseScanner:
             raise RuntimeError(f"[BUG] scanner started for {expect.name} while {self.expect.name} is in progress")
         self.expect = expect
         self.error = None
+        self.error_len = 0
         self.prepared = None
         self.infile = False
         self.packets = 0
@@ -250,6 +253,7 @@ class ResponseScanner:
         first = head[0]
         if first == 0xFF:
             self._on_err(head)
+            self.error_len = 4 + length
             return
         if state == _ROWS:
             if first == 0xFE and length < 9:
