@@ -244,15 +244,23 @@ class PositionStore:
     async def compact(self, conn: BackendLike, keep: Collection[int] = ()) -> int:
         """Fold `applied` rows into `applied_ranges` (one transaction). Returns rows folded.
 
-        Exact under any isolation level: only the `applied` rows this transaction read (and
-        locked) are deleted, by their seqs, so a seq committed by another transaction between
-        the read and the DELETE stays in `applied` for the next compaction. Seqs in `keep` (local
-        transactions between their position and their XA COMMIT: the restart needs their xid)
-        are left as rows."""
+        Exact: only the `applied` rows this transaction read are deleted, by their seqs, so a
+        seq committed by another transaction between the read and the DELETE stays in `applied`
+        for the next compaction. Seqs in `keep` (local transactions between their position and
+        their XA COMMIT: the restart needs their xid) are left as rows.
+
+        Never waits for the appliers, nor makes them wait: it runs READ COMMITTED and reads
+        `applied` without locking (committed rows only; positions are only ever inserted,
+        and deleted by compaction alone), then locks just the rows it deletes. A locking read
+        of the whole table (next-key locks) waited for the position row of an applier
+        transaction that itself waits, in the applier, for an earlier one to commit — whose
+        position INSERT waited for that read's gap locks: a cycle InnoDB cannot see, broken
+        only by innodb_lock_wait_timeout (50 s of a stalled member)."""
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")  # the next transaction only
         await conn.execute("BEGIN")
         try:
             ranges = await conn.execute("SELECT lo, hi FROM grproxy.applied_ranges FOR UPDATE")
-            rows = await conn.execute("SELECT seq FROM grproxy.applied FOR UPDATE")
+            rows = await conn.execute("SELECT seq FROM grproxy.applied")
             seqs = [int(seq) for (seq,) in rows.rows if int(seq) not in keep]  # type: ignore[arg-type]
             current = AppliedSet((int(lo), int(hi)) for lo, hi in ranges.rows)  # type: ignore[arg-type]
             for seq in seqs:
