@@ -36,6 +36,7 @@ CR_SERVER_LOST = 2013
 BLOCKED_CHECK_S = 1.0  # how long a held statement must still be waiting
 JOIN_TIMEOUT_S = 30.0  # bound on anything that should return once the hold is released
 RYW_WORKERS = 8
+UPDATES_PER_SESSION = 300  # successive writes of one row per session (multi-primary self-conflict test)
 RYW_PAIRS = 4_000  # write→read pairs over RYW_WORKERS sessions (~20 s on a quiet 2-core machine)
 FAILOVER_DEADLINE_S = 30.0
 
@@ -949,7 +950,7 @@ def test_multi_primary_session_does_not_conflict_with_itself(mp: Sandbox) -> Non
 
     def updater(row: int) -> None:
         with contextlib.closing(mp.connect()) as conn, conn.cursor() as cur:
-            for i in range(1, 601):
+            for i in range(1, UPDATES_PER_SESSION + 1):
                 if stop.is_set():
                     return
                 try:
