@@ -10,9 +10,11 @@ group to join they end in ERROR and wait. Then this command, given their member 
    member holds every transaction the others hold (their histories diverged: a person must
    decide);
 3. bootstraps the group again on the most advanced member (`GROUP REBOOT`), keeping the group's
-   uuid and seqs, waits until it is ONLINE, and has every other member rejoin (`GROUP REJOIN`):
-   they recover what they miss from it;
-4. waits until every member is ONLINE, and reports.
+   uuid and seqs, and waits until it is ONLINE;
+4. waits until every other member is ONLINE: a member still asking its seeds (RECOVERING) finds
+   the rebooted group by itself and recovers what it misses from it; a member that gave up
+   (ERROR, OFFLINE) is asked to join again (`GROUP REJOIN`, at most every REJOIN_INTERVAL_S).
+   A joining member is never told to start over (see `rejoin_needed`). Then it reports.
 
 Members that do not answer are left out (named in the report); they rejoin when restarted.
 `choose_bootstrap` is the pure decision; the rest is I/O.
@@ -34,6 +36,7 @@ from .config import load_config
 
 CONNECT_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.3
+REJOIN_INTERVAL_S = 10.0  # a member in ERROR / OFFLINE is asked to rejoin at most this often
 
 
 class RebootError(Exception):
@@ -81,6 +84,18 @@ def choose_bootstrap(statuses: list[MemberStatus]) -> MemberStatus:
                           + "; ".join(f"{s.member_id}: {s.gtid_executed or 'none'}" for s in statuses))
     # Equal sets: prefer a stable, explainable pick (lowest member id).
     return min(candidates, key=lambda s: s.member_id)
+
+
+def rejoin_needed(status: MemberStatus) -> bool:
+    """Whether a member other than the rebooted one must be asked to join (`GROUP REJOIN`).
+
+    Only a member that gave up (ERROR, OFFLINE) is asked. A RECOVERING member is inside the
+    group or still asking its seeds, and such a join finds the rebooted group by itself. Asking
+    it would start it over as a new incarnation; when the group had admitted the old one a
+    moment before, that incarnation would vanish from a two-member view without leaving it, and
+    the rebooted member would be left without a majority for good (chaos seed 7003 run 19).
+    """
+    return status.state in ("ERROR", "OFFLINE")
 
 
 def addresses_from(members: list[str], configs: list[str]) -> list[str]:
@@ -155,6 +170,33 @@ async def _wait_online(addresses: list[str], user: str, password: str, deadline:
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
+async def _join_others(others: list[MemberStatus], user: str, password: str, deadline: float) -> None:
+    """Until every member of `others` is ONLINE (or the deadline passes: the caller's wait
+    reports who is not): ask those that gave up to rejoin (`rejoin_needed`), leave the others
+    to their own join. Raises RebootError when a member refuses to rejoin."""
+    asked: dict[str, float] = {}  # address -> when it was last asked
+    while time.monotonic() < deadline:
+        waiting = False
+        for s in others:
+            try:
+                now = await member_status(s.address, user, password)
+            except (MySQLError, OSError, TimeoutError, IndexError, ValueError):
+                waiting = True  # it answered before the reboot; it may be busy: ask again
+                continue
+            if now.state == "ONLINE":
+                continue
+            waiting = True
+            if rejoin_needed(now) and time.monotonic() - asked.get(s.address, -REJOIN_INTERVAL_S) >= REJOIN_INTERVAL_S:
+                asked[s.address] = time.monotonic()
+                try:
+                    await _command(s.address, user, password, "/* grproxy */ GROUP REJOIN")
+                except MySQLError as exc:
+                    raise RebootError(f"{s.member_id} ({s.address}) refused to rejoin: {exc}") from None
+        if not waiting:
+            return
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
 async def reboot_group(addresses: list[str], user: str, password: str, timeout_s: float) -> str:
     """Run the reboot (see the module docstring); returns the report printed to the user."""
     started = time.monotonic()
@@ -167,11 +209,7 @@ async def reboot_group(addresses: list[str], user: str, password: str, timeout_s
         raise RebootError(f"{chosen.member_id} ({chosen.address}) refused to bootstrap: {exc}") from None
     await _wait_online([chosen.address], user, password, deadline)
     others = [s for s in statuses if s is not chosen]
-    for s in others:
-        try:
-            await _command(s.address, user, password, "/* grproxy */ GROUP REJOIN")
-        except MySQLError as exc:
-            raise RebootError(f"{s.member_id} ({s.address}) refused to rejoin: {exc}") from None
+    await _join_others(others, user, password, deadline)
     final = await _wait_online([s.address for s in statuses], user, password, deadline)
     lines = [f"group {chosen.group_uuid or '(new)'} rebooted from {chosen.member_id} ({chosen.address}) "
              f"in {time.monotonic() - started:.1f}s",

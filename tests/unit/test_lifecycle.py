@@ -1,11 +1,11 @@
-"""The member lifecycle table (replication/lifecycle.py) and the reboot decision
-(grproxy/reboot.py's choose_bootstrap), from tables."""
+"""The member lifecycle table (replication/lifecycle.py) and the reboot decisions
+(grproxy/reboot.py's choose_bootstrap and rejoin_needed), from tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from grproxy.reboot import MemberStatus, RebootError, choose_bootstrap
+from grproxy.reboot import MemberStatus, RebootError, choose_bootstrap, rejoin_needed
 from replication.gcs.interface import MemberState
 from replication.lifecycle import TRANSITIONS, ExitStateAction, IllegalTransition, LifecycleEvent, transition
 
@@ -76,3 +76,10 @@ def test_reboot_refuses(members: list[MemberStatus], why: str) -> None:
 
 def test_a_member_still_asking_its_seeds_does_not_block_the_reboot() -> None:
     assert choose_bootstrap([_m("a", "1-5", state="RECOVERING"), _m("b", "1-4")]).member_id == "a"
+
+
+@pytest.mark.parametrize("state,asked", [("ERROR", True), ("OFFLINE", True), ("RECOVERING", False), ("ONLINE", False)])
+def test_reboot_asks_only_members_that_gave_up_to_rejoin(state: str, asked: bool) -> None:
+    """A RECOVERING member joins the rebooted group by itself; telling it to start over could
+    drop an incarnation the group had just admitted (chaos seed 7003 run 19)."""
+    assert rejoin_needed(_m("a", "1-3", state=state, in_group=state == "ONLINE")) is asked
