@@ -102,6 +102,7 @@ class ClientConnection(asyncio.Protocol):
         self._pauses: set[str] = set()  # why reading is paused: "buffer" (command in flight), "backend" (backpressure)
         self._nonce = b""
         self._handshake_task: asyncio.Task[None] | None = None
+        self._local_task: asyncio.Task[None] | None = None  # COM_CHANGE_USER (phase LOCAL)
         self._tls: TlsTransport | None = None
         self._log = log
         # MariaDB Connector/C (the mariadb CLI, and drivers built on it) reports an ERR packet
@@ -161,8 +162,11 @@ class ClientConnection(asyncio.Protocol):
             self._transport.close()
         if self.session is not None:
             self.session.close()
-        if self._handshake_task is not None and not self._handshake_task.done():
-            self._handshake_task.cancel()
+        for task in (self._handshake_task, self._local_task):
+            # A closed connection's coroutines stop here: the session gave its connections
+            # back, and a COM_CHANGE_USER that went on would reset ones a pool now owns.
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -281,10 +285,16 @@ class ClientConnection(asyncio.Protocol):
             return
         if raw[4] == Command.CHANGE_USER:
             self.phase = Phase.LOCAL
-            asyncio.get_running_loop().create_task(self._change_user(raw))
+            self._local_task = asyncio.get_running_loop().create_task(self._change_user(raw))
             return
         assert self.session is not None
-        self.session.on_command(raw, last_seq)
+        try:
+            self.session.on_command(raw, last_seq)
+        except Exception:  # noqa: BLE001 - a session's bug costs this client, never the caller
+            # The caller may be another connection's callback: the member connection whose
+            # answer completed the previous command dispatches the next buffered one.
+            self._log.exception("session_error")
+            self._fail(MySQLError("grproxy internal error; see the proxy log"), last_seq + 1)
 
     def _fail(self, error: MySQLError, seq: int) -> None:
         """Protocol violation by the client: ERR, then close (nothing more is read)."""
@@ -469,6 +479,9 @@ class ClientConnection(asyncio.Protocol):
             self.command_done()
         except MySQLError as exc:
             self._fail(exc, raw[3] + 1)
+        except (ConnectionError, OSError) as exc:  # the client left during it (an auth switch)
+            self._log.info("change_user_abandoned", reason=str(exc))
+            self.close()
         except Exception:  # noqa: BLE001
             self._log.exception("change_user_error")
             self.close()

@@ -45,6 +45,9 @@ class TlsTransport:
                 self._flush()
                 if not self.handshake.done():
                     self.handshake.set_exception(exc)
+                    # The caller gets it raised here and closes; a handshake nobody awaits yet
+                    # must not log "Future exception was never retrieved" later.
+                    self.handshake.exception()
                 raise
             self.handshake_done = True
             self._flush()

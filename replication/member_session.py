@@ -39,6 +39,7 @@ from replication.protocol.backend import BackendConnection, Sink
 from replication.protocol.constants import Cap, Command, Status
 from replication.protocol.errors import (
     BackendError,
+    CantResetMaster,
     BeforeDmlValidation,
     BackendLost,
     CertificationConflict,
@@ -74,6 +75,10 @@ ER_LOCK_DEADLOCK = 1213  # InnoDB rolls the whole transaction back
 ER_QUERY_INTERRUPTED = 1317  # a statement ended by KILL QUERY
 DOOM_TAIL_BYTES = 4_096  # answer bytes held back while a doomed transaction's statement runs (> any ERR packet)
 _DOOMED_MESSAGE = "Plugin instructed the server to rollback the current transaction."
+REFRESH_MASTER = 0x80  # COM_REFRESH flag: RESET MASTER
+# As a GR member answers: RESET MASTER would delete the binary log the member reads its own
+# transactions from (the binlog dump ends with 1236 and every later commit fails).
+_RESET_MASTER_REFUSED = "RESET MASTER is not allowed because Group Replication is running."
 _ROW_COUNT_RE = re.compile(rb"ROW_COUNT\s*\(", re.IGNORECASE)
 ROW_COUNT_SCAN_BYTES = 16_384  # how much of a statement is searched for ROW_COUNT() after an autocommit write
 RECOVERY_STATS_COLUMNS = ("RECOVERY_PHASE", "RECOVERY_DONOR", "CLONE_TABLES_DONE", "CLONE_TABLES", "CLONE_ROWS",
@@ -91,6 +96,14 @@ def recovery_stats(member: Member) -> tuple[object, ...]:
     now = asyncio.get_running_loop().time()
     return (j.phase.value, j.donor[0] if j.donor else None, c.tables_done, c.tables, c.rows, c.bytes,
             f"{c.mib_per_s(now):.2f}", j.transactions_left, j.fetched, f"{j.fetch_txns_per_s():.1f}", j.clones, served)
+
+
+def _resets_master(stmt: Statement) -> bool:
+    """RESET MASTER (or RESET BINARY LOGS AND GTIDS), alone, in a multi-statement or inside
+    PREPARE / EXECUTE IMMEDIATE with a literal."""
+    if stmt.verb == "RESET MASTER":
+        return True
+    return any(_resets_master(p) for p in stmt.parts) or (stmt.inner is not None and _resets_master(stmt.inner))
 
 
 def member_auto_increment_sql(member: Member) -> str:
@@ -174,6 +187,10 @@ class MemberSession(RelaySession):
         # The holder of the tail of the answer being relayed to the client once its transaction
         # is doomed mid-statement (_on_doom, _DoomTail).
         self._doom_tail: _DoomTail | None = None
+        # A DDL running on this session's connection (at its place in the group's order): the
+        # connection outlives a client that leaves meanwhile, until the server answered it.
+        self._ddl_running = False
+        self._close_after_ddl = False
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -184,6 +201,11 @@ class MemberSession(RelaySession):
             # The backend's ROW_COUNT() now describes the member's XA COMMIT: answer the
             # client's own (its write's affected rows).
             raw = frame(b"\x03" + replace_call(raw[5:], "ROW_COUNT", row_count), 0)
+        if cmd == Command.REFRESH and len(raw) > 5 and raw[5] & REFRESH_MASTER:
+            # COM_REFRESH(REFRESH_MASTER) is RESET MASTER: refused as the statement is.
+            self._cmd_seq = last_seq
+            self._spawn(self._refuse(CantResetMaster(_RESET_MASTER_REFUSED)))
+            return
         if cmd in (Command.INIT_DB, Command.RESET_CONNECTION):
             self._schema_known = False
             self._wait_timeout = None
@@ -206,6 +228,10 @@ class MemberSession(RelaySession):
                 self._spawn(self._recovery_command(sql[len(RECOVERY_PREFIX):].decode("ascii", "replace")))
                 return
             stmt = classify(sql)
+            if _resets_master(stmt):
+                self._cmd_seq = last_seq
+                self._spawn(self._refuse(CantResetMaster(_RESET_MASTER_REFUSED)))
+                return
             if stmt.kind is Kind.USE or stmt.kind is Kind.MULTI or (stmt.kind is Kind.DDL and stmt.ddl_object in
                                                                    ("DATABASE", "SCHEMA")):
                 self._schema_known = False
@@ -228,6 +254,11 @@ class MemberSession(RelaySession):
                 return
         elif cmd == Command.STMT_PREPARE:
             self._pending_prepare = (classify(raw[5:]), raw[5:].decode("utf-8", "surrogateescape"))
+            if _resets_master(self._pending_prepare[0]):
+                self._pending_prepare = None
+                self._cmd_seq = last_seq
+                self._spawn(self._refuse(CantResetMaster(_RESET_MASTER_REFUSED)))
+                return
         elif cmd in (Command.STMT_EXECUTE, Command.STMT_CLOSE) and len(raw) >= 9:
             stmt_id = int.from_bytes(raw[5:9], "little")
             if stmt_id in self._prepared_refused and cmd == Command.STMT_EXECUTE:
@@ -680,15 +711,23 @@ class MemberSession(RelaySession):
         lost_at: list[bool] = []
 
         async def execute() -> int:
-            """Run on this session's connection (called by the member at the DDL's seq)."""
+            """Run on this session's connection (called by the member at the DDL's seq). The
+            server's answer decides what the group does with the DDL, so a client that leaves
+            while it runs does not cut it short (`close` waits for it)."""
             if self.closed or backend.closed:
                 raise DdlNotRun("the session is closed")
             loop = asyncio.get_running_loop()
             done: asyncio.Future[ResponseScanner] = loop.create_future()
             lost: asyncio.Future[bool] = loop.create_future()
-            backend.relay(_frame_query(sql), Expect.QUERY, held, _setter(done),
-                          lambda relayed: lost.done() or lost.set_result(relayed))
-            await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+            self._ddl_running = True
+            try:
+                backend.relay(_frame_query(sql), Expect.QUERY, held, _setter(done),
+                              lambda relayed: lost.done() or lost.set_result(relayed))
+                await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._ddl_running = False
+                if self._close_after_ddl:
+                    backend.close()
             if not done.done():
                 lost_at.append(lost.result())
                 raise BackendLost(f"Lost connection to backend {backend.address} during query")
@@ -863,6 +902,14 @@ class MemberSession(RelaySession):
         self._drop_txn()
         self.member.donor.release(self)  # a clone this session began (a joiner gone) ends now
         super().close()
+
+    def _close_backend(self) -> None:
+        if self._ddl_running:
+            # Cut short, the DDL's outcome here would be unknown and the member would have to
+            # leave the group (Member.run_local_ddl): it is closed once the server answered.
+            self._close_after_ddl = True
+            return
+        super()._close_backend()
 
 
 _HELD_KINDS = frozenset({Kind.SELECT, Kind.DML, Kind.BEGIN, Kind.CALL, Kind.DO, Kind.SHOW})

@@ -1924,6 +1924,8 @@ def _admin(p: _P, j: int) -> Statement:
     implicit_commit = key in _ADMIN_IMPLICIT_COMMIT and not (key == "RESET" and p.key(j + 1) == "PERSIST")
     if key == "CHANGE" and p.key(j + 1) not in ("MASTER", "REPLICATION"):
         return _other("CHANGE")
+    if key == "RESET" and p.key(j + 1) in ("MASTER", "BINARY"):  # RESET BINARY LOGS AND GTIDS: MySQL 8.4's name
+        return Statement(Kind.ADMIN, "RESET MASTER", False, implicit_commit=True)
     return Statement(Kind.ADMIN, key, False, implicit_commit=implicit_commit)
 
 

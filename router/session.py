@@ -75,6 +75,7 @@ from replication.protocol.errors import (
     BackendLost,
     BackendUnavailable,
     HoldMemberStatus,
+    MalformedPacket,
     MySQLError,
     NotSupported,
     PacketTooLarge,
@@ -104,6 +105,7 @@ log = structlog.get_logger("grproxy.router.session")
 _COM_QUERY = int(Command.QUERY)
 _COM_STMT_EXECUTE = int(Command.STMT_EXECUTE)
 _CURSOR_TYPE_READ_ONLY = 0x01
+_EXECUTE_HEADER_BYTES = 14  # COM_STMT_EXECUTE with its header: command, id, flags, iteration count
 _LAST_PREPARED = 0xFFFFFFFF  # MariaDB: "the statement prepared last" (execute-direct)
 _IN_TRANS = int(Status.IN_TRANS)
 _READ = classify("SELECT 1")
@@ -632,13 +634,15 @@ class RouterSession(RelaySession):
     def _execute(self, raw: bytes) -> None:
         try:
             vid, p = self._statement_of(raw, "mysqld_stmt_execute")
+            if len(raw) < _EXECUTE_HEADER_BYTES:  # no flags / iteration count: as a server answers
+                raise MalformedPacket("Malformed communication packet")
         except MySQLError as exc:
             self.link.send_error(exc, self._cmd_seq + 1)
             self.link.command_done()
             return
         bound_at = 14 + (p.params + 7) // 8  # the new-params-bound flag's offset in `raw`
         binds = p.params > 0 and len(raw) > bound_at and raw[bound_at] == 1
-        if binds:
+        if binds and len(raw) >= bound_at + 1 + 2 * p.params:  # a cut-off type block is not kept
             p.types = raw[bound_at + 1:bound_at + 1 + 2 * p.params]
         router = self.router
         d = route(p.stmt, self.state, router.topology, local=router.local, load=router.load, spread=self.link.conn_id)
@@ -769,6 +773,8 @@ class RouterSession(RelaySession):
             del self.direct[member]
             mc.pool.release(mc.conn, self.key, reusable=True)
         for member, mc in list(self.conns.items()):
+            if self.closed:  # the client left: its connections went back to their pools
+                raise BackendLost("client gone")
             mc.prepared.clear()
             mc.typed.clear()
             try:

@@ -124,6 +124,11 @@ class NotSupported(MySQLError):
     sqlstate = "42000"
 
 
+class CantResetMaster(MySQLError):
+    errno = 3190  # ER_CANT_RESET_MASTER: "RESET MASTER is not allowed because %s."
+    sqlstate = "HY000"
+
+
 class ConnectionKilled(MySQLError):
     errno = 1927  # MariaDB ER_CONNECTION_KILLED
     sqlstate = "70100"

@@ -241,7 +241,10 @@ class RelaySession:
             if relaying is not True and not self.closed:
                 self.link.command_done()
 
-        self._task = asyncio.get_running_loop().create_task(run())
+        self._task = task = asyncio.get_running_loop().create_task(run())
+        # A session closed before the task ran cancels it unstarted: close the coroutine then,
+        # or Python warns that it was never awaited.
+        task.add_done_callback(lambda _t: coro.close() if hasattr(coro, "close") else None)
 
     async def _local_command(self, cmd: int, raw: bytes) -> None:
         if cmd == Command.PROCESS_KILL and len(raw) >= 9:
@@ -283,6 +286,10 @@ class RelaySession:
         self.closed = True
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
-        self.backend.close()
+        self._close_backend()
         self.link.close()
+
+    def _close_backend(self) -> None:
+        """Close the session's backend connection (when the session closes)."""
+        self.backend.close()
 
