@@ -91,6 +91,11 @@ class Committed:
     seq: Seq | None
 
 
+def _outcome_read(task: "asyncio.Task[object]") -> None:
+    if not task.cancelled():
+        task.exception()  # marks it read; a caller still waiting gets it through its shield
+
+
 class LocalCommits:
     """The member's binlog write path (see the module docstring). One per member."""
 
@@ -201,6 +206,9 @@ class LocalCommits:
         (3098), NotSupported (1235), ReadOnly (1290), or the backend's error from XA END / XA
         PREPARE (the transaction is then rolled back)."""
         task = asyncio.get_running_loop().create_task(self._commit(conn, xid, txn, ack))
+        # A caller that left (the client disconnected) no longer reads the outcome, and shield
+        # then drops its interest: a failure would end as "Task exception was never retrieved".
+        task.add_done_callback(_outcome_read)
         return await asyncio.shield(task)
 
     async def _commit(self, conn: BackendConnection, xid: XaId, txn: "LocalTxn", ack: bool) -> Committed:
