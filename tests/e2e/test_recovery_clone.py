@@ -118,8 +118,7 @@ def _schema(sandbox: Sandbox) -> None:
         "CREATE TABLE app.counts (name VARCHAR(20) PRIMARY KEY, n INT)",
         "CREATE VIEW app.big AS SELECT id, v FROM app.items WHERE v > 10",
         "CREATE VIEW app.big2 AS SELECT id FROM app.big",
-        # Cloned like the rest; on a table the load never writes (writes to a table with
-        # triggers are refused: the appliers would fire them again).
+        # Cloned like the rest (a trigger's definition; its effects are rows like any other).
         "CREATE TRIGGER app.counted BEFORE INSERT ON app.counts FOR EACH ROW SET NEW.n = NEW.n + 1",
         "CREATE PROCEDURE app.p() SELECT COUNT(*) FROM app.items",
         "CREATE FUNCTION app.twice(x INT) RETURNS INT DETERMINISTIC RETURN 2 * x",
