@@ -14,9 +14,10 @@ One `Router` serves every client session of a client port. It
   empty one. When no such member answers, every known member is shown UNREACHABLE: nothing is
   routed on a guess (a member cut off in a minority would route writes nowhere useful and reads
   to stale data).
-* **marks members down locally**: a member whose port refuses a new connection, or whose
-  connection breaks, is shown UNREACHABLE for `down_hold_s` even if the group still lists it
-  (the group needs an expel timeout to notice a dead member; the router notices at once). The
+* **marks members down locally**: a member whose port refuses a new connection is shown
+  UNREACHABLE for `down_hold_s` even if the group still lists it (the group needs an expel
+  timeout to notice a dead member; the router notices at once). A connection that breaks under
+  one session does not (that session's statement may have ended it). The
   routed topology is the polled one with those members' state overridden; it changes version
   whenever what the routing policy sees changes.
 * keeps one `MemberPool` per member address and the **load**: statements in flight per member,

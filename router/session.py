@@ -28,7 +28,9 @@ Failures:
   while and, when nothing had been sent and the session has no state there, the statement is
   routed again (at most `REROUTES_MAX` times). Nothing that was sent is ever re-sent: a statement
   whose connection breaks before any answer gets 2013 and the session goes on; one whose answer
-  was partly relayed closes the client connection (its protocol state is unknown).
+  was partly relayed closes the client connection (its protocol state is unknown). A broken
+  connection alone does not mark its member down (that session's own statement may have ended
+  it); the next connection the member refuses does.
 
 GR's vocabulary (replication.admin) is answered by members, so texts naming it go to a member
 port: never read from a backend directly. The router checks the client's own user for the
@@ -405,8 +407,12 @@ class RouterSession(RelaySession):
             self._forget(target, direct=True, why="backend connection lost during a read")
         else:
             had_state = self._has_state_on(target)
+            # Not marked down: one session's connection may end for that session's own reasons
+            # (its statement, a KILL), and every other client would be routed around a healthy
+            # member (fuzzing found a 2 s write outage). A member that is really gone refuses
+            # the next connection, which marks it down (_acquire), as MySQL Router quarantines
+            # a destination on failed connects.
             self._drop(target, why="connection lost during a statement")
-            self.router.mark_down(target, "connection lost during a statement")
         self._log.warning("member_lost", member=target, mid_result=relayed_any)
         if relayed_any:
             self.close()  # part of an answer reached the client: its protocol state is unknown

@@ -1440,19 +1440,21 @@ def run(seed: int, total: int, work: Path, *, targets: Sequence[str] = tuple(WEI
     return report
 
 
-def replay(seed: int, target: str, index: int, work: Path, log: Callable[[str], None] = print) -> Report:
-    """Run one input again (a sandbox is started for the targets that need one)."""
+def replay(seed: int, target: str, index: int, work: Path, log: Callable[[str], None] = print,
+           count: int = 1) -> Report:
+    """Run inputs index .. index+count-1 of `target` again (a sandbox is started for the
+    targets that need one)."""
     report = Report(seed)
-    report.inputs = {target: 1}
+    report.inputs = {target: count}
     fn = {"login": fuzz_login, "frames": fuzz_frames, "messages": fuzz_messages, "core": fuzz_core}.get(target)
     if fn is not None:
-        fn(report, seed, range(index, index + 1))
+        fn(report, seed, range(index, index + count))
     else:
         sandbox = Sandbox(work / "sandbox")
         sandbox.start()
         try:
             sandbox.wait_ready()
-            counts = {t: (1 if t == target else 0) for t in SANDBOX_TARGETS}
+            counts = {t: (count if t == target else 0) for t in SANDBOX_TARGETS}
             offsets = {t: (index if t == target else 0) for t in SANDBOX_TARGETS}
             asyncio.run(_sandbox_targets(report, seed, counts, sandbox, work, offsets))
         finally:
@@ -1469,15 +1471,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="how many inputs in all (default: $FUZZ_INPUTS or 1000000)")
     p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     p.add_argument("--targets", default=",".join(WEIGHTS), help=f"comma-separated subset of {','.join(WEIGHTS)}")
-    p.add_argument("--replay", default="", help="TARGET:INDEX — run that one input again")
+    p.add_argument("--replay", default="", help="TARGET:INDEX or TARGET:FIRST-LAST — run those inputs again")
     p.add_argument("--out", type=Path, default=None, help="where the report and the sandbox go (default: a temp dir)")
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**9)
     work = args.out or Path(tempfile.mkdtemp(prefix=f"grproxy-fuzz-{seed}-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.replay:
-        target, _, index = args.replay.partition(":")
-        report = replay(seed, target, int(index), work)
+        target, _, where = args.replay.partition(":")
+        first, _, last = where.partition("-")
+        report = replay(seed, target, int(first), work, count=int(last) - int(first) + 1 if last else 1)
     else:
         targets = [t for t in args.targets.split(",") if t]
         unknown = [t for t in targets if t not in WEIGHTS]

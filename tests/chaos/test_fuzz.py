@@ -16,6 +16,7 @@ import os
 import random
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,6 +220,46 @@ def test_a_client_leaving_while_its_ddl_runs_does_not_take_the_member_down(sandb
             break
         time.sleep(0.2)
     assert columns == [1, 1, 1]  # it ran on the origin, so the group ran it everywhere
+
+
+def test_one_session_losing_its_member_connection_does_not_stop_the_others(sandbox: fuzz.Sandbox) -> None:
+    """The router marked a member down for down_hold_s whenever one session's connection to it
+    broke: a client whose own doing ended its connection (a KILL; a write under LOCK TABLES,
+    whose XA START fails and poisons the connection) took the primary away from every client —
+    writes answered 1290 'no ONLINE primary' for 2 s."""
+    a = _connect(sandbox.router[1])
+    failed: list[BaseException] = []
+    with a.cursor() as cur:
+        cur.execute("BEGIN")  # the transaction runs on the primary
+        cur.execute("SELECT @@pseudo_thread_id")  # the primary's backend thread of this session
+        thread_id = int(cur.fetchone()[0])
+
+    def sleep() -> None:
+        try:
+            with a.cursor() as cur:
+                cur.execute("SELECT SLEEP(5)")
+        except pymysql.MySQLError as exc:
+            failed.append(exc)
+
+    sleeper = threading.Thread(target=sleep)
+    sleeper.start()
+    time.sleep(0.5)
+    killer = _connect(_primary_port(sandbox))
+    try:
+        with killer.cursor() as cur:
+            cur.execute(f"KILL {thread_id}")  # the member ends that one session
+    finally:
+        killer.close()
+    sleeper.join(10)
+    a.close()
+    assert failed, "the killed statement should have failed"
+    b = _connect(sandbox.router[1])
+    try:
+        with b.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS fuzz.others (id INT PRIMARY KEY)")
+            cur.execute("REPLACE INTO fuzz.others VALUES (1)")  # the primary still takes writes
+    finally:
+        b.close()
 
 
 def test_fuzz(sandbox: fuzz.Sandbox, tmp_path: Path) -> None:
