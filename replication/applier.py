@@ -329,10 +329,18 @@ class Applier:
                 conn.close()
                 raise ApplierFailed(f"backend lost while applying seq {item.seq}: {exc}") from exc
             except ApplierFailed:
+                conn.close()  # rolled back (an earlier item failed); not kept for a run that ended
                 raise
             except Exception as exc:  # ApplyChanges' own: the changes cannot be applied here
                 conn.close()  # in a transaction, maybe mid-answer: never reused
                 raise ApplierFailed(f"cannot apply seq {item.seq} from {item.origin}: {exc}") from exc
+            except BaseException:
+                # Cancelled (run() ended: an earlier item failed, or the member stops), maybe
+                # between statements — waiting for its turn with its row locks held. An open
+                # transaction would keep those locks until the server's wait_timeout, and the
+                # next run (after a rejoin) would wait on them: close.
+                conn.close()
+                raise
             if gave_way:
                 # An earlier item waits for a lock this transaction held: let it commit first.
                 await _rollback(conn)

@@ -198,3 +198,37 @@ def test_the_lock_watch_tells_only_a_later_waiting_applier_connection_to_give_wa
         assert e_late.is_set() and not e_early.is_set()
 
     asyncio.run(go())
+
+
+def test_a_failure_leaves_no_successor_connection_open_in_its_transaction() -> None:
+    """Seq 1 fails while 2 and 3 have applied and wait for their turn: run() raises and
+    cancels what still runs. A connection cancelled between statements (waiting for its turn,
+    its row locks held) must not stay open in its transaction: it would hold those locks until
+    the server's wait_timeout, and the next run (after the rejoin) would wait on them."""
+    async def go() -> None:
+        h = make()
+        h.gates[b"t1"] = gate = asyncio.Event()
+        h.fail.add(b"t1")
+        conns: list[FakeConn] = []
+
+        async def connect() -> FakeConn:
+            conns.append(FakeConn(h.log))
+            return conns[-1]
+
+        h.applier._connect = connect  # type: ignore[assignment]
+        task = asyncio.ensure_future(h.applier.run())
+        for seq in (1, 2, 3):
+            h.applier.submit(txn(seq, key=seq))
+        await until(lambda: sum(1 for _, s in h.log if s.startswith("apply")) == 2)
+        gate.set()
+        with pytest.raises(ApplierFailed):
+            await asyncio.wait_for(task, 2.0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        for c in conns:
+            ended = [s for t, s in h.log if t == c.thread_id and s in ("ROLLBACK", "COMMIT")]
+            began = [s for t, s in h.log if t == c.thread_id and s == "BEGIN"]
+            assert c.closed or len(ended) >= len(began), f"connection {c.thread_id} left in its transaction"
+        assert h.commits() == []
+
+    asyncio.run(go())
