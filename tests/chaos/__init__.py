@@ -8,5 +8,6 @@ Layout:
 - netfault.py       asyncio relay + partition controller (pass, drop, delay, reset, one-way);
 - cluster.py        launches backends, member processes and a router, every link via a relay;
 - workloads.py      bank and list-append clients over PyMySQL, recording histories;
-- runner.py         seeded schedules of faults (`make chaos`), summary table.
+- runner.py         seeded schedules of faults, the matrix of runs (`make chaos`);
+- report.py         summary.md (tables) and a plot per run (SVG, written by hand).
 """
