@@ -397,16 +397,23 @@ class Member:
             self.applier.discard_queue()
             self._applier_task = asyncio.get_running_loop().create_task(self._run_applier())
             self._tasks.append(self._applier_task)
-        conn = await self.connect()
+        # A still running applier (expelled, not failed: it applies what it was given) may
+        # commit while the positions are read: those seqs are kept (positions.reload_begin).
+        since = self.positions.reload_begin()
         try:
-            await self.local.resolve_prepared(conn)
-            stored = await self.store.load(conn)
-        finally:
-            await conn.quit()
+            conn = await self.connect()
+            try:
+                await self.local.resolve_prepared(conn)
+                stored = await self.store.load(conn)
+            finally:
+                await conn.quit()
+        except BaseException:
+            self.positions.replace(self.positions.applied, since=since)  # ends the reload, changes nothing
+            raise
         believed = self.positions.applied
-        if list(stored.intervals()) != list(believed.intervals()):
+        self.positions.replace(stored, since=since)
+        if list(self.positions.applied.intervals()) != list(believed.intervals()):
             self._log.warning("positions_reloaded", believed=str(believed), stored=str(stored))
-        self.positions.replace(stored)
 
     def _stop_joining(self) -> None:
         """A join still asking seeds is abandoned for what replaces it."""

@@ -138,6 +138,15 @@ class Positions:
         self.applied = applied or AppliedSet()
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._count = 0
+        self._since: list[list[int]] = []  # open reloads: the seqs marked applied since each began
+
+    def reload_begin(self) -> list[int]:
+        """Before reading the backend's positions for `replace(..., since=...)`: from now on the
+        seqs committed here (an applier or a local commit still running) are kept aside, as
+        the read may not see them."""
+        marks: list[int] = []
+        self._since.append(marks)
+        return marks
 
     @property
     def lwm(self) -> Seq:
@@ -147,6 +156,8 @@ class Positions:
         """Record a committed seq and wake whoever waited for the LWM to pass it."""
         before = self.applied.lwm
         self.applied.add(seq)
+        for marks in self._since:
+            marks.append(seq)
         after = self.applied.lwm
         if after > before and self._waiters:
             for target in [t for t in self._waiters if t <= after]:
@@ -155,9 +166,14 @@ class Positions:
                     if not fut.done():
                         fut.set_result(None)
 
-    def replace(self, applied: AppliedSet) -> None:
+    def replace(self, applied: AppliedSet, *, since: list[int] | None = None) -> None:
         """The backend's positions were replaced as a whole (a clone, replication/recovery):
-        take them, and wake whoever waited for a seq they now cover."""
+        take them, and wake whoever waited for a seq they now cover. `since` (from
+        `reload_begin`): seqs committed while `applied` was being read are added to it."""
+        if since is not None:
+            self._since = [m for m in self._since if m is not since]
+            for seq in since:
+                applied.add(seq)
         self.applied = applied
         lwm = applied.lwm
         for target in [t for t in self._waiters if t <= lwm]:

@@ -52,3 +52,18 @@ def test_matches_plain_set(seqs: list[int]) -> None:
     assert list(AppliedSet.parse(str(s)).intervals()) == list(s.intervals())
     ivs = list(s.intervals())
     assert all(a[1] + 1 < b[0] for a, b in zip(ivs, ivs[1:]))  # disjoint, non-adjacent
+
+
+def test_a_reload_keeps_the_seqs_committed_while_the_backend_was_read() -> None:
+    """Member._resolve_local reads the backend's positions while an applier that was not
+    stopped (the member was expelled, not failed) may still commit: a seq committed after the
+    read must not be dropped by the replace — recovery would fetch and apply it again."""
+    from replication.positions import AppliedSet, Positions
+    p = Positions(AppliedSet([(1, 5)]))
+    since = p.reload_begin()
+    stored = AppliedSet([(1, 5)])  # what the read saw
+    p.mark_applied(6)  # the applier commits seq 6 meanwhile
+    p.replace(stored, since=since)
+    assert 6 in p.applied and p.lwm == 6
+    p.mark_applied(7)
+    assert since == [6]  # the reload ended: later marks are not collected
