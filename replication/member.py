@@ -1307,7 +1307,9 @@ class Member:
                 try:
                     conn = await self.connect()
                     try:
-                        await self.store.compact(conn, keep=set(self.local.committing))
+                        # The live set, not a copy: a local commit that records its position while the
+                        # compaction starts must keep its xid row (read after the rows are).
+                        await self.store.compact(conn, keep=self.local.committing)
                     finally:
                         await conn.quit()
                 except (MySQLError, BackendError) as exc:

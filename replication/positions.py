@@ -263,7 +263,10 @@ class PositionStore:
         Exact: only the `applied` rows this transaction read are deleted, by their seqs, so a
         seq committed by another transaction between the read and the DELETE stays in `applied`
         for the next compaction. Seqs in `keep` (local transactions between their position and
-        their XA COMMIT: the restart needs their xid) are left as rows.
+        their XA COMMIT: the restart needs their xid) are left as rows; `keep` is consulted once the
+        rows are read, so pass the live collection: a position recorded after a copy was taken
+        would be folded, its xid lost, and a crash before its XA COMMIT would roll the
+        transaction back on restart while its seq counts as applied.
 
         Never waits for the appliers, nor makes them wait: it runs READ COMMITTED and reads
         `applied` without locking (committed rows only; positions are only ever inserted,
