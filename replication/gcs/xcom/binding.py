@@ -201,7 +201,8 @@ class XcomGroup:
         self._inbox = Inbox(transport_config.inbox_messages_max, transport_config.inbox_bytes_max, self._wakeup)
         self.log = _log.bind(member_id=str(me))
         self._transport = TcpTransport(
-            node_of(me), transport_config, self._inbox, observer=self._on_peer_event, admit=self._admit
+            node_of(me), transport_config, self._inbox, observer=self._on_peer_event, admit=self._admit,
+            superseded=lambda node: not self._admit(node),
         )
         self._stats = BindingStats()
         self._view: View | None = None

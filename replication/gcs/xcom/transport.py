@@ -357,7 +357,8 @@ class TcpTransport:
     ``me`` is this member's identity (its address is the one it listens on). ``inbox`` receives
     whole messages from admitted peers. ``observer`` gets every :data:`PeerEvent` synchronously
     (it must not block). ``admit`` decides which senders are members; it can be replaced with
-    :meth:`set_admission` on a view change.
+    :meth:`set_admission` on a view change. ``superseded`` says which dialers the group knows a
+    newer incarnation of: they are refused at the handshake.
     """
 
     def __init__(
@@ -368,6 +369,7 @@ class TcpTransport:
         *,
         observer: PeerObserver | None = None,
         admit: Callable[[NodeId], bool] | None = None,
+        superseded: Callable[[NodeId], bool] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.me = me
@@ -375,6 +377,7 @@ class TcpTransport:
         self.inbox = inbox
         self._observer = observer
         self._admit: Callable[[NodeId], bool] = admit or (lambda node: True)
+        self._superseded: Callable[[NodeId], bool] = superseded or (lambda node: False)
         self._rng = rng or random.Random()
         self._limits = FrameLimits(config.message_bytes_max)
         self.encoder = MessageEncoder(
@@ -387,7 +390,10 @@ class TcpTransport:
         self._reassembler: Reassembler[NodeId] = Reassembler(config.reassembly_bytes_max)
         self._stats = TransportStats()
         self._outbound: dict[str, _Outbound] = {}
-        self._inbound: dict[str, _InboundConn] = {}  # by sender name: one reader per peer
+        # One reader per dialer identity (name and incarnation): a reconnect of the same one
+        # replaces its old connection; another incarnation of a name does not (see
+        # _replace_inbound). What a superseded incarnation sends is dropped by `admit`.
+        self._inbound: dict[NodeId, _InboundConn] = {}
         self._inbound_tasks: set[asyncio.Task[None]] = set()
         self._listen_sock: socket.socket | None = None
         self._acceptor: asyncio.Task[None] | None = None
@@ -576,8 +582,8 @@ class TcpTransport:
             log.exception("gcs inbound connection failed")
         finally:
             self._inbound_tasks.discard(task)
-            if conn is not None and self._inbound.get(conn.node.name) is conn:
-                del self._inbound[conn.node.name]
+            if conn is not None and self._inbound.get(conn.node) is conn:
+                del self._inbound[conn.node]
             if writer is not None:
                 writer.close()
             else:
@@ -615,12 +621,10 @@ class TcpTransport:
             if frame.sender.incarnation == self.me.incarnation:
                 raise refuse(RejectReason.SELF_CONNECTION, "connected to itself")
             raise refuse(RejectReason.IDENTITY_MISMATCH, f"another process claims name {self.me.name}")
-        current = self._inbound.get(frame.sender.name)
-        if current is not None and current.node.incarnation > frame.sender.incarnation:
-            raise refuse(
-                RejectReason.IDENTITY_MISMATCH,
-                f"{frame.sender} is superseded by incarnation {current.node.incarnation}",
-            )
+        if self._superseded(frame.sender):
+            # The group's view has a newer incarnation of that name: a straggler of a dead
+            # process. (Not "whoever dialed last": anyone may claim a newer incarnation.)
+            raise refuse(RejectReason.IDENTITY_MISMATCH, f"{frame.sender} is superseded in the group's view")
         if self._tls is not None and self._tls.config.verifies_identity:
             host, _ = split_address(frame.sender.address)
             if not certificate_names_host(writer.get_extra_info("peercert"), host):
@@ -632,18 +636,21 @@ class TcpTransport:
         return frame
 
     def _replace_inbound(self, conn: _InboundConn, log: structlog.typing.FilteringBoundLogger) -> None:
-        """Keep one reader per peer: a newer connection from the same member name wins."""
-        old = self._inbound.get(conn.node.name)
-        self._inbound[conn.node.name] = conn
-        if old is None:
+        """Keep one reader per dialer identity: a new connection of the same incarnation wins
+        (the old one may be half-open). Another incarnation of the same name is reported
+        (PeerRestarted) but cuts nothing: a restarted process's old connection dies with it
+        (keepalives; meanwhile `admit` drops what a superseded incarnation sends), while a live
+        member's must survive a dialer that merely claims a newer incarnation of its name
+        (fuzzing found it cut off, and its reconnects refused while the claim stood)."""
+        old = self._inbound.get(conn.node)
+        self._inbound[conn.node] = conn
+        if old is not None:
+            old.task.cancel()
             return
-        old.task.cancel()
-        if old.node.incarnation != conn.node.incarnation:
-            # The old process is gone: its unfinished fragmented message never will finish.
-            self._reassembler.forget(old.node)
-            self._stats.reassembly_abandoned += 1
-            log.info("gcs peer restarted", old=str(old.node), new=str(conn.node))
-            self._emit(PeerRestarted(old.node, conn.node))
+        for other in list(self._inbound.values()):
+            if other.node.name == conn.node.name and other.node.incarnation < conn.node.incarnation:
+                log.info("gcs peer restarted", old=str(other.node), new=str(conn.node))
+                self._emit(PeerRestarted(other.node, conn.node))
 
     async def _read_loop(
         self,

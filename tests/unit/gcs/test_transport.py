@@ -687,3 +687,26 @@ def test_fuzzed_peers_never_hurt_the_member() -> None:
             assert s.handshakes_rejected + s.frames_invalid + s.streams_broken > 0
 
     run(body)
+
+
+def test_a_dialer_claiming_a_newer_incarnation_does_not_cut_the_member_off() -> None:
+    """A dialer that names itself a newer incarnation of member a (found fuzzing the group
+    port with forged identities) made b cancel a's live inbound connection and refuse a's
+    reconnects while it stayed connected: a silent for that long is suspected, then expelled.
+    The group's view says which incarnation is superseded, not whoever dialed last."""
+
+    async def body() -> None:
+        async with Node("a", reconnect_backoff_ms_min=20, reconnect_backoff_ms_max=100) as a, Node("b") as b:
+            assert a.send(b, b"before")
+            assert [m.body for m in await b.recv(1)] == [b"before"]
+            forged = NodeId(a.id.name, a.id.address, a.id.incarnation + 1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+            writer.write(encode_control(Hello(GROUP, 1, 1, forged, b.id)))
+            assert isinstance(await read_frame(reader), Welcome)
+            for i in range(20):  # a's messages still arrive, on its own connection or a new one
+                assert a.send(b, b"during %d" % i)
+                got = await asyncio.wait_for(b.recv(1), 5)
+                assert got[0].sender == a.id and got[0].body == b"during %d" % i
+            writer.close()
+
+    run(body)
