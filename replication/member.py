@@ -174,6 +174,9 @@ class LocalDdl:
     errno: int = 0  # how it ended on this member's backend
 
 
+RESOLVE_COMMITTING_WAIT_S = 10.0  # _resolve_local: how long certified local commits may take to end
+
+
 class StartRefused(Exception):
     """The member may not start as asked; the message says why and what to do instead."""
 
@@ -392,6 +395,17 @@ class Member:
         (innodb_flush_log_at_trx_commit != 1) can lose seqs it had acknowledged (recovery
         fetches them again)."""
         await self.local.reopen_if_broken()
+        # A certified local commit still between its position record and its XA COMMIT
+        # (LocalCommits.committing) finishes first: resolve_prepared reads the recorded xids,
+        # then rolls back the prepared transactions without one; a record landing in between
+        # would count the seq as applied here over a rolled-back transaction (a lost write).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESOLVE_COMMITTING_WAIT_S
+        while self.local.committing:
+            if loop.time() >= deadline:
+                raise StartRefused(f"local commits {sorted(self.local.committing)} are still ending on the backend: "
+                                   "try again once they have")
+            await asyncio.sleep(0.01)
         if self._applier_task is not None and self._applier_task.done():
             # What the failed applier still held is fetched again by recovery (not applied here).
             self.applier.discard_queue()
@@ -904,7 +918,7 @@ class Member:
         """A certified local transaction could not commit on our backend: we now lack a
         transaction the group has — ERROR (distributed recovery would bring it back)."""
         self._acks.pop(seq, None)  # nobody will wait for its acknowledgements
-        self._fail(f"certified transaction {seq} failed to commit locally: {error}")
+        self._fail(f"certified transaction {seq} failed to commit locally: {error}", rejoin=True)
 
     async def run_ddl(self, conn: BackendConnection, schema: str, sql: bytes, context: tuple[tuple[str, str], ...],
                       tables: tuple[KeyHash, ...], execute: Callable[[], Awaitable[int]]) -> int:
