@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from replication.protocol.backend import BackendAddress, BackendConnection
-from replication.protocol.errors import BackendError, CertificationConflict, HookError, MySQLError
+from replication.protocol.errors import BackendError, BackendLost, CertificationConflict, HookError, MySQLError
 
 from .binlog import BinlogError, BinlogPosition, BinlogReader, BinlogTransaction, XaId
 from .certifier import Seq
@@ -250,10 +250,14 @@ class LocalCommits:
             raise
         try:
             outcome = await future  # no timeout: the transaction is the group's now
-        except MySQLError:
+        except MySQLError as exc:
             # The member failed (ERROR) before the verdict: the transaction stays prepared and
-            # is resolved when the member starts or rejoins (resolve_prepared).
-            raise
+            # is resolved when the member starts or rejoins (resolve_prepared), as the group
+            # decided — which may be a commit on every other member. So not "rolled back"
+            # (3100): the outcome is unknown to the client, as when a server dies mid-commit.
+            raise BackendLost(f"Lost connection to backend {member.config.backend} while committing: this member "
+                              f"left the group before the group's verdict ({exc}); the transaction ends as the "
+                              "group decided (committed on the other members, or not)") from exc
         finally:
             member.broadcast_done(txn)
         try:
@@ -267,8 +271,11 @@ class LocalCommits:
             await self._end(conn, f"XA COMMIT {lit}", xid)
         except BaseException as exc:
             member.commit_failed(seq, exc)
-            raise HookError("Error on observer while running replication hook 'after_commit'. "
-                            f"(the certified transaction {seq} failed to commit on this member's backend)") from exc
+            # The group certified it: the other members commit it. Not "rolled back" (3100):
+            # the client must treat it as unknown, as when a server dies mid-commit.
+            raise BackendLost(f"Lost connection to backend {member.config.backend} while committing: the group "
+                              f"certified transaction {seq}, which this member could not commit on its backend "
+                              "(it stays committed on the other members)") from exc
         finally:
             self.committing.discard(seq)
         member.committed(seq)
