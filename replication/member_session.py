@@ -49,6 +49,7 @@ from replication.protocol.errors import (
     ParseError,
     ServerOffline,
     SpecificAccessDenied,
+    UnknownStatementHandler,
 )
 from replication.protocol.packets import frame, ok_payload, read_lenenc_int
 from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
@@ -76,6 +77,7 @@ ER_QUERY_INTERRUPTED = 1317  # a statement ended by KILL QUERY
 DOOM_TAIL_BYTES = 4_096  # answer bytes held back while a doomed transaction's statement runs (> any ERR packet)
 _DOOMED_MESSAGE = "Plugin instructed the server to rollback the current transaction."
 REFRESH_MASTER = 0x80  # COM_REFRESH flag: RESET MASTER
+LAST_PREPARED = 0xFFFFFFFF  # MariaDB's statement id for "the statement prepared last"
 # As a GR member answers: RESET MASTER would delete the binary log the member reads its own
 # transactions from (the binlog dump ends with 1236 and every later commit fails).
 _RESET_MASTER_REFUSED = "RESET MASTER is not allowed because Group Replication is running."
@@ -178,6 +180,9 @@ class MemberSession(RelaySession):
         # Prepared statements a consistency level need not hold (SET, …); every other one is held,
         # so at this set's bound a statement is held rather than let through.
         self._prepared_unheld: set[int] = set()
+        # The statement a COM_STMT_EXECUTE with id 0xFFFFFFFF means (MariaDB: the one prepared
+        # last); None when unknown (none yet, or the last prepare failed).
+        self._last_prepared: int | None = None
         self._pending_prepare: tuple[Statement, str] | None = None
         self._wait_timeout: float | None = None  # cached @@SESSION.wait_timeout (consistency waits)
         self.consistency: Level = member.consistency
@@ -214,8 +219,7 @@ class MemberSession(RelaySession):
                 self._drop_txn()
                 self.backend.drop_deferred()  # an XA START not sent yet: nothing to start now
                 self.consistency = self.member.consistency
-                for ids in (self._prepared_writes, self._prepared_refused, self._prepared_unheld):
-                    ids.clear()  # the backend deallocated them
+                self._forget_prepared()  # the backend deallocated them
                 self._infile = None
                 if not self.member.engine.single_primary:
                     self._cmd_seq = last_seq
@@ -261,6 +265,17 @@ class MemberSession(RelaySession):
                 return
         elif cmd in (Command.STMT_EXECUTE, Command.STMT_CLOSE) and len(raw) >= 9:
             stmt_id = int.from_bytes(raw[5:9], "little")
+            if stmt_id == LAST_PREPARED:
+                # MariaDB's "the statement prepared last": named by its id from here on, so that
+                # what runs is what was classified (a write relayed as a read committed outside
+                # the group: fuzzing found it).
+                if self._last_prepared is None:
+                    self._cmd_seq = last_seq
+                    self._spawn(self._refuse(UnknownStatementHandler(
+                        "Unknown prepared statement handler (4294967295) given to mysqld_stmt_execute")))
+                    return
+                stmt_id = self._last_prepared
+                raw = raw[:5] + stmt_id.to_bytes(4, "little") + raw[9:]
             if stmt_id in self._prepared_refused and cmd == Command.STMT_EXECUTE:
                 self._cmd_seq = last_seq
                 self._spawn(self._refuse(NotSupported(
@@ -283,6 +298,8 @@ class MemberSession(RelaySession):
                 self._prepared_writes.discard(stmt_id)
                 self._prepared_unheld.discard(stmt_id)
                 self._prepared_refused.discard(stmt_id)
+                if self._last_prepared == stmt_id:
+                    self._last_prepared = None
         if self.txn is not None and self.txn.local.doomed_by is not None and cmd in (Command.QUERY, Command.STMT_EXECUTE):
             self._cmd_seq = last_seq
             self._spawn(self._doomed())
@@ -305,7 +322,8 @@ class MemberSession(RelaySession):
             elif self._finish_doom_tail(scanner):
                 # The client heard 3101 for its doomed transaction's killed statement: the
                 # command is done once that transaction is rolled back here too.
-                self.status = scanner.status
+                if scanner.status_seen:
+                    self.status = scanner.status
                 self._spawn(self._rollback_quietly())
                 return
         self._transaction_ended_under_us(scanner)
@@ -313,9 +331,14 @@ class MemberSession(RelaySession):
             # The client heard 1213; the command is done once our XA transaction is ended too.
             self._spawn(self._deadlocked())
             return
+        if scanner.expect == Expect.PREPARE and scanner.prepared is None:
+            self._last_prepared = None  # a failed prepare: what 0xFFFFFFFF names is unknown
         if scanner.expect == Expect.PREPARE and scanner.prepared is not None and self._pending_prepare is not None:
             stmt, sql = self._pending_prepare
             stmt_id, _, nparams = scanner.prepared
+            self._last_prepared = stmt_id
+            for ids in (self._prepared_writes, self._prepared_refused, self._prepared_unheld):
+                ids.discard(stmt_id)  # an id the server gives again (after a reset) is a new statement
             if stmt.kind is Kind.DDL:
                 self._prepared_refused.add(stmt_id)
             elif (stmt.kind in _WRITE_KINDS or (stmt.kind is Kind.MULTI and not stmt.is_read_only)) \
@@ -605,7 +628,8 @@ class MemberSession(RelaySession):
             self._infile = (sink, _setter(done), on_lost)
             self.link.begin_infile()
         interrupted = self._finish_doom_tail(scanner)
-        self.status = scanner.status
+        if scanner.status_seen:  # else (an ERR) the session's status is what it was
+            self.status = scanner.status
         self._transaction_ended_under_us(scanner)
         if interrupted:
             await self._rollback_quietly()  # the client heard 3101: its transaction is over
@@ -732,7 +756,7 @@ class MemberSession(RelaySession):
                 lost_at.append(lost.result())
                 raise BackendLost(f"Lost connection to backend {backend.address} during query")
             scanner = done.result()
-            self.status = scanner.status & ~IN_TRANS
+            self.status = (scanner.status if scanner.status_seen else self.status) & ~IN_TRANS
             return scanner.error[0] if scanner.error is not None else 0
 
         try:
@@ -897,6 +921,12 @@ class MemberSession(RelaySession):
         self._schema_known = False
         self._wait_timeout = None
         self.consistency = self.member.consistency
+        self._forget_prepared()  # the reset deallocated them
+
+    def _forget_prepared(self) -> None:
+        for ids in (self._prepared_writes, self._prepared_refused, self._prepared_unheld):
+            ids.clear()
+        self._last_prepared = None
 
     def close(self) -> None:
         self._drop_txn()

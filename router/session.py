@@ -371,12 +371,13 @@ class RouterSession(RelaySession):
             return
         stmt, target, mc = current
         self._unload(target)
-        self.status = scanner.status
+        if scanner.status_seen:  # else (an ERR) the session's status is what it was
+            self.status = scanner.status
         error = scanner.error
         if stmt is not None:
             try:
                 before = self.state
-                self.state = before.apply(stmt, error is None, scanner.status, target)
+                self.state = before.apply(stmt, error is None, self.status, target)
             except RouterBug as exc:
                 self._bug(exc)
                 return

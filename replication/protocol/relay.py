@@ -193,7 +193,8 @@ class RelaySession:
         backend.relay(raw, expect, self.link.transport, self._on_done, self._on_lost)
 
     def _on_done(self, scanner: ResponseScanner) -> None:
-        self.status = scanner.status
+        if scanner.status_seen:  # else the session's status is what it was (an ERR, a bare prepare)
+            self.status = scanner.status
         if scanner.infile:
             self.link.begin_infile()
             return

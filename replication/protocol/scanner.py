@@ -68,14 +68,16 @@ class ResponseScanner:
     and any remaining bytes of the chunk are not part of it. When `infile` is True the backend
     has asked for a LOCAL INFILE: the response is paused until `resume_after_infile()`.
 
-    After completion: `status` holds the server status flags of the last OK/EOF seen,
+    After completion: `status` holds the server status flags of the last OK/EOF seen, and
+    `status_seen` whether this response had any (an ERR, or a prepare without parameter or
+    column definitions, has none: `status` is then a previous response's, stale),
     `error` the (errno, sqlstate, message) of a terminating ERR packet or None (`error_len`: that
     packet's length on the wire, header included), `ok_prefix` the
     first bytes of the last OK packet, `prepared` (stmt_id, columns, params) for a prepare.
     """
 
     __slots__ = (
-        "expect", "done", "infile", "status", "error", "error_len", "ok_prefix", "prepared", "packets",
+        "expect", "done", "infile", "status", "status_seen", "error", "error_len", "ok_prefix", "prepared", "packets",
         "_state", "_skip", "_cont", "_final", "_remaining", "_ncols", "_carry",
     )
 
@@ -84,6 +86,7 @@ class ResponseScanner:
         self.done = True
         self.infile = False
         self.status = 0
+        self.status_seen = False  # the answer carried server status flags (an ERR does not)
         self.error: tuple[int, str, str] | None = None
         self.error_len = 0
         self.ok_prefix = b""
@@ -102,6 +105,7 @@ class ResponseScanner:
         if not self.done:
             raise RuntimeError(f"[BUG] scanner started for {expect.name} while {self.expect.name} is in progress")
         self.expect = expect
+        self.status_seen = False
         self.error = None
         self.error_len = 0
         self.prepared = None
@@ -186,6 +190,7 @@ class ResponseScanner:
                         count += 1
                         status = data[pos + 3] | (data[pos + 4] << 8)
                         self.status = status
+                        self.status_seen = True
                         if status & _MORE_RESULTS and self.expect != Expect.FETCH:
                             state = _FIRST
                         else:
@@ -202,6 +207,7 @@ class ResponseScanner:
                     count += 1
                     status = data[pos + 3] | (data[pos + 4] << 8)
                     self.status = status
+                    self.status_seen = True
                     if status & _CURSOR_EXISTS and self.expect == Expect.EXECUTE:
                         self._final = True
                     else:
@@ -258,6 +264,7 @@ class ResponseScanner:
         if state == _ROWS:
             if first == 0xFE and length < 9:
                 self.status = _eof_status(head)
+                self.status_seen = True
                 if self.expect != Expect.FETCH and self.status & _MORE_RESULTS:
                     self._state = _FIRST
                 else:
@@ -281,6 +288,7 @@ class ResponseScanner:
         if state == _COLS_EOF:
             self._expect_eof(first, length)
             self.status = _eof_status(head)
+            self.status_seen = True
             if self.expect == Expect.EXECUTE and self.status & _CURSOR_EXISTS:
                 self._final = True  # rows come with COM_STMT_FETCH
             else:
@@ -291,6 +299,7 @@ class ResponseScanner:
                 self._on_ok(head)
             elif first == 0xFE and length < 9:
                 self.status = _eof_status(head)
+                self.status_seen = True
                 self._final = True
             else:
                 raise MalformedPacket(f"unexpected packet 0x{first:02x} for a simple command")
@@ -315,6 +324,8 @@ class ResponseScanner:
             return
         if state == _P_PARAMS_EOF:
             self._expect_eof(first, length)
+            self.status = _eof_status(head)
+            self.status_seen = True
             if self._ncols:
                 self._remaining = self._ncols
                 self._state = _P_COLS
@@ -323,6 +334,8 @@ class ResponseScanner:
             return
         if state == _P_COLS_EOF:
             self._expect_eof(first, length)
+            self.status = _eof_status(head)
+            self.status_seen = True
             self._final = True
             return
         if state == _FIELDS:
@@ -337,6 +350,7 @@ class ResponseScanner:
         if len(head) < pos + 2:
             raise MalformedPacket("truncated OK packet")
         self.status = head[pos] | (head[pos + 1] << 8)
+        self.status_seen = True
         self.ok_prefix = bytes(head)
         if self.status & _MORE_RESULTS and self.expect in (Expect.QUERY, Expect.EXECUTE):
             self._state = _FIRST

@@ -228,14 +228,11 @@ SQL = (
     "SELECT '\\'", "SELECT 'unterminated", "SELECT `", "", " ", ";", "\x00", "SELECT 0x" + "ff" * 64,
     "SELECT REPEAT('a', 1000)", "SELECT * FROM information_schema.tables LIMIT 1", "HELP 'x'",
     "SELECT group_replication_get_communication_protocol()", "SELECT ? FROM DUAL WHERE ? = ?",
+    "RESET MASTER", "FLUSH BINARY LOGS", "SET sql_log_bin = 1",
 )
 _STATEMENT_ID_CHOICES = (0, 1, 2, 3, 0xFFFFFFFF, 0x7FFFFFFF, 12345)
 _TYPE_CODES = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0F, 0x10, 0xF5, 0xF6,
                0xFC, 0xFD, 0xFE, 0xFF, 0x00, 0x20, 0x80)
-# COM_REFRESH bits the fuzzer may set: REFRESH_MASTER (0x80, RESET MASTER) and REFRESH_SLAVE
-# (0x40) are administrative actions on a member's backend, valid for an admin; they are not
-# garbage, and a fuzzer that reset a member's binary log would be testing the admin, not grproxy.
-_REFRESH_SAFE_BITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x20
 
 
 def sql_text(rng: random.Random) -> bytes:
@@ -330,7 +327,7 @@ def command(rng: random.Random, *, user: str = "root") -> bytes:
                                   Command.RESET_CONNECTION, Command.SLEEP, Command.TIME, Command.CONNECT,
                                   Command.DELAYED_INSERT, Command.DAEMON, Command.CONNECT_OUT]),))
     if r < 0.85:
-        return bytes((Command.REFRESH, rng.getrandbits(8) & _REFRESH_SAFE_BITS))
+        return bytes((Command.REFRESH, rng.getrandbits(8)))  # REFRESH_MASTER included: members refuse it (3190)
     if r < 0.87:
         return bytes((rng.choice([Command.CREATE_DB, Command.DROP_DB, Command.SHUTDOWN]),)) \
             + rng.choice([b"fuzz_never", b"", b"\x00"])
@@ -379,13 +376,6 @@ def commands(rng: random.Random, *, user: str = "root") -> list[bytes]:
     return [command(rng, user=user) for _ in range(rng.randint(1, 4))]
 
 
-def safe_command(payload: bytes) -> bytes:
-    """Keep a mutated COM_REFRESH administrative-free (see _REFRESH_SAFE_BITS)."""
-    if payload[:1] == bytes((Command.REFRESH,)) and len(payload) > 1:
-        return payload[:1] + bytes((payload[1] & _REFRESH_SAFE_BITS,)) + payload[2:]
-    return payload
-
-
 # --------------------------------------------------------------------------- MySQL: framing
 
 
@@ -405,7 +395,7 @@ class Stream:
 
 def mutate_stream(rng: random.Random, payloads: list[bytes], *, first_seq: int = 0) -> Stream:
     """Frame `payloads` (each a command with sequence id `first_seq`) and damage them."""
-    packets = [[safe_command(p), first_seq] for p in payloads]
+    packets = [[p, first_seq] for p in payloads]
     ops: list[str] = []
     in_sync = True
     for _ in range(rng.choice([0, 1, 1, 2, 3])):
@@ -414,15 +404,15 @@ def mutate_stream(rng: random.Random, payloads: list[bytes], *, first_seq: int =
         ops.append(op)
         i = rng.randrange(len(packets))
         if op == "payload":
-            packets[i][0] = safe_command(mutate_bytes(rng, packets[i][0]) or b"\x0e")
+            packets[i][0] = mutate_bytes(rng, packets[i][0]) or b"\x0e"
         elif op == "seq":
             packets[i][1] = rng.choice([1, 2, 255, rng.getrandbits(8)])
         elif op == "cmd":
-            packets[i][0] = safe_command(bytes((rng.getrandbits(8),)) + packets[i][0][1:])
+            packets[i][0] = bytes((rng.getrandbits(8),)) + packets[i][0][1:]
         elif op == "splice":
             other = command(rng)
             a, b = packets[i][0], other
-            packets[i][0] = safe_command(a[:rng.randint(0, len(a))] + b[rng.randint(0, len(b)):] or b"\x0e")
+            packets[i][0] = a[:rng.randint(0, len(a))] + b[rng.randint(0, len(b)):] or b"\x0e"
         elif op == "dup":
             packets.insert(i, list(packets[i]))
         elif op == "tls":

@@ -205,21 +205,93 @@ def test_a_client_leaving_while_its_ddl_runs_does_not_take_the_member_down(sandb
     finally:
         blocker.close()
     assert _all_online(sandbox) == ["ONLINE,ONLINE,ONLINE"] * 3
+    columns = _every_backend(sandbox, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'fuzz' "
+                                      "AND TABLE_NAME = 'ddl_left' AND COLUMN_NAME = 'c2'", 1)
+    assert columns == [1, 1, 1]  # it ran on the origin, so the group ran it everywhere
+
+
+def _prepare_update(c: Raw) -> bytes:
+    """COM_STMT_PREPARE of `UPDATE fuzz.t SET v = ? WHERE id = ?`; returns the statement id."""
+    c.send(b"\x16UPDATE fuzz.t SET v = ? WHERE id = ?")
+    prepared = c.read()[1]
+    assert prepared[:1] == b"\x00", prepared
+    columns, params = struct.unpack_from("<HH", prepared, 5)
+    for count in (params, columns):
+        if count:
+            c.until_eof_or_ok()
+    return prepared[1:5]
+
+
+def _execute_update(c: Raw, stmt_id: bytes, value: bytes, row: int) -> bytes:
+    """COM_STMT_EXECUTE of _prepare_update's statement, types bound; returns the answer."""
+    c.send(b"\x17" + stmt_id + b"\x00" + struct.pack("<I", 1) + b"\x00" + b"\x01" + b"\xfe\x00" + b"\x03\x00"
+           + bytes((len(value),)) + value + struct.pack("<i", row))
+    return c.read()[1]
+
+
+def _every_backend(sb: fuzz.Sandbox, sql: str, expected: object) -> list[object]:
+    """What `sql`'s first value is on every backend, once all say `expected` (or the bound)."""
     deadline = time.monotonic() + ONLINE_TIMEOUT_S
     while True:
-        columns = []
-        for m in sandbox.members:
+        seen = []
+        for m in sb.members:
             mb = m["backend"]
             conn = pymysql.connect(host=mb["host"], port=int(mb["port"]), user=mb["user"], password=mb["password"])
             with conn.cursor() as cur:
-                cur.execute("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'fuzz' "
-                            "AND TABLE_NAME = 'ddl_left' AND COLUMN_NAME = 'c2'")
-                columns.append(cur.fetchone()[0])
+                cur.execute(sql)
+                seen.append(cur.fetchone()[0])
             conn.close()
-        if columns == [1, 1, 1] or time.monotonic() > deadline:
-            break
+        if seen == [expected] * len(sb.members) or time.monotonic() > deadline:
+            return seen
         time.sleep(0.2)
-    assert columns == [1, 1, 1]  # it ran on the origin, so the group ran it everywhere
+
+
+def _backends_say(sb: fuzz.Sandbox, row: int, value: str) -> list[object]:
+    return _every_backend(sb, f"SELECT v FROM fuzz.t WHERE id = {row}", value)
+
+
+@pytest.mark.parametrize("through", ["router", "member port"])
+def test_a_prepared_autocommit_write_is_committed(sandbox: fuzz.Sandbox, through: str) -> None:
+    """After a prepare, the session took the scanner's status, which a prepare's answer never
+    set: the previous answer's — right after login none, so AUTOCOMMIT looked off. The next
+    prepared write then ran in an XA transaction nobody committed: the client got OK (status
+    'in transaction'), and the write was lost when it disconnected. Through the router too."""
+    row = 78 if through == "router" else 79
+    admin = _connect(sandbox.router[1])
+    with admin.cursor() as cur:
+        cur.execute(f"REPLACE INTO fuzz.t (id, v) VALUES ({row}, 'before')")
+    admin.close()
+    c = Raw(sandbox.router[1] if through == "router" else _primary_port(sandbox))
+    try:
+        answer = _execute_update(c, _prepare_update(c), b"prepared", row)
+        assert answer[:1] == b"\x00", answer
+        status = int(struct.unpack_from("<H", answer, 3)[0])  # affected rows and insert id are 1 byte each here
+        assert not status & 0x0001, f"OK says 'in transaction' (status 0x{status:04x})"
+    finally:
+        c.close()
+    assert _backends_say(sandbox, row, "prepared") == ["prepared"] * 3
+
+
+def test_execute_of_the_last_prepared_statement_is_replicated(sandbox: fuzz.Sandbox) -> None:
+    """COM_STMT_EXECUTE with statement id 0xFFFFFFFF (MariaDB: the one prepared last) was not
+    recognised as the prepared write it names: relayed as is, it committed on the primary's
+    backend outside the group — the member went to ERROR ("a write the group never saw") and
+    the backends differed."""
+    admin = _connect(sandbox.router[1])
+    with admin.cursor() as cur:
+        cur.execute("REPLACE INTO fuzz.t (id, v) VALUES (77, 'before')")
+    admin.close()
+    c = Raw(_primary_port(sandbox))
+    try:
+        _prepare_update(c)
+        assert _execute_update(c, b"\xff\xff\xff\xff", b"last-prepared", 77)[:1] == b"\x00"
+        c.send(b"\x16SELECT 1 FROM no_such_table")  # a failed prepare: 'the last one' is unknown now
+        assert c.read()[1][:1] == b"\xff"
+        assert _errno(_execute_update(c, b"\xff\xff\xff\xff", b"unknown", 77)) == 1243
+    finally:
+        c.close()
+    assert _all_online(sandbox) == ["ONLINE,ONLINE,ONLINE"] * 3
+    assert _backends_say(sandbox, 77, "last-prepared") == ["last-prepared"] * 3
 
 
 def test_one_session_losing_its_member_connection_does_not_stop_the_others(sandbox: fuzz.Sandbox) -> None:

@@ -187,3 +187,26 @@ def test_own_result_sets_frame_like_a_server() -> None:
     sc = ResponseScanner()
     sc.start(Expect.QUERY)
     assert sc.feed(data + b"trailing") == len(data) and sc.done and sc.status == AUTOCOMMIT
+
+
+def test_status_is_known_only_when_the_answer_carried_it() -> None:
+    """A session took the scanner's status as its own after every answer. A prepare's answer
+    left it as the previous answer had it: after a login, AUTOCOMMIT off, so the next prepared
+    write ran as in a transaction and was never committed (found by fuzzing a member port)."""
+    sc = ResponseScanner()
+    sc.start(Expect.QUERY)
+    sc.feed(frame(ok_payload(int(Status.IN_TRANS | Status.AUTOCOMMIT)), 1))
+    assert sc.done and sc.status_seen and sc.status == int(Status.IN_TRANS | Status.AUTOCOMMIT)
+    prepare_ok = b"\x00" + (7).to_bytes(4, "little") + (0).to_bytes(2, "little") + (1).to_bytes(2, "little") + b"\x00\x00\x00"
+    param = b"\x03def\x00\x00\x00\x01?\x00\x0c?\x00\x00\x00\x00\x00\x06\x80\x00\x00\x00\x00"
+    sc.start(Expect.PREPARE)
+    sc.feed(frame(prepare_ok, 1) + frame(param, 2) + frame(eof_payload(int(Status.AUTOCOMMIT)), 3))
+    assert sc.done and sc.prepared == (7, 0, 1)
+    assert sc.status_seen and sc.status == int(Status.AUTOCOMMIT)  # the parameters' EOF says it
+    bare = b"\x00" + (8).to_bytes(4, "little") + bytes(4) + b"\x00\x00\x00"
+    sc.start(Expect.PREPARE)
+    sc.feed(frame(bare, 1))
+    assert sc.done and not sc.status_seen  # nothing said: the session keeps its own
+    sc.start(Expect.QUERY)
+    sc.feed(frame(err_payload(1064, "42000", "syntax"), 1))
+    assert sc.done and not sc.status_seen
