@@ -9,5 +9,6 @@ Layout:
 - cluster.py        launches backends, member processes and a router, every link via a relay;
 - workloads.py      bank and list-append clients over PyMySQL, recording histories;
 - runner.py         seeded schedules of faults, the matrix of runs (`make chaos`);
-- report.py         summary.md (tables) and a plot per run (SVG, written by hand).
+- report.py         summary.md (tables) and a plot per run (SVG, written by hand);
+- fuzz.py           fuzzing of the front ends and the group port (fuzz_inputs.py: the inputs).
 """
