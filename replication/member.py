@@ -1214,6 +1214,23 @@ class Member:
         except GcsError:
             pass
 
+    def _reannounce_if_stale(self) -> None:
+        """The group's record of this member — the same on every member, deliveries being in
+        total order — must show what it announced (state, weight, member address). A record
+        that a view change re-created after the announcement (a new incarnation admitted, a
+        forced view) lacks them: the router then cannot route to this member (no port) or
+        distrusts it (RECOVERING). Announce again; repeated at most once per housekeeping round
+        until the group's record shows it."""
+        if self._announced is None:
+            return
+        record = self.engine.members.get(self.config.uuid)
+        if record is None:
+            return
+        if (record.state is not self._announced or record.member_address != self.config.member_address
+                or record.weight != self.config.member_weight):
+            self._log.info("reannounce", recorded_state=record.state.value, recorded_address=record.member_address)
+            self._announce(self._announced)
+
     def reconfigure(self, **changes: object) -> None:
         """SET GLOBAL of a setting kept in MemberConfig: the member reads it where it uses it.
         A new member_weight is announced to the group (it counts at the next election)."""
@@ -1316,6 +1333,7 @@ class Member:
                 except GcsError:
                     pass
             self._report_stats()
+            self._reannounce_if_stale()
             if loop.time() >= next_compaction:
                 next_compaction = loop.time() + self.config.compaction_interval_s
                 try:

@@ -119,12 +119,14 @@ class MemberInfo:
 
     @property
     def online(self) -> bool:
-        return self.state is MemberState.ONLINE
+        """ONLINE and routable: a member whose address is not known yet (port 0: it has not
+        announced it to the member asked) takes no traffic until it has."""
+        return self.state is MemberState.ONLINE and self.port > 0
 
     @property
     def writable(self) -> bool:
         """May take writes now: an ONLINE PRIMARY (in multi-primary mode every ONLINE member is one)."""
-        return self.state is MemberState.ONLINE and self.role is MemberRole.PRIMARY
+        return self.online and self.role is MemberRole.PRIMARY
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,7 @@ class Topology:
 
     def is_online(self, member_id: MemberId) -> bool:
         m = self._by_id.get(member_id)
-        return m is not None and m.state is MemberState.ONLINE
+        return m is not None and m.online
 
     def online(self) -> tuple[MemberInfo, ...]:
         """ONLINE members, in table order."""
@@ -223,6 +225,15 @@ def _int(value: object, column: str, row_no: int) -> int:
     return int(text)
 
 
+def _port(value: object, row_no: int) -> int:
+    """MEMBER_PORT; empty or NULL (a member that has not announced its address yet, e.g. a new
+    incarnation just admitted) is 0: the row still counts, the member is not routable."""
+    if value is None or (isinstance(value, (bytes, bytearray, str)) and not str(
+            value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value).strip()):
+        return 0
+    return _int(value, "MEMBER_PORT", row_no)
+
+
 def parse_group_members(
     rows: Iterable[Sequence[object]],
     *,
@@ -267,7 +278,7 @@ def parse_group_members(
             MemberInfo(
                 member_id=MemberId(member_id),
                 host=_text(row[1], "MEMBER_HOST", row_no),
-                port=_int(row[2], "MEMBER_PORT", row_no),
+                port=_port(row[2], row_no),
                 state=state,
                 role=role,
                 weight=weight,

@@ -559,6 +559,19 @@ def test_parse_group_members_refuses_bad_rows(rows: list[tuple[object, ...]], me
         parse_group_members(rows)
 
 
+@pytest.mark.parametrize("port", ["", None, b"", " "])
+def test_a_member_without_an_announced_port_counts_but_takes_no_traffic(port: object) -> None:
+    """A new incarnation just admitted may show no MEMBER_PORT yet: the table is still taken
+    (one such row used to make the router distrust every member's answer), and that member is
+    neither online nor a writer for routing until its port is known."""
+    t = parse_group_members([("a", "h", 1, "ONLINE", "SECONDARY"), ("b", "h", port, "ONLINE", "PRIMARY"),
+                             ("c", "h", port, "ONLINE", "SECONDARY")], mode=Mode.SINGLE_PRIMARY)
+    assert [m.member_id for m in t.members] == ["a", "b", "c"]
+    assert [m.member_id for m in t.online()] == ["a"] and not t.is_online(MemberId("b"))
+    assert [m.member_id for m in t.online_secondaries()] == ["a"]
+    assert t.writers() == ()  # the primary's address is not known yet: no writes routed
+
+
 def test_single_primary_with_two_primaries_has_no_writer() -> None:
     rows = [("a", "h", 1, "ONLINE", "PRIMARY"), ("b", "h", 2, "ONLINE", "PRIMARY"), ("c", "h", 3, "ONLINE", "SECONDARY")]
     t = parse_group_members(rows, mode=Mode.SINGLE_PRIMARY)
