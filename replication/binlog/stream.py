@@ -95,6 +95,7 @@ class _DumpConnection(BackendConnection):
         super().__init__(address)
         self._paused = False
         self.buffer_bytes_max = STREAM_BUFFER_BYTES_MAX
+        self.mid_event = False  # read_packet waits for a continuation part (parts already consumed)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -140,11 +141,13 @@ class _DumpConnection(BackendConnection):
                 if self.closed:
                     raise BackendLost(f"Lost connection to backend {self.address}")
                 self._resume()  # an incomplete packet can only complete by reading more
+                self.mid_event = bool(parts)  # continuation parts consumed: not resumable
                 self._waiter = asyncio.get_running_loop().create_future()
                 try:
                     await self._waiter
                 finally:
                     self._waiter = None
+            self.mid_event = False
             length = int.from_bytes(self._buf[:3], "little")
             seq = self._buf[3]
             parts.append(bytes(self._buf[4 : 4 + length]))
@@ -274,6 +277,16 @@ class BinlogStream:
     def closed(self) -> bool:
         return self._conn.closed
 
+    async def _read_after_timeout(self) -> bytes | None:
+        """One more heartbeat period for a packet (see next_event); None if none came."""
+        try:
+            async with asyncio.timeout(self._heartbeat_s):
+                return (await self._conn.read_packet())[1]
+        except TimeoutError:
+            return None
+        except (BackendLost, MalformedPacket) as exc:
+            raise self._break(f"binlog stream lost: {exc}") from exc
+
     async def next_event(self) -> Event:
         """The next event (heartbeats included). Raises BinlogStreamBroken; cancel-safe only
         in that a cancelled read breaks the stream (a partial event cannot be resumed)."""
@@ -288,7 +301,15 @@ class BinlogStream:
                 async with asyncio.timeout(self._heartbeat_s * STREAM_SILENCE_HEARTBEATS):
                     _, payload = await self._conn.read_packet()
             except TimeoutError:
-                raise self._break(f"no binlog event nor heartbeat for {self._heartbeat_s * STREAM_SILENCE_HEARTBEATS:g} s")
+                # This process may have been paused (SIGSTOP, a stalled VM) past the bound while
+                # the server's heartbeats piled up unread: on resume the expired timer runs
+                # before the loop reads the socket (uvloop runs timers first). So one more
+                # heartbeat period is waited for — unless part of an event was consumed (the
+                # read cannot be resumed) — and only then is the stream taken for dead.
+                payload = None if self._conn.mid_event else await self._read_after_timeout()
+                if payload is None:
+                    raise self._break(f"no binlog event nor heartbeat for "
+                                      f"{self._heartbeat_s * STREAM_SILENCE_HEARTBEATS:g} s") from None
             except (BackendLost, MalformedPacket) as exc:
                 raise self._break(f"binlog stream lost: {exc}") from exc
             except asyncio.CancelledError:

@@ -63,6 +63,32 @@ def test_heartbeats_then_silence_breaks_the_stream(server: ServerHandle) -> None
     asyncio.run(go())
 
 
+def test_a_pause_of_this_process_is_not_silence_of_the_server(server: ServerHandle) -> None:
+    """The member process paused (SIGSTOP, a stalled VM) longer than the silence bound while
+    heartbeats pile up unread: on resume the overdue timer runs before the socket is read
+    (uvloop runs timers first) — the stream must go on, not break (a member's writes failed
+    with 3100 after a SIGSTOP of its process in the clone e2e test)."""
+    import time
+
+    import uvloop
+
+    async def go() -> None:
+        stream = await BinlogStream.open(address(server), replica_server_id=replica_id(), heartbeat_s=0.2)
+        try:
+            while not isinstance(await stream.next_event(), Heartbeat):
+                pass
+            waiting = asyncio.ensure_future(stream.next_event())
+            await asyncio.sleep(0.05)  # the read is waiting for the server
+            time.sleep(0.2 * 5 + 0.6)  # the whole loop frozen past the silence bound (5 heartbeats)
+            event = await waiting
+            assert isinstance(event, Event)
+            assert not stream.closed
+        finally:
+            await stream.close()
+
+    uvloop.run(go())
+
+
 def test_a_slow_consumer_pauses_the_socket_at_the_bound(server: ServerHandle) -> None:
     bound = 64 << 10
 
