@@ -1245,12 +1245,7 @@ class Member:
         """The backend must answer: after backend_check_failures_max probes in a row fail, the
         member goes to ERROR and leaves, so a primary whose server died is replaced."""
         try:
-            async with asyncio.timeout(max(1.0, self.config.backend_check_interval_s)):
-                conn = await self.connect()
-                try:
-                    await conn.execute("SELECT 1")
-                finally:
-                    conn.close()
+            await self._ping_backend()
         except (MySQLError, BackendError, OSError, TimeoutError) as exc:
             self._backend_failures += 1
             self._log.warning("backend_probe_failed", failures=self._backend_failures, error=str(exc))
@@ -1260,14 +1255,19 @@ class Member:
             return
         self._backend_failures = 0
 
+    async def _ping_backend(self) -> None:
+        """`SELECT 1` on a new connection, bounded by backend_check_interval_s (1 s at least).
+        Raises MySQLError, BackendError, OSError or TimeoutError."""
+        async with asyncio.timeout(max(1.0, self.config.backend_check_interval_s)):
+            conn = await self.connect()
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                conn.close()
+
     async def _backend_answers(self) -> bool:
         try:
-            async with asyncio.timeout(max(1.0, self.config.backend_check_interval_s)):
-                conn = await self.connect()
-                try:
-                    await conn.execute("SELECT 1")
-                finally:
-                    conn.close()
+            await self._ping_backend()
             return True
         except (MySQLError, BackendError, OSError, TimeoutError):
             return False

@@ -228,8 +228,9 @@ def _int(value: object, column: str, row_no: int) -> int:
 def _port(value: object, row_no: int) -> int:
     """MEMBER_PORT; empty or NULL (a member that has not announced its address yet, e.g. a new
     incarnation just admitted) is 0: the row still counts, the member is not routable."""
-    if value is None or (isinstance(value, (bytes, bytearray, str)) and not str(
-            value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value).strip()):
+    if value is None:
+        return 0
+    if isinstance(value, (bytes, bytearray, str)) and not _text(value, "MEMBER_PORT", row_no).strip():
         return 0
     return _int(value, "MEMBER_PORT", row_no)
 
