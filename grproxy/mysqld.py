@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import re
 import shutil
 import signal
@@ -151,11 +152,58 @@ def find_client_binary() -> Path:
     return path
 
 
+#: Where the kernel's ephemeral (outbound) ports are, when /proc does not say.
+_EPHEMERAL_DEFAULT = (32768, 60999)
+#: Lowest port `free_port` hands out (below it live well-known and registered services).
+FREE_PORT_FLOOR = 10000
+#: Candidates tried before `free_port` falls back to a kernel-chosen port.
+FREE_PORT_ATTEMPTS = 200
+#: Ports this process handed out recently and will not hand out again (oldest forgotten first).
+FREE_PORT_MEMORY = 4096
+_handed_out: dict[int, None] = {}
+_port_random = random.Random(os.urandom(16))
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return _EPHEMERAL_DEFAULT
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago (the caller must tolerate a race)."""
+    """A TCP port that was free on `host` a moment ago, for a listener the caller binds later.
+
+    The port lies outside the kernel's ephemeral range, so the outbound connections made between
+    now and the caller's bind (a group's links, client connections) cannot take it: a port the
+    kernel chose with bind(0) could. It is never one this process handed out among its last
+    FREE_PORT_MEMORY. Another process can still bind it first; the caller must tolerate that.
+    If FREE_PORT_ATTEMPTS candidates are all taken, a kernel-chosen port is returned.
+    """
+    lo, hi = _ephemeral_range()
+    spans = [(a, b) for a, b in ((FREE_PORT_FLOOR, lo - 1), (hi + 1, 65535)) if b - a >= 1000]
+    for _ in range(FREE_PORT_ATTEMPTS if spans else 0):
+        a, b = _port_random.choice(spans)
+        port = _port_random.randint(a, b)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return _remember(port)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        return _remember(int(sock.getsockname()[1]))
+
+
+def _remember(port: int) -> int:
+    _handed_out[port] = None
+    while len(_handed_out) > FREE_PORT_MEMORY:
+        del _handed_out[next(iter(_handed_out))]
+    return port
 
 
 @dataclasses.dataclass(slots=True)
