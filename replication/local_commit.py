@@ -44,7 +44,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 from replication.protocol.backend import BackendAddress, BackendConnection
-from replication.protocol.errors import BackendError, BackendLost, CertificationConflict, HookError, MySQLError
+from replication.protocol.errors import (
+    BackendError,
+    BackendLost,
+    BeforeDmlValidation,
+    CertificationConflict,
+    HookError,
+    MySQLError,
+)
 
 from .binlog import BinlogError, BinlogPosition, BinlogReader, BinlogTransaction, XaId
 from .certifier import Seq
@@ -217,10 +224,16 @@ class LocalCommits:
         try:
             # The binlog's end right after the prepare: a transaction that changed no row logs
             # nothing, and the reader says so once it has read up to there.
-            results = await conn.execute_all(f"XA END {lit};XA PREPARE {lit};SHOW MASTER STATUS")
+            # The session's binlog settings with it: neither can change inside a transaction,
+            # so they are the ones its writes were logged under.
+            results = await conn.execute_all(f"{_LOGGING_SETTINGS};XA END {lit};XA PREPARE {lit};SHOW MASTER STATUS")
             status = results[-1].rows[0] if results and results[-1].rows else None
             logged_before = (BinlogPosition(_text(status[0]), int(_text(status[1])))  # type: ignore[index]
                              if status is not None else None)
+            _check_logging(results[0].rows[0] if results and results[0].rows else None)
+        except BeforeDmlValidation:
+            await self._end(conn, f"XA ROLLBACK {lit}", xid, quiet=True)
+            raise
         except BackendError:
             await self._end(conn, f"XA ROLLBACK {lit}", xid, quiet=True)
             raise
@@ -380,6 +393,30 @@ class LocalCommits:
         statements = "; ".join(s.decode("utf-8", "replace")[:200] for s in txn.statements[:3])
         self.member.stray_write(f"a write the group never saw committed on the backend: rows of {names}"
                                 + (f" ({statements})" if statements else ""))
+
+
+
+#: What the member reads at prepare time: the session's settings its writes were logged under.
+_LOGGING_SETTINGS = "SELECT @@session.sql_log_bin, @@session.binlog_format"
+
+
+def _check_logging(row: object) -> None:
+    """A transaction logged without its rows (sql_log_bin=0) or as statements (binlog_format
+    other than ROW) cannot be captured: committed, it would exist on this member only. Raises
+    BeforeDmlValidation (3098, as GR's before-DML check for binlog_format) — the caller rolls
+    it back."""
+    if not isinstance(row, (tuple, list)) or len(row) < 2:
+        raise BeforeDmlValidation("The table does not comply with the requirements by an external plugin. "
+                                  "(the session's binary log settings could not be read)")
+    log_bin, fmt = _text(row[0]), _text(row[1]).upper()
+    if log_bin not in ("1", "ON"):
+        raise BeforeDmlValidation("The table does not comply with the requirements by an external plugin. "
+                                  "(sql_log_bin is 0 in this session: its writes would not reach the binary log "
+                                  "the group replicates from; the transaction was rolled back)")
+    if fmt != "ROW":
+        raise BeforeDmlValidation("The table does not comply with the requirements by an external plugin. "
+                                  f"(Binlog format should be ROW for Group Replication; this session's is {fmt}: the "
+                                  "transaction was rolled back)")
 
 
 def _text(value: object) -> str:

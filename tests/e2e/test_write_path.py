@@ -172,6 +172,37 @@ def test_grs_own_refusal_remains_a_table_without_primary_key(group: "Sandbox") -
     c.close()
 
 
+ER_WRONG_VALUE_FOR_VAR = 1231
+
+
+@pytest.mark.parametrize("setting", ["SET sql_log_bin = 0", "SET SESSION binlog_format = 'STATEMENT'",
+                                     "SET @@binlog_row_image = MINIMAL", "SET GLOBAL binlog_format = MIXED",
+                                     "PREPARE s FROM 'SET sql_log_bin = OFF'"])
+def test_settings_that_would_keep_writes_from_the_binary_log_are_refused(group: "Sandbox", setting: str) -> None:
+    """A session with sql_log_bin=0 (or statement-format logging) would commit its writes on its
+    own member only: the group replicates what the binary log shows. Refused (1231) through the
+    router and on a member port, and the session's writes still replicate afterwards."""
+    c = group.connect()
+    m = group.connect_member(group.primary())
+    with c.cursor() as cur, m.cursor() as mcur:
+        cur.execute("CREATE TABLE IF NOT EXISTS app.logged (id INT PRIMARY KEY)")
+        for conn_cur in (cur, mcur):
+            with pytest.raises(pymysql.err.MySQLError) as info:
+                conn_cur.execute(setting)
+            assert info.value.args[0] == ER_WRONG_VALUE_FOR_VAR, info.value
+            conn_cur.execute("SELECT @@session.sql_log_bin, @@session.binlog_format, @@global.binlog_format")
+            assert conn_cur.fetchall() == ((1, "ROW", "ROW"),)
+        cur.execute("REPLACE INTO app.logged VALUES (1)")
+        mcur.execute("REPLACE INTO app.logged VALUES (2)")
+    c.close()
+    m.close()
+    assert_converged(group, ["app.logged"])
+    for member in group.members:
+        conn = group.connect_backend(member)
+        assert _rows(conn, "SELECT id FROM app.logged ORDER BY id") == [(1,), (2,)]
+        conn.close()
+
+
 def test_member_port_autocommit_and_explicit_transactions(group: "Sandbox") -> None:
     primary = group.primary()
     c = group.connect_member(primary)
