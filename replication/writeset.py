@@ -159,7 +159,9 @@ async def derive(txn: BinlogTransaction, conn: "BackendConnection", catalog: Sch
             changes = to_row_changes(meta, rows.table_map, rows.changes, weights)
         except BinlogUnsupported as exc:
             raise NotSupported(f"grproxy cannot replicate this change: {exc}") from None
-        _check(meta, deletes=any(c.op == "delete" for c in changes), updated=_updated_columns(changes))
+        # A delete is a row the server deleted (a rows event's delete): an update that moved a
+        # key is a delete and an upsert among `changes`, but fires ON UPDATE, not ON DELETE.
+        _check(meta, deletes=any(c.kind == "delete" for c in rows.changes), updated=_updated_columns(changes))
         try:
             collected.add(changes)
         except TransactionTooLarge as exc:

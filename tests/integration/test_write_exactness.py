@@ -258,12 +258,9 @@ NOT_CASCADING: list[tuple[str, list[str], str] | object] = [
      "UPDATE t SET v = 0 WHERE id = 1"),
     ("delete-of-restrict-parent", [T, T_ROWS, "CREATE TABLE c (id INT PRIMARY KEY, tid INT, FOREIGN KEY (tid) REFERENCES t (id))"],
      "DELETE FROM t WHERE id = 2"),
-    # Moving a parent's primary key fires ON UPDATE (RESTRICT here), not ON DELETE CASCADE; but
-    # its images are a delete and an upsert, and writeset.derive counts the delete.
-    pytest.param("update-key-of-on-delete-cascade-parent", [T, T_ROWS, CASCADE_CHILD], "UPDATE t SET id = 7 WHERE id = 2",
-                 marks=pytest.mark.xfail(strict=True, reason="known gap: writeset.derive refuses a parent's key move "
-                                         "as if it were a delete firing ON DELETE CASCADE (3098)"),
-                 id="update-key-of-on-delete-cascade-parent"),
+    # Moving a parent's primary key fires ON UPDATE (RESTRICT here), not ON DELETE CASCADE,
+    # though its row changes are a delete and an upsert.
+    ("update-key-of-on-delete-cascade-parent", [T, T_ROWS, CASCADE_CHILD], "UPDATE t SET id = 7 WHERE id = 2"),
 ]
 
 
