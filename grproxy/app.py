@@ -26,6 +26,7 @@ from replication.gcs.xcom.transport import TransportConfig
 from replication.lifecycle import ExitStateAction
 from replication.member import Member, MemberConfig, StartRefused
 from replication.member_session import MemberSessionFactory
+from replication import outside_writes
 from replication.positions import PositionStore
 from replication.rowevents import RowEventApplier
 from replication.protocol.relay import RelayFactory, SessionFactory
@@ -65,9 +66,10 @@ class App:
     """A running grproxy: a client port relaying to the first backend, or — with [member] —
     a group member owning its backend, its member port, and a client port on that member."""
 
-    def __init__(self, config: Config, *, bootstrap: bool = False) -> None:
+    def __init__(self, config: Config, *, bootstrap: bool = False, clone: bool = False) -> None:
         self.config = config
         self.bootstrap = bootstrap  # `serve --bootstrap`: bootstrap_group for this start only
+        self.clone = clone  # `serve --clone`: recover by a clone, whatever the backend holds
         self.exit_requested = asyncio.Event()  # exit_state_action = ABORT_SERVER
         self.frontend: FrontendServer | None = None
         self.member_port: FrontendServer | None = None
@@ -154,6 +156,7 @@ class App:
         await self.member_port.start()
         seeds = tuple(MemberId("seed", addr, 0) for addr in m.group_seeds if addr != m.group_address)
         bootstrap = m.bootstrap_group or self.bootstrap
+        self.member.clone_requested = self.clone
         try:
             await self.member.start(bootstrap=bootstrap, seeds=seeds)
         except StartRefused as exc:
@@ -219,6 +222,8 @@ async def _member_uuid(address: BackendAddress) -> str:
     """The member's uuid: kept in its backend (grproxy.meta), made once."""
     conn = await BackendConnection.open(address, capabilities=int(OWN_CAPABILITIES), collation=UTF8MB4_GENERAL_CI)
     try:
+        if conn.handshake is not None and conn.handshake.is_mariadb:
+            await conn.execute(outside_writes.session_sql())  # the member's own writes
         store = PositionStore()
         await store.setup(conn)
         uuid = await store.get_meta(conn, "member_uuid")
@@ -239,10 +244,11 @@ def install_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: Config, *, bootstrap: bool = False) -> int:
+async def serve(config: Config, *, bootstrap: bool = False, clone: bool = False) -> int:
     """Run until SIGINT/SIGTERM (exit code 0), or until the member's exit_state_action is
-    ABORT_SERVER and it entered ERROR (exit code 1)."""
-    app = App(config, bootstrap=bootstrap)
+    ABORT_SERVER and it entered ERROR (exit code 1). `clone`: the member recovers by a clone of
+    a donor's data whatever its backend holds (its user schemas are replaced)."""
+    app = App(config, bootstrap=bootstrap, clone=clone)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="TOML file (see conf/grproxy.example.toml)")
     serve.add_argument("--bootstrap", action="store_true",
                        help="bootstrap a new group with this member (its backend must never have belonged to one)")
+    serve.add_argument("--clone", action="store_true",
+                       help="rebuild this member's backend from the group: recover by a clone of a donor's data, "
+                            "replacing its user schemas (for a backend refused for writes the group never saw)")
 
     reboot = sub.add_parser("reboot", help="restart a group after every member went down (from the most advanced member)")
     reboot.add_argument("members", nargs="*", help="member ports, host:port (or use --config)")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(config.log.format, config.log.level)
         from .app import serve
 
-        return asyncio.run(serve(config, bootstrap=args.bootstrap))
+        return asyncio.run(serve(config, bootstrap=args.bootstrap, clone=args.clone))
     if args.command == "reboot":
         configure_logging("console", "warning")
         from .reboot import RebootError, addresses_from, reboot_group

@@ -85,6 +85,7 @@ from .engine import (
 )
 from .messages import SEEN_SEQS_MAX, AppliedAck, Announce, DdlMessage, ReplicationDecodeError, StableReport, SyncPoint, TxnMessage, decode, encode
 from .positions import Positions, PositionStore, gtid_set
+from . import outside_writes
 from .engine import AdminOutcome
 from .messages import AdminAction, AdminOp, DdlOutcome, MemberStats
 from .recovery import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, CACHE_TXN, Donor, Joiner, TransactionCache, ddl_blob
@@ -175,6 +176,12 @@ class LocalDdl:
 
 
 RESOLVE_COMMITTING_WAIT_S = 10.0  # _resolve_local: how long certified local commits may take to end
+LEAVE_WAIT_S = 5.0  # _new_incarnation: how long the old incarnation's leave may take to be agreed
+LEAVE_POLL_S = 0.02
+DIVERGED_MARK_CHARS = 250  # how much of a stray write's description the backend's mark keeps
+_REBUILD_HINT = ("Rebuild it from the group: start the member with `grproxy serve --config … --clone` (or, on its "
+                 "member port as an admin, `/* grproxy */ GROUP REJOIN CLONE`), which replaces its user schemas with "
+                 "a clone of a donor's; or start it on an empty backend")
 
 
 class StartRefused(Exception):
@@ -237,6 +244,12 @@ class Member:
         self.stats_sync_requests = 0  # sync_point calls (BEFORE statements waiting for a marker)
         self._open: dict[int, LocalTxn] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()  # fire-and-forget work kept referenced
+        # Rebuild this backend by a clone at the next join, whatever it holds (serve --clone,
+        # GROUP REJOIN CLONE); cleared when a clone completed.
+        self.clone_requested = False
+        # A stray write this process saw (also marked on the backend): no rejoin until a clone.
+        self.diverged: str | None = None
         self._last_report: Seq | None = None
         self._announced: MemberState | None = None
         self.on_membership: list[Callable[[MembershipChanged], None]] = []
@@ -263,10 +276,63 @@ class Member:
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def connect(self, database: str | None = None) -> BackendConnection:
-        """A new connection to this member's backend with the proxy's account."""
-        return await BackendConnection.open(
+        """A new connection to this member's backend with the proxy's account, writing in
+        grproxy's GTID domain on MariaDB (replication.outside_writes)."""
+        conn = await BackendConnection.open(
             self.config.backend, capabilities=MEMBER_CAPABILITIES, collation=UTF8MB4_GENERAL_CI, database=database
         )
+        if conn.handshake is not None and conn.handshake.is_mariadb:
+            try:
+                await conn.execute(outside_writes.session_sql())
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    async def check_outside_writes(self, conn: BackendConnection) -> None:
+        """Refuse (StartRefused) a backend that holds writes the group never saw: a stray write
+        the running member found (the `diverged` mark), or transactions logged outside grproxy's
+        GTID domain since the member last recorded them (replication.outside_writes). The
+        first time, and after a binlog reset, the current state is recorded instead."""
+        mark = self.diverged or await self.store.get_meta(conn, outside_writes.DIVERGED_META)
+        if mark is not None:
+            raise StartRefused(
+                f"backend {self.config.backend} holds a write the group never saw ({mark}), so its data may differ "
+                f"from the group's. {_REBUILD_HINT}")
+        if conn.handshake is None or not conn.handshake.is_mariadb:
+            return
+        r = await conn.execute("SELECT @@GLOBAL.gtid_binlog_state")
+        current = outside_writes.outside(outside_writes.parse_state(_text(r.rows[0][0]) if r.rows else ""))
+        r = await conn.execute(f"SELECT name, value FROM grproxy.meta WHERE name LIKE "
+                               f"'{outside_writes.META_PREFIX}%'")
+        rows = {_text(n): _text(v) for n, v in r.rows}
+        if rows:
+            recorded = outside_writes.from_meta_rows(rows)
+            written = outside_writes.written_since(recorded, current)
+            if written:
+                raise StartRefused(
+                    f"backend {self.config.backend} holds transactions the group does not have: {', '.join(written)} "
+                    "(MariaDB GTIDs outside grproxy's domain: written on the backend around grproxy — directly, by "
+                    f"an event or a replication channel), so its data may differ from the group's. {_REBUILD_HINT}")
+            if current == recorded:
+                return
+            self._log.warning("backend_binlog_reset", recorded=rows, now=outside_writes.meta_rows(current))
+        await self.record_outside_writes(conn, current)
+
+    async def record_outside_writes(self, conn: BackendConnection, state: dict[tuple[int, int], int] | None = None) -> None:
+        """Take the backend's GTID state outside grproxy's domain as the record (first start, a
+        binlog reset, after a clone), and drop a `diverged` mark."""
+        if state is None:
+            if conn.handshake is None or not conn.handshake.is_mariadb:
+                state = {}
+            else:
+                r = await conn.execute("SELECT @@GLOBAL.gtid_binlog_state")
+                state = outside_writes.outside(outside_writes.parse_state(_text(r.rows[0][0]) if r.rows else ""))
+        await conn.execute(f"DELETE FROM grproxy.meta WHERE name LIKE '{outside_writes.META_PREFIX}%' "
+                           f"OR name = '{outside_writes.DIVERGED_META}'")
+        for name, value in outside_writes.meta_rows(state).items():
+            await self.store.set_meta(conn, name, value)
+        self.diverged = None
 
     async def start(self, *, bootstrap: bool, seeds: tuple[MemberId, ...] = ()) -> None:
         """Check the backend's identity and load its positions, then bootstrap a new group or
@@ -288,6 +354,8 @@ class Member:
                 await self.local.check_backend(conn)
             except BackendUnfit as exc:
                 raise StartRefused(str(exc)) from None
+            if not self.clone_requested:
+                await self.check_outside_writes(conn)
             await self.local.resolve_prepared(conn)
             applied = await self.store.load(conn)
             if bootstrap:
@@ -354,7 +422,10 @@ class Member:
             self.error = None
 
     async def _new_incarnation(self) -> GroupCommunication | None:
-        """Close the current incarnation and start a new one (None without a factory)."""
+        """Close the current incarnation and start a new one (None without a factory). An old
+        incarnation still in a view leaves first and is given up to LEAVE_WAIT_S to have its
+        departure agreed: closed at once, it would leave as a failure, and a two-member view
+        loses its majority to it (the other member alone cannot expel it)."""
         if self._gcs_factory is None:
             return None
         old = self.gcs
@@ -362,6 +433,10 @@ class Member:
             old.leave()
         except GcsError:
             pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEAVE_WAIT_S
+        while old.current_view() is not None and loop.time() < deadline:
+            await asyncio.sleep(LEAVE_POLL_S)
         close = getattr(old, "close", None)
         if close is not None:
             await close()
@@ -372,12 +447,15 @@ class Member:
         """ONLINE, or RECOVERING inside a view (a member still asking seeds is not)."""
         return self.state is MemberState.ONLINE or (self.state is MemberState.RECOVERING and self.engine.view is not None)
 
-    async def rejoin(self) -> None:
+    async def rejoin(self, *, clone: bool = False) -> None:
         """Join the group again as a new incarnation (START GROUP_REPLICATION, autorejoin); a
-        join still asking its seeds is started over. Raises StartRefused without a gcs factory
-        or while in the group."""
+        join still asking its seeds is started over. `clone`: recover by a clone of a donor's
+        data whatever this backend holds (GROUP REJOIN CLONE, for a backend refused for writes
+        the group never saw). Raises StartRefused without a gcs factory, while in the group,
+        or for such a backend without `clone`."""
         if self.in_group:
             raise StartRefused(f"the member is already {self.state.value} in the group")
+        self.clone_requested = self.clone_requested or clone
         self._cancel_rejoin()
         await self._resolve_local()
         gcs = await self._new_incarnation()
@@ -417,6 +495,8 @@ class Member:
         try:
             conn = await self.connect()
             try:
+                if not self.clone_requested:
+                    await self.check_outside_writes(conn)
                 await self.local.resolve_prepared(conn)
                 stored = await self.store.load(conn)
             finally:
@@ -907,8 +987,24 @@ class Member:
         return outcome.seq
 
     def stray_write(self, why: str) -> None:
-        """The binlog shows a write the group never saw: this backend diverged. ERROR."""
+        """The binlog shows a write the group never saw: this backend diverged. ERROR, and the
+        backend is marked so that neither a restart nor START GROUP_REPLICATION takes it back
+        into the group until a clone rebuilt it (check_outside_writes)."""
+        self.diverged = why[:DIVERGED_MARK_CHARS]  # refused from now on, whether or not the mark lands
         self._fail(why)
+        task = asyncio.get_running_loop().create_task(self._mark_diverged(why))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mark_diverged(self, why: str) -> None:
+        try:
+            conn = await self.connect()
+            try:
+                await self.store.set_meta(conn, outside_writes.DIVERGED_META, why[:DIVERGED_MARK_CHARS])
+            finally:
+                conn.close()
+        except (MySQLError, BackendError, OSError) as exc:
+            self._log.error("diverged_mark_failed", error=str(exc))
 
     def committed(self, seq: Seq) -> None:
         """The local backend committed `seq` (with its position row)."""
@@ -1353,3 +1449,7 @@ SYNC_TIMEOUT_MESSAGE = ("Timeout exceeded for held statement while new Group Rep
                         "applying backlog or while waiting for the group.")
 ACK_WAIT_S = 3600.0  # how long a member waits to apply a transaction whose origin wants an ack
 ER_QUERY_INTERRUPTED = 1317  # the outcome of a DDL its session could not run (see run_local_ddl)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

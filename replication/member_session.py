@@ -56,6 +56,7 @@ from replication.protocol.results import TYPE_LONGLONG, Column, text_resultset
 from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
+from . import outside_writes
 from .admin import Admin, WrongValueForVariable, mentions, router_members
 from .consistency import Level
 from .binlog import XaId
@@ -109,6 +110,10 @@ _LOGGING_VARIABLES: dict[str, frozenset[object]] = {
     "binlog_row_image": frozenset({"FULL", "DEFAULT"}),
     "binlog_row_metadata": frozenset({"FULL", "DEFAULT"}),
     "log_bin": frozenset(),  # read-only on the server; named so the refusal says why
+    # A member's sessions write in grproxy's GTID domain (replication.outside_writes).
+    "gtid_domain_id": frozenset(),
+    "server_id": frozenset(),
+    "gtid_seq_no": frozenset(),
 }
 
 
@@ -124,9 +129,9 @@ def _unlogged_setting(stmt: Statement) -> WrongValueForVariable | None:
             continue
         literal = a.literal.upper() if isinstance(a.literal, str) else a.literal
         if literal not in allowed:
-            return WrongValueForVariable(f"Variable '{a.name}' can't be set to the value of '{a.value}' (on a group member "
-                                    "every write must be logged in full as rows: grproxy replicates from the binary "
-                                    "log)")
+            return WrongValueForVariable(f"Variable '{a.name}' can't be set to the value of '{a.value}' (grproxy replicates "
+                                    "from the binary log: on a group member every write is logged in full, as rows, "
+                                    "in grproxy's GTID domain)")
     for part in (*stmt.parts, *((stmt.inner,) if stmt.inner is not None else ())):
         refused = _unlogged_setting(part)
         if refused is not None:
@@ -140,6 +145,18 @@ def _resets_master(stmt: Statement) -> bool:
     if stmt.verb == "RESET MASTER":
         return True
     return any(_resets_master(p) for p in stmt.parts) or (stmt.inner is not None and _resets_master(stmt.inner))
+
+
+def _session_setup_sql(member: Member, backend: BackendConnection) -> str:
+    """What a client session's backend connection runs first (and after a reset): grproxy's
+    GTID domain on MariaDB (replication.outside_writes) and, in multi-primary mode, the
+    member's auto-increment settings — one round trip."""
+    parts = []
+    if backend.handshake is not None and backend.handshake.is_mariadb:
+        parts.append(outside_writes.session_sql())
+    if not member.engine.single_primary:
+        parts.append(member_auto_increment_sql(member))
+    return ";".join(parts)
 
 
 def member_auto_increment_sql(member: Member) -> str:
@@ -187,9 +204,13 @@ class MemberSessionFactory:
             self.member.config.backend, capabilities=int(caps), collation=collation, database=database,
             connect_attrs=attrs, timeout_s=self.connect_timeout_s, mariadb_capabilities=mariadb_capabilities,
         )
-        if not self.member.engine.single_primary:
-            # Multi-primary: members' auto-increment values never collide (GR's default step 7).
-            await backend.execute(member_auto_increment_sql(self.member))
+        try:
+            setup = _session_setup_sql(self.member, backend)
+            if setup:
+                await backend.execute_all(setup)
+        except BaseException:
+            backend.close()
+            raise
         session = MemberSession(link, backend, processes, self.member,
                                 client_multi=bool(capabilities & Cap.MULTI_STATEMENTS), admin=self.admin)
         session._auto_increment_set = not self.member.engine.single_primary
@@ -255,7 +276,7 @@ class MemberSession(RelaySession):
                 self.consistency = self.member.consistency
                 self._forget_prepared()  # the backend deallocated them
                 self._infile = None
-                if not self.member.engine.single_primary:
+                if _session_setup_sql(self.member, self.backend):  # the reset undoes it: done again
                     self._cmd_seq = last_seq
                     self._spawn(self._reset_connection())
                     return
@@ -921,7 +942,9 @@ class MemberSession(RelaySession):
     async def _group_command(self, words: list[str]) -> None:
         """`GROUP STATUS` → this member's id, state, group uuid, GTID set, error;
         `GROUP REBOOT` → bootstrap the group again from this member (whole-group reboot);
-        `GROUP REJOIN` → join the group again as a new incarnation (used by `grproxy reboot`)."""
+        `GROUP REJOIN` → join the group again as a new incarnation (used by `grproxy reboot`);
+        `GROUP REJOIN CLONE` → the same, recovering by a clone of a donor's data whatever this
+        backend holds (the way back for a backend that took writes the group never saw)."""
         m = self.member
         if words == ["STATUS"]:
             cols = [Column("MEMBER_ID", length=64), Column("MEMBER_STATE", length=32), Column("GROUP_UUID", length=64),
@@ -930,12 +953,12 @@ class MemberSession(RelaySession):
             row = (m.config.uuid, m.state.value, m.group_uuid, m.gtid_executed(), m.error, int(m.in_group))
             self.link.transport.write(text_resultset(cols, [row], self.status, seq=self._cmd_seq + 1))
             return
-        if words in (["REBOOT"], ["REJOIN"]):
-            if words == ["REJOIN"] and m.in_group:
+        if words in (["REBOOT"], ["REJOIN"], ["REJOIN", "CLONE"]):
+            if words[0] == "REJOIN" and m.in_group:
                 self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)  # already back in
                 return
             try:
-                await (m.reboot() if words == ["REBOOT"] else m.rejoin())
+                await (m.reboot() if words == ["REBOOT"] else m.rejoin(clone=words == ["REJOIN", "CLONE"]))
             except StartRefused as exc:
                 raise NotSupported(str(exc)) from None
             self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
@@ -943,11 +966,15 @@ class MemberSession(RelaySession):
         raise ParseError(f"Unknown grproxy group command: GROUP {' '.join(words)[:60]}")
 
     async def _reset_connection(self) -> None:
-        """COM_RESET_CONNECTION in multi-primary mode: the reset puts auto_increment_increment /
-        offset back to the server's globals, so the member's own are set again (else members
-        would hand out colliding auto-increment values)."""
+        """COM_RESET_CONNECTION: the reset puts the session's gtid_domain_id (and in multi-primary
+        mode auto_increment_increment / offset) back to the server's globals, so the member's own
+        are set again (else its writes would look written around grproxy, and members would hand
+        out colliding auto-increment values)."""
         await self.backend.command(Command.RESET_CONNECTION)
-        await self._member_auto_increment()
+        setup = _session_setup_sql(self.member, self.backend)
+        if setup:
+            await self.backend.execute_all(setup)
+        self._auto_increment_set = not self.member.engine.single_primary
         self.status = AUTOCOMMIT
         self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
@@ -961,9 +988,10 @@ class MemberSession(RelaySession):
             self._drop_txn()
         self.backend.drop_deferred()
         await super().reset_for_user(database)
-        self._auto_increment_set = False
-        if not self.member.engine.single_primary:
-            await self._member_auto_increment()
+        setup = _session_setup_sql(self.member, self.backend)
+        if setup:
+            await self.backend.execute_all(setup)
+        self._auto_increment_set = not self.member.engine.single_primary
         self._schema_known = False
         self._wait_timeout = None
         self.consistency = self.member.consistency

@@ -226,6 +226,9 @@ class Joiner:
         self.transactions_left = len(self._missing)
         if self._clone_pending:
             return PhaseEvent.CACHE_SHORT  # a clone began at a donor that failed: it starts over
+        if self.member.clone_requested:
+            self._log.info("recovery_clone_requested", donor=self.donor[0] if self.donor else None)
+            return PhaseEvent.CACHE_SHORT
         if not self._missing:
             return PhaseEvent.CACHE_REACHES
         r = await self._call("RECOVERY CACHE")
@@ -258,10 +261,14 @@ class Joiner:
             if group_uuid != m.group_uuid:
                 raise JoinerRefused(f"the donor's group is {group_uuid}, this member's {m.group_uuid}")
             await _replace_positions(local, positions)
+            # The data is the group's now: what the binlog holds outside grproxy's domain is
+            # history, and a diverged mark is void (replication.outside_writes).
+            await m.record_outside_writes(local)
         finally:
             local.close()
             m.forget_metadata(schemas)
         m.positions.replace(positions)
+        m.clone_requested = False
         self._clone_pending = False
         self._cloned_here = True
         self._missing = list(positions.missing(self.upto))

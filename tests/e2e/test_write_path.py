@@ -288,6 +288,62 @@ def test_write_bypassing_grproxy_puts_its_member_in_error(sandbox_factory: Calla
     rows = sandbox.wait_group(lambda g: len(g) == 2, 30, "the diverged member left the group")
     assert victim.id not in {g.member.id for g in rows}
 
+    # Its backend keeps the write: neither START GROUP_REPLICATION nor a restart takes it back
+    # into the group (GR refuses a member with errant transactions), and the error says how to
+    # rebuild it.
+    m = sandbox.connect_member(victim)
+    with m.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("START GROUP_REPLICATION")
+        assert "never saw" in str(info.value) and "--clone" in str(info.value), info.value
+    # Rebuilt by a clone from its member port, it is back with the group's rows, the stray
+    # one gone.
+    with m.cursor() as cur:
+        cur.execute("/* grproxy */ GROUP REJOIN CLONE")
+    m.close()
+    sandbox.wait_group(lambda g: len(g) == 3 and all(x.state == "ONLINE" for x in g), 90, "the rebuilt member is back")
+    assert_converged(sandbox, ["app.t"])
+    b = sandbox.connect_backend(victim)
+    assert _rows(b, "SELECT COUNT(*) FROM app.t") == [(0,)]
+    b.close()
+
+
+def test_writes_made_on_a_stopped_members_backend_keep_it_out(sandbox_factory: Callable[..., "Sandbox"]) -> None:
+    """A write made on a member's backend while its grproxy process was down (nobody watching
+    the binlog) is found at restart from the backend's GTIDs outside grproxy's domain: the
+    start is refused, naming them; `serve --clone` rebuilds it and it converges; a later
+    plain restart takes it back as it now is."""
+    sandbox = sandbox_factory(members=3)
+    c = sandbox.connect()
+    with c.cursor() as cur:
+        cur.execute("CREATE DATABASE app")
+        cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY)")
+        cur.execute("INSERT INTO app.t VALUES (1)")
+    c.close()
+    victim = sandbox.secondaries()[0]
+    assert_converged(sandbox, ["app.t"])
+    sandbox.kill_member(victim)
+    b = sandbox.connect_backend(victim)
+    with b.cursor() as cur:
+        cur.execute("UPDATE app.t SET id = 2")
+        cur.execute("SELECT @@gtid_binlog_pos")
+        pos = cur.fetchall()
+    b.close()
+    refused = sandbox.restart_member(victim)
+    proc = sandbox.restarted_process(refused)
+    assert proc is not None and proc.wait(60) != 0
+    log = (sandbox.base_dir / "sb" / victim.id / "grproxy.log").read_text(errors="replace")
+    assert "does not have" in log and "around grproxy" in log, (pos, log[-2000:])
+    victim = sandbox.restart_member(victim, "--clone")
+    sandbox.wait_group(lambda g: len(g) == 3 and all(x.state == "ONLINE" for x in g), 90, "the rebuilt member is back")
+    assert_converged(sandbox, ["app.t"])
+    b = sandbox.connect_backend(victim)
+    assert _rows(b, "SELECT id FROM app.t") == [(1,)]
+    b.close()
+    sandbox.kill_member(victim)
+    victim = sandbox.restart_member(victim)
+    sandbox.wait_group(lambda g: len(g) == 3 and all(x.state == "ONLINE" for x in g), 90, "restarted after the clone")
+
 
 def test_member_killed_between_prepare_and_verdict_resolves_it_at_restart(sandbox_factory: Callable[..., "Sandbox"]) -> None:
     """The primary prepares a transaction whose verdict cannot come (both secondaries frozen:

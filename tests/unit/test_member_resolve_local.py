@@ -30,9 +30,13 @@ def _fake(events: list[str], committing: set[int], stored: AppliedSet) -> Any:
     async def load(_conn: Conn) -> AppliedSet:
         return stored
 
+    async def check_outside_writes(_conn: Conn) -> None:
+        events.append("check_outside_writes")
+
     return SimpleNamespace(
         local=SimpleNamespace(reopen_if_broken=reopen_if_broken, committing=committing,
                               resolve_prepared=resolve_prepared),
+        clone_requested=False, check_outside_writes=check_outside_writes,
         _applier_task=None, positions=Positions(AppliedSet([(1, 3)])), connect=connect,
         store=SimpleNamespace(load=load), _log=SimpleNamespace(warning=lambda *a, **k: None))
 
@@ -49,7 +53,7 @@ def test_prepared_transactions_are_resolved_only_after_local_commits_in_flight_e
         committing.discard(4)
         fake.positions.mark_applied(4)
         await asyncio.wait_for(task, 2.0)
-        assert events == ["resolve_prepared committing=[]"]
+        assert events == ["check_outside_writes", "resolve_prepared committing=[]"]
         assert str(fake.positions.applied) == "1-4"
 
     asyncio.run(go())
