@@ -698,7 +698,8 @@ class Admin:
             raise SpecificAccessDenied(_ACCESS_DENIED)
         action, target = self._action_of(fn, name, args)
         self._check_group(name, target)
-        outcome = await self.member.group_action(action, target)
+        timeout_s = args[1] if fn == "set_as_primary" and len(args) == 2 and isinstance(args[1], int) else None
+        outcome = await self.member.group_action(action, target, timeout_s)
         if not outcome.ok:
             raise GroupActionFailed(f"The function '{name}' failed. {outcome.message}")
         session.send_rows([Column(expr, length=255)], [(outcome.message,)])

@@ -159,8 +159,31 @@ class AdminOutcome:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class HandoverStarted:
+    """set_as_primary was ordered while `old` is the primary: `old` ends (or, after
+    `timeout_s`, rolls back) its transactions running now, then broadcasts HANDOVER_DONE, at
+    whose delivery `target` becomes the primary. None: no timeout given (GR waits for them
+    without a bound, and new transactions may start meanwhile)."""
+
+    old: str
+    target: str
+    timeout_s: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A primary change between its two steps (Engine.handover)."""
+
+    origin: str
+    op_id: int
+    target: str
+    old: str
+    timeout_s: int | None
+
+
 Action = (LocalOutcome | ApplyRemote | ExecuteDdl | SyncReached | MembershipChanged | CertifierRefused
-          | AckReceived | AdminOutcome | DdlDecided)
+          | AckReceived | AdminOutcome | DdlDecided | HandoverStarted)
 
 # GR's answers to its group actions (plugin/group_replication udf_single_primary.cc / udf_multi_primary.cc).
 NOT_A_MEMBER = "The requested uuid is not a member of the group."
@@ -173,6 +196,9 @@ ALREADY_MULTI = "The group is already on multi-primary mode."
 SWITCHED_SINGLE = "Mode switched to single-primary successfully."
 SWITCHED_MULTI = "Mode switched to multi-primary successfully."
 SWITCHED_PRIMARY = "Primary server switched to: {}"
+ACTION_RUNNING = "There is already a group action running: wait for it to end."
+TARGET_LEFT = ("The appointed primary for election left the group, this operation will be aborted and if present "
+               "the old primary member will be re-elected.")
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -198,6 +224,7 @@ class Engine:
     last_conflict_free: Seq = Seq(0)
     member_stats: dict[str, MemberStats] = field(default_factory=dict)
     pending_ddl: dict[Seq, str] = field(default_factory=dict)  # DDL seq → origin, until decided
+    handover: Handover | None = None  # set_as_primary between its two steps
 
     # views ---------------------------------------------------------------------------------------
 
@@ -239,7 +266,16 @@ class Engine:
     def _membership_actions(self) -> list[Action]:
         previous = self.primary
         self._elect()
-        return [MembershipChanged(tuple(self.ordered_members()), self.primary, previous)]
+        actions: list[Action] = [MembershipChanged(tuple(self.ordered_members()), self.primary, previous)]
+        h = self.handover
+        if h is not None:
+            old, target = self.members.get(h.old), self.members.get(h.target)
+            if (old is None or old.state is not MemberState.ONLINE or target is None
+                    or target.state is not MemberState.ONLINE):
+                # The old primary cannot finish its step (gone, or in ERROR): the switch
+                # happens now; or the appointed one is gone: the action fails.
+                actions += self._finish_handover()
+        return actions
 
     def _elect(self) -> None:
         """Single-primary: keep the primary while it is ONLINE, else elect among ONLINE members
@@ -361,6 +397,13 @@ class Engine:
     def _on_admin(self, op: AdminOp) -> list[Action]:
         """Apply a group action where it is ordered: every member checks it against the same
         state, so all apply it or all refuse it (GR's checks and messages)."""
+        if op.action is AdminAction.HANDOVER_DONE:
+            h = self.handover
+            if h is None or op.origin != h.old or op.target != h.target:
+                return []  # finished already (the old primary left meanwhile)
+            return self._finish_handover()
+        if self.handover is not None:
+            return [AdminOutcome(op.origin, op.op_id, False, ACTION_RUNNING)]
         target = self.members.get(op.target) if op.target else None
         if op.target and target is None:
             return [AdminOutcome(op.origin, op.op_id, False, NOT_A_MEMBER)]
@@ -372,6 +415,11 @@ class Engine:
                     return [AdminOutcome(op.origin, op.op_id, False, IN_MULTI_PRIMARY)]
                 if op.target == self.primary:
                     return [AdminOutcome(op.origin, op.op_id, True, ALREADY_PRIMARY)]
+                current = self.members.get(self.primary) if self.primary else None
+                if current is not None and current.state is MemberState.ONLINE:
+                    # Two steps, as GR: the old primary ends what runs there first.
+                    self.handover = Handover(op.origin, op.op_id, op.target, current.uuid, op.timeout_s)
+                    return [HandoverStarted(current.uuid, op.target, op.timeout_s)]
                 actions = self.set_mode(True, op.target)
                 return [*actions, AdminOutcome(op.origin, op.op_id, True, SWITCHED_PRIMARY.format(op.target))]
             case AdminAction.SINGLE_PRIMARY:
@@ -387,6 +435,18 @@ class Engine:
                 return [*actions, AdminOutcome(op.origin, op.op_id, True, SWITCHED_MULTI)]
         raise EngineInvariantError(f"unhandled group action {op.action}")
 
+    def _finish_handover(self) -> list[Action]:
+        """The second step of set_as_primary: the appointed member becomes the primary if it is
+        still ONLINE; the asking session gets the outcome."""
+        h = self.handover
+        assert h is not None
+        self.handover = None
+        target = self.members.get(h.target)
+        if target is None or target.state is not MemberState.ONLINE or not self.single_primary:
+            return [AdminOutcome(h.origin, h.op_id, False, TARGET_LEFT)]
+        actions = self.set_mode(True, h.target)
+        return [*actions, AdminOutcome(h.origin, h.op_id, True, SWITCHED_PRIMARY.format(h.target))]
+
     # state transfer (distributed recovery) -------------------------------------------------------
 
     def export_state(self) -> bytes:
@@ -399,6 +459,9 @@ class Engine:
                         for m in self.members.values()],
             "last_ddl": [[k, v] for k, v in c.ddl_state().items()],
             "pending_ddl": [[seq, origin] for seq, origin in self.pending_ddl.items()],
+            "handover": None if self.handover is None else [
+                self.handover.origin, self.handover.op_id, self.handover.target, self.handover.old,
+                self.handover.timeout_s],
         }
         head = json.dumps(header).encode()
         writers = c._last_writer
@@ -421,6 +484,8 @@ class Engine:
             Seq(header["last_seq"]), Seq(header["stable"]), last_writer, keys_max=self.certifier.keys_max,
             last_ddl={KeyHash(k): Seq(v) for k, v in header.get("last_ddl", [])})
         self.pending_ddl = {Seq(seq): origin for seq, origin in header.get("pending_ddl", [])}
+        h = header.get("handover")
+        self.handover = None if h is None else Handover(h[0], int(h[1]), h[2], h[3], h[4])
         self.certifier._reports = {k: Seq(v) for k, v in header["reports"].items()}
         self.single_primary = header["single_primary"]
         self.primary = header["primary"]

@@ -77,6 +77,7 @@ from .engine import (
     Engine,
     EngineInvariantError,
     ExecuteDdl,
+    HandoverStarted,
     LocalOutcome,
     MemberRecord,
     MembershipChanged,
@@ -176,6 +177,8 @@ class LocalDdl:
 
 
 RESOLVE_COMMITTING_WAIT_S = 10.0  # _resolve_local: how long certified local commits may take to end
+HANDOVER_WAIT_MAX_S = 3600.0  # set_as_primary without a timeout: the longest the old primary waits (GR's max)
+HANDOVER_POLL_S = 0.05
 LEAVE_WAIT_S = 5.0  # _new_incarnation: how long the old incarnation's leave may take to be agreed
 LEAVE_POLL_S = 0.02
 DIVERGED_MARK_CHARS = 250  # how much of a stray write's description the backend's mark keeps
@@ -250,6 +253,8 @@ class Member:
         self.clone_requested = False
         # A stray write this process saw (also marked on the backend): no rejoin until a clone.
         self.diverged: str | None = None
+        # set_as_primary with a timeout asked this primary to hand over: no new transactions.
+        self._handing_over = False
         self._last_report: Seq | None = None
         self._announced: MemberState | None = None
         self.on_membership: list[Callable[[MembershipChanged], None]] = []
@@ -791,6 +796,11 @@ class Member:
                         fut = self._pending.pop(action.txn_id, None)
                         if fut is not None and not fut.done():
                             fut.set_result(action)
+                case HandoverStarted():
+                    if action.old == self.config.uuid:
+                        task = asyncio.get_running_loop().create_task(self._hand_over(action))
+                        self._background.add(task)
+                        task.add_done_callback(self._background.discard)
                 case AdminOutcome():
                     if action.origin == self.config.uuid:
                         fut_admin = self._admin_pending.pop(action.op_id, None)
@@ -870,6 +880,19 @@ class Member:
 
     def may_write(self) -> bool:
         return self.state is MemberState.ONLINE and self.role is Role.PRIMARY
+
+    def may_begin(self) -> bool:
+        """May a new write transaction start here? Not on a primary handing over to another
+        with a timeout (set_as_primary(uuid, timeout): GR lets none start meanwhile)."""
+        return self.may_write() and not (self._handing_over and self.engine.handover is not None)
+
+    def check_may_begin(self) -> None:
+        """Raise 1290 unless a new write transaction may start here now."""
+        self.check_writable()
+        if not self.may_begin():
+            raise ReadOnly("The MySQL server is running with the --super-read-only option so it cannot execute this "
+                           "statement (the primary is handing over to another member: "
+                           "group_replication_set_as_primary)")
 
     def check_writable(self) -> None:
         """Raise 1290 unless this member may take writes now."""
@@ -1266,16 +1289,21 @@ class Member:
 
     # --- admin (replication/admin.py) -------------------------------------------------------------------
 
-    async def group_action(self, action: AdminAction, target: str = "") -> AdminOutcome:
+    async def group_action(self, action: AdminAction, target: str = "", timeout_s: int | None = None) -> AdminOutcome:
         """Order a group action (set_as_primary, mode switches) through the group and wait for
-        its outcome, decided by every member's engine at its delivery. Raises HookError (3100)
-        when it cannot be ordered within commit_timeout_s."""
+        its outcome, decided by every member's engine at its delivery. set_as_primary takes two
+        steps (the old primary's transactions end first: `timeout_s`, see Member._hand_over),
+        waited for as long as they may take. Raises HookError (3100) when it cannot be ordered
+        within commit_timeout_s (plus that)."""
         op_id = next(self._txn_ids)
         fut: asyncio.Future[AdminOutcome] = asyncio.get_running_loop().create_future()
         self._admin_pending[op_id] = fut
+        bound = self.config.commit_timeout_s
+        if action is AdminAction.SET_PRIMARY:
+            bound += timeout_s if timeout_s is not None else HANDOVER_WAIT_MAX_S
         try:
-            self.gcs.broadcast(encode(AdminOp(self.config.uuid, op_id, action, target)))
-            async with asyncio.timeout(self.config.commit_timeout_s):
+            self.gcs.broadcast(encode(AdminOp(self.config.uuid, op_id, action, target, timeout_s)))
+            async with asyncio.timeout(bound):
                 return await fut
         except GcsError as exc:
             raise HookError(f"Error on observer while running replication hook 'before_commit'. ({exc.code.value})") from exc
@@ -1284,6 +1312,47 @@ class Member:
                             "(timed out waiting for the group to order the operation)") from None
         finally:
             self._admin_pending.pop(op_id, None)
+
+    async def _hand_over(self, started: HandoverStarted) -> None:
+        """The old primary's step of set_as_primary (GR's primary election with running
+        transactions): the write transactions open here now may end — for `timeout_s` (none
+        may start meanwhile), or without a timeout up to HANDOVER_WAIT_MAX_S (new ones may
+        start) — then those still open and not yet committing are rolled back (their next
+        statement or COMMIT answers 3101), and HANDOVER_DONE is broadcast: at its delivery the
+        appointed member becomes the primary. One committing already was broadcast before it,
+        so every member certifies it against the old order. Stops early when this member is
+        no longer the primary in ONLINE state (the engine then finishes the action itself)."""
+        running = set(self._open)
+        self._handing_over = started.timeout_s is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (started.timeout_s if started.timeout_s is not None else HANDOVER_WAIT_MAX_S)
+        self._log.info("primary_handover", target=started.target, running=len(running), timeout_s=started.timeout_s)
+        try:
+            while (running & self._open.keys() and loop.time() < deadline and self.engine.handover is not None
+                   and self.may_write()):
+                await asyncio.sleep(HANDOVER_POLL_S)
+            if self.engine.handover is None or not self.may_write():
+                return
+            rolled_back = 0
+            for txn_id in sorted(running & self._open.keys()):
+                txn = self._open[txn_id]
+                if txn.preparing:
+                    continue
+                if txn.doomed_by is None:
+                    txn.doomed_by = self.engine.certifier.last_seq
+                    rolled_back += 1
+                if txn.on_doom is not None:
+                    txn.on_doom()
+            if rolled_back:
+                self._log.warning("primary_handover_rolled_back", transactions=rolled_back, target=started.target)
+            self.gcs.broadcast(encode(AdminOp(self.config.uuid, next(self._txn_ids), AdminAction.HANDOVER_DONE,
+                                              started.target)))
+        except GcsError as exc:
+            # Not in the view any more: the engine finishes the action when the view changes.
+            self._log.warning("primary_handover_not_broadcast", error=str(exc))
+        finally:
+            if self.engine.handover is None:
+                self._handing_over = False
 
     def local_stats(self) -> MemberStats:
         """This member's replication_group_member_stats counters now."""

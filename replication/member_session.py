@@ -602,14 +602,14 @@ class MemberSession(RelaySession):
         writes (READ ONLY ones, and any on a member that does not, run as they are)."""
         if self.txn is not None:
             await self._commit()  # BEGIN commits the open transaction, as in MySQL
-        if stmt.begin_read_only or not self.member.may_write() or self.status & IN_TRANS:
+        if stmt.begin_read_only or not self.member.may_begin() or self.status & IN_TRANS:
             await self._relay_packet_mode(sql)
             return
         await self._xa_start(autocommit=False)
         self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
     async def _xa_start(self, *, autocommit: bool) -> None:
-        self.member.check_writable()
+        self.member.check_may_begin()
         if not self._auto_increment_set and not self.member.engine.single_primary:
             await self._member_auto_increment()  # the group switched to multi-primary since we set it
         xid = self.member.local.new_xid()
@@ -787,7 +787,7 @@ class MemberSession(RelaySession):
         if stmt.temporary_table:
             await self._relay_packet_mode(sql)  # session-local; its rows are not in the binlog
             return
-        self.member.check_writable()
+        self.member.check_may_begin()
         if self.txn is not None or self.status & IN_TRANS:
             await self._commit()  # DDL commits implicitly, as in MySQL
         schema = await self._schema() or ""

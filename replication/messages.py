@@ -122,6 +122,9 @@ class AdminAction(enum.Enum):
     SET_PRIMARY = 1  # group_replication_set_as_primary(target)
     SINGLE_PRIMARY = 2  # group_replication_switch_to_single_primary_mode([target])
     MULTI_PRIMARY = 3  # group_replication_switch_to_multi_primary_mode()
+    # The old primary's second step of SET_PRIMARY: its transactions running when the action
+    # was ordered have ended (or were rolled back at the timeout); the switch happens here.
+    HANDOVER_DONE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +132,20 @@ class AdminOp:
     """A group action asked for on `origin` (its session waits for the outcome of `op_id`).
 
     `target` is a member uuid, or '' (SINGLE_PRIMARY without one elects; MULTI_PRIMARY has none).
+    `timeout_s`: set_as_primary's running-transactions timeout (0–3600), None when not given.
     Validated again at delivery by every member's engine, so all decide the same."""
 
     origin: str
     op_id: int
     action: AdminAction
     target: str = ""
+    timeout_s: int | None = None
 
     def __post_init__(self) -> None:
-        if self.action is AdminAction.SET_PRIMARY and not self.target:
-            raise ValueError("SET_PRIMARY needs a target member")
+        if self.action in (AdminAction.SET_PRIMARY, AdminAction.HANDOVER_DONE) and not self.target:
+            raise ValueError(f"{self.action.name} needs a target member")
+        if self.timeout_s is not None and not 0 <= self.timeout_s <= 3600:
+            raise ValueError(f"timeout {self.timeout_s} outside 0..3600")
         if self.action is AdminAction.MULTI_PRIMARY and self.target:
             raise ValueError("MULTI_PRIMARY takes no target member")
 
@@ -224,7 +231,7 @@ def encode(msg: Message) -> bytes:
             return b"".join((head, _text(msg.member), _Q.pack(msg.seq)))
         case AdminOp():
             return b"".join((head, _text(msg.origin), _Q.pack(msg.op_id), bytes((msg.action.value,)),
-                             _text(msg.target)))
+                             _text(msg.target), _I.pack(0 if msg.timeout_s is None else msg.timeout_s + 1)))
         case MemberStats():
             return b"".join((head, _text(msg.member), *(_Q.pack(x) for x in msg.counters())))
         case _:
@@ -324,7 +331,8 @@ def decode(payload: bytes) -> Message:
     elif kind == 7:
         origin, op_id, action = r.text(), r.q(), r.take(1)[0]
         try:
-            msg = AdminOp(origin, op_id, AdminAction(action), r.text())
+            target, timeout = r.text(), r.i()
+            msg = AdminOp(origin, op_id, AdminAction(action), target, None if timeout == 0 else timeout - 1)
         except ValueError as exc:
             raise ReplicationDecodeError(f"invalid admin operation: {exc}") from None
     elif kind == 8:

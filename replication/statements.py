@@ -2113,7 +2113,7 @@ def _call_re(function: str) -> re.Pattern[bytes]:
 
 def replace_call(sql: bytes, function: str, value: int) -> bytes:
     """`sql` with every argument-less call `function()` (any case) replaced by the literal
-    `value`; a select-list item keeps its column name (`value AS \`function()\``).
+    `value`; a select-list item keeps its column name (value AS `function()` quoted).
 
     A text-level rewrite for session functions whose answer the proxy knows better than the
     server it relays to (CONNECTION_ID() through the router, ROW_COUNT() after a member ended

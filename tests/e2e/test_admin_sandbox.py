@@ -152,6 +152,76 @@ def test_group_actions_through_the_router_under_load(sandbox: Sandbox) -> None:
     router.close()
 
 
+def test_set_as_primary_lets_running_transactions_end_then_rolls_back_the_rest(
+        sandbox_factory: Callable[..., Sandbox]) -> None:
+    """GR's set_as_primary(uuid[, timeout]) on a primary with an open transaction: without a
+    timeout the call waits until the transaction ends (its commit stands); with one, new
+    transactions are refused meanwhile (1290) and the one still open at the timeout is rolled
+    back (its COMMIT answers 3101). Every backend ends identical."""
+    sb = sandbox_factory(members=3)
+    ids = uuids(sb)
+    admin = sb.connect()
+    query(admin, "CREATE DATABASE ho")
+    query(admin, "CREATE TABLE ho.t (id INT PRIMARY KEY)")
+    first = sb.primary()
+    second = sb.secondaries()[0]
+
+    # No timeout: the call returns only once the open transaction committed.
+    open_txn = sb.connect_member(first)
+    query(open_txn, "BEGIN")
+    query(open_txn, "INSERT INTO ho.t VALUES (1)")
+    answer: list[object] = []
+    call = threading.Thread(target=lambda: answer.append(
+        query(sb.connect(), f"SELECT group_replication_set_as_primary('{ids[second.id]}')")), daemon=True)
+    call.start()
+    call.join(3.0)
+    assert call.is_alive() and not answer, answer  # still waiting for the open transaction
+    assert sb.primary().id == first.id
+    query(open_txn, "INSERT INTO ho.t VALUES (2)")  # new statements still run meanwhile
+    query(open_txn, "COMMIT")
+    call.join(WAIT_S)
+    assert answer == [[(f"Primary server switched to: {ids[second.id]}",)]]
+    sb.wait_group(lambda rows: any(g.member.id == second.id and g.role == "PRIMARY" for g in rows), WAIT_S,
+                  "the appointed member is PRIMARY")
+    open_txn.close()
+
+    # A 2 s timeout: the transaction still open then is rolled back.
+    open_txn = sb.connect_member(second)
+    query(open_txn, "BEGIN")
+    query(open_txn, "INSERT INTO ho.t VALUES (3)")
+    answer.clear()
+    call = threading.Thread(target=lambda: answer.append(
+        query(sb.connect(), f"SELECT group_replication_set_as_primary('{ids[first.id]}', 2)")), daemon=True)
+    call.start()
+    time.sleep(0.5)
+    late = sb.connect_member(second)
+    with pytest.raises(pymysql.err.MySQLError) as info:
+        query(late, "INSERT INTO ho.t VALUES (4)")  # no new transaction while it hands over
+    assert info.value.args[0] == 1290, info.value
+    late.close()
+    call.join(WAIT_S)
+    assert answer == [[(f"Primary server switched to: {ids[first.id]}",)]]
+    with pytest.raises(pymysql.err.MySQLError) as info:
+        query(open_txn, "COMMIT")
+    assert info.value.args[0] == 3101, info.value
+    open_txn.close()
+    sb.wait_group(lambda rows: any(g.member.id == first.id and g.role == "PRIMARY" for g in rows), WAIT_S,
+                  "the first member is PRIMARY again")
+    query(admin, "INSERT INTO ho.t VALUES (5)")
+
+    def rows_everywhere() -> list[list[tuple[Any, ...]]]:
+        out = []
+        for m in sb.live_members():
+            conn = sb.connect_backend(m)
+            try:
+                out.append(query(conn, "SELECT id FROM ho.t ORDER BY id"))
+            finally:
+                conn.close()
+        return out
+    wait_until(lambda: rows_everywhere() == [[(1,), (2,), (5,)]] * 3, "every backend holds 1, 2 and 5 only")
+    admin.close()
+
+
 def test_router_stops_routing_without_a_majority(sandbox_factory: Callable[..., Sandbox]) -> None:
     sb = sandbox_factory(members=3)
     conn = sb.connect()

@@ -16,7 +16,7 @@ from replication.admin import (
     rewrite_table,
 )
 from replication.certifier import KeyHash, Seq
-from replication.engine import AdminOutcome, Engine, MembershipChanged, Role
+from replication.engine import ACTION_RUNNING, TARGET_LEFT, AdminOutcome, Engine, HandoverStarted, MembershipChanged, Role
 from replication.gcs.interface import MemberId, MemberState, Slot, View, ViewId
 from replication.messages import (
     AdminAction,
@@ -75,14 +75,70 @@ def test_admin_messages_are_validated() -> None:
 
 
 def test_set_as_primary_is_the_same_decision_everywhere() -> None:
+    """Two steps, as GR: at the action's delivery the old primary is asked to end what runs
+    there (nothing changes yet); at its HANDOVER_DONE every member switches."""
     engines = [group(u) for u in "abc"]
     for e in engines:
-        out = e.on_message(AdminOp("c", 1, AdminAction.SET_PRIMARY, "b"))
+        out = e.on_message(AdminOp("c", 1, AdminAction.SET_PRIMARY, "b", 5))
+        assert out == [HandoverStarted("a", "b", 5)]
+        assert e.primary == "a"
+        out = e.on_message(AdminOp("a", 9, AdminAction.HANDOVER_DONE, "b"))
         changed = [x for x in out if isinstance(x, MembershipChanged)]
         assert changed and changed[0].primary == "b" and changed[0].previous_primary == "a"
         assert out[-1] == AdminOutcome("c", 1, True, "Primary server switched to: b")
         assert e.primary == "b" and e.members["a"].role is Role.SECONDARY and e.members["b"].role is Role.PRIMARY
+        assert e.handover is None
     assert {e.primary for e in engines} == {"b"}
+
+
+def test_a_handover_refuses_other_actions_and_ignores_a_stray_done() -> None:
+    e = group()
+    e.on_message(AdminOp("c", 1, AdminAction.SET_PRIMARY, "b"))
+    assert e.on_message(AdminOp("c", 2, AdminAction.MULTI_PRIMARY))[-1] == AdminOutcome(
+        "c", 2, False, ACTION_RUNNING)
+    assert e.on_message(AdminOp("b", 3, AdminAction.HANDOVER_DONE, "b")) == []  # not from the old primary
+    assert e.on_message(AdminOp("a", 4, AdminAction.HANDOVER_DONE, "c")) == []  # not its target
+    assert e.primary == "a" and e.handover is not None
+
+
+@pytest.mark.parametrize(("who", "how", "primary", "ok"), [
+    ("a", "ERROR", "b", True),  # the old primary failed before its step: the switch happens now
+    ("a", "leave", "b", True),
+    ("b", "ERROR", "a", False),  # the appointed one is gone: the action fails, the old one stays
+    ("b", "leave", "a", False),
+])
+def test_a_member_leaving_mid_handover_ends_it(who: str, how: str, primary: str, ok: bool) -> None:
+    e = group("c")
+    e.on_message(AdminOp("c", 1, AdminAction.SET_PRIMARY, "b"))
+    if how == "ERROR":
+        out = e.on_message(Announce(who, "ERROR", 50, "", "1"))
+    else:
+        rest = tuple(m for m in (A, B, C) if m.uuid != who)
+        out = e.on_view(View(ViewId(0, 2), rest, (), Slot(9)))
+    outcome = [x for x in out if isinstance(x, AdminOutcome)]
+    assert len(outcome) == 1 and outcome[0].ok is ok and outcome[0].op_id == 1
+    assert ok or outcome[0].message == TARGET_LEFT
+    assert e.primary == primary and e.handover is None
+    # A late HANDOVER_DONE changes nothing.
+    assert e.on_message(AdminOp("a", 5, AdminAction.HANDOVER_DONE, "b")) == []
+
+
+def test_a_joiner_continues_a_handover_from_the_donors_state() -> None:
+    donor = group("a")
+    donor.on_message(AdminOp("c", 1, AdminAction.SET_PRIMARY, "b", 30))
+    joiner = Engine("d")
+    joiner.import_state(donor.export_state(), View(ViewId(0, 2), (A, B, C), (), Slot(5)))
+    assert joiner.handover == donor.handover
+    out = joiner.on_message(AdminOp("a", 2, AdminAction.HANDOVER_DONE, "b"))
+    assert joiner.primary == "b" and out[-1].ok
+
+
+def test_admin_op_timeout_round_trips() -> None:
+    for timeout in (None, 0, 7, 3600):
+        op = AdminOp("a", 1, AdminAction.SET_PRIMARY, "b", timeout)
+        assert decode(encode(op)) == op
+    with pytest.raises(ValueError):
+        AdminOp("a", 1, AdminAction.SET_PRIMARY, "b", 3601)
 
 
 def test_group_action_refusals_at_delivery() -> None:
