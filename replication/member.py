@@ -1277,13 +1277,17 @@ class Member:
                                   "member is applying backlog.") from None
 
     def members(self) -> list[MemberRecord]:
-        """The member table as this member sees it (UNREACHABLE overlaid from the detector)."""
+        """The member table as this member sees it (UNREACHABLE overlaid from the detector, and
+        this member's own state, address and weight as they are now)."""
         out = []
         for m in self.engine.ordered_members():
             if m.uuid in self.unreachable:
                 m = replace(m, state=MemberState.UNREACHABLE)
             if m.uuid == self.config.uuid:
-                m = replace(m, state=self.state)
+                # Our own facts as they are now: the group's record lags until our Announce is
+                # delivered (a member that just turned ONLINE showed itself without its address).
+                m = replace(m, state=self.state, member_address=self.config.member_address,
+                            weight=self.config.member_weight)
             out.append(m)
         return out
 

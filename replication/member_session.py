@@ -247,6 +247,7 @@ class MemberSession(RelaySession):
         # The holder of the tail of the answer being relayed to the client once its transaction
         # is doomed mid-statement (_on_doom, _DoomTail).
         self._doom_tail: _DoomTail | None = None
+        self._table_locks = False  # LOCK TABLES held (see _track_table_locks)
         # A DDL running on this session's connection (at its place in the group's order): the
         # connection outlives a client that leaves meanwhile, until the server answered it.
         self._ddl_running = False
@@ -270,6 +271,7 @@ class MemberSession(RelaySession):
             self._schema_known = False
             self._wait_timeout = None
             if cmd == Command.RESET_CONNECTION:  # the backend rolls back: so do we
+                self._table_locks = False
                 self._auto_increment_set = False
                 self._drop_txn()
                 self.backend.drop_deferred()  # an XA START not sent yet: nothing to start now
@@ -296,6 +298,7 @@ class MemberSession(RelaySession):
                 self._schema_known = False
             if stmt.kind is Kind.SET:
                 self._wait_timeout = None
+            self._track_table_locks(stmt)
             if stmt.kind in (Kind.SET, Kind.MULTI, Kind.PREPARE, Kind.EXECUTE):
                 refused = _unlogged_setting(stmt)
                 if refused is not None:
@@ -604,12 +607,33 @@ class MemberSession(RelaySession):
             await self._commit()  # BEGIN commits the open transaction, as in MySQL
         if stmt.begin_read_only or not self.member.may_begin() or self.status & IN_TRANS:
             await self._relay_packet_mode(sql)
+            self._table_locks = False  # the server's BEGIN released them
             return
+        if self._table_locks:
+            # BEGIN releases LOCK TABLES; it becomes XA START here, which would fail under them.
+            await self.backend.execute("UNLOCK TABLES")
+            self._table_locks = False
         await self._xa_start(autocommit=False)
         self.link.send_packet(ok_payload(self.status), self._cmd_seq + 1)
 
+    def _track_table_locks(self, stmt: Statement) -> None:
+        """LOCK TABLES held by the session (taken as held once asked for: a failed one keeps
+        writes refused until UNLOCK TABLES, never lets one through). BEGIN / START TRANSACTION
+        release them too, as on the server (_begin)."""
+        for part in stmt.parts or (stmt,):
+            if part.kind is Kind.LOCK_TABLES:
+                self._table_locks = True
+            elif part.kind is Kind.UNLOCK_TABLES or (part.kind is Kind.BEGIN and part is not stmt):
+                self._table_locks = False
+
     async def _xa_start(self, *, autocommit: bool) -> None:
         self.member.check_may_begin()
+        if self._table_locks:
+            # XA START would fail under LOCK TABLES, and the statement sent behind it would run
+            # outside any transaction: committed here only (a write the group never saw).
+            raise NotSupported("This version of grproxy doesn't yet support writes under LOCK TABLES on a group "
+                               "member (every write transaction runs as XA there, which LOCK TABLES excludes): "
+                               "UNLOCK TABLES first, or use a transaction")
         if not self._auto_increment_set and not self.member.engine.single_primary:
             await self._member_auto_increment()  # the group switched to multi-primary since we set it
         xid = self.member.local.new_xid()
@@ -984,6 +1008,7 @@ class MemberSession(RelaySession):
 
     async def reset_for_user(self, database: str | None) -> None:
         """COM_CHANGE_USER: a fresh session — no open transaction, nothing cached."""
+        self._table_locks = False
         if self.txn is not None:
             self._drop_txn()
         self.backend.drop_deferred()

@@ -203,6 +203,39 @@ def test_settings_that_would_keep_writes_from_the_binary_log_are_refused(group: 
         conn.close()
 
 
+ER_NOT_SUPPORTED_YET = 1235
+
+
+def test_a_write_under_lock_tables_is_refused_and_nothing_slips_through(group: "Sandbox") -> None:
+    """XA START fails under LOCK TABLES; a write sent behind it used to run outside any
+    transaction — committed on its member only, which went to ERROR (and the client got 2027).
+    Refused before anything runs; the member stays ONLINE; after UNLOCK TABLES writes replicate."""
+    c = group.connect()
+    m = group.connect_member(group.primary())
+    with c.cursor() as cur, m.cursor() as mcur:
+        cur.execute("CREATE TABLE IF NOT EXISTS app.locked (id INT PRIMARY KEY)")
+        for i, conn_cur in enumerate((cur, mcur)):
+            conn_cur.execute("LOCK TABLES app.locked WRITE")
+            with pytest.raises(pymysql.err.MySQLError) as info:
+                conn_cur.execute(f"INSERT INTO app.locked VALUES ({10 + i})")
+            assert info.value.args[0] == ER_NOT_SUPPORTED_YET, info.value
+            conn_cur.execute("SELECT COUNT(*) FROM app.locked")  # reads under the lock still work
+            conn_cur.execute("UNLOCK TABLES")
+            conn_cur.execute(f"INSERT INTO app.locked VALUES ({20 + i})")
+            conn_cur.execute("LOCK TABLES app.locked WRITE")
+            conn_cur.execute("BEGIN")  # releases the locks, as on the server
+            conn_cur.execute(f"INSERT INTO app.locked VALUES ({30 + i})")
+            conn_cur.execute("COMMIT")
+    c.close()
+    m.close()
+    rows = group.wait_group(lambda g: len(g) == 3, 30, "three members")
+    assert all(g.state == "ONLINE" for g in rows), rows
+    assert_converged(group, ["app.locked"])
+    b = group.connect_backend(group.primary())
+    assert _rows(b, "SELECT id FROM app.locked ORDER BY id") == [(20,), (21,), (30,), (31,)]
+    b.close()
+
+
 def test_member_port_autocommit_and_explicit_transactions(group: "Sandbox") -> None:
     primary = group.primary()
     c = group.connect_member(primary)
