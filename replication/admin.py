@@ -411,8 +411,10 @@ def _consistency_write(admin: Admin, value: object) -> None:
 
 
 def _variables() -> dict[str, Variable]:
-    expel = _stored_or("member_expel_timeout",
-                       lambda a: int(_gcs_config(a.member, "core", "member_expel_timeout_ms", 5000)) // 1000)
+    def expel(a: Admin) -> int:
+        if a.member.config.member_expel_timeout_s is not None:
+            return a.member.config.member_expel_timeout_s
+        return int(_gcs_config(a.member, "core", "member_expel_timeout_ms", 5000)) // 1000  # type: ignore[call-overload]
     compression = _stored_or("compression_threshold",
                              lambda a: _gcs_config(a.member, "transport", "compression_threshold", 1_000_000))
     tls = lambda a: getattr(getattr(_gcs_config(a.member, "transport", "tls", None), "ssl_mode", None),  # noqa: E731
@@ -449,7 +451,7 @@ def _variables() -> dict[str, Variable]:
                  number=True, parse=_int_range(0, 31_536_000, 0),
                  write=_set_config("unreachable_majority_timeout_s")),
         Variable("member_expel_timeout", lambda a: str(expel(a)), number=True, parse=_int_range(0, 3600, 5),
-                 write=_stored("member_expel_timeout")),
+                 write=_set_config("member_expel_timeout_s")),
         Variable("compression_threshold", lambda a: str(compression(a)), number=True,
                  parse=_int_range(0, 4294967295, 1_000_000), write=_stored("compression_threshold")),
         Variable("message_cache_size", lambda a: str(a.member.cache.bytes_max), number=True,
@@ -525,7 +527,7 @@ def _message_cache_size_write(admin: Admin, value: object) -> None:
 
 VARIABLES: Mapping[str, Variable] = _variables()
 # Kept and reported, not acted on by the member yet (README says so).
-STORED_ONLY = frozenset({"member_expel_timeout", "compression_threshold", "flow_control_mode",
+STORED_ONLY = frozenset({"compression_threshold", "flow_control_mode",
                          "flow_control_certifier_threshold", "flow_control_applier_threshold", "flow_control_period"})
 
 

@@ -127,6 +127,9 @@ class MemberConfig:
     autorejoin_interval_s: float = 5.0  # between two tries (GR: 5 minutes; ours is for proxies)
     exit_state_action: str = "READ_ONLY"  # READ_ONLY, OFFLINE_MODE, ABORT_SERVER
     unreachable_majority_timeout_s: float = 0.0  # 0 = wait for a majority forever
+    # SET GLOBAL group_replication_member_expel_timeout: given to every incarnation's group
+    # binding (None: what the binding was built with).
+    member_expel_timeout_s: int | None = None
     backend_check_interval_s: float = 1.0  # liveness probe of the backend
     backend_check_failures_max: int = 3  # consecutive failed probes → ERROR (the member leaves)
 
@@ -385,9 +388,16 @@ class Member:
         self._tasks = [self._applier_task, loop.create_task(self._housekeeping())]
         self._enter_group(self.gcs, LifecycleEvent.BOOTSTRAP if bootstrap else LifecycleEvent.JOIN)
 
+    def _apply_gcs_settings(self, gcs: GroupCommunication) -> None:
+        """Runtime group settings (SET GLOBAL) on an incarnation's binding, where it takes them."""
+        set_expel = getattr(gcs, "set_member_expel_timeout_ms", None)
+        if self.config.member_expel_timeout_s is not None and set_expel is not None:
+            set_expel(self.config.member_expel_timeout_s * 1000)
+
     def _enter_group(self, gcs: GroupCommunication, event: LifecycleEvent) -> None:
         """Take part in the group through incarnation `gcs`: bootstrap, reboot or join. The
         engine starts afresh; seqs continue from what this backend holds."""
+        self._apply_gcs_settings(gcs)
         self.gcs = gcs
         self.engine = Engine(self.config.uuid, single_primary=self.config.single_primary)
         self.engine.certifier = Certifier(last_seq=Seq(max((hi for _, hi in self.positions.applied.intervals()), default=0)))
@@ -1402,9 +1412,12 @@ class Member:
 
     def reconfigure(self, **changes: object) -> None:
         """SET GLOBAL of a setting kept in MemberConfig: the member reads it where it uses it.
-        A new member_weight is announced to the group (it counts at the next election)."""
+        A new member_weight is announced to the group (it counts at the next election); a new
+        member_expel_timeout_s goes to the group binding at once."""
         old = self.config
         self.config = replace(old, **changes)  # type: ignore[arg-type]
+        if self.config.member_expel_timeout_s != old.member_expel_timeout_s:
+            self._apply_gcs_settings(self.gcs)
         if self.config.member_weight != old.member_weight and self._announced is not None:
             self._announce(self._announced)
 

@@ -256,6 +256,10 @@ def test_set_global_dynamic_and_read_only(group: tuple[Group, LoopThread]) -> No
             "group_replication_flow_control_period": "5"}
         query(c, "SET GLOBAL group_replication_exit_state_action = 'OFFLINE_MODE'")
         assert query(c, "SELECT @@group_replication_exit_state_action") == [("OFFLINE_MODE",)]
+        # The expel timeout reaches the member's group binding at once (and its later incarnations).
+        query(c, "SET GLOBAL group_replication_member_expel_timeout = 3")
+        assert query(c, "SELECT @@group_replication_member_expel_timeout") == [(3,)]
+        assert g.members[1].gcs.core.cfg.member_expel_timeout_ms == 3000
         errno, message = error_of(c, "SET GLOBAL group_replication_group_name = 'x'")
         assert (errno, message) == (1238, "Variable 'group_replication_group_name' is a read only variable")
         assert error_of(c, "SET GLOBAL group_replication_single_primary_mode = OFF")[0] == 1238
@@ -271,6 +275,7 @@ def test_set_global_dynamic_and_read_only(group: tuple[Group, LoopThread]) -> No
         query(c, "SET GLOBAL group_replication_member_weight = DEFAULT")
         query(c, "SET GLOBAL group_replication_exit_state_action = DEFAULT")
         query(c, "SET GLOBAL group_replication_flow_control_period = DEFAULT")
+        query(c, "SET GLOBAL group_replication_member_expel_timeout = 1")  # the fixture's, not GR's default
         c.close()
     assert g.members[1].config.member_weight == 50
 

@@ -282,6 +282,10 @@ class XcomGroup:
     def leave(self) -> None:
         self._step_input(Leave())
 
+    def set_member_expel_timeout_ms(self, ms: int) -> None:
+        """See Core.set_member_expel_timeout_ms."""
+        self._core.set_member_expel_timeout_ms(ms)
+
     def force_members(self, members: tuple[MemberId, ...]) -> None:
         ready = self._step_input(ForceMembers(members))
         for err in ready.errors:

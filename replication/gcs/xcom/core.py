@@ -133,7 +133,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 from typing import assert_never
 
 from replication.gcs.interface import (
@@ -558,6 +558,11 @@ class Core:
     @property
     def next_slot(self) -> Slot:
         return self._next_slot
+
+    def set_member_expel_timeout_ms(self, ms: int) -> None:
+        """group_replication_member_expel_timeout changed at runtime (a per-member setting):
+        applies from the next tick, also to members suspected already. Raises ValueError."""
+        self.cfg = replace(self.cfg, member_expel_timeout_ms=ms)
 
     def current_view(self) -> View | None:
         """The last view installed (None unless MEMBER)."""
