@@ -60,7 +60,7 @@ from .member import Member, StartRefused
 from .messages import AdminAction, MemberStats
 from .statements import Assignment, Kind, Scope, Statement
 
-__all__ = ["Admin", "AdminSession", "mentions", "admin_only", "GROUP_ACTION_RE", "VARIABLES", "ADMIN_SCAN_BYTES",
+__all__ = ["Admin", "AdminSession", "mentions", "admin_only", "server_privilege", "server_access_denied", "GROUP_ACTION_RE", "VARIABLES", "ADMIN_SCAN_BYTES",
            "rewrite_table", "GROUP_MEMBERS", "MEMBER_STATS", "ROUTER_MEMBERS_COLUMNS", "router_members"]
 
 ADMIN_SCAN_BYTES = 4096  # how much of a statement is searched for what this module answers
@@ -172,6 +172,46 @@ def admin_only(stmt: Statement, sql: str) -> bool:
 
 
 _GLOBAL_SCOPES = frozenset({Scope.GLOBAL, Scope.PERSIST, Scope.PERSIST_ONLY})
+
+# Server administration a backend account with every privilege could run for any client:
+# grproxy's users reach the backend through one account, so these need an `admin` user (what a
+# server would ask of the client's own account). Table maintenance (ANALYZE, CHECK, OPTIMIZE,
+# REPAIR, CHECKSUM, CACHE INDEX, LOAD INDEX) is an application's and stays open.
+_SERVER_ADMIN_VERBS: Mapping[str, str] = {
+    "SHUTDOWN": "SHUTDOWN", "RESTART": "SHUTDOWN", "RESET": "RELOAD", "RESET MASTER": "RELOAD", "FLUSH": "RELOAD",
+    "PURGE": "BINLOG ADMIN", "CHANGE": "REPLICATION SLAVE ADMIN", "STOP": "REPLICATION SLAVE ADMIN",
+    "INSTALL": "SUPER", "UNINSTALL": "SUPER", "CLONE": "SUPER", "BACKUP": "RELOAD", "LOCK INSTANCE": "RELOAD",
+    "UNLOCK INSTANCE": "RELOAD", "ALTER INSTANCE": "SUPER", "CREATE RESOURCE GROUP": "SUPER",
+    "ALTER RESOURCE GROUP": "SUPER", "DROP RESOURCE GROUP": "SUPER",
+}
+
+
+def server_privilege(stmt: Statement) -> str | None:
+    """The privilege a statement needs that only `admin` users of grproxy hold, or None: server
+    administration (SHUTDOWN, FLUSH, RESET, replication control, plugins …), accounts
+    (CREATE USER, GRANT …) and SET GLOBAL / PERSIST of server variables. Looks inside
+    multi-statements and PREPARE / EXECUTE IMMEDIATE with a literal. Pure (the router uses
+    it with its client's user)."""
+    if stmt.kind is Kind.ADMIN:
+        if stmt.verb in _SERVER_ADMIN_VERBS:
+            return _SERVER_ADMIN_VERBS[stmt.verb]
+        if stmt.verb.startswith("START ") and stmt.verb != "START GROUP_REPLICATION":
+            return "REPLICATION SLAVE ADMIN"
+    elif stmt.kind is Kind.ACCOUNT:
+        return "CREATE USER"
+    elif stmt.kind is Kind.SET:
+        if any(a.scope in _GLOBAL_SCOPES and not a.name.startswith(PREFIX) for a in stmt.assignments):
+            return "SUPER"
+    for part in (*stmt.parts, *((stmt.inner,) if stmt.inner is not None else ())):
+        needed = server_privilege(part)
+        if needed is not None:
+            return needed
+    return None
+
+
+def server_access_denied(privilege: str) -> SpecificAccessDenied:
+    return SpecificAccessDenied(f"Access denied; you need (at least one of) the {privilege} privilege(s) for this "
+                                "operation (an admin user of grproxy)")
 
 
 # --- tables ------------------------------------------------------------------------------------

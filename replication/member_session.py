@@ -57,7 +57,7 @@ from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
 from . import outside_writes
-from .admin import Admin, WrongValueForVariable, mentions, router_members
+from .admin import Admin, WrongValueForVariable, mentions, router_members, server_access_denied, server_privilege
 from .consistency import Level
 from .binlog import XaId
 from .local_commit import xa_literal
@@ -267,6 +267,10 @@ class MemberSession(RelaySession):
             self._cmd_seq = last_seq
             self._spawn(self._refuse(CantResetMaster(_RESET_MASTER_REFUSED)))
             return
+        if cmd in (Command.REFRESH, Command.DEBUG) and not self.is_admin:  # FLUSH … / debug dump
+            self._cmd_seq = last_seq
+            self._spawn(self._refuse(server_access_denied("RELOAD")))
+            return
         if cmd in (Command.INIT_DB, Command.RESET_CONNECTION):
             self._schema_known = False
             self._wait_timeout = None
@@ -311,6 +315,11 @@ class MemberSession(RelaySession):
                     self._cmd_seq = last_seq
                     self._spawn(answer)
                     return
+            refused = self._server_admin_refusal(stmt)
+            if refused is not None:
+                self._cmd_seq = last_seq
+                self._spawn(self._refuse(refused))
+                return
             if (self.consistency is not Level.EVENTUAL and stmt.kind in _HELD_KINDS and not self.status & IN_TRANS
                     and self.txn is None):
                 self._cmd_seq = last_seq
@@ -327,7 +336,7 @@ class MemberSession(RelaySession):
                 self._cmd_seq = last_seq
                 self._spawn(self._refuse(CantResetMaster(_RESET_MASTER_REFUSED)))
                 return
-            refused = _unlogged_setting(self._pending_prepare[0])
+            refused = _unlogged_setting(self._pending_prepare[0]) or self._server_admin_refusal(self._pending_prepare[0])
             if refused is not None:
                 self._pending_prepare = None
                 self._cmd_seq = last_seq
@@ -440,6 +449,18 @@ class MemberSession(RelaySession):
 
     async def _refuse(self, error: MySQLError) -> None:
         raise error
+
+    def _server_admin_refusal(self, stmt: Statement) -> MySQLError | None:
+        """Server administration through the member's all-privileges backend account needs an
+        admin user (replication.admin.server_privilege: 1227). BINLOG statements are refused
+        for everyone: the row events they replay would commit outside the group (1235)."""
+        if stmt.verb == "BINLOG" or any(p.verb == "BINLOG" for p in stmt.parts):
+            return NotSupported("This version of grproxy doesn't yet support BINLOG statements from clients (the row "
+                                "events they replay would bypass the group)")
+        needed = server_privilege(stmt)
+        if needed is not None and not self.is_admin:
+            return server_access_denied(needed)
+        return None
 
     # --- what replication.admin uses (AdminSession) -----------------------------------------------
 

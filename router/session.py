@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from replication.admin import GROUP_ACTION_RE, admin_only, mentions
+from replication.admin import GROUP_ACTION_RE, admin_only, mentions, server_access_denied, server_privilege
 from replication.consistency import VARIABLE as CONSISTENCY
 from replication.consistency import Level
 from replication.protocol.backend import BackendConnection
@@ -260,6 +260,11 @@ class RouterSession(RelaySession):
                         return
                     if GROUP_ACTION_RE.search(text):
                         self._group_action = True  # poll the group once it is answered
+                needed = server_privilege(stmt)
+                if needed is not None and not self._is_admin():
+                    # Members take the router's own (admin) account: the client's user is checked here.
+                    self._spawn(self._refuse_error(server_access_denied(needed)))
+                    return
                 if stmt.session_functions and len(raw) < _TEXT_SCAN_BYTES and _CONNECTION_ID_RE.search(raw, 5):
                     # CONNECTION_ID() is the id the client saw in the handshake: what KILL takes here.
                     raw = frame(b"\x03" + replace_call(raw[5:], "CONNECTION_ID", self.link.conn_id), 0)
@@ -288,6 +293,8 @@ class RouterSession(RelaySession):
                 self._spawn(self._set_option_command(raw))
             elif cmd in (Command.CREATE_DB, Command.DROP_DB):
                 self._spawn(self._refuse_command(cmd))
+            elif cmd in (Command.REFRESH, Command.DEBUG) and not self._is_admin():
+                self._spawn(self._refuse_error(server_access_denied("RELOAD")))
             elif cmd in EXPECT_BY_COMMAND:  # FIELD_LIST, STATISTICS, PROCESS_INFO, DEBUG, REFRESH
                 self._statement(_READ, raw, EXPECT_BY_COMMAND[cmd])
             else:
@@ -592,6 +599,9 @@ class RouterSession(RelaySession):
                              f"{PREPARED_STATEMENTS_MAX})")
         sql = raw[5:]
         stmt = classify(sql)
+        needed = server_privilege(stmt)
+        if needed is not None and not self._is_admin():
+            raise server_access_denied(needed)
         d = self._route(stmt)
         if d.target is None:  # preparing changes nothing: any member that can run it will do
             d = self._route(_READ)

@@ -597,3 +597,40 @@ def test_force_members_after_losing_the_majority(group: tuple[Group, LoopThread]
     assert backend_query(g.backends[0], "SELECT COUNT(*) FROM app.t WHERE id IN (4000, 4001)") == [(2,)]
     r.close()
     c0.close()
+
+
+# --- server administration through the shared backend account -------------------------------------
+
+SERVER_ADMIN = ["SHUTDOWN", "SET GLOBAL max_connections = 5", "SET @@GLOBAL.read_only = 1",
+                "CREATE USER intruder@'%'", "GRANT ALL ON *.* TO app_user", "SET PASSWORD = PASSWORD('x')",
+                "FLUSH TABLES", "RESET QUERY CACHE", "PURGE BINARY LOGS BEFORE NOW()", "STOP SLAVE",
+                "INSTALL SONAME 'ha_example'", "SELECT 1; SHUTDOWN", "PREPARE s FROM 'SHUTDOWN'"]
+
+
+@pytest.mark.parametrize("sql", SERVER_ADMIN)
+def test_server_administration_needs_an_admin_user(group: tuple[Group, LoopThread], sql: str) -> None:
+    """grproxy's users reach a backend through one account with every privilege: what a server
+    would ask of the client's own account (SHUTDOWN, SET GLOBAL, accounts, FLUSH, replication
+    control, plugins) needs an admin user — 1227 on a member port and through the router, and
+    nothing happened (the backend still answers, max_connections unchanged)."""
+    g, _ = group
+    for conn in (g.connect(0, user="app", client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS),
+                 g.connect_router(user="app", client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)):
+        try:
+            code, message = error_of(conn, sql)
+            assert code == 1227 and "privilege" in message, (code, message)
+            assert query(conn, "SELECT @@GLOBAL.read_only") == [(0,)]
+            # Table maintenance stays open to applications.
+            query(conn, "ANALYZE TABLE mysql.user")
+        finally:
+            conn.close()
+    assert backend_query(g.backends[0], "SELECT COUNT(*) FROM mysql.user WHERE user = 'intruder'") == [(0,)]
+
+
+def test_binlog_statements_are_refused_even_to_admins(group: tuple[Group, LoopThread]) -> None:
+    g, _ = group
+    conn = g.connect(0)
+    try:
+        assert error_of(conn, "BINLOG 'AAAA'")[0] == 1235
+    finally:
+        conn.close()
