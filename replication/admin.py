@@ -60,7 +60,8 @@ from .member import Member, StartRefused
 from .messages import AdminAction, MemberStats
 from .statements import Assignment, Kind, Scope, Statement
 
-__all__ = ["Admin", "AdminSession", "mentions", "admin_only", "server_privilege", "server_access_denied", "GROUP_ACTION_RE", "VARIABLES", "ADMIN_SCAN_BYTES",
+__all__ = ["Admin", "AdminSession", "mentions", "admin_only", "server_privilege", "server_access_denied",
+           "unlogged_setting", "GROUP_ACTION_RE", "VARIABLES", "ADMIN_SCAN_BYTES",
            "rewrite_table", "GROUP_MEMBERS", "MEMBER_STATS", "ROUTER_MEMBERS_COLUMNS", "router_members"]
 
 ADMIN_SCAN_BYTES = 4096  # how much of a statement is searched for what this module answers
@@ -206,6 +207,45 @@ def server_privilege(stmt: Statement) -> str | None:
         needed = server_privilege(part)
         if needed is not None:
             return needed
+    return None
+
+
+#: Binary log settings a member's capture relies on (DESIGN §5), with the values it accepts: a
+#: session (or, for new sessions, the server) that logged writes otherwise would commit them on
+#: this member only. `None` in a value set: DEFAULT (the server's value, checked at start).
+_LOGGING_VARIABLES: dict[str, frozenset[object]] = {
+    "sql_log_bin": frozenset({1, "ON", "TRUE", "DEFAULT"}),
+    "binlog_format": frozenset({"ROW", "DEFAULT"}),
+    "binlog_row_image": frozenset({"FULL", "DEFAULT"}),
+    "binlog_row_metadata": frozenset({"FULL", "DEFAULT"}),
+    "log_bin": frozenset(),  # read-only on the server; named so the refusal says why
+    # A member's sessions write in grproxy's GTID domain (replication.outside_writes).
+    "gtid_domain_id": frozenset(),
+    "server_id": frozenset(),
+    "gtid_seq_no": frozenset(),
+}
+
+
+def unlogged_setting(stmt: Statement) -> WrongValueForVariable | None:
+    """A SET or SET STATEMENT … FOR (alone, in a multi-statement, or inside PREPARE / EXECUTE
+    IMMEDIATE with a literal) that would make a member's writes bypass the binary log, or log
+    them in a form the capture cannot read: refused with 1231 before it runs, by member
+    sessions and by the router (whose EVENTUAL reads go straight to a backend). A value that is
+    not a literal cannot be checked and is refused too. (A transaction that gets past this — a
+    procedure that sets them — is refused at COMMIT, local_commit's prepare-time check.)"""
+    for a in stmt.assignments:
+        allowed = _LOGGING_VARIABLES.get(a.name)
+        if allowed is None or a.scope is Scope.USER:
+            continue
+        literal = a.literal.upper() if isinstance(a.literal, str) else a.literal
+        if literal not in allowed:
+            return WrongValueForVariable(f"Variable '{a.name}' can't be set to the value of '{a.value}' (grproxy "
+                                         "replicates from the binary log: on a group member every write is logged in "
+                                         "full, as rows, in grproxy's GTID domain)")
+    for part in (*stmt.parts, *((stmt.inner,) if stmt.inner is not None else ())):
+        refused = unlogged_setting(part)
+        if refused is not None:
+            return refused
     return None
 
 

@@ -57,14 +57,14 @@ from replication.protocol.scanner import Expect, ResponseScanner
 from replication.protocol.relay import ClientLink, Processes, RelaySession
 
 from . import outside_writes
-from .admin import Admin, WrongValueForVariable, mentions, router_members, server_access_denied, server_privilege
+from .admin import Admin, mentions, router_members, server_access_denied, server_privilege, unlogged_setting
 from .consistency import Level
 from .binlog import XaId
 from .local_commit import xa_literal
 from .member import DdlNotRun, LocalTxn, Member, StartRefused
 from .messages import DDL_CONTEXT_VARIABLES
 from .writeset import ddl_tables
-from .statements import Kind, Scope, Statement, classify, replace_call
+from .statements import Kind, Statement, classify, replace_call
 
 log = structlog.get_logger("grproxy.member_session")
 
@@ -99,44 +99,6 @@ def recovery_stats(member: Member) -> tuple[object, ...]:
     now = asyncio.get_running_loop().time()
     return (j.phase.value, j.donor[0] if j.donor else None, c.tables_done, c.tables, c.rows, c.bytes,
             f"{c.mib_per_s(now):.2f}", j.transactions_left, j.fetched, f"{j.fetch_txns_per_s():.1f}", j.clones, served)
-
-
-#: Binary log settings a member's capture relies on (DESIGN §5), with the values it accepts: a
-#: session (or, for new sessions, the server) that logged writes otherwise would commit them on
-#: this member only. `None` in a value set: DEFAULT (the server's value, checked at start).
-_LOGGING_VARIABLES: dict[str, frozenset[object]] = {
-    "sql_log_bin": frozenset({1, "ON", "TRUE", "DEFAULT"}),
-    "binlog_format": frozenset({"ROW", "DEFAULT"}),
-    "binlog_row_image": frozenset({"FULL", "DEFAULT"}),
-    "binlog_row_metadata": frozenset({"FULL", "DEFAULT"}),
-    "log_bin": frozenset(),  # read-only on the server; named so the refusal says why
-    # A member's sessions write in grproxy's GTID domain (replication.outside_writes).
-    "gtid_domain_id": frozenset(),
-    "server_id": frozenset(),
-    "gtid_seq_no": frozenset(),
-}
-
-
-def _unlogged_setting(stmt: Statement) -> WrongValueForVariable | None:
-    """A SET (alone, in a multi-statement, or inside PREPARE / EXECUTE IMMEDIATE with a literal)
-    that would make this member's writes bypass the binary log, or log them in a form the
-    capture cannot read: refused with 1231 before it runs. A value that is not a literal cannot
-    be checked and is refused too. (A transaction that gets past this — a procedure that sets
-    them — is refused at COMMIT, local_commit's prepare-time check.)"""
-    for a in stmt.assignments:
-        allowed = _LOGGING_VARIABLES.get(a.name)
-        if allowed is None or a.scope is Scope.USER:
-            continue
-        literal = a.literal.upper() if isinstance(a.literal, str) else a.literal
-        if literal not in allowed:
-            return WrongValueForVariable(f"Variable '{a.name}' can't be set to the value of '{a.value}' (grproxy replicates "
-                                    "from the binary log: on a group member every write is logged in full, as rows, "
-                                    "in grproxy's GTID domain)")
-    for part in (*stmt.parts, *((stmt.inner,) if stmt.inner is not None else ())):
-        refused = _unlogged_setting(part)
-        if refused is not None:
-            return refused
-    return None
 
 
 def _resets_master(stmt: Statement) -> bool:
@@ -303,8 +265,8 @@ class MemberSession(RelaySession):
             if stmt.kind is Kind.SET:
                 self._wait_timeout = None
             self._track_table_locks(stmt)
-            if stmt.kind in (Kind.SET, Kind.MULTI, Kind.PREPARE, Kind.EXECUTE):
-                refused = _unlogged_setting(stmt)
+            if stmt.assignments or stmt.kind in (Kind.MULTI, Kind.PREPARE, Kind.EXECUTE):  # SET, SET STATEMENT
+                refused = unlogged_setting(stmt)
                 if refused is not None:
                     self._cmd_seq = last_seq
                     self._spawn(self._refuse(refused))
@@ -336,7 +298,7 @@ class MemberSession(RelaySession):
                 self._cmd_seq = last_seq
                 self._spawn(self._refuse(CantResetMaster(_RESET_MASTER_REFUSED)))
                 return
-            refused = _unlogged_setting(self._pending_prepare[0]) or self._server_admin_refusal(self._pending_prepare[0])
+            refused = unlogged_setting(self._pending_prepare[0]) or self._server_admin_refusal(self._pending_prepare[0])
             if refused is not None:
                 self._pending_prepare = None
                 self._cmd_seq = last_seq

@@ -81,7 +81,7 @@ import functools
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -1489,7 +1489,8 @@ def _set_keyword_form(p: _P, j: int, name: str, k: int) -> Statement:
 
 
 def _set_statement(p: _P, j: int) -> Statement:
-    """MariaDB SET STATEMENT var = value [, …] FOR <statement>: the statement's classification."""
+    """MariaDB SET STATEMENT var = value [, …] FOR <statement>: the statement's classification,
+    with the SET's assignments appended to its `assignments`."""
     depth = 0
     for k in range(j + 2, p.n):
         key = p.ts[k][1]
@@ -1504,7 +1505,12 @@ def _set_statement(p: _P, j: int) -> Statement:
             flags = _Flags()
             _scan(p.ts, j + 2, k, flags)
             if not flags.writes and not flags.session and not flags.assigns:
-                return inner
+                # The statement's, with the variables it runs under as its assignments (a
+                # member refuses those its capture cannot use: sql_log_bin, binlog_format …).
+                settings = _classify_one(_P(p.text, [p.ts[j], *p.ts[j + 2 : k]], p.nesting + 1))
+                if settings.kind is not Kind.SET:
+                    return _other("SET", _scanned(p, j))
+                return replace(inner, assignments=inner.assignments + settings.assignments)
             return _other("SET", _scanned(p, j))
     return _other("SET")
 

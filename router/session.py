@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from replication.admin import GROUP_ACTION_RE, admin_only, mentions, server_access_denied, server_privilege
+from replication.admin import GROUP_ACTION_RE, admin_only, mentions, server_access_denied, server_privilege, unlogged_setting
 from replication.consistency import VARIABLE as CONSISTENCY
 from replication.consistency import Level
 from replication.protocol.backend import BackendConnection
@@ -264,6 +264,10 @@ class RouterSession(RelaySession):
                 if needed is not None and not self._is_admin():
                     # Members take the router's own (admin) account: the client's user is checked here.
                     self._spawn(self._refuse_error(server_access_denied(needed)))
+                    return
+                unlogged = unlogged_setting(stmt) if stmt.assignments or stmt.parts or stmt.inner else None
+                if unlogged is not None:  # EVENTUAL reads reach a backend directly: checked here too
+                    self._spawn(self._refuse_error(unlogged))
                     return
                 if stmt.session_functions and len(raw) < _TEXT_SCAN_BYTES and _CONNECTION_ID_RE.search(raw, 5):
                     # CONNECTION_ID() is the id the client saw in the handshake: what KILL takes here.
@@ -602,6 +606,9 @@ class RouterSession(RelaySession):
         needed = server_privilege(stmt)
         if needed is not None and not self._is_admin():
             raise server_access_denied(needed)
+        unlogged = unlogged_setting(stmt)
+        if unlogged is not None:
+            raise unlogged
         d = self._route(stmt)
         if d.target is None:  # preparing changes nothing: any member that can run it will do
             d = self._route(_READ)

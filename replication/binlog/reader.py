@@ -247,8 +247,8 @@ class BinlogReader:
                 self._unclaimed.pop(xid, None)
                 self._evicted.pop(xid, None)
             return
-        if txn.has_rows and self._on_outside_xa is not None:
-            self._on_outside_xa(txn)
+        if (txn.has_rows or txn.queries) and self._on_outside_xa is not None:
+            self._on_outside_xa(txn)  # rows, or statements (DDL, accounts — or DML logged as text)
 
     def _resolve_unlogged(self) -> None:
         stream = self._stream

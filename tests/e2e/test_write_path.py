@@ -177,7 +177,9 @@ ER_WRONG_VALUE_FOR_VAR = 1231
 
 @pytest.mark.parametrize("setting", ["SET sql_log_bin = 0", "SET SESSION binlog_format = 'STATEMENT'",
                                      "SET @@binlog_row_image = MINIMAL", "SET GLOBAL binlog_format = MIXED",
-                                     "PREPARE s FROM 'SET sql_log_bin = OFF'"])
+                                     "PREPARE s FROM 'SET sql_log_bin = OFF'",
+                                     "SET STATEMENT sql_log_bin = 0 FOR SELECT 1",
+                                     "SET STATEMENT binlog_format = 'STATEMENT' FOR SELECT 1"])
 def test_settings_that_would_keep_writes_from_the_binary_log_are_refused(group: "Sandbox", setting: str) -> None:
     """A session with sql_log_bin=0 (or statement-format logging) would commit its writes on its
     own member only: the group replicates what the binary log shows. Refused (1231) through the
@@ -294,7 +296,11 @@ def test_client_that_gives_up_mid_commit_leaves_members_identical(group: "Sandbo
         b.close()
 
 
-def test_write_bypassing_grproxy_puts_its_member_in_error(sandbox_factory: Callable[..., "Sandbox"]) -> None:
+@pytest.mark.parametrize("binlog_format", ["ROW", "STATEMENT"])
+def test_write_bypassing_grproxy_puts_its_member_in_error(sandbox_factory: Callable[..., "Sandbox"],
+                                                          binlog_format: str) -> None:
+    """A write straight to a member's backend — logged as rows, or as a statement — puts the
+    member in ERROR; it stays out until a clone rebuilt its backend."""
     sandbox = sandbox_factory(members=3)
     c = sandbox.connect()
     with c.cursor() as cur:
@@ -304,6 +310,7 @@ def test_write_bypassing_grproxy_puts_its_member_in_error(sandbox_factory: Calla
     victim = sandbox.secondaries()[0]
     b = sandbox.connect_backend(victim)
     with b.cursor() as cur:
+        cur.execute(f"SET SESSION binlog_format = '{binlog_format}'")
         cur.execute("INSERT INTO app.t VALUES (42)")  # straight to the backend: the group never saw it
     b.close()
     deadline = time.monotonic() + 30
