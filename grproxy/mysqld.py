@@ -636,6 +636,9 @@ def _create_accounts(handle: ServerHandle, deadline: float) -> None:
     conn = _root_connect(handle, timeout_s=max(1.0, deadline - time.monotonic()))
     try:
         with conn.cursor() as cur:
+            # Local accounts, not data: unlogged, as GR asks of local changes on a member (a
+            # logged one is a transaction the group does not have: replication.outside_writes).
+            cur.execute("SET SESSION sql_log_bin = 0")
             for statement in _account_sql(handle.binary, handle.user, handle.password):
                 cur.execute(statement)
         conn.commit()

@@ -321,7 +321,10 @@ class Member:
                 raise StartRefused(
                     f"backend {self.config.backend} holds transactions the group does not have: {', '.join(written)} "
                     "(MariaDB GTIDs outside grproxy's domain: written on the backend around grproxy — directly, by "
-                    f"an event or a replication channel), so its data may differ from the group's. {_REBUILD_HINT}")
+                    f"an event or a replication channel), so its data may differ from the group's. {_REBUILD_HINT}. "
+                    "If you know they changed nothing the group holds (local accounts made without "
+                    "SET sql_log_bin = 0, as GR asks), accept them: DELETE FROM grproxy.meta WHERE name LIKE "
+                    "'outside_gtid:%' on the backend, then start the member again")
             if current == recorded:
                 return
             self._log.warning("backend_binlog_reset", recorded=rows, now=outside_writes.meta_rows(current))
