@@ -311,10 +311,9 @@ class Member:
             return
         r = await conn.execute("SELECT @@GLOBAL.gtid_binlog_state")
         current = outside_writes.outside(outside_writes.parse_state(_text(r.rows[0][0]) if r.rows else ""))
-        r = await conn.execute(f"SELECT name, value FROM grproxy.meta WHERE name LIKE "
-                               f"'{outside_writes.META_PREFIX}%'")
+        r = await conn.execute(f"SELECT name, value FROM grproxy.meta WHERE name LIKE '{outside_writes.META_LIKE}'")
         rows = {_text(n): _text(v) for n, v in r.rows}
-        if rows:
+        if outside_writes.META_RECORDED in rows:  # recorded (the state itself may be empty)
             recorded = outside_writes.from_meta_rows(rows)
             written = outside_writes.written_since(recorded, current)
             if written:
@@ -324,7 +323,7 @@ class Member:
                     f"an event or a replication channel), so its data may differ from the group's. {_REBUILD_HINT}. "
                     "If you know they changed nothing the group holds (local accounts made without "
                     "SET sql_log_bin = 0, as GR asks), accept them: DELETE FROM grproxy.meta WHERE name LIKE "
-                    "'outside_gtid:%' on the backend, then start the member again")
+                    f"'{outside_writes.META_LIKE}' on the backend, then start the member again")
             if current == recorded:
                 return
             self._log.warning("backend_binlog_reset", recorded=rows, now=outside_writes.meta_rows(current))
@@ -339,10 +338,11 @@ class Member:
             else:
                 r = await conn.execute("SELECT @@GLOBAL.gtid_binlog_state")
                 state = outside_writes.outside(outside_writes.parse_state(_text(r.rows[0][0]) if r.rows else ""))
-        await conn.execute(f"DELETE FROM grproxy.meta WHERE name LIKE '{outside_writes.META_PREFIX}%' "
+        await conn.execute(f"DELETE FROM grproxy.meta WHERE name LIKE '{outside_writes.META_LIKE}' "
                            f"OR name = '{outside_writes.DIVERGED_META}'")
         for name, value in outside_writes.meta_rows(state).items():
             await self.store.set_meta(conn, name, value)
+        await self.store.set_meta(conn, outside_writes.META_RECORDED, "1")
         self.diverged = None
 
     async def start(self, *, bootstrap: bool, seeds: tuple[MemberId, ...] = ()) -> None:

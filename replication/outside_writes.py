@@ -31,6 +31,12 @@ GRPROXY_GTID_DOMAIN = 7707
 #: = last sequence number.
 META_PREFIX = "outside_gtid:"
 
+#: The grproxy.meta row saying a state was recorded (an empty state has no other row).
+META_RECORDED = "outside_gtids_recorded"
+
+#: What an operator deletes to have the current state taken as the record at the next start.
+META_LIKE = "outside_gtid%"
+
 #: The grproxy.meta row that marks a backend on which the running member saw a stray write.
 DIVERGED_META = "diverged"
 
