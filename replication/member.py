@@ -350,6 +350,9 @@ class Member:
         join through `seeds`. Raises StartRefused (nothing started) when the backend belongs to
         another member, or when `bootstrap` is asked of a backend that already belonged to a
         group (it must rejoin, or the whole group goes through `grproxy reboot`)."""
+        if bootstrap and self.clone_requested:
+            raise StartRefused("a clone needs a running group to clone from: start this member without "
+                               "bootstrap_group / --bootstrap")
         conn = await self.connect()
         try:
             await self.store.setup(conn)
