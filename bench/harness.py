@@ -349,7 +349,7 @@ class Sandbox:
             dead.append(f"sandbox/router (exit {self.proc.returncode})")
         for m in self.status["members"]:
             for what, pid in ((f"{m['id']} grproxy", m["pid"]), (f"{m['id']} backend", m["backend"]["pid"])):
-                if not _pid_alive(int(pid)):
+                if not pid_alive(int(pid)):
                     dead.append(f"{what} (pid {pid})")
         return dead
 
@@ -375,7 +375,7 @@ class Sandbox:
         # quickly on a busy machine (pid_max is 32768 here): kill a pid only if that process
         # still runs out of this sandbox's directory, never a stranger that got its number.
         for pid in pids[1:]:
-            if _pid_alive(pid) and _runs_from(pid, self.base):
+            if pid_alive(pid) and _runs_from(pid, self.base):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.proc = None
@@ -447,16 +447,21 @@ class FrontEnd:
         self.proc = None
 
 
+def cmdline(pid: int) -> str:
+    """Process `pid`'s command line, arguments space-separated ('' when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _runs_from(pid: int, base: Path) -> bool:
     """Whether process `pid`'s command line names a path under `base`."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return str(base) in cmdline
+    return str(base) in cmdline(pid)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A running (not zombie) process with this id exists (any parent)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

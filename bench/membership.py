@@ -70,7 +70,7 @@ from typing import Any
 
 import pymysql
 
-from bench.harness import StartFailure, log_tail
+from bench.harness import StartFailure, cmdline, log_tail, pid_alive
 
 USER = "root"
 PASSWORD = ""
@@ -106,22 +106,6 @@ def _exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
-
-
-def _pid_alive(pid: int) -> bool:
-    """A running (not zombie) process with this id exists (any parent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _group_has_live_members(pgid: int) -> bool:
@@ -237,10 +221,10 @@ class Sandbox:
     def _check_ours(self, pid: int, what: str) -> None:
         """Refuse (StepFailed) to signal a pid that is not a live process of this sandbox's
         directory (pids wrap quickly on a busy machine)."""
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             raise StepFailed(f"{what} (pid {pid}) is not running")
-        if str(self.sb_dir) not in _cmdline(pid):
-            raise StepFailed(f"pid {pid} is not {what} of this sandbox: {_cmdline(pid)[:200]!r}")
+        if str(self.sb_dir) not in cmdline(pid):
+            raise StepFailed(f"pid {pid} is not {what} of this sandbox: {cmdline(pid)[:200]!r}")
 
     def kill_member(self, m: Member) -> float:
         """SIGKILL to the member's grproxy process; returns the monotonic time of the kill and
@@ -250,7 +234,7 @@ class Sandbox:
         os.kill(m.pid, signal.SIGKILL)
         ours = next((p for p in self.restarted.get(m.id, []) if p.pid == m.pid), None)
         deadline = time.monotonic() + MEMBER_EXIT_TIMEOUT_S
-        while (not _exited(m.pid)) if ours is not None else _pid_alive(m.pid):
+        while (not _exited(m.pid)) if ours is not None else pid_alive(m.pid):
             if time.monotonic() > deadline:
                 raise StepFailed(f"{m.id} (pid {m.pid}) survived SIGKILL")
             time.sleep(0.02)

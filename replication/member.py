@@ -256,8 +256,6 @@ class Member:
         self.clone_requested = False
         # A stray write this process saw (also marked on the backend): no rejoin until a clone.
         self.diverged: str | None = None
-        # set_as_primary with a timeout asked this primary to hand over: no new transactions.
-        self._handing_over = False
         self._last_report: Seq | None = None
         self._announced: MemberState | None = None
         self.on_membership: list[Callable[[MembershipChanged], None]] = []
@@ -309,8 +307,7 @@ class Member:
                 f"from the group's. {_REBUILD_HINT}")
         if conn.handshake is None or not conn.handshake.is_mariadb:
             return
-        r = await conn.execute("SELECT @@GLOBAL.gtid_binlog_state")
-        current = outside_writes.outside(outside_writes.parse_state(_text(r.rows[0][0]) if r.rows else ""))
+        current = await self._outside_state(conn)
         r = await conn.execute(f"SELECT name, value FROM grproxy.meta WHERE name LIKE '{outside_writes.META_LIKE}'")
         rows = {_text(n): _text(v) for n, v in r.rows}
         if outside_writes.META_RECORDED in rows:  # recorded (the state itself may be empty)
@@ -329,15 +326,19 @@ class Member:
             self._log.warning("backend_binlog_reset", recorded=rows, now=outside_writes.meta_rows(current))
         await self.record_outside_writes(conn, current)
 
+    @staticmethod
+    async def _outside_state(conn: BackendConnection) -> dict[tuple[int, int], int]:
+        """The backend's GTID state outside grproxy's domain (empty on MySQL: no domains)."""
+        if conn.handshake is None or not conn.handshake.is_mariadb:
+            return {}
+        r = await conn.execute("SELECT @@GLOBAL.gtid_binlog_state")
+        return outside_writes.outside(outside_writes.parse_state(_text(r.rows[0][0]) if r.rows else ""))
+
     async def record_outside_writes(self, conn: BackendConnection, state: dict[tuple[int, int], int] | None = None) -> None:
         """Take the backend's GTID state outside grproxy's domain as the record (first start, a
         binlog reset, after a clone), and drop a `diverged` mark."""
         if state is None:
-            if conn.handshake is None or not conn.handshake.is_mariadb:
-                state = {}
-            else:
-                r = await conn.execute("SELECT @@GLOBAL.gtid_binlog_state")
-                state = outside_writes.outside(outside_writes.parse_state(_text(r.rows[0][0]) if r.rows else ""))
+            state = await self._outside_state(conn)
         await conn.execute(f"DELETE FROM grproxy.meta WHERE name LIKE '{outside_writes.META_LIKE}' "
                            f"OR name = '{outside_writes.DIVERGED_META}'")
         for name, value in outside_writes.meta_rows(state).items():
@@ -814,9 +815,7 @@ class Member:
                             fut.set_result(action)
                 case HandoverStarted():
                     if action.old == self.config.uuid:
-                        task = asyncio.get_running_loop().create_task(self._hand_over(action))
-                        self._background.add(task)
-                        task.add_done_callback(self._background.discard)
+                        self._in_background(self._hand_over(action))
                 case AdminOutcome():
                     if action.origin == self.config.uuid:
                         fut_admin = self._admin_pending.pop(action.op_id, None)
@@ -900,7 +899,8 @@ class Member:
     def may_begin(self) -> bool:
         """May a new write transaction start here? Not on a primary handing over to another
         with a timeout (set_as_primary(uuid, timeout): GR lets none start meanwhile)."""
-        return self.may_write() and not (self._handing_over and self.engine.handover is not None)
+        h = self.engine.handover
+        return self.may_write() and not (h is not None and h.old == self.config.uuid and h.timeout_s is not None)
 
     def check_may_begin(self) -> None:
         """Raise 1290 unless a new write transaction may start here now."""
@@ -1031,7 +1031,11 @@ class Member:
         into the group until a clone rebuilt it (check_outside_writes)."""
         self.diverged = why[:DIVERGED_MARK_CHARS]  # refused from now on, whether or not the mark lands
         self._fail(why)
-        task = asyncio.get_running_loop().create_task(self._mark_diverged(why))
+        self._in_background(self._mark_diverged(why))
+
+    def _in_background(self, coro: Awaitable[None]) -> None:
+        """Run `coro` on its own, kept referenced until it ends (it handles its own errors)."""
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -1343,7 +1347,6 @@ class Member:
         so every member certifies it against the old order. Stops early when this member is
         no longer the primary in ONLINE state (the engine then finishes the action itself)."""
         running = set(self._open)
-        self._handing_over = started.timeout_s is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (started.timeout_s if started.timeout_s is not None else HANDOVER_WAIT_MAX_S)
         self._log.info("primary_handover", target=started.target, running=len(running), timeout_s=started.timeout_s)
@@ -1370,9 +1373,6 @@ class Member:
         except GcsError as exc:
             # Not in the view any more: the engine finishes the action when the view changes.
             self._log.warning("primary_handover_not_broadcast", error=str(exc))
-        finally:
-            if self.engine.handover is None:
-                self._handing_over = False
 
     def local_stats(self) -> MemberStats:
         """This member's replication_group_member_stats counters now."""
