@@ -73,7 +73,7 @@ from .checkers import (
     check_stale_reads,
 )
 from .checkers.result import Anomaly, CheckResult, result
-from .cluster import Cluster, connect
+from .cluster import Cluster, MemberNode, connect
 from .history import Completed, Recorder
 from .netfault import RESET, Rule
 from .report import summary_markdown, write_plot
@@ -96,6 +96,10 @@ DISASTER_CALM_S = (8.0, 12.0)
 CALM_MIN_S = 2.0  # the nemesis never applies a fault sooner than this after the last heal ended
 RESTARTED_ANSWER_TIMEOUT_S = 60.0  # a restarted member answers on its member port within this
 FORCE_TIMEOUT_S = 40.0  # the survivor of a lost majority accepts force_members within this
+# After the heal, a group whose ONLINE members cannot reach a majority of their view for this
+# long has lost it in earnest (every process is running again); the DBA then forces it.
+MAJORITY_LOSS_GRACE_S = 20.0
+MAJORITY_WATCH_S = 45.0  # how long after the heal the DBA watches for that (the group whole ends it)
 GIVE_UP_TIMEOUTS_MS = (30, 60, 120, 250)
 
 
@@ -410,6 +414,81 @@ class Nemesis:
                     raise RuntimeError(f"force_members on {survivor} refused for {FORCE_TIMEOUT_S:.0f}s: {exc}") from None
                 time.sleep(0.5)
         self.log.append(f"{self.now_s():6.1f}s force_members on {survivor} accepted after {refusals} refusal(s)")
+
+    def restore_majority(self) -> bool:
+        """After the heal, what a DBA does when the group has lost its majority for good.
+
+        A kill schedule can cause that as it can in GR: a member in ERROR has left, so the view
+        is two members, and then one of those two is killed. The survivor waits for a majority
+        that cannot come back, since a restarted process is a new incarnation and may not vote
+        for its old one. It also cannot admit anyone. GR's manual gives the way out: make sure
+        the members it cannot reach are really gone (dead, or their new incarnation outside the
+        group), set group_replication_force_members to the reachable ONLINE members, then START
+        GROUP_REPLICATION on the members in ERROR.
+
+        This watches for up to MAJORITY_WATCH_S. It acts only when the same member has been
+        blocked for MAJORITY_LOSS_GRACE_S: ONLINE, its view not reachable in a majority, and
+        every unreachable member gone. It returns whether it forced. A group that is whole
+        again ends the watch."""
+        c = self.c
+        names = {m.name for m in c.members}
+        t0 = time.monotonic()
+        blocked_since: dict[tuple[str, frozenset[str]], float] = {}
+        while time.monotonic() - t0 < MAJORITY_WATCH_S:
+            if online_group(c) == names:
+                return False
+            now = time.monotonic()
+            seen: dict[tuple[str, frozenset[str]], float] = {}
+            for m in c.members:
+                survivors = self._blocked_survivors(m)
+                if survivors is not None:
+                    key = (m.name, survivors)
+                    seen[key] = blocked_since.get(key, now)
+            blocked_since = seen
+            ripe = [(k, since) for k, since in seen.items() if now - since >= MAJORITY_LOSS_GRACE_S]
+            if ripe:
+                (name, survivors), since = ripe[0]
+                order = [name, *sorted(survivors - {name})]
+                self.log.append(f"{self.now_s():6.1f}s {name} has had no majority of its view for "
+                                f"{now - since:.0f}s, its unreachable members gone: force_members {','.join(order)}")
+                c.force_members(order)
+                for other in sorted(names - survivors):
+                    try:
+                        status = c.group_status(other)
+                    except pymysql.MySQLError as exc:
+                        self.log.append(f"{self.now_s():6.1f}s {other}: no answer ({exc})")
+                        continue
+                    if status.get("MEMBER_STATE") == "ERROR":
+                        c.admin(other, "START GROUP_REPLICATION")
+                        self.log.append(f"{self.now_s():6.1f}s START GROUP_REPLICATION on {other} (was ERROR)")
+                return True
+            time.sleep(1.0)
+        return False
+
+    def _blocked_survivors(self, m: MemberNode) -> frozenset[str] | None:
+        """The ONLINE members of ``m``'s view when ``m`` is ONLINE without a majority of it and
+        every member it cannot reach is gone (process dead, or outside the group); else None."""
+        c = self.c
+        if not m.alive():
+            return None
+        try:
+            states = {c.name_of_member_address(a): s for a, s in c.member_states(m).items()}
+        except pymysql.MySQLError:
+            return None
+        online = frozenset(n for n, s in states.items() if s == "ONLINE")
+        unreachable = [n for n, s in states.items() if s == "UNREACHABLE"]
+        if m.name not in online or not unreachable or len(online) * 2 > len(states):
+            return None
+        for name in unreachable:
+            if name not in {x.name for x in c.members}:
+                return None
+            if c.member(name).alive():
+                try:
+                    if c.group_status(name).get("IN_GROUP"):
+                        return None
+                except pymysql.MySQLError:
+                    return None  # it may be alive and in the group: the DBA does not force
+        return online
 
     def heal_all(self) -> None:
         c = self.c
@@ -737,7 +816,13 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
             if nemesis is not None:
                 nemesis.heal_all()
             healed_s = (time.monotonic_ns() - work.t0_ns) / 1e9
+            watch_t0 = time.monotonic()
+            if nemesis is not None and nemesis.restore_majority():
+                cluster.note("DBA: force_members after a lasting loss of majority")
+            watch_s = time.monotonic() - watch_t0
             converged_s, note = wait_converged(cluster, convergence_timeout_s)
+            if converged_s is not None:
+                converged_s += watch_s  # convergence counts from the heal
             finals = read_final(cluster)
             online = online_group(cluster) & {n for n, f in finals.items() if f.state.error is None}
             results = check_run(work.bank, work.bank_rec.ops(), work.la_rec.ops(), finals, online, converged_s, note,

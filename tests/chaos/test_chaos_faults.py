@@ -12,11 +12,15 @@ them XPASS and fail: then remove the marker.
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.runner import Fault, RunResult, run_once
+from tests.chaos.cluster import Cluster, connect
+from tests.chaos.runner import Fault, Nemesis, RunResult, read_final, run_once, wait_converged
+from tests.chaos.workloads import Bank, ListAppend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos_faults]
 
@@ -78,3 +82,36 @@ def test_clients_that_give_up_mid_commit(tmp_path: Path) -> None:
 @pytest.mark.chaos_short
 def test_member_rejoins_after_its_backend_is_killed_and_restarted(tmp_path: Path) -> None:
     _assert_clean(_run(tmp_path, Fault(5, 12, "kill-backend", ("m2",))))
+
+
+def test_two_member_view_that_loses_one_is_forced_by_the_dba(tmp_path: Path) -> None:
+    """The majority loss a kill schedule can cause (seed 20261207 run 26). m1's backend dies, so m1
+    goes to ERROR and leaves, and the view is {m2, m3}. Then m3's process is killed and restarted.
+    m2 cannot reach a majority of its view, and a new incarnation of m3 may not vote for the old
+    one, so nobody is admitted (as in GR). The harness's DBA step must see that, force m2 alone,
+    and the group must end whole, with identical backends and the write made before the loss."""
+    with Cluster(tmp_path / "group") as c:
+        conn = connect(c.router_port, timeout_s=30)
+        with conn.cursor() as cur:
+            Bank.setup(Bank(), cur)
+            ListAppend.setup(ListAppend(), cur)
+            cur.execute("INSERT INTO la.lists (k, v) VALUES (424242, '1')")
+        conn.close()
+        c.signal_backend("m1", signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while c.online_view(c.member("m2")) != {"m2", "m3"} or c.online_view(c.member("m3")) != {"m2", "m3"}:
+            assert time.monotonic() < deadline, "m1 did not leave the group after its backend died"
+            time.sleep(0.5)
+        c.signal_member("m3", signal.SIGKILL)
+        c.restart_member("m3")
+        c.restart_backend("m1")
+        nemesis = Nemesis(c, [], ["m1", "m2", "m3"])
+        deadline = time.monotonic() + 30
+        while nemesis._blocked_survivors(c.member("m2")) != {"m2"}:
+            assert time.monotonic() < deadline, f"m2 was never seen without a majority: {c.member_states(c.member('m2'))}"
+            time.sleep(0.5)
+        assert nemesis.restore_majority(), nemesis.log
+        converged_s, note = wait_converged(c, 120)
+        assert converged_s is not None, note
+        finals = read_final(c)
+        assert all(f.lists is not None and f.lists.get(424242) == [1] for f in finals.values()), finals
