@@ -166,10 +166,13 @@ class LocalCommits:
         """A server_id for our binlog dump connection, stable per member, unlike any backend's."""
         return 0x40000000 | (zlib.crc32(self.member.config.uuid.encode()) & 0x3FFFFFFF)
 
-    async def close(self) -> None:
+    async def close_reader(self) -> None:
         if self.reader is not None:
             await self.reader.close()
             self.reader = None
+
+    async def close(self) -> None:
+        await self.close_reader()
         self.positions.close()
         for conn in self._meta_idle:
             conn.close()

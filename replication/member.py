@@ -302,9 +302,7 @@ class Member:
         first time, and after a binlog reset, the current state is recorded instead."""
         mark = self.diverged or await self.store.get_meta(conn, outside_writes.DIVERGED_META)
         if mark is not None:
-            raise StartRefused(
-                f"backend {self.config.backend} holds a write the group never saw ({mark}), so its data may differ "
-                f"from the group's. {_REBUILD_HINT}")
+            raise self._diverged_refusal(mark)
         if conn.handshake is None or not conn.handshake.is_mariadb:
             return
         current = await self._outside_state(conn)
@@ -325,6 +323,10 @@ class Member:
                 return
             self._log.warning("backend_binlog_reset", recorded=rows, now=outside_writes.meta_rows(current))
         await self.record_outside_writes(conn, current)
+
+    def _diverged_refusal(self, mark: str) -> StartRefused:
+        return StartRefused(f"backend {self.config.backend} holds a write the group never saw ({mark}), so its data "
+                            f"may differ from the group's. {_REBUILD_HINT}")
 
     @staticmethod
     async def _outside_state(conn: BackendConnection) -> dict[tuple[int, int], int]:
@@ -369,6 +371,10 @@ class Member:
                 await self.local.check_backend(conn)
             except BackendUnfit as exc:
                 raise StartRefused(str(exc)) from None
+            # The binlog reader opens before the outside-writes check, so no write falls between
+            # them: one committed before the check is in the GTID state it reads, one after it
+            # reaches the reader (stray_write).
+            await self.local.open()
             if not self.clone_requested:
                 await self.check_outside_writes(conn)
             await self.local.resolve_prepared(conn)
@@ -385,11 +391,16 @@ class Member:
                 await self.store.set_meta(conn, "group_uuid", self.group_uuid)
             else:
                 self.group_uuid = identity.group_uuid
+        except BaseException:
+            await self.local.close_reader()
+            raise
         finally:
             await conn.quit()
+        if self.diverged is not None:  # the reader found a stray write while the member started
+            await self.local.close_reader()
+            raise self._diverged_refusal(self.diverged)
         self.positions.applied = applied
         self._seeds = seeds
-        await self.local.open()  # before any write is served: the binlog from here on
         loop = asyncio.get_running_loop()
         self._applier_task = loop.create_task(self._run_applier())
         self._tasks = [self._applier_task, loop.create_task(self._housekeeping())]

@@ -225,3 +225,50 @@ def test_a_member_leaving_error_takes_its_backends_positions_as_the_truth(three_
             await group.stop()
 
     run(scenario())
+
+
+def test_a_write_landing_just_after_the_start_check_is_caught(backend_factory) -> None:  # type: ignore[no-untyped-def]
+    """At start the member checks the backend's writes outside grproxy's domain, then watches
+    its binary log. A write made straight on the backend between the two must not slip through:
+    the member refuses to start, or goes to ERROR once started, and marks the backend diverged."""
+    import pymysql
+
+    from replication.member import StartRefused
+
+    b = backend_factory("stray-at-start")
+    direct = pymysql.connect(host=b.host, port=b.port, user=b.user, password=b.password, autocommit=True)
+    with direct.cursor() as cur:
+        cur.execute("CREATE DATABASE app")
+        cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY)")
+
+    async def go() -> None:
+        mid = MemberId("m0", f"127.0.0.1:{free_port()}", new_incarnation())
+        gcs = XcomGroup(mid, CoreConfig(), TransportConfig(group_name="grproxy-test"))
+        await gcs.start()
+        member = Member(MemberConfig(uuid=mid.uuid, backend=BackendAddress(b.host, b.port, b.user, b.password)),
+                        gcs, sql_apply)
+        check = member.check_outside_writes
+
+        async def check_then_a_stray_write(conn: BackendConnection) -> None:
+            await check(conn)
+            with direct.cursor() as cur:
+                cur.execute("INSERT INTO app.t VALUES (1)")  # not through grproxy: the group never sees it
+
+        member.check_outside_writes = check_then_a_stray_write  # type: ignore[method-assign]
+        try:
+            try:
+                await member.start(bootstrap=True)
+            except StartRefused as exc:
+                assert "never saw" in str(exc)
+            async with asyncio.timeout(10):
+                while member.state is not MemberState.ERROR:
+                    await asyncio.sleep(0.05)
+            assert member.diverged is not None and "app.t" in member.diverged, member.diverged
+        finally:
+            await member.stop()
+            await gcs.close()
+
+    try:
+        run(go())
+    finally:
+        direct.close()
