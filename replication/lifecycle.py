@@ -7,7 +7,8 @@ gives itself (UNREACHABLE is what *others* see of it):
     OFFLINE ──join───────▶ RECOVERING ──recovered──▶ ONLINE
     any     ──fail───────▶ ERROR        (left the group, refuses writes and held reads)
     ERROR   ──rejoin─────▶ RECOVERING   (autorejoin_tries, or START GROUP_REPLICATION)
-    ERROR   ──reboot─────▶ ONLINE       (the whole-group reboot: `grproxy reboot`)
+    OFFLINE ──reboot─────▶ ONLINE       (the whole-group reboot, `grproxy reboot`: a member in
+                                         ERROR or still asking its seeds stops first)
     any     ──stop───────▶ OFFLINE      (STOP GROUP_REPLICATION, shutdown)
 
 Rule: a member announces ONLINE to the group only through `recovered` or `bootstrap`; a member
@@ -48,7 +49,6 @@ _O, _R, _N, _E = MemberState.OFFLINE, MemberState.RECOVERING, MemberState.ONLINE
 TRANSITIONS: dict[tuple[MemberState, LifecycleEvent], MemberState] = {
     (_O, LifecycleEvent.BOOTSTRAP): _N,
     (_O, LifecycleEvent.REBOOT): _N,
-    (_E, LifecycleEvent.REBOOT): _N,
     (_O, LifecycleEvent.JOIN): _R,
     (_E, LifecycleEvent.REJOIN): _R,
     (_O, LifecycleEvent.REJOIN): _R,

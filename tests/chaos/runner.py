@@ -239,6 +239,7 @@ class Nemesis:
         self.errors: list[str] = []
         self.intervals: list[Interval] = []
         self.log: list[str] = []  # what the DBA saw (reboot reports, refusals)
+        self._group_down = False  # a force-members fault found no group left: reboot at its heal
         self.t0 = time.monotonic()
 
     def now_s(self) -> float:
@@ -332,11 +333,15 @@ class Nemesis:
                 self._reboot_after_outage()
             case "force-members":
                 # The lost members come back (their hosts were repaired) and rejoin the group
-                # the survivor now is, by themselves.
+                # the survivor now is, by themselves. When the survivor was outside the group
+                # itself, nothing was left of the group: the whole-group reboot.
                 for name in f.targets[1:]:
                     c.restart_backend(name)
                 for name in f.targets[1:]:
                     c.restart_member(name)
+                if self._group_down:
+                    self._group_down = False
+                    self._reboot_after_outage()
             case "give-up":
                 self._patient_clients()
                 c.on_loop(c.net.heal)
@@ -411,9 +416,27 @@ class Nemesis:
             except pymysql.MySQLError as exc:
                 refusals += 1
                 if time.monotonic() > deadline:
+                    status = self._status_or_none(survivor)
+                    if (status is not None and not status.get("IN_GROUP")) or not c.member(survivor).backend.alive():
+                        # An earlier fault had put the survivor out of the group (ERROR, still
+                        # rejoining, or its backend still down): with the other two gone there is
+                        # no group left to force. GR's answer is the reboot from complete outage,
+                        # done at heal.
+                        self._group_down = True
+                        where = status.get("MEMBER_STATE") if status else "without its backend"
+                        self.log.append(f"{self.now_s():6.1f}s force_members on {survivor} refused ({exc.args[-1]}): "
+                                        f"it is {where} outside the group, so no group is left: whole-group reboot "
+                                        "at heal")
+                        return
                     raise RuntimeError(f"force_members on {survivor} refused for {FORCE_TIMEOUT_S:.0f}s: {exc}") from None
                 time.sleep(0.5)
         self.log.append(f"{self.now_s():6.1f}s force_members on {survivor} accepted after {refusals} refusal(s)")
+
+    def _status_or_none(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.c.group_status(name)
+        except pymysql.MySQLError:
+            return None
 
     def restore_majority(self) -> bool:
         """After the heal, what a DBA does when the group has lost its majority for good.
@@ -426,18 +449,34 @@ class Nemesis:
         group), set group_replication_force_members to the reachable ONLINE members, then START
         GROUP_REPLICATION on the members in ERROR.
 
-        This watches for up to MAJORITY_WATCH_S. It acts only when the same member has been
+        When no member at all is in a group (every one answering, none IN_GROUP: what is left
+        after a majority loss whose survivor was itself out of the group) for
+        MAJORITY_LOSS_GRACE_S, the DBA runs the whole-group reboot instead.
+
+        This watches for up to MAJORITY_WATCH_S. It forces only when the same member has been
         blocked for MAJORITY_LOSS_GRACE_S: ONLINE, its view not reachable in a majority, and
-        every unreachable member gone. It returns whether it forced. A group that is whole
+        every unreachable member gone. It returns whether the DBA acted. A group that is whole
         again ends the watch."""
         c = self.c
         names = {m.name for m in c.members}
         t0 = time.monotonic()
         blocked_since: dict[tuple[str, frozenset[str]], float] = {}
+        no_group_since: float | None = None
         while time.monotonic() - t0 < MAJORITY_WATCH_S:
             if online_group(c) == names:
                 return False
             now = time.monotonic()
+            statuses = [self._status_or_none(n) if c.member(n).alive() else None for n in sorted(names)]
+            if all(st is not None and not st.get("IN_GROUP") for st in statuses):
+                no_group_since = now if no_group_since is None else no_group_since
+                if now - no_group_since >= MAJORITY_LOSS_GRACE_S:
+                    states = ", ".join(f"{n} {st.get('MEMBER_STATE')}" for n, st in zip(sorted(names), statuses) if st)
+                    self.log.append(f"{self.now_s():6.1f}s no member has been in a group for {now - no_group_since:.0f}s "
+                                    f"({states}): whole-group reboot")
+                    self._reboot_after_outage()
+                    return True
+            else:
+                no_group_since = None
             seen: dict[tuple[str, frozenset[str]], float] = {}
             for m in c.members:
                 survivors = self._blocked_survivors(m)
@@ -818,7 +857,7 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
             healed_s = (time.monotonic_ns() - work.t0_ns) / 1e9
             watch_t0 = time.monotonic()
             if nemesis is not None and nemesis.restore_majority():
-                cluster.note("DBA: force_members after a lasting loss of majority")
+                cluster.note("DBA: force_members or reboot after a lasting loss of majority")
             watch_s = time.monotonic() - watch_t0
             converged_s, note = wait_converged(cluster, convergence_timeout_s)
             if converged_s is not None:

@@ -115,3 +115,32 @@ def test_two_member_view_that_loses_one_is_forced_by_the_dba(tmp_path: Path) -> 
         assert converged_s is not None, note
         finals = read_final(c)
         assert all(f.lists is not None and f.lists.get(424242) == [1] for f in finals.values()), finals
+
+
+def test_majority_lost_while_the_survivor_is_out_of_the_group_ends_in_a_reboot(tmp_path: Path) -> None:
+    """Seed 20261208 run 4: m3 is in ERROR (its backend died) when m1's and m2's hosts die, so no
+    group is left: force_members on m3 is refused ('Group Replication is not running on this
+    member'), as GR refuses it. The DBA's way out is the whole-group reboot, and the group must
+    come back whole with identical backends and the write made before."""
+    with Cluster(tmp_path / "group", single_primary=False) as c:
+        conn = connect(c.router_port, timeout_s=30)
+        with conn.cursor() as cur:
+            Bank.setup(Bank(), cur)
+            ListAppend.setup(ListAppend(), cur)
+            cur.execute("INSERT INTO la.lists (k, v) VALUES (434343, '1')")
+        conn.close()
+        c.signal_backend("m3", signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while c.online_view(c.member("m1")) != {"m1", "m2"}:
+            assert time.monotonic() < deadline, "m3 stayed in the group after its backend died"
+            time.sleep(0.5)
+        nemesis = Nemesis(c, [], ["m1", "m2", "m3"])
+        fault = Fault(0, 1, "force-members", ("m3", "m1", "m2"), backends=True)
+        nemesis.apply(fault)
+        assert any("whole-group reboot at heal" in line for line in nemesis.log), nemesis.log
+        c.restart_backend("m3")
+        nemesis.heal(fault)
+        converged_s, note = wait_converged(c, 120)
+        assert converged_s is not None, (note, nemesis.log)
+        finals = read_final(c)
+        assert all(f.lists is not None and f.lists.get(434343) == [1] for f in finals.values()), finals
