@@ -20,6 +20,13 @@ One `Router` serves every client session of a client port. It
   one session does not (that session's statement may have ended it). The
   routed topology is the polled one with those members' state overridden; it changes version
   whenever what the routing policy sees changes.
+* **follows AFTER commits**: a member answers a commit at AFTER (or BEFORE_AND_AFTER) once
+  every member ONLINE in *its* table applied it, so a member that left the group a moment ago
+  was not waited for, while this router's last poll may still list it. Before such an answer
+  reaches the client, the session asks `confirm_after_commit`: the committing member's table is
+  read (a query that started after the answer, shared by the commits that asked meanwhile) and
+  every member not ONLINE there is marked down. A read that starts after the client saw its
+  commit therefore never goes to a member that did not apply it.
 * keeps one `MemberPool` per member address and the **load**: statements in flight per member,
   which the routing policy's "least loaded" pick reads.
 * learns each ONLINE member's **read endpoint** (with `read_user` configured): its backend's
@@ -58,6 +65,17 @@ from router.topology import (
 )
 
 __all__ = ["RouterSettings", "Router", "Endpoint", "SEEDS_MAX", "ENDPOINT_QUERY"]
+
+
+@dataclass(eq=False)
+class _AfterCheck:
+    """confirm_after_commit's per-member state: checks run one at a time; a check serves every
+    request numbered up to the count when it started."""
+
+    lock: asyncio.Lock
+    requested: int = 0
+    served: int = 0
+    conn: BackendConnection | None = None
 
 SEEDS_MAX = 9  # a group has at most 9 members; more seeds than that is a configuration mistake
 POLL_TIMEOUT_S = 2.0  # one poll of one member (connect + query)
@@ -126,6 +144,8 @@ class Router:
         self._direct_pools: dict[MemberId, MemberPool] = {}
         self.direct_reads = bool(settings.read_user)
         self._wakeup = asyncio.Event()  # request_refresh: poll now rather than at the next tick
+        self._after_checks: dict[MemberId, _AfterCheck] = {}
+        self.after_checks = 0  # tables read by confirm_after_commit
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -149,6 +169,9 @@ class Router:
             self._probe = None
         for conn in self._control.values():
             conn.close()
+        for check in self._after_checks.values():
+            if check.conn is not None:
+                check.conn.close()
         for pool in (*self._pools.values(), *self._direct_pools.values()):
             pool.close()
 
@@ -306,6 +329,48 @@ class Router:
                               acquire_timeout_s=s.connect_timeout_s)
             self._direct_pools[member] = pool
         return pool
+
+    # --- AFTER commits ---------------------------------------------------------------------------
+
+    async def confirm_after_commit(self, member: MemberId) -> None:
+        """A commit at AFTER on `member` has just been answered (see the module docstring):
+        mark down every member not ONLINE in `member`'s table as read after that answer. When
+        the table cannot be read (the member went away), a poll of the group is requested and
+        nothing waits longer than POLL_TIMEOUT_S."""
+        check = self._after_checks.get(member)
+        if check is None:
+            check = self._after_checks[member] = _AfterCheck(asyncio.Lock())
+        check.requested += 1
+        mine = check.requested
+        async with check.lock:
+            if check.served >= mine:
+                return  # a check that started after this request's answer has run
+            upto = check.requested
+            try:
+                online = await self._online_on(member, check)
+            except (MySQLError, TopologyError, OSError, TimeoutError) as exc:
+                if check.conn is not None:
+                    check.conn.close()
+                    check.conn = None
+                log.warning("after_commit_check_failed", member=member, error=str(exc))
+                self.request_refresh()
+                return
+            finally:
+                check.served = max(check.served, upto)
+            for m in self.topology.online():
+                if m.member_id not in online:
+                    self.mark_down(m.member_id, why=f"not ONLINE in {member}'s table after a commit at AFTER there")
+
+    async def _online_on(self, member: MemberId, check: _AfterCheck) -> set[MemberId]:
+        self.after_checks += 1
+        async with asyncio.timeout(POLL_TIMEOUT_S):
+            if check.conn is None or check.conn.closed:
+                info = self.topology.member(member) or self._table.member(member)
+                if info is None:
+                    raise TopologyError(f"member {member} is not in the router's table")
+                check.conn = await self._control_connection(info.host or "127.0.0.1", info.port, "after-commit check")
+            result = await check.conn.execute(ROUTER_MEMBERS_QUERY)
+        return {m.member_id for m in parse_router_members(result.rows).table.members if m.state is MemberState.ONLINE}
 
     # --- local failure marks --------------------------------------------------------------------
 

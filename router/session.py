@@ -70,7 +70,7 @@ import structlog
 from replication.admin import GROUP_ACTION_RE, admin_only, mentions, server_access_denied, server_privilege, unlogged_setting
 from replication.consistency import VARIABLE as CONSISTENCY
 from replication.consistency import Level
-from replication.protocol.backend import BackendConnection
+from replication.protocol.backend import BackendConnection, Sink
 from replication.protocol.constants import MAX_PAYLOAD, Cap, Command, Status
 from replication.protocol.errors import (
     BackendError,
@@ -110,6 +110,10 @@ _CURSOR_TYPE_READ_ONLY = 0x01
 _EXECUTE_HEADER_BYTES = 14  # COM_STMT_EXECUTE with its header: command, id, flags, iteration count
 _LAST_PREPARED = 0xFFFFFFFF  # MariaDB: "the statement prepared last" (execute-direct)
 _IN_TRANS = int(Status.IN_TRANS)
+# An answer that may end a commit at AFTER is held until Router.confirm_after_commit returns; a
+# longer one (a large INSERT … RETURNING) goes out as it comes, its check done after it.
+HELD_ANSWER_BYTES_MAX = 1 << 16
+_AFTER_LEVELS = (Level.AFTER, Level.BEFORE_AND_AFTER)
 _READ = classify("SELECT 1")
 _COMMIT = classify("COMMIT")
 _u32 = struct.Struct("<I")
@@ -367,7 +371,41 @@ class RouterSession(RelaySession):
         self.backend = mc.conn
         load = self.router.load
         load[target] = load.get(target, 0) + 1
+        if stmt is not None and not stmt.is_read_only and not mc.direct and self._at_after(target):
+            held = _HeldAnswer(self.link.transport)
+            mc.conn.relay(raw, expect, held, lambda scanner: self._on_held_done(scanner, held, target), self._on_lost)
+            return
         mc.conn.relay(raw, expect, self.link.transport, self._on_done, self._on_lost)
+
+    def _at_after(self, target: MemberId) -> bool:
+        """Whether a commit on `target` would be at AFTER / BEFORE_AND_AFTER: the session's level,
+        else the member's default as its read endpoint reports it (unknown without one: not held)."""
+        level = self.state.consistency
+        if level is None:
+            endpoint = self.router.endpoints.get(target)
+            level = endpoint.level if endpoint is not None else None
+        return level in _AFTER_LEVELS
+
+    def _on_held_done(self, scanner: ResponseScanner, held: "_HeldAnswer", target: MemberId) -> None:
+        """The answer to a write at AFTER is complete. If it ended a transaction (no error, no
+        transaction open any more), the router stops reading from members that did not apply it
+        before the client sees the answer (Router.confirm_after_commit)."""
+        committed = scanner.error is None and scanner.status_seen and not scanner.status & _IN_TRANS
+        overflowed = held.passing
+        if scanner.infile or not committed or overflowed:
+            held.release()
+            self._on_done(scanner)
+            if committed and overflowed:
+                self._spawn(self.router.confirm_after_commit(target))
+            return
+        self._spawn(self._confirm_then_done(scanner, held, target))
+
+    async def _confirm_then_done(self, scanner: ResponseScanner, held: "_HeldAnswer", target: MemberId) -> None:
+        try:
+            await self.router.confirm_after_commit(target)
+        finally:
+            held.release()
+            self._on_done(scanner)
 
     def _on_done(self, scanner: ResponseScanner) -> None:
         if scanner.infile:
@@ -887,6 +925,34 @@ class RouterSession(RelaySession):
             mc.pool.release(mc.conn, self.key, reusable=not mc.conn.busy)
         self.conns.clear()
         self.direct.clear()
+
+
+class _HeldAnswer:
+    """A relay sink that keeps an answer until `release` (see RouterSession._on_held_done); past
+    HELD_ANSWER_BYTES_MAX bytes it lets everything through (`passing`)."""
+
+    __slots__ = ("sink", "parts", "size", "passing")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.passing = False
+
+    def write(self, data: bytes) -> None:
+        if self.passing:
+            self.sink.write(data)
+            return
+        self.parts.append(bytes(data))
+        self.size += len(data)
+        if self.size > HELD_ANSWER_BYTES_MAX:
+            self.release()
+
+    def release(self) -> None:
+        if self.parts:
+            self.sink.write(b"".join(self.parts))
+            self.parts = []
+        self.passing = True
 
 
 async def _prepare_on(conn: BackendConnection, sql: bytes) -> list[bytes]:

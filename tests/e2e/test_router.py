@@ -833,6 +833,48 @@ def test_reads_go_on_when_a_secondary_dies(sandbox_factory: Callable[..., Sandbo
     old.close()
 
 
+def test_after_commit_check_stops_reads_from_a_member_that_left(sandbox_factory: Callable[..., Sandbox]) -> None:
+    """Chaos seed 20261208 run 6: a secondary left the group, the primary committed at AFTER
+    without it (it waits only for ONLINE members), and the router's last poll still listed the
+    secondary, so a read made after the commit was answered could be served there, stale. The
+    router a session asks after an AFTER commit reads the committing member's table and routes
+    around every member not ONLINE in it. A router that polls once an hour shows both halves."""
+    import asyncio
+
+    from router.service import Router, RouterSettings
+
+    sb = sandbox_factory(members=3)
+    primary = sb.primary()
+    leaver = sb.secondaries()[0]
+
+    async def go() -> None:
+        router = Router(RouterSettings(seeds=(("127.0.0.1", primary.member_port),), refresh_s=3600))
+        await router.start()
+        try:
+            by_port = {m.port: m.member_id for m in router.topology.members}
+            assert len(router.topology.online()) == 3
+            with contextlib.closing(sb.connect_member(leaver)) as c:
+                rows(c, "STOP GROUP_REPLICATION")
+            deadline = time.monotonic() + JOIN_TIMEOUT_S
+            while True:  # the primary's own table no longer lists it ONLINE
+                with contextlib.closing(sb.connect_member(primary)) as c:
+                    states = dict(rows(c, "SELECT MEMBER_PORT, MEMBER_STATE FROM "
+                                          "performance_schema.replication_group_members"))
+                if states.get(leaver.member_port) != "ONLINE":
+                    break
+                assert time.monotonic() < deadline, states
+                await asyncio.sleep(0.2)
+            routed = {m.member_id for m in router.topology.online()}
+            assert by_port[leaver.member_port] in routed  # the router has not polled since
+            await router.confirm_after_commit(by_port[primary.member_port])
+            routed = {m.member_id for m in router.topology.online()}
+            assert by_port[leaver.member_port] not in routed and len(routed) == 2, routed
+        finally:
+            await router.stop()
+
+    asyncio.run(go())
+
+
 def test_primary_death_fails_its_transaction_and_a_new_primary_takes_writes(
         sandbox_factory: Callable[..., Sandbox]) -> None:
     sb = sandbox_factory(members=3)
