@@ -114,6 +114,7 @@ _IN_TRANS = int(Status.IN_TRANS)
 # longer one (a large INSERT … RETURNING) goes out as it comes, its check done after it.
 HELD_ANSWER_BYTES_MAX = 1 << 16
 _AFTER_LEVELS = (Level.AFTER, Level.BEFORE_AND_AFTER)
+_NEVER_COMMIT = (Kind.BEGIN, Kind.ROLLBACK)  # not read-only, yet no answer of theirs ends a commit
 _READ = classify("SELECT 1")
 _COMMIT = classify("COMMIT")
 _u32 = struct.Struct("<I")
@@ -371,7 +372,8 @@ class RouterSession(RelaySession):
         self.backend = mc.conn
         load = self.router.load
         load[target] = load.get(target, 0) + 1
-        if stmt is not None and not stmt.is_read_only and not mc.direct and self._at_after(target):
+        if (stmt is not None and not stmt.is_read_only and stmt.kind not in _NEVER_COMMIT and not mc.direct
+                and self._at_after(target)):
             held = _HeldAnswer(self.link.transport)
             mc.conn.relay(raw, expect, held, lambda scanner: self._on_held_done(scanner, held, target), self._on_lost)
             return
