@@ -223,9 +223,6 @@ _LOGGING_VARIABLES: dict[str, frozenset[object]] = {
     "gtid_domain_id": frozenset(),
     "server_id": frozenset(),
     "gtid_seq_no": frozenset(),
-    # Marked transactions are left out of the member's own binlog stream (its applier's: see
-    # applier.APPLIER_SESSION_SQL), so a session's would never reach the capture.
-    "skip_replication": frozenset({0, "OFF", "FALSE", "DEFAULT"}),
 }
 
 

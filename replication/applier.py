@@ -82,11 +82,6 @@ log = structlog.get_logger("grproxy.applier")
 APPLIER_QUEUE_MAX = 100_000
 APPLY_RETRIES_MAX = 10
 APPLIER_WORKERS = 4  # transactions applied at once (disjoint write sets); connections kept
-# MariaDB: the applier's transactions are logged marked, and the member's own binlog reader asks
-# its backend to leave marked transactions out (binlog.stream skip_marked): they are the group's
-# certified transactions with their position record, which the reader would only decode to tell
-# them from a stray write. Replicas of the backend still get them (their default is REPLICATE).
-APPLIER_SESSION_SQL = "SET SESSION skip_replication = 1"
 _RETRYABLE = {1213, 1205}  # deadlock, lock wait timeout: local sessions held the rows
 # The lock watch (see the module docstring).
 LOCK_WAIT_CHECK_AFTER_S = 0.2  # an item applying this long is checked for lock waits
@@ -272,8 +267,6 @@ class Applier:
         conn = await self._connect()
         await conn.execute("SET SESSION time_zone = '+00:00'")
         await conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")  # no gap locks
-        if conn.handshake is not None and conn.handshake.is_mariadb:
-            await conn.execute(APPLIER_SESSION_SQL)
         return conn
 
     def _release(self, conn: BackendConnection) -> None:

@@ -151,7 +151,6 @@ class LocalCommits:
         self.reader = await BinlogReader.open(
             BackendAddress(b.host, b.port, b.user, b.password, b.name),
             replica_server_id=self._replica_server_id(), on_outside_xa=self._outside_xa,
-            skip_marked=True,  # the applier's transactions (applier.APPLIER_SESSION_SQL): not ours to read
         )
 
     async def reopen_if_broken(self) -> None:

@@ -77,12 +77,6 @@ _ROWS_TYPES = frozenset({EventType.WRITE_ROWS_V1, EventType.UPDATE_ROWS_V1, Even
 _ROWS_V2 = frozenset({EventType.WRITE_ROWS_V2, EventType.UPDATE_ROWS_V2, EventType.DELETE_ROWS_V2})
 _SHIPPED_TYPES = _ROWS_TYPES | {EventType.TABLE_MAP}
 _U32 = struct.Struct("<I")
-_U16 = struct.Struct("<H")
-EVENT_FLAGS_AT = 17  # in an event's header: timestamp 4, type 1, server_id 4, size 4, log_pos 4, flags 2
-#: MariaDB's event-header flag for a transaction logged with skip_replication = 1. A BINLOG
-#: statement applies each event under the event's own flag, not its session's, so the applier's
-#: replayed rows carry it only when the events do (see `marked_for_skip`).
-LOG_EVENT_SKIP_REPLICATION_F = 0x8000
 _TRIGGERS_OFF = ("NO",)
 
 
@@ -289,30 +283,6 @@ def decode_row_events(data: bytes) -> RowEvents:
 # --- applying ------------------------------------------------------------------------------------------
 
 
-def marked_for_skip(rows: RowEvents) -> RowEvents:
-    """`rows` with LOG_EVENT_SKIP_REPLICATION_F set in every event header (CRC32 recomputed
-    where the events have one). Applied by a MariaDB session with skip_replication = 1, the
-    server then logs the replayed rows marked too, like the session's own statements, and the
-    member's binlog reader (which asks its server to leave marked transactions out) never reads
-    the applier's transactions."""
-    checksum = _layout(rows.format_description).checksum
-    out = bytearray(rows.events)
-    view = memoryview(out)
-    try:
-        p, end = 0, len(out)
-        while p < end:
-            size = _U32.unpack_from(out, p + 9)[0]
-            flags = _U16.unpack_from(out, p + EVENT_FLAGS_AT)[0]
-            if not flags & LOG_EVENT_SKIP_REPLICATION_F:
-                _U16.pack_into(out, p + EVENT_FLAGS_AT, flags | LOG_EVENT_SKIP_REPLICATION_F)
-                if checksum:
-                    _U32.pack_into(out, p + size - CHECKSUM_BYTES, zlib.crc32(view[p : p + size - CHECKSUM_BYTES]))
-            p += size
-    finally:
-        view.release()
-    return RowEvents(rows.format_description, bytes(out), rows.statement_ends)
-
-
 @dataclass(slots=True)
 class _Session:
     format_description: bytes  # the last one this connection's server was given (b"": none yet)
@@ -323,9 +293,8 @@ class RowEventApplier:
     """Applies shipped row events on the applier's connections (see the module docstring).
     One per member; remembers per connection what its server session was given."""
 
-    def __init__(self, packet_bytes_max: int = APPLY_PACKET_BYTES_MAX, *, mark_skip: bool = True) -> None:
+    def __init__(self, packet_bytes_max: int = APPLY_PACKET_BYTES_MAX) -> None:
         self.packet_bytes_max = packet_bytes_max
-        self.mark_skip = mark_skip  # marked_for_skip, on MariaDB (the applier's sessions set skip_replication)
         self._sessions: weakref.WeakKeyDictionary[BackendConnection, _Session] = weakref.WeakKeyDictionary()
         self.statements_sent = 0
         self.fragmented = 0
@@ -343,8 +312,6 @@ class RowEventApplier:
         the server, applied with warnings, or the server would run triggers), BackendError (the
         server refused an event: a missing row 1032, a duplicate key 1062, …), BackendLost."""
         rows = decode_row_events(data)
-        if self.mark_skip and conn.handshake is not None and conn.handshake.is_mariadb:
-            rows = marked_for_skip(rows)
         session = self._sessions.get(conn)
         try:
             if session is None:

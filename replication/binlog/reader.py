@@ -107,7 +107,6 @@ class BinlogReader:
         limits: ReaderLimits = ReaderLimits(),
         heartbeat_s: float = STREAM_HEARTBEAT_S_DEFAULT,
         buffer_bytes_max: int = STREAM_BUFFER_BYTES_MAX,
-        skip_marked: bool = False,
     ) -> "BinlogReader":
         """Open the stream (at the end of the binlog unless `position`) and start reading.
 
@@ -115,7 +114,7 @@ class BinlogReader:
         """
         stream = await BinlogStream.open(
             address, replica_server_id=replica_server_id, position=position, heartbeat_s=heartbeat_s,
-            buffer_bytes_max=buffer_bytes_max, skip_marked=skip_marked,
+            buffer_bytes_max=buffer_bytes_max,
         )
         reader = cls(stream, on_outside_xa=on_outside_xa, limits=limits)
         reader.start()

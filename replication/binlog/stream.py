@@ -192,7 +192,6 @@ class BinlogStream:
         buffer_bytes_max: int = STREAM_BUFFER_BYTES_MAX,
         timeout_s: float = STREAM_OPEN_TIMEOUT_S,
         report_host: str | None = STREAM_REPORT_HOST,
-        skip_marked: bool = False,
     ) -> "BinlogStream":
         """Connect and start dumping at `position` (None: the current end of the binlog).
 
@@ -201,9 +200,7 @@ class BinlogStream:
         `report_host` registers the stream as a replica (COM_REGISTER_SLAVE), so operators see
         it in SHOW SLAVE HOSTS; None does not register. `start_gtid_pos` is then the server's
         GTID position at the starting point (BINLOG_GTID_POS), when the server is MariaDB.
-        `skip_marked` (MariaDB): the server leaves out the transactions logged with
-        `skip_replication = 1` (a replica's FILTER_ON_MASTER; the server still logs them, and
-        other replicas still get them). Raises BackendError / BackendUnavailable when the server cannot be reached or refuses
+        Raises BackendError / BackendUnavailable when the server cannot be reached or refuses
         (1227 without REPLICATION SLAVE privilege), BinlogStreamBroken when the binlog is off.
         """
         if not 0 < replica_server_id < 1 << 32:
@@ -229,8 +226,6 @@ class BinlogStream:
                     f"@mariadb_slave_capability = {MARIADB_SLAVE_CAPABILITY_GTID}, "
                     f"@master_heartbeat_period = {int(heartbeat_s * 1e9)}"
                 )
-                if skip_marked and conn.handshake is not None and conn.handshake.is_mariadb:
-                    await conn.execute("SET SESSION skip_replication = 1")
                 if position is None:
                     status = await conn.execute("SHOW MASTER STATUS")
                     if not status.rows:

@@ -179,8 +179,7 @@ ER_WRONG_VALUE_FOR_VAR = 1231
                                      "SET @@binlog_row_image = MINIMAL", "SET GLOBAL binlog_format = MIXED",
                                      "PREPARE s FROM 'SET sql_log_bin = OFF'",
                                      "SET STATEMENT sql_log_bin = 0 FOR SELECT 1",
-                                     "SET STATEMENT binlog_format = 'STATEMENT' FOR SELECT 1",
-                                     "SET skip_replication = 1"])
+                                     "SET STATEMENT binlog_format = 'STATEMENT' FOR SELECT 1"])
 def test_settings_that_would_keep_writes_from_the_binary_log_are_refused(group: "Sandbox", setting: str) -> None:
     """A session with sql_log_bin=0 (or statement-format logging) would commit its writes on its
     own member only: the group replicates what the binary log shows. Refused (1231) through the

@@ -226,36 +226,6 @@ def test_stream_survives_rotation_and_reports_writes_outside_xa(server: ServerHa
     assert all(t.gtid is not None and not t.gtid.prepared_xa for t in outside)
 
 
-def test_skip_marked_leaves_out_the_marked_transactions_only(server: ServerHandle) -> None:
-    """With skip_marked (how a member reads its backend), the server leaves out what a session
-    logged with skip_replication = 1 (the member's applier) and sends the rest: a plain write is
-    still reported outside XA, a session's XA transaction still arrives with its rows."""
-    outside: list[BinlogTransaction] = []
-
-    async def body(reader: BinlogReader, conn: BackendConnection) -> None:
-        run_sql(server, DB, ["DELETE FROM t2"])
-        marked = await open_conn(server, DB)
-        try:
-            await marked.execute("SET SESSION skip_replication = 1")
-            await marked.execute("INSERT INTO t2 VALUES (10, 10)")
-            await _xa(marked, "marked", "INSERT INTO t2 VALUES (11, 11)")
-            await marked.execute("XA COMMIT 'marked'")
-        finally:
-            marked.close()
-        await conn.execute("INSERT INTO t2 VALUES (12, 12)")  # not marked: reported outside XA
-        await _xa(conn, "unmarked", "INSERT INTO t2 VALUES (13, 13)")
-        txn = await reader.prepared(_xid("unmarked"), TIMEOUT_S)
-        await conn.execute("XA COMMIT 'unmarked'")
-        assert _rows(txn) == [("t2", "insert", None, (13, 13))]
-        with pytest.raises(TimeoutError):
-            await reader.prepared(_xid("marked"), 0.5)
-        return None
-
-    _run(server, body, on_outside_xa=outside.append, skip_marked=True)
-    inserted = [row for t in outside for row in _rows(t) if row[1] == "insert"]  # (the DELETE is reported too)
-    assert inserted == [("t2", "insert", None, (12, 12))], inserted
-
-
 def test_reader_bounds(server: ServerHandle) -> None:
     async def body(reader: BinlogReader, conn: BackendConnection) -> None:
         run_sql(server, DB, ["DELETE FROM t2", "DELETE FROM big"])

@@ -96,38 +96,3 @@ def test_a_row_over_two_packets_is_refused(server: ServerHandle) -> None:
             admin.close()
 
     asyncio.run(go())
-
-
-def test_applied_rows_are_logged_marked_and_left_out_of_a_skip_marked_stream(server: ServerHandle) -> None:
-    """How a member's applier and its binlog reader meet: rows applied by a session with
-    skip_replication = 1 are logged marked (the applier marks the events: a BINLOG statement
-    applies each event under its own flag), so a stream opened with skip_marked never sees them;
-    a plain write after them still comes through."""
-    async def go() -> None:
-        txn, body = await _insert_and_read(server, 100)
-        stream = await BinlogStream.open(address(server), replica_server_id=replica_id(), heartbeat_s=HEARTBEAT_S,
-                                         skip_marked=True)
-        conn = await open_conn(server, DB)
-        try:
-            await conn.execute("SET SESSION skip_replication = 1")
-            await RowEventApplier().apply(conn, ship(txn, "grproxy"), head=("BEGIN",), tail=("COMMIT",))
-            (same,) = (await conn.execute(f"SELECT body = X'{body.hex()}' FROM big WHERE id = 1")).rows[0]
-            assert same == b"1"  # applied
-            await conn.execute("SET SESSION skip_replication = 0")
-            await conn.execute("DELETE FROM big")
-            assembler = Assembler(keep_events=True)
-            seen: list[BinlogTransaction] = []
-            while not any(t.has_rows for t in seen):
-                event = await stream.next_event()
-                if isinstance(event, Heartbeat):
-                    continue
-                done = assembler.feed(event, stream.last_raw)
-                if done is not None:
-                    seen.append(done)
-            kinds = [ch.kind for t in seen for tr in t.tables for ch in tr.changes]
-            assert kinds == ["delete"], kinds  # the applied insert never arrived
-        finally:
-            conn.close()
-            await stream.close()
-
-    asyncio.run(go())

@@ -24,7 +24,6 @@ _ids = itertools.count(100)
 @dataclass(eq=False)
 class FakeConn:
     """Logs `(thread id, statement)`; the applied changes are logged by `apply` below."""
-    handshake = None  # not a MariaDB session (the applier's MariaDB-only settings stay off)
 
     log: list[tuple[int, str]]
     closed: bool = False

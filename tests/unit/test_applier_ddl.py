@@ -20,7 +20,6 @@ from replication.protocol.errors import BackendError
 
 @dataclass(eq=False)
 class FakeConn:
-    handshake = None  # not a MariaDB session (the applier's MariaDB-only settings stay off)
     log: list[str]
     fail_on: bytes = b""
     closed: bool = False

@@ -21,7 +21,6 @@ class FakeResult:
 @dataclass
 class FakeConn:
     """Answers the watch's query with `rows`; records the KILLs it is sent."""
-    handshake = None  # not a MariaDB session (the applier's MariaDB-only settings stay off)
 
     rows: list[Row] = field(default_factory=list)
     kills: list[int] = field(default_factory=list)

@@ -22,8 +22,7 @@ import pytest
 from replication.binlog.events import GTID_PREPARED_XA, EventHeader, Gtid, XaId, XaPrepare, checksum_ok, decode_event
 from replication.binlog.transactions import BinlogTransaction
 from replication.rowevents import (
-    LOG_EVENT_SKIP_REPLICATION_F, RowEventsError, _binlog_statements, decode_row_events, encode_row_events,
-    marked_for_skip, ship,
+    RowEventsError, _binlog_statements, decode_row_events, encode_row_events, ship,
 )
 
 TABLE_MAP, WRITE, UPDATE, DELETE, FDE = 19, 23, 24, 25, 15
@@ -85,29 +84,6 @@ def test_a_shipment_round_trips_and_is_cut_at_statement_ends(crc: bool) -> None:
     first = sum(map(len, events[:4]))
     assert shipped.statement_ends == (first, len(shipped.events))
     assert decode_row_events(bytearray(data)) == shipped
-
-
-@pytest.mark.parametrize("crc", [True, False])
-def test_marked_for_skip_flags_every_event_and_keeps_it_valid(crc: bool) -> None:
-    """The applier's copy of a shipment: each event's header has the skip_replication flag, its
-    CRC32 still matches (a server refuses an event whose checksum does not), nothing else
-    changed; marking twice changes nothing more."""
-    fde, events = transaction(crc)
-    shipped = decode_row_events(encode_row_events(fde, events))
-    marked = marked_for_skip(shipped)
-    assert marked.statement_ends == shipped.statement_ends and marked.format_description == fde
-    p = 0
-    for original in events:
-        event = marked.events[p : p + len(original)]
-        flags = struct.unpack_from("<H", event, 17)[0]
-        assert flags == struct.unpack_from("<H", original, 17)[0] | LOG_EVENT_SKIP_REPLICATION_F
-        body_end = len(event) - (4 if crc else 0)
-        assert event[:17] == original[:17] and event[19:body_end] == original[19:body_end]
-        if crc:
-            assert checksum_ok(event)
-        p += len(original)
-    assert p == len(marked.events)
-    assert marked_for_skip(marked) == marked
 
 
 def test_every_malformed_shipment_is_refused_cleanly() -> None:
