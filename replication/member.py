@@ -251,7 +251,6 @@ class Member:
         self._open: dict[int, LocalTxn] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()  # fire-and-forget work kept referenced
-        self._retired: GroupCommunication | None = None  # an incarnation _retire closed (its leave stuck)
         # Rebuild this backend by a clone at the next join, whatever it holds (serve --clone,
         # GROUP REJOIN CLONE); cleared when a clone completed.
         self.clone_requested = False
@@ -463,12 +462,11 @@ class Member:
         if self._gcs_factory is None:
             return None
         old = self.gcs
-        if old is not self._retired:
-            try:
-                old.leave()
-            except GcsError:
-                pass
-            await self._wait_left(old)
+        try:
+            old.leave()
+        except GcsError:
+            pass
+        await self._wait_left(old)
         close = getattr(old, "close", None)
         if close is not None:
             await close()
@@ -481,25 +479,6 @@ class Member:
         deadline = loop.time() + LEAVE_WAIT_S
         while gcs.current_view() is not None and loop.time() < deadline:
             await asyncio.sleep(LEAVE_POLL_S)
-
-    async def _retire(self, gcs: GroupCommunication) -> None:
-        """After ERROR: incarnation `gcs` has LEAVE_WAIT_S to have its leave agreed, then it is
-        closed if it is still in a view and still this member's (no rejoin replaced it). A leave
-        the group never agrees (the rest of the group died meanwhile) would otherwise keep it
-        answering as a live member of the group: every bootstrap probe, the whole-group reboot's
-        included, would be refused (GROUP_EXISTS) for as long as the member waits in ERROR."""
-        await self._wait_left(gcs)
-        if gcs is not self.gcs or self.state is not MemberState.ERROR or gcs.current_view() is None:
-            return
-        self._log.warning("incarnation_closed", why="its leave was not agreed within "
-                          f"{LEAVE_WAIT_S:g}s of entering ERROR")
-        self._retired = gcs
-        close = getattr(gcs, "close", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception as exc:  # noqa: BLE001 - closing is best effort, the member stays in ERROR
-                self._log.error("incarnation_close_failed", error=repr(exc))
 
     @property
     def in_group(self) -> bool:
@@ -588,6 +567,7 @@ class Member:
                 await self.store.set_meta(conn, "group_uuid", self.group_uuid)
             finally:
                 await conn.quit()
+        await self._resolve_local()
         gcs = await self._new_incarnation()
         if gcs is None:
             raise StartRefused("this member cannot start a new group incarnation (no group factory)")
@@ -597,7 +577,6 @@ class Member:
             # Through OFFLINE: in ERROR the member ignores views (it would never see the bootstrap
             # view that makes it ONLINE), and a failure while rebooting must move it to ERROR anew.
             self._move(LifecycleEvent.STOP)
-        await self._resolve_local()
         self._enter_group(gcs, LifecycleEvent.REBOOT)
 
     async def stop_group(self) -> None:
@@ -651,7 +630,6 @@ class Member:
             self.gcs.leave()
         except GcsError:
             pass
-        self._in_background(self._retire(self.gcs))
         if rejoin and self._rejoins_left > 0 and self._gcs_factory is not None:
             self._rejoins_left -= 1
             self._schedule_rejoin()

@@ -67,6 +67,9 @@ from router.topology import (
 __all__ = ["RouterSettings", "Router", "Endpoint", "SEEDS_MAX", "ENDPOINT_QUERY"]
 
 
+AFTER_CHECKS_IN_BACKGROUND_MAX = 64
+
+
 @dataclass(eq=False)
 class _AfterCheck:
     """confirm_after_commit's per-member state: checks run one at a time; a check serves every
@@ -145,6 +148,7 @@ class Router:
         self.direct_reads = bool(settings.read_user)
         self._wakeup = asyncio.Event()  # request_refresh: poll now rather than at the next tick
         self._after_checks: dict[MemberId, _AfterCheck] = {}
+        self._background: set[asyncio.Task[None]] = set()  # confirm_after_commit_later
         self.after_checks = 0  # tables read by confirm_after_commit
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -169,6 +173,8 @@ class Router:
             self._probe = None
         for conn in self._control.values():
             conn.close()
+        for task in list(self._background):
+            task.cancel()
         for check in self._after_checks.values():
             if check.conn is not None:
                 check.conn.close()
@@ -335,8 +341,8 @@ class Router:
     async def confirm_after_commit(self, member: MemberId) -> None:
         """A commit at AFTER on `member` has just been answered (see the module docstring):
         mark down every member not ONLINE in `member`'s table as read after that answer. When
-        the table cannot be read (the member went away), a poll of the group is requested and
-        nothing waits longer than POLL_TIMEOUT_S."""
+        the table cannot be read (the member went away), a poll of the group is requested. A check
+        takes at most POLL_TIMEOUT_S; a commit may first wait for the check already running."""
         check = self._after_checks.get(member)
         if check is None:
             check = self._after_checks[member] = _AfterCheck(asyncio.Lock())
@@ -354,12 +360,26 @@ class Router:
                     check.conn = None
                 log.warning("after_commit_check_failed", member=member, error=str(exc))
                 self.request_refresh()
-                return
-            finally:
-                check.served = max(check.served, upto)
+                return  # not served: the commits waiting behind this one try for themselves
+            except BaseException:
+                if check.conn is not None:  # cancelled mid-query: its answer is unknown
+                    check.conn.close()
+                    check.conn = None
+                raise
+            check.served = max(check.served, upto)
             for m in self.topology.online():
                 if m.member_id not in online:
                     self.mark_down(m.member_id, why=f"not ONLINE in {member}'s table after a commit at AFTER there")
+
+    def confirm_after_commit_later(self, member: MemberId) -> None:
+        """`confirm_after_commit` in the background (an answer too long to hold went out),
+        bounded by AFTER_CHECKS_IN_BACKGROUND_MAX (beyond it, a poll is requested instead)."""
+        if len(self._background) >= AFTER_CHECKS_IN_BACKGROUND_MAX:
+            self.request_refresh()
+            return
+        task = asyncio.get_running_loop().create_task(self.confirm_after_commit(member))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _online_on(self, member: MemberId, check: _AfterCheck) -> set[MemberId]:
         self.after_checks += 1

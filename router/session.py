@@ -114,7 +114,6 @@ _IN_TRANS = int(Status.IN_TRANS)
 # longer one (a large INSERT … RETURNING) goes out as it comes, its check done after it.
 HELD_ANSWER_BYTES_MAX = 1 << 16
 _AFTER_LEVELS = (Level.AFTER, Level.BEFORE_AND_AFTER)
-_NEVER_COMMIT = (Kind.BEGIN, Kind.ROLLBACK)  # not read-only, yet no answer of theirs ends a commit
 _READ = classify("SELECT 1")
 _COMMIT = classify("COMMIT")
 _u32 = struct.Struct("<I")
@@ -372,10 +371,12 @@ class RouterSession(RelaySession):
         self.backend = mc.conn
         load = self.router.load
         load[target] = load.get(target, 0) + 1
-        if (stmt is not None and not stmt.is_read_only and stmt.kind not in _NEVER_COMMIT and not mc.direct
+        if (stmt is not None and not stmt.is_read_only and stmt.kind is not Kind.ROLLBACK and not mc.direct
                 and self._at_after(target)):
             held = _HeldAnswer(self.link.transport)
-            mc.conn.relay(raw, expect, held, lambda scanner: self._on_held_done(scanner, held, target), self._on_lost)
+            was_in_trans = bool(self.status & _IN_TRANS)
+            mc.conn.relay(raw, expect, held, lambda scanner: self._on_held_done(scanner, held, target, stmt, was_in_trans),
+                          self._on_lost)
             return
         mc.conn.relay(raw, expect, self.link.transport, self._on_done, self._on_lost)
 
@@ -388,26 +389,31 @@ class RouterSession(RelaySession):
             level = endpoint.level if endpoint is not None else None
         return level in _AFTER_LEVELS
 
-    def _on_held_done(self, scanner: ResponseScanner, held: "_HeldAnswer", target: MemberId) -> None:
-        """The answer to a write at AFTER is complete. If it ended a transaction (no error, no
-        transaction open any more), the router stops reading from members that did not apply it
-        before the client sees the answer (Router.confirm_after_commit)."""
-        committed = scanner.error is None and scanner.status_seen and not scanner.status & _IN_TRANS
+    def _on_held_done(self, scanner: ResponseScanner, held: "_HeldAnswer", target: MemberId, stmt: Statement,
+                      was_in_trans: bool) -> None:
+        """The answer to a write at AFTER is complete. If it committed something (no error, and
+        no transaction open any more, or a BEGIN that committed the open one), the router stops
+        reading from members that did not apply it before the client sees the answer
+        (Router.confirm_after_commit)."""
+        committed = scanner.error is None and scanner.status_seen and (
+            not scanner.status & _IN_TRANS or (was_in_trans and stmt.kind is Kind.BEGIN))
         overflowed = held.passing
         if scanner.infile or not committed or overflowed:
             held.release()
             self._on_done(scanner)
             if committed and overflowed:
-                self._spawn(self.router.confirm_after_commit(target))
+                self.router.confirm_after_commit_later(target)  # the answer is out: the next reads at least
             return
         self._spawn(self._confirm_then_done(scanner, held, target))
 
-    async def _confirm_then_done(self, scanner: ResponseScanner, held: "_HeldAnswer", target: MemberId) -> None:
+    async def _confirm_then_done(self, scanner: ResponseScanner, held: "_HeldAnswer", target: MemberId) -> bool:
+        """Returns True: `_on_done` finishes the command (see `_spawn`)."""
         try:
             await self.router.confirm_after_commit(target)
         finally:
             held.release()
             self._on_done(scanner)
+        return True
 
     def _on_done(self, scanner: ResponseScanner) -> None:
         if scanner.infile:

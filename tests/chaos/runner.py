@@ -856,8 +856,12 @@ def run_once(seed: int, run: int, kinds: tuple[str, ...], duration_s: float, out
                 nemesis.heal_all()
             healed_s = (time.monotonic_ns() - work.t0_ns) / 1e9
             watch_t0 = time.monotonic()
-            if nemesis is not None and nemesis.restore_majority():
-                cluster.note("DBA: force_members or reboot after a lasting loss of majority")
+            if nemesis is not None:
+                try:
+                    if nemesis.restore_majority():
+                        cluster.note("DBA: force_members or reboot after a lasting loss of majority")
+                except Exception as exc:  # noqa: BLE001 - recorded; convergence then says how it ended
+                    nemesis.errors.append(f"after the heal, the DBA's step failed: {exc!r}")
             watch_s = time.monotonic() - watch_t0
             converged_s, note = wait_converged(cluster, convergence_timeout_s)
             if converged_s is not None:

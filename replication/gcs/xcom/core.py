@@ -1724,9 +1724,14 @@ class Core:
             return
         if (
             self._phase is Phase.MEMBER
+            and not self._leaving
             and msg.view_id < self._latest_view_id()
             and not self._in_any_config(sender)
         ):
+            # A member on its way out does not speak for the group: when the rest of the group
+            # died before its leave was agreed, it stays here for good, and answering would
+            # refuse every bootstrap, the whole-group reboot's included (chaos seed 20261208 run
+            # 4). A live group still answers through its other members.
             self._send(sender, NotMember(sender, self._latest_view_id()))
 
     def _on_join_request(self, joiner: MemberId) -> None:
