@@ -466,19 +466,14 @@ class Member:
             old.leave()
         except GcsError:
             pass
-        await self._wait_left(old)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEAVE_WAIT_S
+        while old.current_view() is not None and loop.time() < deadline:
+            await asyncio.sleep(LEAVE_POLL_S)
         close = getattr(old, "close", None)
         if close is not None:
             await close()
         return await self._gcs_factory()
-
-    @staticmethod
-    async def _wait_left(gcs: GroupCommunication) -> None:
-        """Until incarnation `gcs` is out of every view, at most LEAVE_WAIT_S."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LEAVE_WAIT_S
-        while gcs.current_view() is not None and loop.time() < deadline:
-            await asyncio.sleep(LEAVE_POLL_S)
 
     @property
     def in_group(self) -> bool:

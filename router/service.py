@@ -66,8 +66,12 @@ from router.topology import (
 
 __all__ = ["RouterSettings", "Router", "Endpoint", "SEEDS_MAX", "ENDPOINT_QUERY"]
 
+SEEDS_MAX = 9  # a group has at most 9 members; more seeds than that is a configuration mistake
+POLL_TIMEOUT_S = 2.0  # one poll of one member (connect + query)
+AFTER_CHECKS_IN_BACKGROUND_MAX = 64  # confirm_after_commit_later tasks at once; beyond, a poll is requested
+ENDPOINT_QUERY = "/* grproxy */ ROUTER ENDPOINT"
 
-AFTER_CHECKS_IN_BACKGROUND_MAX = 64
+log = structlog.get_logger("grproxy.router")
 
 
 @dataclass(eq=False)
@@ -79,13 +83,6 @@ class _AfterCheck:
     requested: int = 0
     served: int = 0
     conn: BackendConnection | None = None
-
-SEEDS_MAX = 9  # a group has at most 9 members; more seeds than that is a configuration mistake
-POLL_TIMEOUT_S = 2.0  # one poll of one member (connect + query)
-
-ENDPOINT_QUERY = "/* grproxy */ ROUTER ENDPOINT"
-
-log = structlog.get_logger("grproxy.router")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +146,6 @@ class Router:
         self._wakeup = asyncio.Event()  # request_refresh: poll now rather than at the next tick
         self._after_checks: dict[MemberId, _AfterCheck] = {}
         self._background: set[asyncio.Task[None]] = set()  # confirm_after_commit_later
-        self.after_checks = 0  # tables read by confirm_after_commit
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -382,7 +378,6 @@ class Router:
         task.add_done_callback(self._background.discard)
 
     async def _online_on(self, member: MemberId, check: _AfterCheck) -> set[MemberId]:
-        self.after_checks += 1
         async with asyncio.timeout(POLL_TIMEOUT_S):
             if check.conn is None or check.conn.closed:
                 info = self.topology.member(member) or self._table.member(member)

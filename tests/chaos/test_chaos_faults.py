@@ -84,6 +84,24 @@ def test_member_rejoins_after_its_backend_is_killed_and_restarted(tmp_path: Path
     _assert_clean(_run(tmp_path, Fault(5, 12, "kill-backend", ("m2",))))
 
 
+def _tables_with_a_row(c: Cluster, key: int) -> None:
+    """The workloads' tables, and one list-append row (key `key`, value [1]) written through the router."""
+    conn = connect(c.router_port, timeout_s=30)
+    with conn.cursor() as cur:
+        Bank.setup(Bank(), cur)
+        ListAppend.setup(ListAppend(), cur)
+        cur.execute(f"INSERT INTO la.lists (k, v) VALUES ({key}, '1')")
+    conn.close()
+
+
+def _assert_whole_with_the_row(c: Cluster, key: int, dba_log: list[str]) -> None:
+    """The group ends whole and converged, every backend holding the row `_tables_with_a_row` wrote."""
+    converged_s, note = wait_converged(c, 120)
+    assert converged_s is not None, (note, dba_log)
+    finals = read_final(c)
+    assert all(f.lists is not None and f.lists.get(key) == [1] for f in finals.values()), finals
+
+
 def test_two_member_view_that_loses_one_is_forced_by_the_dba(tmp_path: Path) -> None:
     """The majority loss a kill schedule can cause (seed 20261207 run 26). m1's backend dies, so m1
     goes to ERROR and leaves, and the view is {m2, m3}. Then m3's process is killed and restarted.
@@ -91,12 +109,7 @@ def test_two_member_view_that_loses_one_is_forced_by_the_dba(tmp_path: Path) -> 
     one, so nobody is admitted (as in GR). The harness's DBA step must see that, force m2 alone,
     and the group must end whole, with identical backends and the write made before the loss."""
     with Cluster(tmp_path / "group") as c:
-        conn = connect(c.router_port, timeout_s=30)
-        with conn.cursor() as cur:
-            Bank.setup(Bank(), cur)
-            ListAppend.setup(ListAppend(), cur)
-            cur.execute("INSERT INTO la.lists (k, v) VALUES (424242, '1')")
-        conn.close()
+        _tables_with_a_row(c, 424242)
         c.signal_backend("m1", signal.SIGKILL)
         deadline = time.monotonic() + 60
         while c.online_view(c.member("m2")) != {"m2", "m3"} or c.online_view(c.member("m3")) != {"m2", "m3"}:
@@ -111,10 +124,7 @@ def test_two_member_view_that_loses_one_is_forced_by_the_dba(tmp_path: Path) -> 
             assert time.monotonic() < deadline, f"m2 was never seen without a majority: {c.member_states(c.member('m2'))}"
             time.sleep(0.5)
         assert nemesis.restore_majority(), nemesis.log
-        converged_s, note = wait_converged(c, 120)
-        assert converged_s is not None, note
-        finals = read_final(c)
-        assert all(f.lists is not None and f.lists.get(424242) == [1] for f in finals.values()), finals
+        _assert_whole_with_the_row(c, 424242, nemesis.log)
 
 
 def test_majority_lost_while_the_survivor_is_out_of_the_group_ends_in_a_reboot(tmp_path: Path) -> None:
@@ -123,12 +133,7 @@ def test_majority_lost_while_the_survivor_is_out_of_the_group_ends_in_a_reboot(t
     member'), as GR refuses it. The DBA's way out is the whole-group reboot, and the group must
     come back whole with identical backends and the write made before."""
     with Cluster(tmp_path / "group", single_primary=False) as c:
-        conn = connect(c.router_port, timeout_s=30)
-        with conn.cursor() as cur:
-            Bank.setup(Bank(), cur)
-            ListAppend.setup(ListAppend(), cur)
-            cur.execute("INSERT INTO la.lists (k, v) VALUES (434343, '1')")
-        conn.close()
+        _tables_with_a_row(c, 434343)
         c.signal_backend("m3", signal.SIGKILL)
         deadline = time.monotonic() + 60
         while c.online_view(c.member("m1")) != {"m1", "m2"}:
@@ -140,7 +145,4 @@ def test_majority_lost_while_the_survivor_is_out_of_the_group_ends_in_a_reboot(t
         assert any("whole-group reboot at heal" in line for line in nemesis.log), nemesis.log
         c.restart_backend("m3")
         nemesis.heal(fault)
-        converged_s, note = wait_converged(c, 120)
-        assert converged_s is not None, (note, nemesis.log)
-        finals = read_final(c)
-        assert all(f.lists is not None and f.lists.get(434343) == [1] for f in finals.values()), finals
+        _assert_whole_with_the_row(c, 434343, nemesis.log)
