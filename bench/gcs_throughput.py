@@ -13,7 +13,8 @@ Columns: ``msgs/s`` = messages delivered in total order per second (all origins 
 ``p50``/``p99`` = the worst member's percentile; ``MB/s`` = payload bytes per second;
 ``wire/payload`` = transport bytes sent per payload byte (below 1 with compression on);
 ``CPU µs/msg`` = CPU time (user + system, every member process together, from /proc) per
-ordered message: unlike msgs/s and latency it hardly moves when other jobs load the machine.
+ordered message: unlike msgs/s and latency it hardly moves when other jobs load the machine;
+``msgs/slot`` = messages per proposed batch (one Paxos instance each).
 "Compression on" means ``compression_threshold = 1024`` (GR's default, 1000000, would leave
 these messages alone): the transport compresses every frame above 1 KiB, i.e. most batches.
 After each run the members' delivery digests are compared (same messages, same order).
@@ -128,6 +129,7 @@ class Row:
     agreed: bool
     failed: int
     cpu_us_per_msg: float
+    msgs_per_slot: float
 
 
 def cpu_s(members: list[Member]) -> float:
@@ -186,6 +188,7 @@ def run_load(members: list[Member], size: int, duration_ms: int, window: int, co
     elapsed = max(r["elapsed_s"] for r in results)
     wire = sum(a["transport"]["bytes_sent"] - b["transport"]["bytes_sent"] for a, b in zip(after, before))
     payload_bytes = total * size * (len(members) - 1)  # each payload travels to every other member
+    proposals = sum(a["counters"]["proposals"] - b["counters"]["proposals"] for a, b in zip(after, before))
     return Row(
         members=len(members),
         compression=compression,
@@ -198,18 +201,19 @@ def run_load(members: list[Member], size: int, duration_ms: int, window: int, co
         agreed=agreed,
         failed=sum(r["failed"] for r in results),
         cpu_us_per_msg=cpu_used / total * 1e6 if total else 0.0,
+        msgs_per_slot=total / proposals if proposals else 0.0,
     )
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'members':>7} {'compr':>5} {'payload':>8} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'MB/s':>7} {'wire/payload':>12} {'same order':>10} {'failed':>6} {'CPU µs/msg':>10}"
+    head = f"{'members':>7} {'compr':>5} {'payload':>8} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'MB/s':>7} {'wire/payload':>12} {'same order':>10} {'failed':>6} {'CPU µs/msg':>10} {'msgs/slot':>9}"
     print(head)
     print("-" * len(head))
     for r in rows:
         size = f"{r.size // 1024} KiB" if r.size >= 1024 else f"{r.size} B"
         print(
             f"{r.members:>7} {'on' if r.compression else 'off':>5} {size:>8} {r.msgs_per_s:>9,.0f} "
-            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.mb_per_s:>7.1f} {r.wire_ratio:>12.2f} {'yes' if r.agreed else 'NO':>10} {r.failed:>6} {r.cpu_us_per_msg:>10.0f}"
+            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.mb_per_s:>7.1f} {r.wire_ratio:>12.2f} {'yes' if r.agreed else 'NO':>10} {r.failed:>6} {r.cpu_us_per_msg:>10.0f} {r.msgs_per_slot:>9.1f}"
         )
     sys.stdout.flush()
 

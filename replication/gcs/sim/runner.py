@@ -384,6 +384,7 @@ def _make_config(rng: random.Random, mutant: bool) -> CoreConfig:
     return CoreConfig(
         event_horizon_slots=rng.choice((3, 5, 10)),
         pipeline_window_slots=rng.choice((1, 3, 10)),
+        proposals_in_flight_max=rng.choice((1, 2, 10)),
         batch_messages_max=rng.choice((1, 3, 64)),
         broadcast_queue_max=rng.choice((8, 1000)),
         broadcast_stall_ms=3_000,
@@ -555,6 +556,9 @@ def _rebootstrap(world: World, rng: random.Random, run: _Run) -> None:
     group. Only while it can (no cut between it and a live member for the whole probe), since
     a bootstrap that cannot reach the group does start a second one (the checkers fail)."""
     candidates = [n for n in world.nodes if not n.alive or _removal_allowed(world, n, run.cautious)]
+    # Not one whose own probe still runs: killed before its verdict, it would count a
+    # rebootstrap with no refusal to check.
+    candidates = [n for n in candidates if n.core is None or n.core.phase is not Phase.PROBING]
     if not candidates:
         return
     node = rng.choice(candidates)

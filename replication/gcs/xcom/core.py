@@ -84,7 +84,11 @@ decided answers with the decision instead.
 s + event_horizon_slots, so the configuration of slot t is known once every slot up to
 t - horizon is executed; owners propose only inside that window (and within
 ``pipeline_window_slots``). Every member executes slots in order, so every member switches
-view at the same slot (view synchrony). A pending change pushes the group forward: owners
+view at the same slot (view synchrony). Under load an owner batches: while
+``proposals_in_flight_max`` of its batches are proposed and not yet chosen, new broadcasts wait
+and its next own slot is kept for them (neither proposed nor skipped); when one is chosen they
+all go in that slot as one batch. An idle owner proposes at once; a membership change never
+waits. A pending change pushes the group forward: owners
 skip and suspected owners are revoked up to its start, so the view changes even when idle.
 
 *Execution.* Slots are executed in order. Each origin's broadcasts are delivered exactly once
@@ -296,6 +300,12 @@ class CoreConfig:
     event_horizon_slots: int = 10
     # Own slots in flight are also limited to this many slots above the next slot to execute.
     pipeline_window_slots: int = 10
+    # Own batches proposed and not yet chosen. At the bound, new broadcasts wait (in the
+    # broadcast queue) for the next own slot after one is chosen, so under load they go out
+    # together in one batch instead of one slot each (Nagle-style; an idle member proposes at
+    # once). Our next own slot is neither proposed nor skipped while it waits, so later slots of
+    # other owners wait for it at most one round trip.
+    proposals_in_flight_max: int = 1
     # A batch (one slot's value) holds at most this many messages / bytes; more waits a slot.
     batch_messages_max: int = 256
     batch_bytes_max: int = 1_048_576
@@ -343,6 +353,7 @@ class CoreConfig:
         positive = (
             "event_horizon_slots",
             "pipeline_window_slots",
+            "proposals_in_flight_max",
             "batch_messages_max",
             "batch_bytes_max",
             "broadcast_queue_max",
@@ -2263,6 +2274,7 @@ class Core:
         member = self._phase is Phase.MEMBER
         frontier = self._frontier
         configs = self._configs
+        held = False
         while slot < limit:
             # Next slot >= `slot` that we own, across configuration boundaries.
             own = None
@@ -2277,6 +2289,11 @@ class Core:
             if own is None or own >= limit:
                 # Ownership is only final below `limit`: never move past it.
                 self._own_next = max(self._own_next, limit)
+                break
+            if member and self._holds_batch():
+                held = True
+                # Batches wait for one in flight to be chosen: keep this slot for them.
+                self._own_next = own
                 break
             value = self._next_value() if member else None
             if value is not None:
@@ -2296,7 +2313,7 @@ class Core:
                 break
             slot = own + 1
             self._own_next = slot
-        if member and self._wants_slot() and self._frontier < limit - 1:
+        if member and not held and self._wants_slot() and self._frontier < limit - 1:
             # A value waits but our next own slot is beyond the window: we need every slot
             # up to the window's end decided. Raising the frontier makes us Fetch them, and a
             # Fetch makes their idle owners skip (Mencius needs a "someone wants this slot").
@@ -2304,6 +2321,25 @@ class Core:
         if member and self.cfg.paxos_single_leader:
             self._forward_own()
             self._forward_reconfigs()
+
+    def _holds_batch(self) -> bool:
+        """True when a batch is ready for our next slot but must wait: proposals_in_flight_max
+        own batches are proposed and not yet chosen. A membership change never waits."""
+        if self._reconfigs:
+            return False
+        if self.cfg.paxos_single_leader:
+            config0 = self._configs[0]
+            if not (config0.leaders and self.me in config0.leader_rank):
+                return False
+            if not self._forwarded and self._send_seq >= self._seq_next:
+                return False
+        elif self._send_seq >= self._seq_next:
+            return False  # nothing to send: the slot is skipped as usual
+        in_flight = 0
+        for p in self._proposals.values():
+            if p.owned and isinstance(p.value, Batch):
+                in_flight += 1
+        return in_flight >= self.cfg.proposals_in_flight_max
 
     def _wants_slot(self) -> bool:
         if self._reconfigs:

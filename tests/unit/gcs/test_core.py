@@ -288,6 +288,46 @@ def test_the_pipeline_window_bounds_own_slots_in_flight() -> None:
     assert c.delivered("b") == [b"m%d" % i for i in range(10)]
 
 
+def _accepted_batches(c: Cluster, name: str) -> list[list[bytes]]:
+    """The batches `name` proposed, in slot order (an Accept goes to every peer: once each)."""
+    by_slot = {
+        msg.slot: [payload for run in msg.value.runs for payload in run.payloads]
+        for r in c.readies[name]
+        for _to, msg in r.sends
+        if type(msg).__name__ == "Accept" and type(msg.value).__name__ == "Batch"
+    }
+    return [by_slot[slot] for slot in sorted(by_slot)]
+
+
+@pytest.mark.parametrize("in_flight_max", [1, 2])
+def test_broadcasts_wait_while_own_batches_are_in_flight_then_go_as_one_batch(in_flight_max: int) -> None:
+    c = Cluster("abc", replace(CFG, proposals_in_flight_max=in_flight_max))
+    for i in range(8):
+        c.step("a", Broadcast(b"m%d" % i))
+    # Nothing answered yet: only in_flight_max slots were proposed, one broadcast each; the rest
+    # wait in the queue, and the slot kept for them is not skipped.
+    sent = {tuple(batch) for batch in _accepted_batches(c, "a")}
+    assert sent == {(b"m%d" % i,) for i in range(in_flight_max)}
+    assert not any(type(msg).__name__ == "Skip" for r in c.readies["a"] for _to, msg in r.sends)
+    c.flush()
+    batches = _accepted_batches(c, "a")
+    assert [p for batch in batches for p in batch] == [b"m%d" % i for i in range(8)]
+    assert len(batches) <= in_flight_max + 2  # the waiting ones went out together
+    assert c.delivered("b") == c.delivered("c") == [b"m%d" % i for i in range(8)]
+
+
+def test_a_membership_change_does_not_wait_behind_batches_in_flight() -> None:
+    c = Cluster("abc", replace(CFG, proposals_in_flight_max=1))
+    c.down = {"b", "c"}  # nothing gets chosen: a's batch stays in flight
+    c.step("a", Broadcast(b"x"))
+    c.step("a", Broadcast(b"y"))
+    c.step("a", Leave())
+    reconfigs = [msg for r in c.readies["a"] for _to, msg in r.sends
+                 if type(msg).__name__ == "Accept" and type(msg.value).__name__ == "Reconfig"]
+    assert reconfigs, "the LEAVE was held behind the batch in flight"
+    assert _accepted_batches(c, "a") == [[b"x"]]
+
+
 def test_a_bootstrap_with_seeds_is_refused_when_a_live_member_answers() -> None:
     """One group per name: a restarted member told to bootstrap finds the running group."""
     c = Cluster("ab")
