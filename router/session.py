@@ -234,6 +234,9 @@ class RouterSession(RelaySession):
         self._last_direct = False  # the previous statement ran on a direct (backend) connection
         self._group_action = False  # the current statement is a group action (poll afterwards)
         self._text_checked: tuple[bytes, bool] | None = None  # (COM_QUERY packet, may be read directly)
+        # A LOAD DATA LOCAL held at AFTER while the client sends its file: (target, statement,
+        # whether a transaction was open); its final answer is held like any other.
+        self._infile_after: tuple[MemberId, Statement, bool] | None = None
         self.backend: BackendConnection = None  # type: ignore[assignment]  # set by open()
 
     # --- dispatch -------------------------------------------------------------------------------
@@ -371,14 +374,22 @@ class RouterSession(RelaySession):
         self.backend = mc.conn
         load = self.router.load
         load[target] = load.get(target, 0) + 1
-        if (stmt is not None and not stmt.is_read_only and stmt.kind is not Kind.ROLLBACK and not mc.direct
+        was_in_trans = bool(self.status & _IN_TRANS)
+        if (stmt is not None and not mc.direct and self._may_commit(stmt, was_in_trans)
                 and self._at_after(target)):
             held = _HeldAnswer(self.link.transport)
-            was_in_trans = bool(self.status & _IN_TRANS)
             mc.conn.relay(raw, expect, held, lambda scanner: self._on_held_done(scanner, held, target, stmt, was_in_trans),
                           self._on_lost)
             return
         mc.conn.relay(raw, expect, self.link.transport, self._on_done, self._on_lost)
+
+    @staticmethod
+    def _may_commit(stmt: Statement, in_trans: bool) -> bool:
+        """Whether `stmt` may commit a write: a write itself (ROLLBACK aside), or any statement
+        that commits the open transaction implicitly (SET autocommit = 1, LOCK TABLES, …)."""
+        if not stmt.is_read_only:
+            return stmt.kind is not Kind.ROLLBACK
+        return in_trans and stmt.implicit_commit
 
     def _at_after(self, target: MemberId) -> bool:
         """Whether a commit on `target` would be at AFTER / BEFORE_AND_AFTER: the session's level,
@@ -395,10 +406,15 @@ class RouterSession(RelaySession):
         no transaction open any more, or a BEGIN that committed the open one), the router stops
         reading from members that did not apply it before the client sees the answer
         (Router.confirm_after_commit)."""
+        if scanner.infile:  # the final answer comes after the client's file: held then
+            held.release()
+            self._infile_after = (target, stmt, was_in_trans)
+            self._on_done(scanner)
+            return
         committed = scanner.error is None and scanner.status_seen and (
             not scanner.status & _IN_TRANS or (was_in_trans and stmt.kind is Kind.BEGIN))
         overflowed = held.passing
-        if scanner.infile or not committed or overflowed:
+        if not committed or overflowed:
             held.release()
             self._on_done(scanner)
             if committed and overflowed:
@@ -449,6 +465,7 @@ class RouterSession(RelaySession):
         self.link.command_done()
 
     def _on_lost(self, relayed_any: bool) -> None:
+        self._infile_after = None
         if self._group_action:
             self._group_action = False
             self.router.request_refresh()
@@ -907,7 +924,14 @@ class RouterSession(RelaySession):
         conn = current[2].conn
         conn.relay_more(raw)
         if last:
-            conn.resume_after_infile(self.link.transport, self._on_done, self._on_lost)
+            after, self._infile_after = self._infile_after, None
+            if after is None:
+                conn.resume_after_infile(self.link.transport, self._on_done, self._on_lost)
+                return
+            target, stmt, was_in_trans = after
+            held = _HeldAnswer(self.link.transport)
+            conn.resume_after_infile(held, lambda scanner: self._on_held_done(scanner, held, target, stmt, was_in_trans),
+                                     self._on_lost)
 
     # --- lifecycle ------------------------------------------------------------------------------
 

@@ -875,6 +875,103 @@ def test_after_commit_check_stops_reads_from_a_member_that_left(sandbox_factory:
     asyncio.run(go())
 
 
+class _ThreadRouter:
+    """grproxy's router (App with [router]) on an event loop in a thread of this process, so a
+    test reads its routing table while real clients use its port."""
+
+    def __init__(self, sb: Sandbox, **router: object) -> None:
+        import asyncio
+
+        from grproxy.app import App
+        from grproxy.config import parse_config
+
+        self.loop = asyncio.new_event_loop()
+        self.app = App(parse_config({
+            "frontend": {"host": "127.0.0.1", "port": 0},
+            "users": [{"name": "root", "password": "", "admin": True}],
+            "router": {"members": [f"127.0.0.1:{m.member_port}" for m in sb.members], **router},
+        }))
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self.app.start())
+        self.port: int = self.app.frontend.port
+
+    def call(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(JOIN_TIMEOUT_S)
+
+    def online_ports(self) -> set[int]:
+        async def ports() -> set[int]:
+            return {m.port for m in self.app.router.topology.online()}
+        return self.call(ports())
+
+    def close(self) -> None:
+        try:
+            self.call(self.app.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+def test_commits_at_after_that_end_a_transaction_implicitly_are_held_for_the_check(
+        sandbox_factory: Callable[..., Sandbox], tmp_path: Any) -> None:
+    """The router's AFTER check (above) through a client session, for the commits that are not
+    a COMMIT: SET autocommit = 1 with a transaction open, and LOAD DATA LOCAL. Each time a
+    secondary has just left the group and the router (polling hourly) still routes to it: when
+    the client gets the answer, the router must already route around it."""
+    sb = sandbox_factory(members=3)
+    create_schema(sb)
+    primary = sb.primary()
+    leaver = sb.secondaries()[0]
+    data = tmp_path / "rows.tsv"
+    data.write_text("".join(f"{9000 + i}\tinfile\t0\n" for i in range(3)))
+    router = _ThreadRouter(sb, refresh_s=3600, down_hold_s=0.5)
+    try:
+        def leave_then(commit: Callable[[Any], None], what: str) -> None:
+            if leaver.member_port not in router.online_ports():  # back in the group and the table
+                with contextlib.closing(sb.connect_member(leaver)) as c:
+                    rows(c, "START GROUP_REPLICATION")
+                deadline = time.monotonic() + JOIN_TIMEOUT_S
+                while leaver.member_port not in router.online_ports():
+                    assert time.monotonic() < deadline, f"{what}: {leaver.id} did not come back"
+                    time.sleep(0.5)  # past down_hold_s, then a poll
+                    router.call(router.app.router.refresh())
+            client = pymysql.connect(host="127.0.0.1", port=router.port, user="root", password="",
+                                     autocommit=True, local_infile=True, read_timeout=60)
+            with contextlib.closing(client):
+                rows(client, "SET SESSION group_replication_consistency = 'AFTER'")
+                with contextlib.closing(sb.connect_member(leaver)) as c:
+                    rows(c, "STOP GROUP_REPLICATION")
+                deadline = time.monotonic() + JOIN_TIMEOUT_S
+                while True:  # the primary's own table no longer lists it ONLINE
+                    with contextlib.closing(sb.connect_member(primary)) as c:
+                        states = dict(rows(c, "SELECT MEMBER_PORT, MEMBER_STATE FROM "
+                                              "performance_schema.replication_group_members"))
+                    if states.get(leaver.member_port) != "ONLINE":
+                        break
+                    assert time.monotonic() < deadline, states
+                    time.sleep(0.2)
+                assert leaver.member_port in router.online_ports(), "the router polled meanwhile"
+                commit(client)
+                assert leaver.member_port not in router.online_ports(), \
+                    f"{what}: answered while the router still routed to a member that left"
+
+        def autocommit_on(client: Any) -> None:
+            rows(client, "SET autocommit = 0")
+            rows(client, "INSERT INTO rt.t (id, v) VALUES (8001, 1)")
+            rows(client, "SET autocommit = 1")  # commits the open transaction
+            assert one(client, "SELECT v FROM rt.t WHERE id = 8001") == (1,)
+
+        def load_data(client: Any) -> None:
+            rows(client, f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE rt.writes (id, tag, port)")
+
+        leave_then(autocommit_on, "SET autocommit = 1")
+        leave_then(load_data, "LOAD DATA LOCAL")
+    finally:
+        router.close()
+
+
 def test_primary_death_fails_its_transaction_and_a_new_primary_takes_writes(
         sandbox_factory: Callable[..., Sandbox]) -> None:
     sb = sandbox_factory(members=3)
