@@ -67,6 +67,8 @@ from bench.harness import (
     wait_consistent,
 )
 
+TARGET_RATIO = 0.5  # issue [H]: group writes at least half of Galera's, in every cell (a goal, not a test)
+
 EXPECTED_CONFLICTS = {3101, 1213, 1205}  # certification conflict, deadlock, lock wait timeout
 
 
@@ -244,8 +246,8 @@ def main() -> int:
         print(row_line(row))
     ratios = [row.g.tps / row.G.tps for row in rows if row.G.tps > 0]
     if ratios:
-        met = sum(1 for r in ratios if r >= 1.0)
-        print(f"target grproxy/Galera >= 1.00: met in {met} of {len(ratios)} cells "
+        met = sum(1 for r in ratios if r >= TARGET_RATIO)
+        print(f"target grproxy/Galera >= {TARGET_RATIO:.2f}: met in {met} of {len(ratios)} cells "
               f"(ratios {min(ratios):.2f} .. {max(ratios):.2f})")
     print()
     print("errors by errno (3101 certification conflict, 1213 deadlock/Galera certification failure, "
