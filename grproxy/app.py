@@ -146,7 +146,11 @@ class App:
                          autorejoin_interval_s=m.autorejoin_interval_s, exit_state_action=m.exit_state_action,
                          unreachable_majority_timeout_s=m.unreachable_majority_timeout_s,
                          message_cache_size=m.message_cache_size,
-                         recovery_donor_timeout_s=m.recovery_donor_timeout_s),
+                         recovery_donor_timeout_s=m.recovery_donor_timeout_s,
+                         flow_control_mode=m.flow_control_mode,
+                         flow_control_certifier_threshold=m.flow_control_certifier_threshold,
+                         flow_control_applier_threshold=m.flow_control_applier_threshold,
+                         flow_control_period_s=m.flow_control_period_s),
             self.gcs, RowEventApplier(), gcs_factory=new_gcs,
         )
         self.member.on_error.append(self._member_failed)

@@ -82,6 +82,10 @@ class MemberSection:
     compression_threshold: int = 1_000_000
     communication_max_message_size: int = 10_485_760
     paxos_single_leader: bool = False
+    flow_control_mode: str = "QUOTA"  # QUOTA or DISABLED
+    flow_control_certifier_threshold: int = 25_000
+    flow_control_applier_threshold: int = 25_000
+    flow_control_period_s: int = 1  # 1..60
     ip_allowlist: str = "AUTOMATIC"  # who may connect to the group port: AUTOMATIC or "cidr, addr, …"
     ssl_mode: str = "DISABLED"  # group connections: DISABLED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY
     ssl_ca: str = ""
@@ -219,6 +223,13 @@ def parse_config(raw: dict[str, Any]) -> Config:
         _check_positive(member.autorejoin_interval_s, "member.autorejoin_interval_s")
         if member.unreachable_majority_timeout_s < 0:
             raise ConfigError("member.unreachable_majority_timeout_s", "must be 0 (forever) or more")
+        if member.flow_control_mode not in ("QUOTA", "DISABLED"):
+            raise ConfigError("member.flow_control_mode", "must be 'QUOTA' or 'DISABLED'")
+        for key in ("flow_control_certifier_threshold", "flow_control_applier_threshold"):
+            if not 0 <= getattr(member, key) <= 2147483647:
+                raise ConfigError(f"member.{key}", "must be between 0 and 2147483647")
+        if not 1 <= member.flow_control_period_s <= 60:
+            raise ConfigError("member.flow_control_period_s", "must be between 1 and 60")
         try:
             ExitStateAction.parse(member.exit_state_action)
         except ValueError as exc:

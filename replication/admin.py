@@ -499,8 +499,6 @@ def _variables() -> dict[str, Variable]:
                              lambda a: _gcs_config(a.member, "transport", "compression_threshold", 1_000_000))
     tls = lambda a: getattr(getattr(_gcs_config(a.member, "transport", "tls", None), "ssl_mode", None),  # noqa: E731
                             "value", "DISABLED")
-    flow = {"flow_control_mode": "QUOTA", "flow_control_certifier_threshold": 25000,
-            "flow_control_applier_threshold": 25000, "flow_control_period": 1}
     vs = [
         Variable("group_name", lambda a: getattr(a.member, "group_uuid", None) or ""),
         Variable("local_address", lambda a: a.member.gcs.me.address),
@@ -538,16 +536,17 @@ def _variables() -> dict[str, Variable]:
                  parse=_int_range(134_217_728, 2**63 - 1, 1 << 30), write=_message_cache_size_write),
         Variable("force_members", lambda a: str(a.stored.get("force_members", "")), parse=_text,
                  write=_force_members_write),
-        Variable("flow_control_mode", lambda a: str(a.stored.get("flow_control_mode", "QUOTA")),
-                 parse=_choice("DISABLED", "QUOTA", default="QUOTA"), write=_stored("flow_control_mode")),
+        Variable("flow_control_mode", lambda a: a.member.config.flow_control_mode,
+                 parse=_choice("DISABLED", "QUOTA", default="QUOTA"), write=_set_config("flow_control_mode")),
+        Variable("flow_control_certifier_threshold", lambda a: str(a.member.config.flow_control_certifier_threshold),
+                 number=True, parse=_int_range(0, 2147483647, 25000),
+                 write=_set_config("flow_control_certifier_threshold")),
+        Variable("flow_control_applier_threshold", lambda a: str(a.member.config.flow_control_applier_threshold),
+                 number=True, parse=_int_range(0, 2147483647, 25000),
+                 write=_set_config("flow_control_applier_threshold")),
+        Variable("flow_control_period", lambda a: str(a.member.config.flow_control_period_s), number=True,
+                 parse=_int_range(1, 60, 1), write=_set_config("flow_control_period_s")),
     ]
-    for name, default in flow.items():
-        if name == "flow_control_mode":
-            continue
-        hi = 60 if name == "flow_control_period" else 2147483647
-        lo = 1 if name == "flow_control_period" else 0
-        vs.append(Variable(name, (lambda n, d: lambda a: str(a.stored.get(n, d)))(name, default), number=True,
-                           parse=_int_range(lo, hi, int(default)), write=_stored(name)))
     return {v.full_name: v for v in vs}
 
 
@@ -607,8 +606,7 @@ def _message_cache_size_write(admin: Admin, value: object) -> None:
 
 VARIABLES: Mapping[str, Variable] = _variables()
 # Kept and reported, not acted on by the member yet (README says so).
-STORED_ONLY = frozenset({"compression_threshold", "flow_control_mode",
-                         "flow_control_certifier_threshold", "flow_control_applier_threshold", "flow_control_period"})
+STORED_ONLY = frozenset({"compression_threshold"})
 
 
 # --- the module's entry point ---------------------------------------------------------------------

@@ -89,6 +89,7 @@ from .positions import Positions, PositionStore, gtid_set
 from . import outside_writes
 from .engine import AdminOutcome
 from .messages import AdminAction, AdminOp, DdlOutcome, MemberStats
+from .flow_control import FlowControl, FlowSettings
 from .recovery import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, CACHE_TXN, Donor, Joiner, TransactionCache, ddl_blob
 
 log = structlog.get_logger("grproxy.member")
@@ -132,6 +133,11 @@ class MemberConfig:
     member_expel_timeout_s: int | None = None
     backend_check_interval_s: float = 1.0  # liveness probe of the backend
     backend_check_failures_max: int = 3  # consecutive failed probes → ERROR (the member leaves)
+    # Flow control (replication/flow_control.py; GR's names and defaults).
+    flow_control_mode: str = "QUOTA"  # QUOTA or DISABLED
+    flow_control_certifier_threshold: int = 25_000
+    flow_control_applier_threshold: int = 25_000
+    flow_control_period_s: int = 1
 
 
 @dataclass(slots=True)
@@ -278,6 +284,10 @@ class Member:
         self._admin_pending: dict[int, asyncio.Future[AdminOutcome]] = {}  # group actions asked here
         self._last_stats: MemberStats | None = None
         self.stats_doomed = 0  # local transactions that lost to a remote one before certification
+        # Flow control: the quota of this member's commits, and the commits waiting for the
+        # next period (they wait on `_flow_period`, replaced when a period ends).
+        self.flow = FlowControl(self._flow_settings())
+        self._flow_period: asyncio.Event | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -403,7 +413,8 @@ class Member:
         self._seeds = seeds
         loop = asyncio.get_running_loop()
         self._applier_task = loop.create_task(self._run_applier())
-        self._tasks = [self._applier_task, loop.create_task(self._housekeeping())]
+        self._tasks = [self._applier_task, loop.create_task(self._housekeeping()),
+                       loop.create_task(self._flow_control())]
         self._enter_group(self.gcs, LifecycleEvent.BOOTSTRAP if bootstrap else LifecycleEvent.JOIN)
 
     def _apply_gcs_settings(self, gcs: GroupCommunication) -> None:
@@ -1512,6 +1523,56 @@ class Member:
         except (ApplierFailed, MySQLError) as exc:
             why = str(exc) if isinstance(exc, ApplierFailed) else f"applier: {exc}"
             self._fail(why, rejoin=not await self._backend_answers())
+
+    # --- flow control ----------------------------------------------------------------------------
+
+    def _flow_settings(self) -> FlowSettings:
+        c = self.config
+        return FlowSettings(c.flow_control_mode, c.flow_control_certifier_threshold,
+                            c.flow_control_applier_threshold, c.flow_control_period_s)
+
+    async def flow_admit(self, txn: LocalTxn) -> None:
+        """Wait until flow control lets one more local transaction commit (at once unless the
+        group throttles: then until a later period has quota left). A transaction doomed while
+        it waits goes on at the next period's end, to fail certification and free its locks."""
+        while txn.doomed_by is None and not self.flow.admit():
+            if self._flow_period is None:
+                self._flow_period = asyncio.Event()
+            await self._flow_period.wait()
+
+    def _flow_reports(self) -> dict[str, MemberStats]:
+        """The latest counters of the ONLINE members: the others' last reports, our own now."""
+        online = {uuid for uuid, m in self.engine.members.items() if m.state is MemberState.ONLINE}
+        reports = {uuid: st for uuid, st in self.engine.member_stats.items() if uuid in online}
+        reports[self.config.uuid] = self.local_stats()
+        return reports
+
+    async def _flow_control(self) -> None:
+        """Ends a flow-control period every flow_control_period seconds (FlowControl), then
+        lets the commits that waited for it try again. Off the group (not ONLINE) nothing is
+        throttled: those commits fail on their own."""
+        loop = asyncio.get_running_loop()
+        while True:
+            settings = self._flow_settings()
+            await asyncio.sleep(settings.period_s)
+            was = self.flow.quota
+            if self.flow.held:
+                self._log.info("flow_control_held", quota=was, committed=self.flow.used, waited=self.flow.held)
+            self.flow.settings = self._flow_settings()
+            if self.state is MemberState.ONLINE:
+                self.flow.end_period(self._flow_reports(), loop.time())
+            else:
+                self.flow.end_period({}, loop.time())
+                self.flow.quota = None
+            if (was is None) != (self.flow.quota is None):
+                if self.flow.quota is None:
+                    self._log.info("flow_control_released", holds=self.flow.holds_total)
+                else:
+                    self._log.warning("flow_control_throttling", quota=self.flow.quota,
+                                      period_s=self.flow.settings.period_s)
+            event, self._flow_period = self._flow_period, None
+            if event is not None:
+                event.set()
 
     async def _housekeeping(self) -> None:
         """Stable-position reports (certification GC) and positions compaction."""

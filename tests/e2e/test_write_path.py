@@ -449,3 +449,77 @@ def test_member_killed_between_prepare_and_verdict_resolves_it_at_restart(sandbo
     assert _rows(b, "XA RECOVER") == []
     b.close()
     assert_converged(sandbox, ["app.t"])
+
+
+def _member_log_events(sandbox: "Sandbox", member: "MemberInfo", event: str) -> list[dict[str, object]]:
+    import json
+
+    path = sandbox.base_dir / "sb" / member.id / "grproxy.log"
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        if f'"{event}"' in line:
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return found
+
+
+def test_flow_control_throttles_the_writer_while_a_secondary_falls_behind(
+        sandbox_factory: Callable[..., "Sandbox"]) -> None:
+    """GR's QUOTA flow control: a secondary whose applier is stuck (a row lock held on its
+    backend by an outside session, which the applier waits for) passes the applier threshold;
+    the primary then commits within a quota (what that member applied per period, less 10 %)
+    until it catches up, and lifts the quota afterwards. Nothing is lost: every backend ends identical."""
+    sandbox = sandbox_factory(members=3, settings={"flow_control_applier_threshold": 3})
+    primary, slow = sandbox.primary(), sandbox.secondaries()[0]
+    writer = sandbox.connect_member(primary)
+    _rows(writer, "CREATE DATABASE fc")
+    _rows(writer, "CREATE TABLE fc.t (id INT PRIMARY KEY, v INT NOT NULL)")
+    _rows(writer, "INSERT INTO fc.t VALUES (0, 0)")
+    assert_converged(sandbox, ["fc.t"])
+    assert _rows(sandbox.connect_member(primary), "SHOW VARIABLES LIKE 'group_replication_flow_control_applier_threshold'") \
+        == [("group_replication_flow_control_applier_threshold", "3")]
+
+    blocker = sandbox.connect_backend(slow, autocommit=False)
+    _rows(blocker, "SELECT v FROM fc.t WHERE id = 0 FOR UPDATE")  # the applier waits for this lock
+    done = threading.Event()
+    commits = [0]
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            while not done.is_set():
+                _rows(writer, "UPDATE fc.t SET v = v + 1 WHERE id = 0")
+                commits[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+        while not _member_log_events(sandbox, primary, "flow_control_throttling"):
+            assert not errors, errors
+            assert time.monotonic() < deadline, f"no throttling after {commits[0]} commits\n{sandbox.log_tail()}"
+            time.sleep(0.2)
+        throttled = _member_log_events(sandbox, primary, "flow_control_throttling")[0]
+        # The quota is what the stuck member applied in the period it was measured in, less 10 %.
+        assert isinstance(throttled["quota"], int) and throttled["quota"] >= 1, throttled
+        while not _member_log_events(sandbox, primary, "flow_control_held"):  # the writer's commits waited
+            assert not errors, errors
+            assert time.monotonic() < deadline, f"no commit was held\n{sandbox.log_tail()}"
+            time.sleep(0.2)
+    finally:
+        done.set()
+        blocker.rollback()
+        blocker.close()
+    thread.join(CONVERGE_TIMEOUT_S)
+    assert not thread.is_alive() and not errors, errors
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while not _member_log_events(sandbox, primary, "flow_control_released"):  # once the member caught up
+        assert time.monotonic() < deadline, f"the quota was never lifted\n{sandbox.log_tail()}"
+        time.sleep(0.2)
+    assert_converged(sandbox, ["fc.t"])
+    assert _rows(sandbox.connect_backend(slow), "SELECT v FROM fc.t WHERE id = 0") == [(commits[0],)]
+    writer.close()
