@@ -23,10 +23,12 @@ seed says 10 %, which takes half a minute to get back to full speed), so throttl
 without a lump, and is lifted once it no longer binds: this member committed less
 than half of it in the last period. Mode DISABLED never throttles.
 
+`observe()` takes the reports as they come (the member polls them every
+`FLOW_OBSERVE_INTERVAL_S`, so a report's time is known to that precision, not to a period's);
 `admit()` counts one local transaction against the current period: True when it may go on,
 False when the quota is used up — the caller waits for the next period (`end_period`) and
-asks again. Nothing here reads a clock or does I/O: the member drives `end_period` from a
-timer and passes the time in.
+asks again. Nothing here reads a clock or does I/O: the member drives both from a timer and
+passes the time in.
 
 The member passes the reports of the ONLINE members only: a joiner's queues (distributed
 recovery still fetching) do not throttle the group.
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from .messages import MemberStats
 
 QUOTA_MIN = 1  # transactions per period a writer keeps while throttled
+FLOW_OBSERVE_INTERVAL_S = 0.1  # how often the member looks for new reports (their time's precision)
 HOLD_PERCENT = 10  # the quota is the capacity minus this share, so the queue drains
 RELEASE_PERCENT = 50  # growth per period once no member is over (GR 8.0's flow_control_release_percent)
 
@@ -103,12 +106,11 @@ class FlowControl:
         self.holds_total += 1
         return False
 
-    def end_period(self, reports: dict[str, MemberStats], now: float) -> None:
-        """The period is over: `reports` holds the latest counters of every member of the view
-        (this member's own included), `now` the caller's clock in seconds."""
-        self._committed_last_period = self.used
-        self.used = 0
-        self.held = 0
+    def observe(self, reports: dict[str, MemberStats], now: float) -> None:
+        """The latest counters of the members that count (`reports`, this member's own
+        included), `now` the caller's clock in seconds. A report not seen before gives its
+        member's capacity: its progress since its previous report, per period. Call it often
+        (a report's time is when it is first observed) and at least once a period."""
         period = self.settings.period_s
         for member in [m for m in self._seen if m not in reports]:
             del self._seen[member]
@@ -127,6 +129,14 @@ class FlowControl:
                 applied_per_period=max(0, stats.remote_applied - seen.stats.remote_applied) * scale,
                 writing=stats.local_proposed > seen.stats.local_proposed,
             )
+
+    def end_period(self, reports: dict[str, MemberStats] | None, now: float) -> None:
+        """The period is over (after observing `reports`, when given): the quota for the next."""
+        if reports is not None:
+            self.observe(reports, now)
+        self._committed_last_period = self.used
+        self.used = 0
+        self.held = 0
         if self.settings.mode == "DISABLED":
             self.quota = None
             return

@@ -223,9 +223,6 @@ class LocalCommits:
 
     async def _commit(self, conn: BackendConnection, xid: XaId, txn: "LocalTxn", ack: bool) -> Committed:
         lit = xa_literal(xid)
-        # Flow control: over the group's quota, the commit waits for a later period — before
-        # its prepare, so the applier's lock watch can still end it if it blocks the group.
-        await self.member.flow_admit(txn)
         txn.preparing = True  # from here its verdict ends it: the applier's lock watch waits for it
         try:
             # The binlog's end right after the prepare: a transaction that changed no row logs

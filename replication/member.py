@@ -89,7 +89,7 @@ from .positions import Positions, PositionStore, gtid_set
 from . import outside_writes
 from .engine import AdminOutcome
 from .messages import AdminAction, AdminOp, DdlOutcome, MemberStats
-from .flow_control import FlowControl, FlowSettings
+from .flow_control import FLOW_OBSERVE_INTERVAL_S, FlowControl, FlowSettings
 from .recovery import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, CACHE_TXN, Donor, Joiner, TransactionCache, ddl_blob
 
 log = structlog.get_logger("grproxy.member")
@@ -150,6 +150,7 @@ class LocalTxn:
     on_doom: Callable[[], None] | None = None
     thread_id: int | None = None  # its backend connection's id (the applier's lock watch finds it by it)
     preparing: bool = False  # XA END / PREPARE sent: its verdict ends it, it is never doomed for a lock
+    flow_wake: asyncio.Future[None] | None = None  # set while its COMMIT waits for flow control's quota
 
 
 @dataclass(slots=True, eq=False)
@@ -287,7 +288,7 @@ class Member:
         # Flow control: the quota of this member's commits, and the commits waiting for the
         # next period (they wait on `_flow_period`, replaced when a period ends).
         self.flow = FlowControl(self._flow_settings())
-        self._flow_period: asyncio.Event | None = None
+        self._flow_waiting: dict[int, LocalTxn] = {}  # by txn_id: commits waiting for the quota
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -644,6 +645,8 @@ class Member:
             listener(why)
 
     def _abort_waiters(self, why: str) -> None:
+        self.flow.quota = None  # off the group: nothing to throttle; waiting commits go on and fail
+        self._flow_wake_all()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(HookError(f"Error on observer while running replication hook 'before_commit'. ({why})"))
@@ -1532,37 +1535,70 @@ class Member:
                             c.flow_control_applier_threshold, c.flow_control_period_s)
 
     async def flow_admit(self, txn: LocalTxn) -> None:
-        """Wait until flow control lets one more local transaction commit (at once unless the
-        group throttles: then until a later period has quota left). A transaction doomed while
-        it waits goes on at the next period's end, to fail certification and free its locks."""
-        while txn.doomed_by is None and not self.flow.admit():
-            if self._flow_period is None:
-                self._flow_period = asyncio.Event()
-            await self._flow_period.wait()
+        """Wait until flow control lets the open transaction `txn` commit: at once unless the
+        group throttles, else until a later period has quota left. The session calls it while
+        `txn` is still open, so the applier's lock watch and a remote conflict can doom it
+        meanwhile: that wakes it at once (the caller then rolls it back, 3101). Bounded by
+        commit_timeout_s: past it, 3100 (the caller rolls back); leaving the group wakes it too
+        (the commit then fails as any commit off the group does)."""
+        if txn.doomed_by is not None or self.flow.admit():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.commit_timeout_s
+        try:
+            while txn.doomed_by is None and not self.flow.admit():
+                if loop.time() >= deadline:
+                    raise HookError("Error on observer while running replication hook 'before_commit'. (flow "
+                                    f"control held the commit longer than {self.config.commit_timeout_s:g} s)")
+                txn.flow_wake = loop.create_future()
+                self._flow_waiting[txn.txn_id] = txn
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                        await txn.flow_wake
+                except TimeoutError:
+                    pass
+                finally:
+                    txn.flow_wake = None
+        finally:
+            self._flow_waiting.pop(txn.txn_id, None)
+
+    def _flow_wake_all(self) -> None:
+        for txn in list(self._flow_waiting.values()):
+            wake = txn.flow_wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)
 
     def _flow_reports(self) -> dict[str, MemberStats]:
-        """The latest counters of the ONLINE members: the others' last reports, our own now."""
+        """The last reports of the ONLINE members, delivered through the group (our own too:
+        every member's reports have the same cadence, about one a second)."""
         online = {uuid for uuid, m in self.engine.members.items() if m.state is MemberState.ONLINE}
-        reports = {uuid: st for uuid, st in self.engine.member_stats.items() if uuid in online}
-        reports[self.config.uuid] = self.local_stats()
-        return reports
+        return {uuid: st for uuid, st in self.engine.member_stats.items() if uuid in online}
 
     async def _flow_control(self) -> None:
-        """Ends a flow-control period every flow_control_period seconds (FlowControl), then
-        lets the commits that waited for it try again. Off the group (not ONLINE) nothing is
-        throttled: those commits fail on their own."""
+        """Looks for new reports every FLOW_OBSERVE_INTERVAL_S and ends a flow-control period
+        every flow_control_period seconds (FlowControl), then lets the commits that waited for
+        it try again. Off the group (not ONLINE) nothing is throttled: those commits fail on
+        their own. A failure here is logged and lifts the quota (it never holds commits)."""
         loop = asyncio.get_running_loop()
+        period_end = loop.time() + self.config.flow_control_period_s
         while True:
-            settings = self._flow_settings()
-            await asyncio.sleep(settings.period_s)
+            await asyncio.sleep(FLOW_OBSERVE_INTERVAL_S)
+            now = loop.time()
             was = self.flow.quota
-            if self.flow.held:
-                self._log.info("flow_control_held", quota=was, committed=self.flow.used, waited=self.flow.held)
-            self.flow.settings = self._flow_settings()
-            if self.state is MemberState.ONLINE:
-                self.flow.end_period(self._flow_reports(), loop.time())
-            else:
-                self.flow.end_period({}, loop.time())
+            try:
+                reports = self._flow_reports() if self.state is MemberState.ONLINE else {}
+                self.flow.observe(reports, now)
+                if now < period_end:
+                    continue
+                period_end = now + self.config.flow_control_period_s
+                if self.flow.held:
+                    self._log.info("flow_control_held", quota=was, committed=self.flow.used, waited=self.flow.held)
+                self.flow.settings = self._flow_settings()
+                self.flow.end_period(None, now)
+                if self.state is not MemberState.ONLINE:
+                    self.flow.quota = None
+            except Exception:  # noqa: BLE001 - a bug here must not hold commits: stop throttling
+                self._log.exception("flow_control_failed")
                 self.flow.quota = None
             if (was is None) != (self.flow.quota is None):
                 if self.flow.quota is None:
@@ -1570,9 +1606,7 @@ class Member:
                 else:
                     self._log.warning("flow_control_throttling", quota=self.flow.quota,
                                       period_s=self.flow.settings.period_s)
-            event, self._flow_period = self._flow_period, None
-            if event is not None:
-                event.set()
+            self._flow_wake_all()
 
     async def _housekeeping(self) -> None:
         """Stable-position reports (certification GC) and positions compaction."""

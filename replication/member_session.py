@@ -749,6 +749,16 @@ class MemberSession(RelaySession):
             r = await self.backend.execute("COMMIT")
             self.status = r.status
             return
+        if txn.wrote and not self.backend.deferred:
+            # Flow control's quota, waited for while the transaction is still open: the
+            # applier's lock watch or a remote conflict can doom it meanwhile (then 3101).
+            try:
+                await self.member.flow_admit(txn.local)
+            except MySQLError:  # held past its bound (3100): it ends here
+                await self._rollback_quietly()
+                raise
+            if txn.local.doomed_by is not None:
+                await self._doomed()
         self._drop_txn()
         if self._unsent():
             self.status &= ~IN_TRANS
@@ -863,6 +873,9 @@ class MemberSession(RelaySession):
         A statement of it relaying its answer to the client now may be killed by the lock
         watch: the rest of its answer goes through a _DoomTail, so that the kill's ERR 1317
         reaches the client as 3101 (see _finish_doom_tail)."""
+        wake = self.txn.local.flow_wake if self.txn is not None else None
+        if wake is not None and not wake.done():
+            wake.set_result(None)  # its COMMIT waits for flow control: it ends now, with 3101
         if self._task is None and not self.backend.busy and not self.closed and self.txn is not None:
             self._spawn_internal(self._release_doomed(self.txn))
         elif self._doom_tail is None and not self.closed:

@@ -124,3 +124,75 @@ def test_disabled_mode_never_throttles() -> None:
 def test_settings_out_of_range_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         FlowSettings(**bad)  # type: ignore[arg-type]
+
+
+# --- Member.flow_admit: the wait of a commit over the quota ---------------------------------------
+
+def _throttled_member(commit_timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
+    import types
+
+    from replication.member import Member
+
+    flow = FlowControl(LOW)
+    flow.quota, flow.used = 1, 1  # the period's quota is used up
+    member = types.SimpleNamespace(flow=flow, config=types.SimpleNamespace(commit_timeout_s=commit_timeout_s),
+                                   _flow_waiting={})
+    member.flow_admit = types.MethodType(Member.flow_admit, member)
+    member._flow_wake_all = types.MethodType(Member._flow_wake_all, member)
+    return member
+
+
+def _txn():  # type: ignore[no-untyped-def]
+    from replication.member import LocalTxn
+
+    return LocalTxn(txn_id=7)
+
+
+def test_a_commit_over_the_quota_waits_for_the_next_period() -> None:
+    import asyncio
+
+    async def run() -> None:
+        member, txn = _throttled_member(), _txn()
+        waiter = asyncio.ensure_future(member.flow_admit(txn))
+        await asyncio.sleep(0.05)
+        assert not waiter.done() and member._flow_waiting == {7: txn}
+        member._flow_wake_all()  # a period ended, with the quota still used up: it waits on
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        member.flow.end_period(None, 1.0)  # a new period with quota left
+        member._flow_wake_all()
+        await asyncio.wait_for(waiter, 1)
+        assert member._flow_waiting == {} and txn.flow_wake is None and member.flow.used == 1
+
+    asyncio.run(run())
+
+
+def test_a_commit_doomed_while_it_waits_goes_on_at_once() -> None:
+    """The applier's lock watch dooms it (the session's on_doom wakes it): it must not hold its
+    locks until the quota frees."""
+    import asyncio
+
+    async def run() -> None:
+        member, txn = _throttled_member(), _txn()
+        waiter = asyncio.ensure_future(member.flow_admit(txn))
+        await asyncio.sleep(0.05)
+        txn.doomed_by = 42
+        txn.flow_wake.set_result(None)  # what MemberSession._on_doom does
+        await asyncio.wait_for(waiter, 1)
+        assert member.flow.used == 1  # it took no quota: it will be rolled back
+
+    asyncio.run(run())
+
+
+def test_a_commit_held_past_commit_timeout_fails_with_3100() -> None:
+    import asyncio
+
+    from replication.protocol.errors import HookError
+
+    async def run() -> None:
+        member, txn = _throttled_member(commit_timeout_s=0.2), _txn()
+        with pytest.raises(HookError) as caught:
+            await asyncio.wait_for(member.flow_admit(txn), 5)
+        assert caught.value.errno == 3100 and member._flow_waiting == {}
+
+    asyncio.run(run())
