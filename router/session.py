@@ -385,8 +385,8 @@ class RouterSession(RelaySession):
 
     @staticmethod
     def _may_commit(stmt: Statement, in_trans: bool) -> bool:
-        """Whether `stmt` may commit a write: a write itself (ROLLBACK aside), or any statement
-        that commits the open transaction implicitly (SET autocommit = 1, LOCK TABLES, …)."""
+        """Whether `stmt` may commit a write: a write itself (ROLLBACK aside), or a read-only
+        statement that commits the open transaction implicitly (SET autocommit = 1)."""
         if not stmt.is_read_only:
             return stmt.kind is not Kind.ROLLBACK
         return in_trans and stmt.implicit_commit

@@ -110,7 +110,9 @@ class BackendConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._sink is not None or self._waiter is not None
+        """A command is in flight: an answer is relayed or awaited, or the server waits for a
+        LOCAL INFILE upload (its final answer is still to come)."""
+        return self._sink is not None or self._waiter is not None or self.scanner.infile
 
     def defer(self, payload: bytes) -> None:
         """Send command `payload` (a command byte and its body, answered by one OK or ERR
@@ -381,6 +383,12 @@ class BackendConnection(asyncio.Protocol):
     def resume_after_infile(
         self, sink: Sink, on_done: Callable[[ResponseScanner], None], on_lost: Callable[[bool], None]
     ) -> None:
+        """The client's file is sent: relay the final answer. A connection lost during the
+        upload (nobody was listening then) reports it now, through `on_lost`."""
+        if self.closed or self.transport is None:
+            self.scanner.resume_after_infile()
+            on_lost(True)
+            return
         self.scanner.resume_after_infile()
         self._sink = sink
         self._on_done = on_done

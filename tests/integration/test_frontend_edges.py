@@ -68,6 +68,43 @@ def test_load_data_local_infile(proxy, tmp_path: Path) -> None:  # type: ignore[
         conn.close()
 
 
+def test_a_backend_lost_during_a_local_infile_upload_ends_the_command(proxy, backend) -> None:  # type: ignore[no-untyped-def]
+    """The backend's connection dies while the client uploads its file (the server asked for
+    it, so no answer is being relayed then): once the upload ends the client gets an error
+    or a closed connection, never a command that hangs."""
+    setup = connect(proxy, autocommit=True)
+    with setup.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS edges")
+        cur.execute("CREATE TABLE IF NOT EXISTS edges.upload (id INT PRIMARY KEY)")
+    setup.close()
+    sock = socket.create_connection((proxy.host, proxy.port), timeout=10)
+    try:
+        assert read_packet(sock)[1][0] == 10
+        caps = 0x0080 | 0x0200 | 0x8000 | 0x80000  # LOCAL_FILES, 41, secure connection, plugin auth
+        body = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"root\x00" + b"\x00" + b"mysql_native_password\x00"
+        sock.sendall(frame(body, 1))
+        assert read_packet(sock)[1][0] == 0
+        sock.sendall(frame(b"\x03LOAD DATA LOCAL INFILE 'ids.txt' INTO TABLE edges.upload", 0))
+        seq, request = read_packet(sock)
+        assert request[:1] == b"\xfb" and request[1:] == b"ids.txt", request
+        direct = pymysql.connect(host=backend.host, port=backend.port, user=backend.user, password=backend.password,
+                                 autocommit=True)
+        with direct.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA LOCAL%'")
+            (thread,) = cur.fetchone()
+            cur.execute(f"KILL {thread}")
+        direct.close()
+        time.sleep(0.5)  # the server closes that connection
+        sock.sendall(frame(b"1\n2\n3\n", seq + 1) + frame(b"", seq + 2))
+        try:
+            answer = read_packet(sock)[1]
+        except ConnectionError:
+            answer = b""  # closed: the client sees the connection lost
+        assert answer[:1] in (b"\xff", b""), answer
+    finally:
+        sock.close()
+
+
 def test_pipelined_commands_answered_in_order(proxy) -> None:  # type: ignore[no-untyped-def]
     sock = raw_login(proxy)
     try:
