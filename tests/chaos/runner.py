@@ -453,6 +453,11 @@ class Nemesis:
         after a majority loss whose survivor was itself out of the group) for
         MAJORITY_LOSS_GRACE_S, the DBA runs the whole-group reboot instead.
 
+        A member that has stayed in ERROR for MAJORITY_LOSS_GRACE_S while the group (a
+        majority) is ONLINE has spent its autorejoin tries (a backend frozen again during each
+        try's recovery uses one each): it stays in ERROR, as GR's member does, and the DBA runs
+        START GROUP_REPLICATION on it.
+
         This watches for up to MAJORITY_WATCH_S. It forces only when the same member has been
         blocked for MAJORITY_LOSS_GRACE_S: ONLINE, its view not reachable in a majority, and
         every unreachable member gone. It returns whether the DBA acted. A group that is whole
@@ -462,11 +467,25 @@ class Nemesis:
         t0 = time.monotonic()
         blocked_since: dict[tuple[str, frozenset[str]], float] = {}
         no_group_since: float | None = None
+        error_since: dict[str, float] = {}
         while time.monotonic() - t0 < MAJORITY_WATCH_S:
-            if online_group(c) == names:
+            group = online_group(c)
+            if group == names:
                 return False
             now = time.monotonic()
             statuses = [self._status_or_none(n) if c.member(n).alive() else None for n in sorted(names)]
+            for n, st in zip(sorted(names), statuses):
+                if st is not None and st.get("MEMBER_STATE") == "ERROR" and not st.get("IN_GROUP"):
+                    error_since.setdefault(n, now)
+                else:
+                    error_since.pop(n, None)
+            stuck = sorted(n for n, since in error_since.items() if now - since >= MAJORITY_LOSS_GRACE_S)
+            if stuck and len(group) * 2 > len(names):
+                for n in stuck:
+                    self.log.append(f"{self.now_s():6.1f}s {n} has been in ERROR for {now - error_since[n]:.0f}s "
+                                    "(its autorejoin tries spent) while the group is ONLINE: START GROUP_REPLICATION")
+                    c.admin(n, "START GROUP_REPLICATION")
+                return True
             if all(st is not None and not st.get("IN_GROUP") for st in statuses):
                 no_group_since = now if no_group_since is None else no_group_since
                 if now - no_group_since >= MAJORITY_LOSS_GRACE_S:
