@@ -86,13 +86,8 @@ class FlowControl:
     used: int = 0  # admitted in the current period
     held: int = 0  # refusals in the current period (callers that had to wait)
     holds_total: int = 0
-    periods_throttled: int = 0
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _committed_last_period: int = 0
-
-    @property
-    def throttling(self) -> bool:
-        return self.quota is not None
 
     def admit(self) -> bool:
         """One local transaction asks to commit in this period."""
@@ -145,7 +140,6 @@ class FlowControl:
             writers = max(1, sum(1 for s in self._seen.values() if s.writing))
             share = capacity / writers
             self.quota = max(QUOTA_MIN, int(share * (100 - HOLD_PERCENT) / 100))
-            self.periods_throttled += 1
             return
         if self.quota is not None:
             if self._committed_last_period * 2 < self.quota:

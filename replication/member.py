@@ -285,8 +285,8 @@ class Member:
         self._admin_pending: dict[int, asyncio.Future[AdminOutcome]] = {}  # group actions asked here
         self._last_stats: MemberStats | None = None
         self.stats_doomed = 0  # local transactions that lost to a remote one before certification
-        # Flow control: the quota of this member's commits, and the commits waiting for the
-        # next period (they wait on `_flow_period`, replaced when a period ends).
+        # Flow control: the quota of this member's commits, and the commits waiting for a
+        # period with quota left (each on its LocalTxn.flow_wake, set at every period's end).
         self.flow = FlowControl(self._flow_settings())
         self._flow_waiting: dict[int, LocalTxn] = {}  # by txn_id: commits waiting for the quota
 
@@ -1544,22 +1544,17 @@ class Member:
         if txn.doomed_by is not None or self.flow.admit():
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.commit_timeout_s
+        self._flow_waiting[txn.txn_id] = txn
         try:
-            while txn.doomed_by is None and not self.flow.admit():
-                if loop.time() >= deadline:
-                    raise HookError("Error on observer while running replication hook 'before_commit'. (flow "
-                                    f"control held the commit longer than {self.config.commit_timeout_s:g} s)")
-                txn.flow_wake = loop.create_future()
-                self._flow_waiting[txn.txn_id] = txn
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                        await txn.flow_wake
-                except TimeoutError:
-                    pass
-                finally:
-                    txn.flow_wake = None
+            async with asyncio.timeout(self.config.commit_timeout_s):
+                while txn.doomed_by is None and not self.flow.admit():
+                    txn.flow_wake = loop.create_future()
+                    await txn.flow_wake
+        except TimeoutError:
+            raise HookError("Error on observer while running replication hook 'before_commit'. (flow control "
+                            f"held the commit longer than {self.config.commit_timeout_s:g} s)") from None
         finally:
+            txn.flow_wake = None
             self._flow_waiting.pop(txn.txn_id, None)
 
     def _flow_wake_all(self) -> None:

@@ -385,11 +385,10 @@ class BackendConnection(asyncio.Protocol):
     ) -> None:
         """The client's file is sent: relay the final answer. A connection lost during the
         upload (nobody was listening then) reports it now, through `on_lost`."""
+        self.scanner.resume_after_infile()
         if self.closed or self.transport is None:
-            self.scanner.resume_after_infile()
             on_lost(True)
             return
-        self.scanner.resume_after_infile()
         self._sink = sink
         self._on_done = on_done
         self._on_lost = on_lost

@@ -833,6 +833,21 @@ def test_reads_go_on_when_a_secondary_dies(sandbox_factory: Callable[..., Sandbo
     old.close()
 
 
+def _leave_group(sb: Sandbox, leaver: MemberInfo, primary: MemberInfo) -> None:
+    """STOP GROUP_REPLICATION on `leaver`, then wait until the primary's own member table no
+    longer lists it ONLINE (bounded)."""
+    with contextlib.closing(sb.connect_member(leaver)) as c:
+        rows(c, "STOP GROUP_REPLICATION")
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while True:
+        with contextlib.closing(sb.connect_member(primary)) as c:
+            states = dict(rows(c, "SELECT MEMBER_PORT, MEMBER_STATE FROM performance_schema.replication_group_members"))
+        if states.get(leaver.member_port) != "ONLINE":
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(0.2)
+
+
 def test_after_commit_check_stops_reads_from_a_member_that_left(sandbox_factory: Callable[..., Sandbox]) -> None:
     """Chaos seed 20261208 run 6: a secondary left the group, the primary committed at AFTER
     without it (it waits only for ONLINE members), and the router's last poll still listed the
@@ -853,17 +868,7 @@ def test_after_commit_check_stops_reads_from_a_member_that_left(sandbox_factory:
         try:
             by_port = {m.port: m.member_id for m in router.topology.members}
             assert len(router.topology.online()) == 3
-            with contextlib.closing(sb.connect_member(leaver)) as c:
-                rows(c, "STOP GROUP_REPLICATION")
-            deadline = time.monotonic() + JOIN_TIMEOUT_S
-            while True:  # the primary's own table no longer lists it ONLINE
-                with contextlib.closing(sb.connect_member(primary)) as c:
-                    states = dict(rows(c, "SELECT MEMBER_PORT, MEMBER_STATE FROM "
-                                          "performance_schema.replication_group_members"))
-                if states.get(leaver.member_port) != "ONLINE":
-                    break
-                assert time.monotonic() < deadline, states
-                await asyncio.sleep(0.2)
+            await asyncio.to_thread(_leave_group, sb, leaver, primary)
             routed = {m.member_id for m in router.topology.online()}
             assert by_port[leaver.member_port] in routed  # the router has not polled since
             await router.confirm_after_commit(by_port[primary.member_port])
@@ -941,17 +946,7 @@ def test_commits_at_after_that_end_a_transaction_implicitly_are_held_for_the_che
                                      autocommit=True, local_infile=True, read_timeout=60)
             with contextlib.closing(client):
                 rows(client, "SET SESSION group_replication_consistency = 'AFTER'")
-                with contextlib.closing(sb.connect_member(leaver)) as c:
-                    rows(c, "STOP GROUP_REPLICATION")
-                deadline = time.monotonic() + JOIN_TIMEOUT_S
-                while True:  # the primary's own table no longer lists it ONLINE
-                    with contextlib.closing(sb.connect_member(primary)) as c:
-                        states = dict(rows(c, "SELECT MEMBER_PORT, MEMBER_STATE FROM "
-                                              "performance_schema.replication_group_members"))
-                    if states.get(leaver.member_port) != "ONLINE":
-                        break
-                    assert time.monotonic() < deadline, states
-                    time.sleep(0.2)
+                _leave_group(sb, leaver, primary)
                 assert leaver.member_port in router.online_ports(), "the router polled meanwhile"
                 commit(client)
                 assert leaver.member_port not in router.online_ports(), \

@@ -2335,10 +2335,7 @@ class Core:
                 return False
         elif self._send_seq >= self._seq_next:
             return False  # nothing to send: the slot is skipped as usual
-        in_flight = 0
-        for p in self._proposals.values():
-            if p.owned and isinstance(p.value, Batch):
-                in_flight += 1
+        in_flight = sum(1 for p in self._proposals.values() if p.owned and isinstance(p.value, Batch))
         return in_flight >= self.cfg.proposals_in_flight_max
 
     def _wants_slot(self) -> bool:
