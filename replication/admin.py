@@ -469,17 +469,6 @@ def _set_config(config_field: str) -> Callable[["Admin", object], None]:
     return write
 
 
-def _stored(name: str) -> Callable[["Admin", object], None]:
-    """A setting kept and reported, not used by the member yet (README: GR's admin SQL)."""
-    def write(admin: Admin, value: object) -> None:
-        admin.stored[name] = value
-    return write
-
-
-def _stored_or(name: str, current: Callable[["Admin"], object]) -> Callable[["Admin"], object]:
-    return lambda a: a.stored.get(name, current(a))
-
-
 def _exit_state_action_write(admin: Admin, value: object) -> None:
     admin.member.exit_state_action = ExitStateAction.parse(str(value))
     admin.member.reconfigure(exit_state_action=str(value))
@@ -495,8 +484,7 @@ def _variables() -> dict[str, Variable]:
         if a.member.config.member_expel_timeout_s is not None:
             return a.member.config.member_expel_timeout_s
         return int(_gcs_config(a.member, "core", "member_expel_timeout_ms", 5000)) // 1000  # type: ignore[call-overload]
-    compression = _stored_or("compression_threshold",
-                             lambda a: _gcs_config(a.member, "transport", "compression_threshold", 1_000_000))
+    compression = lambda a: _gcs_config(a.member, "transport", "compression_threshold", 1_000_000)  # noqa: E731
     tls = lambda a: getattr(getattr(_gcs_config(a.member, "transport", "tls", None), "ssl_mode", None),  # noqa: E731
                             "value", "DISABLED")
     vs = [
@@ -531,7 +519,7 @@ def _variables() -> dict[str, Variable]:
         Variable("member_expel_timeout", lambda a: str(expel(a)), number=True, parse=_int_range(0, 3600, 5),
                  write=_set_config("member_expel_timeout_s")),
         Variable("compression_threshold", lambda a: str(compression(a)), number=True,
-                 parse=_int_range(0, 4294967295, 1_000_000), write=_stored("compression_threshold")),
+                 parse=_int_range(0, 4294967295, 1_000_000), write=_compression_threshold_write),
         Variable("message_cache_size", lambda a: str(a.member.cache.bytes_max), number=True,
                  parse=_int_range(134_217_728, 2**63 - 1, 1 << 30), write=_message_cache_size_write),
         Variable("force_members", lambda a: str(a.stored.get("force_members", "")), parse=_text,
@@ -604,9 +592,15 @@ def _message_cache_size_write(admin: Admin, value: object) -> None:
     admin.member.reconfigure(message_cache_size=value)
 
 
+def _compression_threshold_write(admin: Admin, value: object) -> None:
+    """From the next message this member sends; later incarnations (rejoins) keep it."""
+    assert isinstance(value, int)
+    transport = getattr(admin.member.gcs, "transport", None)
+    if transport is not None:  # the simulator's binding has no transport to set
+        transport.set_compression_threshold(value)
+
+
 VARIABLES: Mapping[str, Variable] = _variables()
-# Kept and reported, not acted on by the member yet (README says so).
-STORED_ONLY = frozenset({"compression_threshold"})
 
 
 # --- the module's entry point ---------------------------------------------------------------------
@@ -617,7 +611,7 @@ class Admin:
 
     def __init__(self, member: Member) -> None:
         self.member = member
-        self.stored: dict[str, object] = {}  # settings SET GLOBAL changed that the member does not use yet
+        self.stored: dict[str, object] = {}  # force_members: what the last SET GLOBAL gave
 
     def plan(self, stmt: Statement, sql: str, session: AdminSession) -> Awaitable[None] | None:
         """The coroutine that answers `stmt` (text `sql`), or None when it is not ours. Never

@@ -260,6 +260,23 @@ def test_set_global_dynamic_and_read_only(group: tuple[Group, LoopThread]) -> No
         query(c, "SET GLOBAL group_replication_member_expel_timeout = 3")
         assert query(c, "SELECT @@group_replication_member_expel_timeout") == [(3,)]
         assert g.members[1].gcs.core.cfg.member_expel_timeout_ms == 3000
+        # The compression threshold is the transport's from the next message: a 4 KB row is
+        # sent compressed once the threshold is below it.
+        query(c, "SET GLOBAL group_replication_compression_threshold = 1000")
+        assert query(c, "SELECT @@group_replication_compression_threshold") == [(1000,)]
+        p = primary_index(g)
+        before = g.members[p].gcs.transport_statistics().messages_compressed
+        w = g.connect(p)
+        try:
+            if p != 1:
+                query(w, "SET GLOBAL group_replication_compression_threshold = 1000")
+            query(w, "CREATE TABLE app.blob_t (id INT PRIMARY KEY, b TEXT)")
+            query(w, "INSERT INTO app.blob_t VALUES (1, REPEAT('x', 4000))")
+            assert g.members[p].gcs.transport_statistics().messages_compressed > before
+            query(w, "DROP TABLE app.blob_t")
+            query(w, "SET GLOBAL group_replication_compression_threshold = DEFAULT")
+        finally:
+            w.close()
         errno, message = error_of(c, "SET GLOBAL group_replication_group_name = 'x'")
         assert (errno, message) == (1238, "Variable 'group_replication_group_name' is a read only variable")
         assert error_of(c, "SET GLOBAL group_replication_single_primary_mode = OFF")[0] == 1238
@@ -276,6 +293,7 @@ def test_set_global_dynamic_and_read_only(group: tuple[Group, LoopThread]) -> No
         query(c, "SET GLOBAL group_replication_exit_state_action = DEFAULT")
         query(c, "SET GLOBAL group_replication_flow_control_period = DEFAULT")
         query(c, "SET GLOBAL group_replication_member_expel_timeout = 1")  # the fixture's, not GR's default
+        query(c, "SET GLOBAL group_replication_compression_threshold = DEFAULT")
         c.close()
     assert g.members[1].config.member_weight == 50
 

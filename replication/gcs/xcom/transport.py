@@ -463,6 +463,15 @@ class TcpTransport:
         if out is not None:
             out.stop()
 
+    def set_compression_threshold(self, threshold: int) -> None:
+        """GR's SET GLOBAL group_replication_compression_threshold: messages sent from now on
+        are compressed when their body is longer than `threshold` bytes (0 = never). Receivers
+        need no change: every frame says whether it is compressed."""
+        if threshold < 0:
+            raise ValueError("compression_threshold must be >= 0")
+        self.config = replace(self.config, compression_threshold=threshold)
+        self.encoder.compression_threshold = threshold
+
     async def drain(self) -> None:
         """Wait until every peer's queue is empty: written to its socket (and the socket's
         buffer flushed) or dropped. Bound it with the caller's deadline (``asyncio.timeout``):
