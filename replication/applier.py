@@ -432,12 +432,15 @@ class Applier:
         """DDL `item` at its seq (alone: see `run`). On its origin the session runs it; if it
         succeeded there it is applied — everyone runs it, whatever happens next (the outcome
         says so, or the origin left the view first). Otherwise, and on every other member,
-        the decision is awaited: run here under the origin's variables, or skipped; the seq
-        is recorded either way. Raises ApplierFailed when it fails here."""
+        the decision is awaited: run here under the origin's variables (and expected to fail
+        as on the origin when it failed there after changing something), or skipped; the seq
+        is recorded either way. Raises ApplierFailed when it ends here otherwise than there."""
         self._ddl_running = item.seq
         recorded = False
         try:
-            if item.local and self.run_local_ddl is not None:
+            ran_here = item.local and self.run_local_ddl is not None
+            if ran_here:
+                assert self.run_local_ddl is not None
                 if await self.run_local_ddl(item) == 0:
                     await self._record_ddl(item)
                     recorded = True
@@ -445,8 +448,8 @@ class Applier:
             decision = await self._decision(item.seq)
             if decision is None:
                 return  # abandoned: the member left the group (see abandon_undecided)
-            if decision.run:
-                await self._execute_ddl(item)
+            if decision.run and not ran_here:
+                await self._execute_ddl(item, decision.errno)
             await self._record_ddl(item)
             recorded = True
         finally:
@@ -454,9 +457,11 @@ class Applier:
             self._decisions.pop(item.seq, None)
             self._settle(item.seq, recorded)
 
-    async def _execute_ddl(self, item: ExecuteDdl) -> None:
+    async def _execute_ddl(self, item: ExecuteDdl, expect_errno: int = 0) -> None:
         """Run another member's DDL on a connection of its own (the origin's session variables
-        must not outlive it). Raises ApplierFailed."""
+        must not outlive it). It must end as on its origin: OK, or error `expect_errno` (a DDL
+        that failed there after changing something, see DdlOutcome.logged). Raises
+        ApplierFailed otherwise."""
         try:
             conn = await self._connect()
         except (MySQLError, OSError) as exc:
@@ -467,9 +472,20 @@ class Applier:
                     await conn.execute("SET SESSION " + ", ".join(f"{name} = '{value}'" for name, value in item.context))
                 if item.schema:
                     await conn.execute(f"USE `{item.schema.replace('`', '``')}`")
-                await conn.command(Command.QUERY, item.sql)
+                try:
+                    await conn.command(Command.QUERY, item.sql)
+                except BackendError as exc:
+                    if not expect_errno or exc.backend_errno != expect_errno:
+                        raise
+                    log.info("ddl_failed_as_on_origin", seq=item.seq, origin=item.origin, errno=expect_errno)
+                else:
+                    if expect_errno:
+                        raise ApplierFailed(f"DDL seq {item.seq} from {item.origin} failed there with error "
+                                            f"{expect_errno} after changing something, but succeeded here "
+                                            f"({item.sql[:200].decode('utf-8', 'replace')})")
         except BackendError as exc:
-            raise ApplierFailed(f"DDL seq {item.seq} from {item.origin} succeeded there but failed here: {exc} "
+            there = f"failed there with error {expect_errno}" if expect_errno else "succeeded there"
+            raise ApplierFailed(f"DDL seq {item.seq} from {item.origin} {there} but failed here: {exc} "
                                 f"({item.sql[:200].decode('utf-8', 'replace')})") from exc
         except (BackendLost, OSError) as exc:
             raise ApplierFailed(f"backend lost while running DDL seq {item.seq}: {exc}") from exc

@@ -113,8 +113,11 @@ class ExecuteDdl:
 
 @dataclass(frozen=True, slots=True)
 class DdlDecided:
-    """DDL `seq` is decided: `run` — it succeeded on its origin, or its origin left the view
-    before saying (`origin_left`); not `run` — it failed there with `errno`: nobody runs it."""
+    """DDL `seq` is decided: `run` — it succeeded on its origin (`errno` 0), or its origin
+    left the view before saying (`origin_left`), or it failed there with `errno` after
+    changing something (the origin's server logged it): then it must fail with that `errno`
+    here too. Not `run` — it failed on its origin with `errno`, changing nothing: nobody runs
+    it."""
 
     seq: Seq
     run: bool
@@ -337,7 +340,7 @@ class Engine:
                 if self.pending_ddl.get(msg.seq) != msg.origin:
                     return []  # decided already (its origin left) — or not a DDL of that member
                 del self.pending_ddl[msg.seq]
-                return [DdlDecided(msg.seq, msg.errno == 0, msg.errno)]
+                return [DdlDecided(msg.seq, msg.errno == 0 or msg.logged, msg.errno)]
             case StableReport():
                 view = [m.uuid for m in self.view.members] if self.view else []
                 if msg.member in view:

@@ -90,7 +90,7 @@ from . import outside_writes
 from .engine import AdminOutcome
 from .messages import AdminAction, AdminOp, DdlOutcome, MemberStats
 from .flow_control import FLOW_OBSERVE_INTERVAL_S, FlowControl, FlowSettings
-from .recovery import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, CACHE_TXN, Donor, Joiner, TransactionCache, ddl_blob
+from .recovery import CACHE_DDL_PENDING, CACHE_TXN, Donor, Joiner, TransactionCache, ddl_blob, ddl_kind
 
 log = structlog.get_logger("grproxy.member")
 
@@ -175,11 +175,12 @@ class DdlNotRun(Exception):
 class LocalDdl:
     """A DDL asked for by a session of this member, from its broadcast until it settled (see
     `Member.run_ddl`). `execute` runs it on the session's connection `conn` and returns the
-    server's errno (0: OK), raising DdlNotRun when it could not even be sent."""
+    server's errno (0: OK) and whether the server logged it although it failed (it changed
+    something first), raising DdlNotRun when it could not even be sent."""
 
     txn_id: int
     conn: BackendConnection
-    execute: Callable[[], Awaitable[int]]
+    execute: Callable[[], Awaitable[tuple[int, bool]]]
     ordered: asyncio.Future[Seq]  # its seq, at delivery
     settled: asyncio.Future[bool] | None = None  # the applier's (see Applier.ddl_settled)
     started: bool = False  # its session runs it now: nothing may abandon it
@@ -820,7 +821,7 @@ class Member:
                         ddl.settled = self.applier.ddl_settled(action.seq)
                         ddl.ordered.set_result(action.seq)
                 case DdlDecided():
-                    self.cache.mark(action.seq, CACHE_DDL if action.run else CACHE_DDL_SKIPPED)
+                    self.cache.mark(action.seq, ddl_kind(action))
                     self.applier.decide(action)
                     if action.origin_left:
                         self._log.warning("ddl_origin_left", seq=action.seq)
@@ -1089,14 +1090,16 @@ class Member:
         self._fail(f"certified transaction {seq} failed to commit locally: {error}", rejoin=True)
 
     async def run_ddl(self, conn: BackendConnection, schema: str, sql: bytes, context: tuple[tuple[str, str], ...],
-                      tables: tuple[KeyHash, ...], execute: Callable[[], Awaitable[int]]) -> int:
+                      tables: tuple[KeyHash, ...], execute: Callable[[], Awaitable[tuple[int, bool]]]) -> int:
         """A session's DDL (DESIGN §5): ordered through the group first; at its seq, when every
         earlier seq is applied here and no later one started, `execute` runs it on the
         session's own connection `conn` (its sql_mode, character set, time zone, default
         schema; the server's answer is the session's to relay), while the applier's lock watch
         dooms the local transactions that block it. Its outcome goes to the group: on success
         every other member runs it under `context` (the session's variables) with default
-        schema `schema`, on failure nobody does. `tables`: what it changes (certification).
+        schema `schema`, on failure nobody does — unless the server logged it all the same (it
+        changed something before it failed): then every member runs it and must fail the same
+        way. `tables`: what it changes (certification).
 
         Returns the server's errno (0: OK) once settled here — its seq recorded, after it ran,
         or after the group heard it failed. Runs in a task of its own: the caller may leave,
@@ -1140,12 +1143,12 @@ class Member:
         connection lost while the DDL ran leaves its outcome unknown here: ERROR (the group
         then runs it, as for any origin that left before its outcome)."""
         ddl = self._local_ddl.get(item.txn_id)
-        errno = ER_QUERY_INTERRUPTED
+        errno, logged = ER_QUERY_INTERRUPTED, False
         if ddl is not None:
             ddl.started = True
             try:
                 with self.applier.watching(ddl.conn, item.seq):
-                    errno = await ddl.execute()
+                    errno, logged = await ddl.execute()
             except DdlNotRun:
                 errno = ER_QUERY_INTERRUPTED
             except (MySQLError, OSError) as exc:
@@ -1153,10 +1156,14 @@ class Member:
                            f"backend is unknown ({exc})")
                 return ER_QUERY_INTERRUPTED
             ddl.errno = errno
-        if errno == 0 and self.applier.after_ddl is not None:
+        logged = logged and errno != 0
+        if logged:
+            self._log.warning("ddl_failed_after_changes", seq=item.seq, errno=errno,
+                              sql=item.sql[:200].decode("utf-8", "replace"))
+        if (errno == 0 or logged) and self.applier.after_ddl is not None:
             self.applier.after_ddl(item.schema, item.sql.decode("utf-8", "replace"))
         try:
-            self.gcs.broadcast(encode(DdlOutcome(self.config.uuid, item.seq, errno)))
+            self.gcs.broadcast(encode(DdlOutcome(self.config.uuid, item.seq, errno, logged)))
         except GcsError as exc:
             # The others would wait for it forever: leave, and they decide without us.
             self._fail(f"cannot tell the group how DDL seq {item.seq} ended here: {exc}")

@@ -809,17 +809,22 @@ class MemberSession(RelaySession):
             await self._commit()  # DDL commits implicitly, as in MySQL
         schema = await self._schema() or ""
         r = await self.backend.execute("SHOW SESSION VARIABLES WHERE Variable_name IN ("
-                                       + ", ".join(f"'{name}'" for name in DDL_CONTEXT_VARIABLES) + ")")
+                                       + ", ".join(f"'{name}'" for name in (*DDL_CONTEXT_VARIABLES, LAST_GTID))
+                                       + ")")
         values = {bytes(row[0]).decode().lower(): bytes(row[1] or b"").decode("utf-8", "replace")  # type: ignore[arg-type]
                   for row in r.rows}
+        # MariaDB's: what this session last wrote to the binary log. A DDL that fails after
+        # changing something is logged all the same (with its error), and this moves.
+        last_gtid = values.get(LAST_GTID)
         context = tuple((name, values[name]) for name in DDL_CONTEXT_VARIABLES
                         if name in values and values[name].isprintable() and not set(values[name]) & {"'", "\\"})
         held = _Held()
         backend = self.backend
         lost_at: list[bool] = []
 
-        async def execute() -> int:
-            """Run on this session's connection (called by the member at the DDL's seq). The
+        async def execute() -> tuple[int, bool]:
+            """Run on this session's connection (called by the member at the DDL's seq): the
+            server's errno (0: OK), and whether it logged the DDL although it failed. The
             server's answer decides what the group does with the DDL, so a client that leaves
             while it runs does not cut it short (`close` waits for it)."""
             if self.closed or backend.closed:
@@ -841,7 +846,18 @@ class MemberSession(RelaySession):
                 raise BackendLost(f"Lost connection to backend {backend.address} during query")
             scanner = done.result()
             self.status = (scanner.status if scanner.status_seen else self.status) & ~IN_TRANS
-            return scanner.error[0] if scanner.error is not None else 0
+            if scanner.error is None:
+                return 0, False
+            if last_gtid is None:
+                return scanner.error[0], False  # not MariaDB: its DDL is atomic
+            try:
+                r = await backend.execute(f"SELECT @@{LAST_GTID}")
+            except (MySQLError, OSError) as exc:
+                lost_at.append(True)
+                raise BackendLost(f"Lost connection to backend {backend.address} after a failed DDL "
+                                  f"(whether it changed anything is unknown): {exc}") from exc
+            now = r.rows[0][0] if r.rows else None
+            return scanner.error[0], bytes(now or b"").decode("ascii", "replace") != last_gtid
 
         try:
             await self.member.run_ddl(backend, schema, sql.encode("utf-8", "surrogateescape"), context,
@@ -1036,6 +1052,8 @@ class MemberSession(RelaySession):
             return
         super()._close_backend()
 
+
+LAST_GTID = "last_gtid"
 
 _HELD_KINDS = frozenset({Kind.SELECT, Kind.DML, Kind.BEGIN, Kind.CALL, Kind.DO, Kind.SHOW})
 

@@ -16,7 +16,7 @@ from typing import assert_never
 
 from .certifier import KeyHash, Seq
 
-VERSION = 2  # 2: TxnMessage.changes holds the row events as logged (replication/rowevents.py)
+VERSION = 3  # 2: TxnMessage.changes holds the row events as logged (replication/rowevents.py); 3: DdlOutcome.logged
 WRITE_SET_KEYS_MAX = 10_000_000
 SEEN_SEQS_MAX = 10_000  # seqs above the snapshot a transaction names; beyond, fewer (safe: more conflicts)  # per transaction; more is refused before broadcast
 TEXT_BYTES_MAX = 1 << 24  # DDL text, member addresses
@@ -73,12 +73,15 @@ class DdlMessage:
 
 @dataclass(frozen=True, slots=True)
 class DdlOutcome:
-    """How DDL `seq` ended on its origin: `errno` 0 → every other member runs it; otherwise
-    (the server's error there) nobody does."""
+    """How DDL `seq` ended on its origin: `errno` 0 → every other member runs it. Otherwise
+    (the server's error there) nobody does — unless `logged`: the server wrote it to its binary
+    log although it failed, because it changed something first (MariaDB's non-atomic
+    `DROP TABLE a, nosuch` drops `a`). Then every member runs it and must fail the same way."""
 
     origin: str
     seq: Seq
     errno: int = 0
+    logged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +222,8 @@ def encode(msg: Message) -> bytes:
             return b"".join((head, _text(msg.origin), _Q.pack(msg.txn_id), _text(msg.schema), _bytes(msg.sql),
                              _I.pack(len(msg.context)), context, _hashes(msg.tables)))
         case DdlOutcome():
-            return b"".join((head, _text(msg.origin), _Q.pack(msg.seq), _I.pack(msg.errno)))
+            return b"".join((head, _text(msg.origin), _Q.pack(msg.seq), _I.pack(msg.errno),
+                             bytes((1 if msg.logged else 0,))))
         case StableReport():
             return b"".join((head, _text(msg.member), _Q.pack(msg.lowest_snapshot)))
         case SyncPoint():
@@ -319,7 +323,10 @@ def decode(payload: bytes) -> Message:
         except ValueError as exc:
             raise ReplicationDecodeError(f"invalid DDL message: {exc}") from None
     elif kind == 9:
-        msg = DdlOutcome(r.text(), Seq(r.q()), r.i())
+        origin, seq, errno, logged = r.text(), Seq(r.q()), r.i(), r.take(1)[0]
+        if logged > 1 or (logged and not errno):
+            raise ReplicationDecodeError(f"invalid DDL outcome flag {logged} (errno {errno})")
+        msg = DdlOutcome(origin, seq, errno, bool(logged))
     elif kind == 3:
         msg = StableReport(r.text(), Seq(r.q()))
     elif kind == 4:

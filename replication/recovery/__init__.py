@@ -10,10 +10,10 @@ meanwhile, and only then announces ONLINE.
 * `clone`: consistent-snapshot clone, both sides.
 """
 
-from .cache import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, CACHE_TXN, TransactionCache, ddl_blob
+from .cache import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, CACHE_TXN, TransactionCache, ddl_blob, ddl_kind
 from .donor import Donor, pack_recovery_state, unpack_recovery_state
 from .joiner import Joiner, JoinerRefused
 from .phases import Phase
 
-__all__ = ["CACHE_DDL", "CACHE_DDL_PENDING", "CACHE_DDL_SKIPPED", "CACHE_TXN", "Donor", "Joiner", "JoinerRefused", "Phase", "TransactionCache", "ddl_blob",
+__all__ = ["CACHE_DDL", "CACHE_DDL_PENDING", "CACHE_DDL_SKIPPED", "CACHE_TXN", "Donor", "Joiner", "JoinerRefused", "Phase", "TransactionCache", "ddl_blob", "ddl_kind",
            "pack_recovery_state", "unpack_recovery_state"]

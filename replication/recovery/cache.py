@@ -11,13 +11,40 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ..certifier import Seq
-from ..engine import ExecuteDdl
+from ..engine import DdlDecided, ExecuteDdl
 from ..messages import DdlMessage, ReplicationDecodeError, decode, encode
 
 CACHE_TXN = "T"  # row events of a transaction (rowevents.ship)
 CACHE_DDL = "D"  # a DDL every member runs (payload: its DdlMessage, ddl_blob)
 CACHE_DDL_SKIPPED = "S"  # a DDL that failed on its origin: nobody runs it (its seq is recorded)
 CACHE_DDL_PENDING = "P"  # a DDL not decided yet: the joiner gets its decision from the group
+# A DDL that failed on its origin after changing something (the origin's server logged it):
+# everyone runs it and must fail alike. The kind is this prefix and the errno: "E1051".
+CACHE_DDL_FAILED_ALIKE = "E"
+
+
+def ddl_kind(decision: DdlDecided) -> str:
+    """How the cache marks a DDL once `decision` decided it."""
+    if not decision.run:
+        return CACHE_DDL_SKIPPED
+    return f"{CACHE_DDL_FAILED_ALIKE}{decision.errno}" if decision.errno else CACHE_DDL
+
+
+def is_ddl_kind(kind: str) -> bool:
+    return kind in (CACHE_DDL, CACHE_DDL_SKIPPED, CACHE_DDL_PENDING) or kind.startswith(CACHE_DDL_FAILED_ALIKE)
+
+
+def ddl_decision(seq: Seq, kind: str) -> DdlDecided | None:
+    """Inverse of ddl_kind: the decision a cached DDL carries (None: not decided yet). Raises
+    ValueError for a kind that is no DDL's."""
+    if kind == CACHE_DDL_PENDING:
+        return None
+    if kind in (CACHE_DDL, CACHE_DDL_SKIPPED):
+        return DdlDecided(seq, kind == CACHE_DDL)
+    errno = kind.removeprefix(CACHE_DDL_FAILED_ALIKE)
+    if kind == errno or not errno.isdigit() or int(errno) == 0:
+        raise ValueError(f"invalid DDL kind {kind!r} for seq {seq}")
+    return DdlDecided(seq, True, int(errno))
 
 
 def ddl_blob(action: ExecuteDdl) -> bytes:

@@ -40,9 +40,9 @@ from replication.protocol.errors import MySQLError
 
 from ..applier import ApplierFailed
 from ..certifier import Seq
-from ..engine import ApplyRemote, DdlDecided, Engine, EngineInvariantError
+from ..engine import ApplyRemote, Engine, EngineInvariantError
 from ..positions import AppliedSet, gtid_set
-from .cache import CACHE_DDL, CACHE_DDL_PENDING, CACHE_DDL_SKIPPED, ddl_unblob
+from .cache import CACHE_TXN, ddl_decision, ddl_unblob, is_ddl_kind
 from .clone import CloneError, CloneProgress, clone_into
 from .donor import unpack_recovery_state
 from .phases import Phase, PhaseEvent, next_phase
@@ -301,14 +301,17 @@ class Joiner:
             for seq in chunk:
                 kind, payload = got[seq]
                 assert isinstance(payload, bytes)
-                if kind in (CACHE_DDL, CACHE_DDL_SKIPPED, CACHE_DDL_PENDING):
+                if is_ddl_kind(kind):
+                    decision = ddl_decision(Seq(seq), kind)
                     m.applier.submit(ddl_unblob(Seq(seq), payload))
-                    if kind == CACHE_DDL_PENDING:
+                    if decision is None:
                         undecided.append(seq)  # its decision comes with the buffered deliveries
                     else:
-                        m.applier.decide(DdlDecided(Seq(seq), kind == CACHE_DDL))
-                else:
+                        m.applier.decide(decision)
+                elif kind == CACHE_TXN:
                     m.applier.submit(ApplyRemote(Seq(seq), "donor", payload, ()))
+                else:
+                    raise DonorFailed(f"donor sent seq {seq} of unknown kind {kind!r}")
                 m.cache.put(seq, kind, payload)
                 self.fetched += 1
             self.transactions_left = max(0, len(missing) - i - len(chunk))

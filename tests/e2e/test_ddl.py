@@ -117,6 +117,26 @@ def test_ddl_that_fails_on_its_origin_is_not_replicated(group: "Sandbox") -> Non
     _on_backend(group, primary, "DROP TABLE ddl.only_here")
 
 
+def test_ddl_that_fails_after_changing_something_runs_everywhere(group: "Sandbox") -> None:
+    """MariaDB's DROP TABLE is not atomic across its tables: `DROP TABLE a, nosuch` drops `a`,
+    then fails with 1051 (and the server logs it, with its error). The client gets the error;
+    every member drops `a` too, failing the same way, and stays ONLINE."""
+    c = group.connect(database="ddl")
+    try:
+        with c.cursor() as cur:
+            cur.execute("CREATE TABLE partly_a (id INT PRIMARY KEY)")
+            cur.execute("CREATE TABLE partly_b (id INT PRIMARY KEY)")
+            assert _errno(cur, "DROP TABLE partly_a, partly_nosuch, partly_b") == ER_BAD_TABLE
+            assert _warnings(cur) == [ER_BAD_TABLE]  # the server's own diagnostics, in this session
+            cur.execute("CREATE TABLE partly_after (id INT PRIMARY KEY)")  # the group goes on
+    finally:
+        c.close()
+    [tables, *_] = _everywhere(group, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ddl' "
+                                      "AND TABLE_NAME LIKE 'partly%' ORDER BY 1")
+    assert tables == [("partly_after",)]
+    assert all(g.state == "ONLINE" for g in group.group_members())
+
+
 def test_truncate_behind_an_open_transaction_leaves_every_backend_identical(group: "Sandbox") -> None:
     c = group.connect(database="ddl")
     with c.cursor() as cur:
@@ -203,7 +223,8 @@ def test_multi_primary_truncate_against_a_write_on_another_member(sandbox_factor
 
 def test_a_member_that_was_away_recovers_ddl_as_the_group_decided(sandbox_factory: Callable[..., "Sandbox"]) -> None:
     """Distributed recovery brings DDL with its decision: one that ran everywhere runs on the
-    joiner (under its origin's variables), one that failed on its origin is skipped there."""
+    joiner (under its origin's variables), one that failed on its origin is skipped there, one
+    that failed there after changing something fails alike there."""
     group = sandbox_factory(members=3)
     c = group.connect()
     with c.cursor() as cur:
@@ -220,6 +241,9 @@ def test_a_member_that_was_away_recovers_ddl_as_the_group_decided(sandbox_factor
         cur.execute("SET SESSION sql_mode = 'ANSI_QUOTES', time_zone = '+05:00'")
         cur.execute("CREATE TABLE \"r\" (id INT PRIMARY KEY, ts TIMESTAMP NOT NULL DEFAULT '2020-01-01 00:00:00')")
         cur.execute('INSERT INTO "r" (id) VALUES (1), (2)')
+        cur.execute("CREATE TABLE gone (id INT PRIMARY KEY)")
+        # Fails after dropping `gone`: the joiner drops it too, failing alike.
+        assert _errno(cur, "DROP TABLE gone, nosuch") == ER_BAD_TABLE
     c.close()
     _on_backend(group, primary, "DROP TABLE ddl.only_here")
     back = group.restart_member(away)

@@ -141,6 +141,36 @@ def test_ddl_failing_here_fails_the_applier() -> None:
     asyncio.run(go())
 
 
+def test_ddl_that_failed_on_its_origin_after_changing_something_must_fail_alike_here() -> None:
+    """The origin's server logged it with error 1050 (it changed something first): every other
+    member runs it and must get the same error; success or another error fails the applier.
+    The origin itself does not run it again."""
+    async def go() -> None:
+        h = make(fail_on=b"CREATE TABLE clash (id INT)")
+        task = asyncio.ensure_future(h.applier.run())
+        h.applier.submit(ddl(1, sql=b"CREATE TABLE clash (id INT)"))
+        h.applier.decide(DdlDecided(Seq(1), True, 1050))
+        await until(lambda: 1 in h.applier.positions.applied)  # failed here as there: recorded
+        h.local_errno = 1050
+        h.applier.submit(ddl(2, local=True, sql=b"CREATE TABLE clash (id INT)"))
+        await until(lambda: h.local_runs == [2])
+        h.applier.decide(DdlDecided(Seq(2), True, 1050))
+        await until(lambda: 2 in h.applier.positions.applied)
+        assert h.log.count("USE `db`") == 1  # seq 2 ran in its session only
+        task.cancel()
+
+        for errno in (1051, 1050):  # another error; success where the origin failed
+            sql = b"CREATE TABLE clash (id INT)" if errno == 1051 else b"CREATE TABLE fine (id INT)"
+            h = make(fail_on=b"CREATE TABLE clash (id INT)")
+            h.applier.submit(ddl(1, sql=sql))
+            h.applier.decide(DdlDecided(Seq(1), True, errno))
+            with pytest.raises(ApplierFailed, match="failed there with error"):
+                await asyncio.wait_for(h.applier.run(), 2)
+            assert 1 not in h.applier.positions.applied
+
+    asyncio.run(go())
+
+
 def test_leaving_the_group_drops_the_undecided_ddl_and_what_follows() -> None:
     async def go() -> None:
         h = make()

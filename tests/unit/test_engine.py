@@ -113,8 +113,11 @@ def test_ddl_is_decided_by_its_origins_outcome_or_run_when_the_origin_leaves() -
     e.on_delivery(encode(DdlMessage("a", 1, "db", b"TRUNCATE t", (), (KeyHash(5),))))  # seq 1
     e.on_delivery(encode(DdlMessage("a", 2, "db", b"DROP TABLE nosuch", (), (KeyHash(6),))))  # seq 2
     e.on_delivery(encode(DdlMessage("c", 1, "db", b"CREATE TABLE u (id INT)", (), (ALL_TABLES,))))  # seq 3
+    e.on_delivery(encode(DdlMessage("a", 3, "db", b"DROP TABLE t, nosuch", (), (KeyHash(5), KeyHash(6)))))  # seq 4
     assert e.on_delivery(encode(DdlOutcome("a", Seq(1), 0))) == [DdlDecided(Seq(1), True, 0)]
     assert e.on_delivery(encode(DdlOutcome("a", Seq(2), 1051))) == [DdlDecided(Seq(2), False, 1051)]
+    # Failed after dropping t (its server logged it): everyone runs it, expecting 1051.
+    assert e.on_delivery(encode(DdlOutcome("a", Seq(4), 1051, logged=True))) == [DdlDecided(Seq(4), True, 1051)]
     assert e.on_delivery(encode(DdlOutcome("b", Seq(3), 0))) == []  # not b's DDL
     actions = e.on_view(view(2, (A, B), left=(C,)))
     assert actions[0] == DdlDecided(Seq(3), True, 0, origin_left=True)
@@ -170,7 +173,8 @@ messages = st.one_of(
               st.lists(st.tuples(st.sampled_from(["sql_mode", "time_zone"]), st.sampled_from(["", "ANSI_QUOTES", "+00:00"])),
                        max_size=2).map(tuple),
               st.lists(st.integers(0, 2**64 - 1), max_size=5).map(tuple)),
-    st.builds(DdlOutcome, st.text(max_size=8), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)),
+    st.builds(DdlOutcome, st.text(max_size=8), st.integers(0, 2**64 - 1), st.integers(1, 2**32 - 1), st.booleans()),
+    st.builds(DdlOutcome, st.text(max_size=8), st.integers(0, 2**64 - 1), st.just(0)),
     st.builds(StableReport, st.text(max_size=8), st.integers(0, 2**64 - 1)),
     st.builds(SyncPoint, st.text(max_size=8), st.integers(0, 2**64 - 1)),
     st.builds(Announce, st.text(max_size=8), st.sampled_from([s.value for s in MemberState]), st.integers(0, 2**32 - 1),

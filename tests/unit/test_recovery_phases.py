@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from replication.recovery.cache import TransactionCache
+from replication.certifier import Seq
+from replication.engine import DdlDecided
+from replication.recovery.cache import TransactionCache, ddl_decision, ddl_kind, is_ddl_kind
 from replication.recovery.clone import (
     CloneError,
     CloneObject,
@@ -142,3 +144,18 @@ def test_clone_objects_are_checked_when_decoded() -> None:
         CloneObject.from_row(("PACKAGE", "s", "p", "", "CREATE PACKAGE p", ""))
     with pytest.raises(ValueError, match="fields"):
         CloneObject.from_row(("VIEW", "s"))
+
+
+@pytest.mark.parametrize("decision", [DdlDecided(Seq(4), True), DdlDecided(Seq(4), False, 1050),
+                                      DdlDecided(Seq(4), True, 1051)])
+def test_a_cached_ddl_carries_its_decision_to_a_joiner(decision: DdlDecided) -> None:
+    """Run, skipped, or run expecting the origin's error (it failed there after changing something)."""
+    kind = ddl_kind(decision)
+    assert is_ddl_kind(kind)
+    expected = decision if decision.run else DdlDecided(decision.seq, False)  # a skipped DDL's errno is not needed
+    assert ddl_decision(decision.seq, kind) == expected
+    assert ddl_decision(Seq(4), "P") is None
+    for bad in ("E", "E0", "Ex", "Z"):
+        with pytest.raises(ValueError):
+            ddl_decision(Seq(4), bad)
+    assert not is_ddl_kind("T")
