@@ -131,10 +131,8 @@ class App:
         transport = transport_config(m)
 
         async def new_gcs() -> XcomGroup:
-            """A new incarnation of this member in the group, listening on its group port. It
-            keeps what SET GLOBAL changed in the last one's transport (compression_threshold)."""
-            settings = self.gcs.transport.config if self.gcs is not None else transport
-            gcs = XcomGroup(MemberId(uuid, m.group_address, new_incarnation()), core, settings)
+            """A new incarnation of this member in the group, listening on its group port."""
+            gcs = XcomGroup(MemberId(uuid, m.group_address, new_incarnation()), core, transport)
             await gcs.start()
             self.gcs = gcs
             return gcs

@@ -484,7 +484,10 @@ def _variables() -> dict[str, Variable]:
         if a.member.config.member_expel_timeout_s is not None:
             return a.member.config.member_expel_timeout_s
         return int(_gcs_config(a.member, "core", "member_expel_timeout_ms", 5000)) // 1000  # type: ignore[call-overload]
-    compression = lambda a: _gcs_config(a.member, "transport", "compression_threshold", 1_000_000)  # noqa: E731
+    def compression(a: Admin) -> object:
+        if a.member.config.compression_threshold is not None:
+            return a.member.config.compression_threshold
+        return _gcs_config(a.member, "transport", "compression_threshold", 1_000_000)
     tls = lambda a: getattr(getattr(_gcs_config(a.member, "transport", "tls", None), "ssl_mode", None),  # noqa: E731
                             "value", "DISABLED")
     vs = [
@@ -595,9 +598,7 @@ def _message_cache_size_write(admin: Admin, value: object) -> None:
 def _compression_threshold_write(admin: Admin, value: object) -> None:
     """From the next message this member sends; later incarnations (rejoins) keep it."""
     assert isinstance(value, int)
-    transport = getattr(admin.member.gcs, "transport", None)
-    if transport is not None:  # the simulator's binding has no transport to set
-        transport.set_compression_threshold(value)
+    admin.member.reconfigure(compression_threshold=value)
 
 
 VARIABLES: Mapping[str, Variable] = _variables()

@@ -131,6 +131,8 @@ class MemberConfig:
     # SET GLOBAL group_replication_member_expel_timeout: given to every incarnation's group
     # binding (None: what the binding was built with).
     member_expel_timeout_s: int | None = None
+    # SET GLOBAL group_replication_compression_threshold: likewise, for the transport.
+    compression_threshold: int | None = None
     backend_check_interval_s: float = 1.0  # liveness probe of the backend
     backend_check_failures_max: int = 3  # consecutive failed probes → ERROR (the member leaves)
     # Flow control (replication/flow_control.py; GR's names and defaults).
@@ -424,6 +426,9 @@ class Member:
         set_expel = getattr(gcs, "set_member_expel_timeout_ms", None)
         if self.config.member_expel_timeout_s is not None and set_expel is not None:
             set_expel(self.config.member_expel_timeout_s * 1000)
+        set_threshold = getattr(gcs, "set_compression_threshold", None)
+        if self.config.compression_threshold is not None and set_threshold is not None:
+            set_threshold(self.config.compression_threshold)
 
     def _enter_group(self, gcs: GroupCommunication, event: LifecycleEvent) -> None:
         """Take part in the group through incarnation `gcs`: bootstrap, reboot or join. The
@@ -1160,6 +1165,13 @@ class Member:
         if logged:
             self._log.warning("ddl_failed_after_changes", seq=item.seq, errno=errno,
                               sql=item.sql[:200].decode("utf-8", "replace"))
+            if errno not in DDL_REPRODUCIBLE_ERRNOS:
+                # Cut short by something of this server's own (a KILL, max_statement_time, a
+                # stray file in a dropped schema): the others cannot end the same way. They run
+                # it whole once this member has left (as for any origin that left undecided).
+                self._fail(f"DDL seq {item.seq} failed on this member's backend with error {errno} after changing "
+                           "something (the server logged it), which the other members cannot reproduce")
+                return errno
         if (errno == 0 or logged) and self.applier.after_ddl is not None:
             self.applier.after_ddl(item.schema, item.sql.decode("utf-8", "replace"))
         try:
@@ -1455,10 +1467,12 @@ class Member:
     def reconfigure(self, **changes: object) -> None:
         """SET GLOBAL of a setting kept in MemberConfig: the member reads it where it uses it.
         A new member_weight is announced to the group (it counts at the next election); a new
-        member_expel_timeout_s goes to the group binding at once."""
+        member_expel_timeout_s or compression_threshold goes to the group binding at once (and to
+        every later incarnation's)."""
         old = self.config
         self.config = replace(old, **changes)  # type: ignore[arg-type]
-        if self.config.member_expel_timeout_s != old.member_expel_timeout_s:
+        if (self.config.member_expel_timeout_s != old.member_expel_timeout_s
+                or self.config.compression_threshold != old.compression_threshold):
             self._apply_gcs_settings(self.gcs)
         if self.config.member_weight != old.member_weight and self._announced is not None:
             self._announce(self._announced)
@@ -1653,6 +1667,10 @@ SYNC_TIMEOUT_MESSAGE = ("Timeout exceeded for held statement while new Group Rep
                         "applying backlog or while waiting for the group.")
 ACK_WAIT_S = 3600.0  # how long a member waits to apply a transaction whose origin wants an ack
 ER_QUERY_INTERRUPTED = 1317  # the outcome of a DDL its session could not run (see run_local_ddl)
+# Errors a DDL can end with after changing something (MariaDB logs it with the error) that every
+# member with the same data ends with too: a multi-object DROP that meets a missing object
+# (1051 table, 4091 sequence, 4092 view) or a table a foreign key still references (1217, 1451).
+DDL_REPRODUCIBLE_ERRNOS = frozenset({1051, 1217, 1451, 4091, 4092})
 
 
 def _text(value: object) -> str:

@@ -832,32 +832,32 @@ class MemberSession(RelaySession):
             loop = asyncio.get_running_loop()
             done: asyncio.Future[ResponseScanner] = loop.create_future()
             lost: asyncio.Future[bool] = loop.create_future()
-            self._ddl_running = True
+            self._ddl_running = True  # until its outcome is known: a client leaving waits for it
             try:
                 backend.relay(_frame_query(sql), Expect.QUERY, held, _setter(done),
                               lambda relayed: lost.done() or lost.set_result(relayed))
                 await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+                if not done.done():
+                    lost_at.append(lost.result())
+                    raise BackendLost(f"Lost connection to backend {backend.address} during query")
+                scanner = done.result()
+                self.status = (scanner.status if scanner.status_seen else self.status) & ~IN_TRANS
+                if scanner.error is None:
+                    return 0, False
+                if last_gtid is None:
+                    return scanner.error[0], False  # not MariaDB: its DDL is atomic
+                try:
+                    r = await backend.execute(f"SELECT @@{LAST_GTID}")
+                except (MySQLError, OSError) as exc:
+                    lost_at.append(True)
+                    raise BackendLost(f"Lost connection to backend {backend.address} after a failed DDL "
+                                      f"(whether it changed anything is unknown): {exc}") from exc
+                now = r.rows[0][0] if r.rows else None
+                return scanner.error[0], bytes(now or b"").decode("ascii", "replace") != last_gtid
             finally:
                 self._ddl_running = False
                 if self._close_after_ddl:
                     backend.close()
-            if not done.done():
-                lost_at.append(lost.result())
-                raise BackendLost(f"Lost connection to backend {backend.address} during query")
-            scanner = done.result()
-            self.status = (scanner.status if scanner.status_seen else self.status) & ~IN_TRANS
-            if scanner.error is None:
-                return 0, False
-            if last_gtid is None:
-                return scanner.error[0], False  # not MariaDB: its DDL is atomic
-            try:
-                r = await backend.execute(f"SELECT @@{LAST_GTID}")
-            except (MySQLError, OSError) as exc:
-                lost_at.append(True)
-                raise BackendLost(f"Lost connection to backend {backend.address} after a failed DDL "
-                                  f"(whether it changed anything is unknown): {exc}") from exc
-            now = r.rows[0][0] if r.rows else None
-            return scanner.error[0], bytes(now or b"").decode("ascii", "replace") != last_gtid
 
         try:
             await self.member.run_ddl(backend, schema, sql.encode("utf-8", "surrogateescape"), context,

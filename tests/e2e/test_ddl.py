@@ -137,6 +137,30 @@ def test_ddl_that_fails_after_changing_something_runs_everywhere(group: "Sandbox
     assert all(g.state == "ONLINE" for g in group.group_members())
 
 
+def test_a_client_that_leaves_during_a_failing_ddl_changes_nothing(group: "Sandbox") -> None:
+    """The client gives up while its DDL runs; the DDL then fails (a duplicate key at the end of a
+    CREATE … SELECT, which MariaDB rolls back whole). Its member still learns how it ended, so
+    nobody runs it, and every member stays ONLINE."""
+    primary = group.primary()
+    c = group.connect_member(primary, database="ddl", read_timeout=1)
+    with c.cursor() as cur:
+        with pytest.raises(pymysql.err.OperationalError):  # the client's read timeout: it leaves
+            cur.execute("CREATE TABLE left_behind (id INT PRIMARY KEY) "
+                        "SELECT 1 AS id FROM (SELECT SLEEP(3)) AS s UNION ALL SELECT 1")
+    c.close()
+    time.sleep(4)  # the DDL ends on the backend meanwhile
+    c = group.connect(database="ddl")
+    try:
+        with c.cursor() as cur:
+            cur.execute("CREATE TABLE after_leaving (id INT PRIMARY KEY)")  # the group goes on
+    finally:
+        c.close()
+    [tables, *_] = _everywhere(group, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ddl' "
+                                      "AND TABLE_NAME IN ('left_behind', 'after_leaving')")
+    assert tables == [("after_leaving",)]
+    assert all(g.state == "ONLINE" for g in group.group_members())
+
+
 def test_truncate_behind_an_open_transaction_leaves_every_backend_identical(group: "Sandbox") -> None:
     c = group.connect(database="ddl")
     with c.cursor() as cur:
@@ -253,3 +277,6 @@ def test_a_member_that_was_away_recovers_ddl_as_the_group_decided(sandbox_factor
     _everywhere(group, "CHECKSUM TABLE ddl.r")
     _everywhere(group, "SHOW TABLES FROM ddl")
     assert _on_backend(group, back, "SHOW TABLES FROM ddl") == [("r",)]
+    # From the donor's cache with its decision (a clone would have made `gone` absent anyway).
+    log = (group.base_dir / "sb" / back.id / "grproxy.log").read_text(errors="replace")
+    assert "ddl_failed_as_on_origin" in log, log[-3000:]

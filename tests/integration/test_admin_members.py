@@ -274,8 +274,8 @@ def test_set_global_dynamic_and_read_only(group: tuple[Group, LoopThread]) -> No
             query(w, "INSERT INTO app.blob_t VALUES (1, REPEAT('x', 4000))")
             assert g.members[p].gcs.transport_statistics().messages_compressed > before
             query(w, "DROP TABLE app.blob_t")
-            query(w, "SET GLOBAL group_replication_compression_threshold = DEFAULT")
         finally:
+            query(w, "SET GLOBAL group_replication_compression_threshold = DEFAULT")
             w.close()
         errno, message = error_of(c, "SET GLOBAL group_replication_group_name = 'x'")
         assert (errno, message) == (1238, "Variable 'group_replication_group_name' is a read only variable")
@@ -523,6 +523,7 @@ def test_stop_and_start_group_replication(group: tuple[Group, LoopThread]) -> No
     assert error_of(app, "STOP GROUP_REPLICATION")[0] == 1227
     app.close()
     c2 = g.connect(2)
+    query(c2, "SET GLOBAL group_replication_compression_threshold = 2000")
     query(c2, "STOP GROUP_REPLICATION")
     assert g.members[2].state is MemberState.OFFLINE
     wait_until(lambda: g.uuids[2] not in g.members[0].engine.members, "m2 left m0's view")
@@ -538,6 +539,10 @@ def test_stop_and_start_group_replication(group: tuple[Group, LoopThread]) -> No
     query(c2, "START GROUP_REPLICATION")
     wait_until(g.all_online, "m2 back ONLINE everywhere")
     assert error_of(c2, "START GROUP_REPLICATION")[0] == 3093
+    # SET GLOBAL outlives the incarnation it was made in.
+    assert g.members[2].gcs.transport.config.compression_threshold == 2000
+    query(c2, "SET GLOBAL group_replication_compression_threshold = DEFAULT")
+    assert g.members[2].gcs.transport.config.compression_threshold == 1_000_000
     converge(g, lt)
     assert backend_query(g.backends[2], "SELECT id FROM app.t WHERE id = 3001") == [(3001,)]
     c0.close()

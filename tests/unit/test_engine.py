@@ -197,6 +197,13 @@ def test_codec_rejects_damage(msg: object, cut: int, junk: bytes) -> None:
             decode(damaged)
 
 
+def test_ddl_outcome_flags_are_checked() -> None:
+    good = encode(DdlOutcome("a", Seq(3), 1051, logged=True))
+    for damaged in (good[:-1] + b"\x02", encode(DdlOutcome("a", Seq(3), 0))[:-1] + b"\x01"):
+        with pytest.raises(ReplicationDecodeError):
+            decode(damaged)
+
+
 def test_state_transfer_gives_identical_decisions() -> None:
     donor, twin = Engine("a"), Engine("a")
     for e in (donor, twin):

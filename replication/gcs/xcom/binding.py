@@ -286,6 +286,10 @@ class XcomGroup:
         """See Core.set_member_expel_timeout_ms."""
         self._core.set_member_expel_timeout_ms(ms)
 
+    def set_compression_threshold(self, threshold: int) -> None:
+        """See TcpTransport.set_compression_threshold."""
+        self._transport.set_compression_threshold(threshold)
+
     def force_members(self, members: tuple[MemberId, ...]) -> None:
         ready = self._step_input(ForceMembers(members))
         for err in ready.errors:
