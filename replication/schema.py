@@ -323,6 +323,16 @@ class CatalogError(Exception):
     """information_schema answered something the catalog cannot interpret."""
 
 
+def _is_utf8(name: TableName) -> bool:
+    """Both parts of `name` are text a server's utf8 catalog can hold (no lone surrogates)."""
+    try:
+        for part in name:
+            part.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _lit(text: str) -> str:
     """A utf8mb4 string literal immune to the session's character sets and escaping mode."""
     return f"_utf8mb4 X'{text.encode('utf-8').hex()}'"
@@ -404,11 +414,12 @@ class SchemaCatalog:
         """Metadata of `tables` (unknown ones absent).
 
         Everything missing from the cache is loaded in one round trip per
-        CATALOG_TABLES_PER_LOAD_MAX tables. Raises BackendError if information_schema cannot
-        be read.
+        CATALOG_TABLES_PER_LOAD_MAX tables. A name that is not valid UTF-8 (the client's bytes,
+        kept as surrogates) names no table: it is absent without a query. Raises BackendError
+        if information_schema cannot be read.
         """
         wanted = list(dict.fromkeys(tables))
-        missing = [n for n in wanted if self.get(*n) is None]
+        missing = [n for n in wanted if self.get(*n) is None and _is_utf8(n)]
         while missing:
             chunk, missing = missing[:CATALOG_TABLES_PER_LOAD_MAX], missing[CATALOG_TABLES_PER_LOAD_MAX:]
             await self._load(conn, chunk)

@@ -60,7 +60,7 @@ def _name_hash(kind: bytes, *names: str) -> KeyHash:
     # (a spurious conflict at worst, never a missed one).
     h = hashlib.blake2b(kind, digest_size=8, person=_TABLE_PERSON)
     for name in names:
-        part = name.lower().encode("utf-8")
+        part = name.lower().encode("utf-8", "surrogateescape")  # a client's invalid UTF-8: its own bytes
         h.update(len(part).to_bytes(4, "big") + part)
     return KeyHash(int.from_bytes(h.digest(), "big") or 1)  # 0 is ALL_TABLES
 

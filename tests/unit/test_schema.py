@@ -117,3 +117,33 @@ def test_catalog_bound() -> None:
     assert catalog.get(DB, "c") is None and catalog.get(DB, "b") is not None
     with pytest.raises(ValueError):
         SchemaCatalog(tables_max=0)
+
+
+def test_a_name_that_is_not_utf8_is_absent_without_a_query() -> None:
+    """A client's invalid UTF-8 in an identifier (kept as surrogates) names no table; the
+    catalog answers "unknown" instead of failing to build its query (found by the fuzzer)."""
+    import asyncio
+
+    class NoQueries:
+        capabilities = 1 << 16
+
+        async def execute_all(self, sql: str) -> list[object]:
+            raise AssertionError(f"queried {sql[:80]}")
+
+        async def execute(self, sql: str) -> object:
+            raise AssertionError(f"queried {sql[:80]}")
+
+    bad = b"t\xfd".decode("utf-8", "surrogateescape")
+    snap = asyncio.run(SchemaCatalog().snapshot(NoQueries(), [("db", bad), (bad, "t")]))  # type: ignore[arg-type]
+    assert snap.table("db", bad) is None and snap.table(bad, "t") is None
+
+
+def test_ddl_naming_a_table_in_invalid_utf8_hashes_its_bytes() -> None:
+    """The DDL's tables are hashed from the client's own bytes (found by the fuzzer: the hash
+    of a name kept as surrogates raised instead)."""
+    from replication.statements import classify_uncached
+    from replication.writeset import ALL_TABLES, ddl_tables
+
+    ours = ddl_tables(classify_uncached(b"DROP TABLE `t\xfd`"), "db")
+    other = ddl_tables(classify_uncached(b"DROP TABLE `t\xfe`"), "db")
+    assert ours and ours != (ALL_TABLES,) and ours != other
