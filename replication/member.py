@@ -727,6 +727,10 @@ class Member:
             self._buffer = []
             self.recovery = Joiner(self, view)
             self._tasks.append(asyncio.get_running_loop().create_task(self.recovery.run()))
+            # The others list us RECOVERING from the view; this gives them our member port
+            # (host and port in their replication_group_members), weight and version, as a
+            # GR joiner shows them. We read it back from the buffer once recovered.
+            self._announce(MemberState.RECOVERING)
             return
         self._run_actions(self.engine.on_view(view))
         if view.joined:

@@ -549,6 +549,40 @@ def test_stop_and_start_group_replication(group: tuple[Group, LoopThread]) -> No
     c2.close()
 
 
+def test_a_joiner_is_listed_with_its_address_while_it_recovers(group: tuple[Group, LoopThread]) -> None:
+    """As GR shows a joiner: RECOVERING, with its host and port, on every member (its
+    recovery is held until the others' tables show it)."""
+    g, lt = group
+    back_to_single_primary_on(g, 0)
+    c2 = g.connect(2)
+    m2 = g.members[2]
+    held: list[object] = []
+    try:
+        query(c2, "STOP GROUP_REPLICATION")
+        wait_until(lambda: g.uuids[2] not in g.members[0].engine.members, "m2 left m0's view")
+        m2.recovery_done = held.append  # type: ignore[method-assign]
+        query(c2, "START GROUP_REPLICATION")
+        host, _, port = m2.config.member_address.rpartition(":")
+        c0 = g.connect(0)
+        try:
+            wait_until(lambda: (g.uuids[2], host, int(port), "RECOVERING") in query(
+                c0, "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_PORT, MEMBER_STATE "
+                    "FROM performance_schema.replication_group_members"), "m2 RECOVERING with its address on m0")
+        finally:
+            c0.close()
+        wait_until(lambda: bool(held), "m2's recovery done (held)")
+    finally:
+        del m2.recovery_done  # the method again
+        if held:
+            lt.run(_call(m2.recovery_done, held[0]))
+        c2.close()
+    wait_until(g.all_online, "m2 back ONLINE everywhere")
+
+
+async def _call(fn: Any, arg: object) -> None:
+    fn(arg)
+
+
 def test_router_poll_answer(group: tuple[Group, LoopThread]) -> None:
     g, _ = group
     back_to_single_primary_on(g, 0)
