@@ -1930,7 +1930,9 @@ def _admin(p: _P, j: int) -> Statement:
     implicit_commit = key in _ADMIN_IMPLICIT_COMMIT and not (key == "RESET" and p.key(j + 1) == "PERSIST")
     if key == "CHANGE" and p.key(j + 1) not in ("MASTER", "REPLICATION"):
         return _other("CHANGE")
-    if key == "RESET" and p.key(j + 1) in ("MASTER", "BINARY"):  # RESET BINARY LOGS AND GTIDS: MySQL 8.4's name
+    if key == "RESET" and any(p.kind(k) == _W and p.key(k) in ("MASTER", "BINARY") for k in range(j + 1, p.n)):
+        # RESET MASTER wherever it is in the option list (RESET SLAVE, MASTER TO 9); RESET
+        # BINARY LOGS AND GTIDS is MySQL 8.4's name for it.
         return Statement(Kind.ADMIN, "RESET MASTER", False, implicit_commit=True)
     return Statement(Kind.ADMIN, key, False, implicit_commit=implicit_commit)
 

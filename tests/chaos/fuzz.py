@@ -1174,8 +1174,11 @@ class ServingCheck:
             b = m["backend"]
             import pymysql
 
-            conn = pymysql.connect(host=b["host"], port=int(b["port"]), user=b["user"], password=b["password"],
-                                   autocommit=True, connect_timeout=HANG_BOUND_S)
+            try:
+                conn = pymysql.connect(host=b["host"], port=int(b["port"]), user=b["user"], password=b["password"],
+                                       autocommit=True, connect_timeout=HANG_BOUND_S)
+            except pymysql.MySQLError as exc:  # the backend died: a finding, not the harness's end
+                return [f"{m['id']}'s backend does not answer after the fuzzing: {exc}"]
             try:
                 with conn.cursor() as cur:
                     cur.execute("CHECKSUM TABLE fuzz.t, fuzzcheck.t")

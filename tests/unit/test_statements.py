@@ -414,6 +414,10 @@ CASES: list[Case] = [
     C("RESET MASTER", K.ADMIN, "ic", verb="RESET MASTER"),  # a member refuses it (3190)
     C("reset binary logs and gtids", K.ADMIN, "ic", verb="RESET MASTER"),
     C("RESET SLAVE", K.ADMIN, "ic", verb="RESET"),
+    C("RESET SLAVE 'conn_master'", K.ADMIN, "ic", verb="RESET"),  # a connection name, not the option
+    # Later in the option list (found by the fuzzer: it reset a member's binary log).
+    C("RESET QUERY CACHE, SLAVE, MASTER TO 9", K.ADMIN, "ic", verb="RESET MASTER"),
+    C("reset slave all, binary logs and gtids", K.ADMIN, "ic", verb="RESET MASTER"),
     C("RESET PERSIST", K.ADMIN, ""),
     C("PURGE BINARY LOGS TO 'mysql-bin.000010'", K.ADMIN, ""),
     C("CHANGE MASTER TO MASTER_HOST = 'h'", K.ADMIN, "ic"),
