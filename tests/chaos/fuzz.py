@@ -61,7 +61,6 @@ import contextlib
 import dataclasses
 import datetime
 import faulthandler
-import hashlib
 import json
 import os
 import random
