@@ -75,7 +75,7 @@ from .checkers import (
 from .checkers.result import Anomaly, CheckResult, result
 from .cluster import Cluster, MemberNode, connect
 from .history import Completed, Recorder
-from .netfault import RESET, Rule
+from .netfault import RESET
 from .report import summary_markdown, write_plot
 from .workloads import OP_TIMEOUT_S, Bank, Client, ListAppend, parse_list
 

@@ -16,7 +16,6 @@ import compat_connector_scenarios as connector_scenarios
 from compat_connector_scenarios import _blob as make_blob
 from compat_support import (
     CLIENT_DEPRECATE_EOF,
-    CLIENT_FOUND_ROWS,
     DEFAULT_CAPABILITIES,
     SERVER_MORE_RESULTS_EXISTS,
     SERVER_STATUS_AUTOCOMMIT,

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from typing import Any
 
-import pymysql
 import pytest
 
 from compat_support import Target, env_without_proxy_settings

@@ -21,8 +21,6 @@ from compat_data import COLUMNS, PARAM_COLUMNS, PARAM_ROWS, TYPES_DDL, insert_st
 from compat_support import (
     CLIENT_DEPRECATE_EOF,
     DEFAULT_CAPABILITIES,
-    ErrPacket,
-    OkPacket,
     PreparedStatement,
     ResultSet,
     Target,

@@ -19,7 +19,7 @@ import zlib
 
 import pytest
 
-from replication.binlog.events import GTID_PREPARED_XA, EventHeader, Gtid, XaId, XaPrepare, checksum_ok, decode_event
+from replication.binlog.events import GTID_PREPARED_XA, EventHeader, Gtid, XaId, checksum_ok, decode_event
 from replication.binlog.transactions import BinlogTransaction
 from replication.rowevents import (
     RowEventsError, _binlog_statements, decode_row_events, encode_row_events, ship,
