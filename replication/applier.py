@@ -438,17 +438,16 @@ class Applier:
         self._ddl_running = item.seq
         recorded = False
         try:
-            ran_here = item.local and self.run_local_ddl is not None
-            if ran_here:
-                assert self.run_local_ddl is not None
-                if await self.run_local_ddl(item) == 0:
+            run_local = self.run_local_ddl if item.local else None
+            if run_local is not None:
+                if await run_local(item) == 0:
                     await self._record_ddl(item)
                     recorded = True
                     return
             decision = await self._decision(item.seq)
             if decision is None:
                 return  # abandoned: the member left the group (see abandon_undecided)
-            if decision.run and not ran_here:
+            if decision.run and run_local is None:  # the origin's session ran it already
                 await self._execute_ddl(item, decision.errno)
             await self._record_ddl(item)
             recorded = True

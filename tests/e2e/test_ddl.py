@@ -59,6 +59,14 @@ def _everywhere(sandbox: "Sandbox", sql: str, members: list["MemberInfo"] | None
         time.sleep(0.3)
 
 
+def _ddl_tables_everywhere(sandbox: "Sandbox", name_condition: str) -> list[object]:
+    """The names of schema ddl's tables whose TABLE_NAME meets `name_condition`, once every
+    backend agrees on them."""
+    [rows, *_] = _everywhere(sandbox, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ddl' "
+                                      f"AND TABLE_NAME {name_condition} ORDER BY 1")
+    return [row[0] for row in rows]
+
+
 def _errno(cur: pymysql.cursors.Cursor, sql: str) -> int:
     try:
         cur.execute(sql)
@@ -131,9 +139,7 @@ def test_ddl_that_fails_after_changing_something_runs_everywhere(group: "Sandbox
             cur.execute("CREATE TABLE partly_after (id INT PRIMARY KEY)")  # the group goes on
     finally:
         c.close()
-    [tables, *_] = _everywhere(group, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ddl' "
-                                      "AND TABLE_NAME LIKE 'partly%' ORDER BY 1")
-    assert tables == [("partly_after",)]
+    assert _ddl_tables_everywhere(group, "LIKE 'partly%'") == ["partly_after"]
     assert all(g.state == "ONLINE" for g in group.group_members())
 
 
@@ -148,16 +154,14 @@ def test_a_client_that_leaves_during_a_failing_ddl_changes_nothing(group: "Sandb
             cur.execute("CREATE TABLE left_behind (id INT PRIMARY KEY) "
                         "SELECT 1 AS id FROM (SELECT SLEEP(3)) AS s UNION ALL SELECT 1")
     c.close()
-    time.sleep(4)  # the DDL ends on the backend meanwhile
     c = group.connect(database="ddl")
     try:
         with c.cursor() as cur:
-            cur.execute("CREATE TABLE after_leaving (id INT PRIMARY KEY)")  # the group goes on
+            # Ordered after the first: it runs once that one settled. The group goes on.
+            cur.execute("CREATE TABLE after_leaving (id INT PRIMARY KEY)")
     finally:
         c.close()
-    [tables, *_] = _everywhere(group, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ddl' "
-                                      "AND TABLE_NAME IN ('left_behind', 'after_leaving')")
-    assert tables == [("after_leaving",)]
+    assert _ddl_tables_everywhere(group, "IN ('left_behind', 'after_leaving')") == ["after_leaving"]
     assert all(g.state == "ONLINE" for g in group.group_members())
 
 
